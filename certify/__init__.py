@@ -1,0 +1,18 @@
+"""certify: Monte Carlo certification of smoothed classifiers (Gaussian, anisotropic, full-covariance
+and mixture-of-Gaussians noise), plain-data certificates, logs and certified accuracy."""
+from .bounds import clopper_pearson_lower, empirical_bernstein_lower, hoeffding_lower
+from .certificate import ABSTAIN, Certificate
+from .log import (COHEN_COLUMNS, Log, LogWriter, abstention_rate, average_certified_radius,
+                  certified_accuracy, cohen_markdown_table, read_log)
+from .noise import DiagonalGaussian, FullGaussian, GaussianNoise, IsotropicGaussian, MixtureOfGaussians
+from .radius import gaussian_radius, max_sigma_radius, mixture_radius
+from .region import Ellipsoid
+from .smooth import Smooth
+
+__all__ = [
+    "ABSTAIN", "Certificate", "COHEN_COLUMNS", "DiagonalGaussian", "Ellipsoid", "FullGaussian",
+    "GaussianNoise", "IsotropicGaussian", "Log", "LogWriter", "MixtureOfGaussians", "Smooth",
+    "abstention_rate", "average_certified_radius", "certified_accuracy", "clopper_pearson_lower",
+    "cohen_markdown_table", "empirical_bernstein_lower", "gaussian_radius", "hoeffding_lower",
+    "max_sigma_radius", "mixture_radius", "read_log",
+]

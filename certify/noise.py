@@ -1,0 +1,231 @@
+"""Smoothing noise distributions: the ``eps`` in ``x + eps``, defined on the flattened input.
+
+Each class is plain data (its parameters, float64) plus a sampler that draws batches on the
+model's device and dtype from an explicitly passed ``torch.Generator``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .region import Ellipsoid
+
+
+def _as_float64_tensor(value, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().to(device="cpu", dtype=torch.float64)
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number, array or tensor, got {type(value).__name__}") from None
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or infinite entries")
+    return t
+
+
+def _randn(count: int, dim: int, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+    """Standard normal (count, dim) on the generator's device, moved to ``device``."""
+    gen_device = generator.device if generator is not None else device
+    z = torch.randn((count, dim), generator=generator, device=gen_device, dtype=dtype)
+    return z.to(device, non_blocking=True)
+
+
+class GaussianNoise:
+    """Base class: a zero-mean Gaussian ``scale @ z`` (z standard normal) on R^d."""
+
+    #: number of mixture components (1 for a single Gaussian); certificates bound each one.
+    num_components: int = 1
+    kind: str = "gaussian"
+
+    @property
+    def dim(self) -> int | None:
+        """Input dimension the noise is defined for (None: any)."""
+        return None
+
+    def check_dim(self, d: int) -> None:
+        if self.dim is not None and self.dim != d:
+            raise ValueError(f"noise is defined on dimension {self.dim} but x has {d} entries "
+                             f"(shape mismatch between x and the noise parameter)")
+
+    def sample(self, count: int, dim: int, generator: torch.Generator | None, device, dtype
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draw ``count`` noise vectors (count, dim) and the component index of each (or None)."""
+        raise NotImplementedError
+
+    def region(self, center: np.ndarray, radius: float) -> Ellipsoid:
+        """The certified region ``{center + delta : ||scale^{-1} delta|| <= radius}``."""
+        raise NotImplementedError
+
+    def scale_summary(self) -> dict[str, float]:
+        """Smallest and geometric-mean axis of the noise (log columns ``min_sigma``, ``gm_sigma``)."""
+        raise NotImplementedError
+
+    def _cast(self, tensor: torch.Tensor, device, dtype) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_cast_cache", {})
+        key = (id(tensor), str(device), dtype)
+        if key not in cache:
+            cache[key] = tensor.to(device=device, dtype=dtype)
+        return cache[key]
+
+
+class IsotropicGaussian(GaussianNoise):
+    """``x + sigma z`` (Cohen et al. 2019)."""
+
+    kind = "isotropic"
+
+    def __init__(self, sigma: float):
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError):
+            raise TypeError(f"sigma must be a positive float, got {sigma!r}") from None
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be positive and finite, got {sigma}")
+        self.sigma = sigma
+
+    def sample(self, count, dim, generator, device, dtype):
+        return _randn(count, dim, generator, device, dtype).mul_(self.sigma), None
+
+    def region(self, center, radius):
+        return Ellipsoid(center, self.sigma, radius)
+
+    def scale_summary(self):
+        return {"min_sigma": self.sigma, "gm_sigma": self.sigma}
+
+    def __repr__(self):
+        return f"IsotropicGaussian(sigma={self.sigma:g})"
+
+
+class DiagonalGaussian(GaussianNoise):
+    """``x + theta * z`` with theta positive, one entry per input coordinate (ANCER)."""
+
+    kind = "diagonal"
+
+    def __init__(self, theta):
+        theta = _as_float64_tensor(theta, "theta").reshape(-1)
+        if theta.numel() == 0:
+            raise ValueError("theta must not be empty")
+        if (theta <= 0).any():
+            raise ValueError(f"theta must be positive everywhere (min {theta.min().item():g})")
+        self.theta = theta
+
+    @property
+    def dim(self):
+        return self.theta.numel()
+
+    def sample(self, count, dim, generator, device, dtype):
+        return _randn(count, dim, generator, device, dtype).mul_(self._cast(self.theta, device, dtype)), None
+
+    def region(self, center, radius):
+        return Ellipsoid(center, self.theta.numpy(), radius)
+
+    def scale_summary(self):
+        return {"min_sigma": float(self.theta.min()), "gm_sigma": float(self.theta.log().mean().exp())}
+
+    def __repr__(self):
+        return f"DiagonalGaussian(d={self.dim}, min={float(self.theta.min()):.4g}, max={float(self.theta.max()):.4g})"
+
+
+class FullGaussian(GaussianNoise):
+    """``x + C z`` with C symmetric positive definite (RDDRS); the covariance is C^2."""
+
+    kind = "full"
+
+    def __init__(self, C, symmetry_tol: float = 1e-8):
+        C = _as_float64_tensor(C, "C")
+        if C.ndim != 2 or C.shape[0] != C.shape[1]:
+            raise ValueError(f"C must be a square (d, d) matrix, got shape {tuple(C.shape)}")
+        asym = (C - C.T).abs().max().item()
+        if asym > symmetry_tol * max(1.0, C.abs().max().item()):
+            raise ValueError(f"C must be symmetric (max |C - C^T| = {asym:.3g})")
+        C = 0.5 * (C + C.T)
+        eigvals, eigvecs = torch.linalg.eigh(C)
+        if eigvals[0] <= 0:
+            raise ValueError(f"C must be positive definite (smallest eigenvalue {eigvals[0].item():.3g})")
+        self.C = C
+        self.eigenvalues = eigvals
+        self.eigenvectors = eigvecs
+
+    @property
+    def dim(self):
+        return self.C.shape[0]
+
+    def sample(self, count, dim, generator, device, dtype):
+        z = _randn(count, dim, generator, device, dtype)
+        return z @ self._cast(self.C, device, dtype), None  # rows z^T C = (C z)^T, C symmetric
+
+    def region(self, center, radius):
+        return Ellipsoid(center, self.C.numpy(), radius, _eig=(self.eigenvalues.numpy(), self.eigenvectors.numpy()))
+
+    def scale_summary(self):
+        return {"min_sigma": float(self.eigenvalues[0]), "gm_sigma": float(self.eigenvalues.log().mean().exp())}
+
+    def __repr__(self):
+        return (f"FullGaussian(d={self.dim}, eig in [{float(self.eigenvalues[0]):.4g}, "
+                f"{float(self.eigenvalues[-1]):.4g}])")
+
+
+class MixtureOfGaussians(GaussianNoise):
+    """Isotropic Gaussians of scales ``sigmas`` (Rostermundt and Anderson).
+
+    ``kind="mixture"``: each sample draws one component k with probability ``weights[k]`` and adds
+    ``sigma_k z``; certified with a bound derived for the mixture (see ``certify.radius``).
+    ``kind="convolution"``: the paper's definition, the sum of K independent Gaussians, which is the
+    single Gaussian ``sqrt(sum sigma_k^2) z`` (sampled as such, which is the same distribution).
+    """
+
+    def __init__(self, sigmas: Sequence[float], weights: Sequence[float] | None = None, kind: str = "mixture"):
+        sig = _as_float64_tensor(sigmas, "sigmas").reshape(-1)
+        if sig.numel() == 0:
+            raise ValueError("sigmas must not be empty")
+        if (sig <= 0).any():
+            raise ValueError(f"sigmas must all be positive, got {sig.tolist()}")
+        if kind not in ("mixture", "convolution"):
+            raise ValueError(f"kind must be 'mixture' or 'convolution', got {kind!r}")
+        if weights is None:
+            w = torch.full_like(sig, 1.0 / sig.numel())
+        else:
+            w = _as_float64_tensor(weights, "weights").reshape(-1)
+            if w.numel() != sig.numel():
+                raise ValueError(f"weights has {w.numel()} entries but sigmas has {sig.numel()}")
+            if (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-6:
+                raise ValueError(f"weights must be a probability distribution (non-negative, sum 1), got {w.tolist()}")
+            w = w / w.sum()
+        if kind == "convolution" and weights is not None:
+            raise ValueError("weights have no meaning for kind='convolution' (a sum of Gaussians)")
+        self.sigmas = sig
+        self.weights = w
+        self.kind = kind
+        self.num_components = sig.numel() if kind == "mixture" else 1
+
+    @property
+    def effective_sigma(self) -> float:
+        """sqrt(sum sigma_k^2): the scale of the convolution (errata, MoG item 1)."""
+        return float(self.sigmas.pow(2).sum().sqrt())
+
+    def sample(self, count, dim, generator, device, dtype):
+        z = _randn(count, dim, generator, device, dtype)
+        if self.kind == "convolution":
+            return z.mul_(self.effective_sigma), None
+        gen_device = generator.device if generator is not None else "cpu"
+        comp = torch.multinomial(self.weights.to(gen_device), count, replacement=True, generator=generator).to(device)
+        scales = self._cast(self.sigmas, device, dtype)[comp]
+        return z.mul_(scales[:, None]), comp
+
+    def region(self, center, radius):
+        # convolution: the effective Gaussian's ball in its own norm; mixture: radius is an l2 radius.
+        if self.kind == "convolution":
+            return Ellipsoid(center, self.effective_sigma, radius)
+        return Ellipsoid(center, 1.0, radius)
+
+    def scale_summary(self):
+        if self.kind == "convolution":
+            s = self.effective_sigma
+            return {"min_sigma": s, "gm_sigma": s}
+        return {"min_sigma": float(self.sigmas.min()), "gm_sigma": float(self.sigmas.max())}
+
+    def __repr__(self):
+        return f"MixtureOfGaussians(sigmas={self.sigmas.tolist()}, weights={self.weights.tolist()}, kind={self.kind!r})"

@@ -1,0 +1,140 @@
+"""Certified regions: the one ellipsoid convention used everywhere in the library.
+
+A region is ``{center + delta : ||S^{-1} delta||_2 <= radius}`` where ``S`` (the *scale*) is the
+noise's own scale: a positive scalar (ball, isotropic noise sigma z), a positive vector (axis-aligned
+ellipsoid, noise theta * z) or a symmetric positive definite matrix (ellipsoid of any orientation,
+noise C z).  Its semi-axes are ``radius * eig(S)``.  Every other representation (the quadratic form
+``(y - c)^T Q (y - c) <= 1`` with ``Q = S^{-2} / radius^2``) is derived here and nowhere else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Union
+
+import numpy as np
+
+Scale = Union[float, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class Ellipsoid:
+    """The set ``{center + delta : ||scale^{-1} delta||_2 <= radius}`` (float64 numpy data)."""
+
+    center: np.ndarray
+    scale: Scale
+    radius: float
+    _eig: tuple = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        center = np.asarray(self.center, dtype=np.float64).reshape(-1)
+        object.__setattr__(self, "center", center)
+        scale = self.scale
+        if np.ndim(scale) == 0:
+            scale = float(scale)
+            if not (np.isfinite(scale) and scale > 0):
+                raise ValueError(f"scale must be positive and finite, got {scale}")
+        else:
+            scale = np.asarray(scale, dtype=np.float64)
+            d = center.shape[0]
+            if scale.shape not in ((d,), (d, d)):
+                raise ValueError(f"scale has shape {scale.shape}; expected (), ({d},) or ({d}, {d})")
+        object.__setattr__(self, "scale", scale)
+        radius = float(self.radius)
+        if not (radius >= 0 and np.isfinite(radius)):
+            raise ValueError(f"radius must be finite and >= 0, got {radius}")
+        object.__setattr__(self, "radius", radius)
+
+    # ------------------------------------------------------------------ spectral data (cached)
+    @property
+    def dim(self) -> int:
+        return self.center.shape[0]
+
+    @property
+    def kind(self) -> str:
+        """'ball', 'diagonal' or 'full'."""
+        if np.ndim(self.scale) == 0:
+            return "ball"
+        return "diagonal" if np.ndim(self.scale) == 1 else "full"
+
+    @cached_property
+    def eigh(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Eigenvalues (ascending) and eigenvectors of the scale (``None`` for ball/diagonal)."""
+        if self._eig is not None:
+            return self._eig
+        if self.kind == "ball":
+            return np.full(self.dim, self.scale), None
+        if self.kind == "diagonal":
+            return np.sort(self.scale), None
+        vals, vecs = np.linalg.eigh(self.scale)
+        return vals, vecs
+
+    @property
+    def semi_axes(self) -> np.ndarray:
+        """Semi-axis lengths, ascending: ``radius * eig(scale)``."""
+        return self.radius * self.eigh[0]
+
+    @property
+    def l2_radius(self) -> float:
+        """Radius of the largest l2 ball around the centre inside the region."""
+        return float(self.radius * self.eigh[0][0])
+
+    @property
+    def proxy_radius(self) -> float:
+        """Radius of the l2 ball with the region's volume (ANCER's proxy): r (prod eig)^(1/d)."""
+        return float(self.radius * np.exp(np.mean(np.log(self.eigh[0]))))
+
+    @property
+    def outer_radius(self) -> float:
+        """Radius of the smallest l2 ball around the centre containing the region."""
+        return float(self.radius * self.eigh[0][-1])
+
+    # ------------------------------------------------------------------ membership
+    def whiten(self, delta: np.ndarray) -> np.ndarray:
+        """``scale^{-1} delta`` for a displacement (or a batch of them, shape (..., d))."""
+        delta = np.asarray(delta, dtype=np.float64)
+        if self.kind == "ball":
+            return delta / self.scale
+        if self.kind == "diagonal":
+            return delta / self.scale
+        vals, vecs = self.eigh
+        return ((delta @ vecs) / vals) @ vecs.T
+
+    def norm(self, delta: np.ndarray) -> np.ndarray:
+        """The region's own norm ``||scale^{-1} delta||_2`` (the region is norm <= radius)."""
+        return np.linalg.norm(self.whiten(delta), axis=-1)
+
+    def _as_vectors(self, a: np.ndarray, name: str) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        if a.size == self.dim:
+            return a.reshape(-1)
+        if a.ndim >= 2 and a.shape[-1] == self.dim:
+            return a
+        raise ValueError(f"{name} has shape {a.shape}; the region has dimension {self.dim}")
+
+    def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray:
+        """True iff ``center + delta`` lies in the region (``delta`` of any shape with d entries,
+        or a batch of shape (..., d))."""
+        return self.norm(self._as_vectors(delta, "delta")) <= self.radius
+
+    def contains_point(self, point: np.ndarray) -> bool | np.ndarray:
+        """True iff ``point`` lies in the region."""
+        return self.contains_delta(self._as_vectors(point, "point") - self.center)
+
+    def quadratic_form(self) -> np.ndarray:
+        """Dense ``Q`` with region ``{y : (y - c)^T Q (y - c) <= 1}``, ``Q = scale^{-2} / radius^2``."""
+        if self.radius == 0:
+            raise ValueError("a region of radius 0 has no quadratic form")
+        vals, vecs = self.eigh
+        if vecs is None:
+            diag = (1.0 / (self.radius * (self.scale if self.kind == "diagonal" else np.full(self.dim, self.scale)))) ** 2
+            return np.diag(diag)
+        return (vecs / (self.radius * vals) ** 2) @ vecs.T
+
+    def with_radius(self, radius: float) -> "Ellipsoid":
+        """The same centre and shape with another radius (eigendecomposition shared)."""
+        return Ellipsoid(self.center, self.scale, radius, _eig=self.eigh)
+
+    def as_ball(self, l2_radius: float | None = None) -> "Ellipsoid":
+        """A ball about the same centre (default: the inscribed ball)."""
+        return Ellipsoid(self.center, 1.0, self.l2_radius if l2_radius is None else l2_radius)

@@ -1,0 +1,1 @@
+"""ddrs package."""
