@@ -138,3 +138,31 @@ class Ellipsoid:
     def as_ball(self, l2_radius: float | None = None) -> "Ellipsoid":
         """A ball about the same centre (default: the inscribed ball)."""
         return Ellipsoid(self.center, 1.0, self.l2_radius if l2_radius is None else l2_radius)
+
+    # ------------------------------------------------------------------ added for certify.memory
+    @cached_property
+    def axes(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Principal scales *in coordinate order* and the basis they refer to.
+
+        ``(values, None)``: the scale is ``diag(values)`` in the standard basis (ball: all entries
+        equal; diagonal: the scale vector itself, not sorted).  ``(values, vecs)``: the scale is
+        ``vecs @ diag(values) @ vecs.T`` (the cached eigendecomposition).  Unlike ``eigh``, the
+        values of a diagonal scale stay attached to their coordinates."""
+        if self.kind == "ball":
+            return np.full(self.dim, self.scale), None
+        if self.kind == "diagonal":
+            return self.scale, None
+        return self.eigh
+
+    def apply_scale(self, v: np.ndarray) -> np.ndarray:
+        """``scale @ v`` for a vector (or a batch of shape (..., d))."""
+        v = np.asarray(v, dtype=np.float64)
+        vals, vecs = self.axes
+        if vecs is None:
+            return v * vals
+        return ((v @ vecs) * vals) @ vecs.T
+
+    def support(self, direction: np.ndarray) -> float:
+        """Support function ``max_{y in region} <direction, y> = <direction, c> + radius ||scale v||``."""
+        v = np.asarray(direction, dtype=np.float64).reshape(-1)
+        return float(v @ self.center + self.radius * np.linalg.norm(self.apply_scale(v)))

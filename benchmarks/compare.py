@@ -1,0 +1,178 @@
+"""``ddrs compare``: every method on the same inputs and base models, with tables and plots.
+
+The RDDRS paper's experiment (its Figure 2: certified accuracy against l2 radius and against proxy
+radius for RS, DDRS, ANCER, RDDRS at sigma in {0.12, 0.25, 0.5}) and the mixture-of-Gaussians paper's
+(its Figures 1-2: mixtures of K in {1, 2, 5, 10} Gaussians over [0.25, 0.5] and [0.5, 1.0]), with the
+sound mixture certificate and, beside it and labelled as not a certificate, the paper's max-sigma number.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import certify
+
+from .data import load_dataset, subset
+from .runs import MethodConfig, run_certification
+from .training import load_or_train
+
+PAPER_SIGMAS = (0.12, 0.25, 0.5)
+MOG_RANGES = ((0.25, 0.5), (0.5, 1.0))
+MOG_KS = (1, 2, 5, 10)
+DD_METHODS = ("rs", "ddrs", "ancer", "rddrs")
+
+
+@dataclass
+class Budget:
+    """Sample and iteration budget of a comparison (documented per data set in the README)."""
+
+    n0: int = 100
+    n: int = 10_000
+    alpha: float = 0.001
+    batch_size: int = 10_000
+    max_inputs: int = 40
+    every: int = 1
+    ddrs: dict = field(default_factory=lambda: dict(iterations=150, samples=64))
+    ancer: dict = field(default_factory=lambda: dict(iterations=100, samples=64))
+    rddrs: dict = field(default_factory=lambda: dict(iterations=60, samples=128, step_size=0.5, kappa=2.0))
+    opt_batch: int = 64
+
+
+BUDGETS = {
+    "toy2d": Budget(max_inputs=60, every=10),
+    "digits": Budget(max_inputs=40, every=9),
+    "fashion-mnist": Budget(n=10_000, batch_size=2_000, max_inputs=20, every=500, opt_batch=20,
+                            ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64),
+                            rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr")),
+    "mnist": Budget(n=10_000, batch_size=2_000, max_inputs=20, every=500, opt_batch=20,
+                    ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64),
+                    rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr")),
+}
+
+L2_RADII = {"toy2d": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3), "digits": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+            "fashion-mnist": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5), "mnist": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)}
+
+
+def mog_sigmas(lo: float, hi: float, K: int) -> tuple:
+    """K constituents spread evenly over [lo, hi] (K = 1: the largest, the paper's reference)."""
+    return (hi,) if K == 1 else tuple(float(s) for s in np.linspace(lo, hi, K))
+
+
+def configs_for(budget: Budget, sigmas=PAPER_SIGMAS, methods=DD_METHODS + ("mog",), mog_ks=MOG_KS,
+                mog_ranges=MOG_RANGES) -> list[tuple[float, MethodConfig]]:
+    """(training sigma, config) pairs of a comparison."""
+    out = []
+    for s in sigmas:
+        for m in methods:
+            if m == "mog":
+                continue
+            opts = {"ancer": budget.ancer, "rddrs": budget.rddrs}.get(m, {})
+            out.append((s, MethodConfig(m, sigma=s, ddrs_options=dict(budget.ddrs), options=dict(opts))))
+    if "mog" in methods:
+        for lo, hi in mog_ranges:
+            for K in mog_ks:
+                out.append((hi, MethodConfig("mog", sigma=hi, sigmas=mog_sigmas(lo, hi, K), kind="mixture")))
+    return out
+
+
+def header(command: str) -> str:
+    """Command, package versions and machine: the first lines of every results file."""
+    import geomstats  # noqa: F401  (version only; lazy elsewhere)
+    import pymanopt
+    import scipy
+    versions = (f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
+                f"scipy {scipy.__version__}, pymanopt {pymanopt.__version__}")
+    try:
+        from importlib.metadata import version
+        versions += f", geomstats {version('geomstats')}, ddrs {version('ddrs')}"
+    except Exception:
+        pass
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.system()} {platform.release()}"
+    return f"command: {command}\nversions: {versions}\nmachine: {machine}\ndate: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+
+
+def summarise(log_path: Path, radii, proxy_radii) -> dict:
+    log = certify.read_log(log_path)
+    row = {"inputs": len(log)}
+    for r, a in zip(radii, certify.certified_accuracy(log, radii)):
+        row[f"l2@{r:g}"] = a
+    for r, a in zip(proxy_radii, certify.certified_accuracy(log, proxy_radii, column="proxy_radius")):
+        row[f"proxy@{r:g}"] = a
+    row["acr"] = certify.average_certified_radius(log)
+    row["acr_proxy"] = certify.average_certified_radius(log, "proxy_radius")
+    row["abstain"] = certify.abstention_rate(log)
+    row["sec_per_input"] = float(np.mean(log["time"]))
+    changed = log["memory_action"] if "memory_action" in log.columns else np.array([])
+    row["memory_changed"] = int(sum(a not in ("-", "kept") for a in changed))
+    if "paper_radius" in log.columns and np.isfinite(log["paper_radius"]).any():
+        paper = log["paper_radius"] * (log["correct"] == 1)
+        for r in radii:
+            row[f"paper_claim_l2@{r:g}"] = float(np.mean(paper >= r)) if r > 0 else float(np.mean(log["correct"] == 1))
+    return row
+
+
+def write_tables(rows: list[dict], out_dir: Path, head: str) -> tuple[Path, Path]:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
+    with open(csv_path, "w", newline="") as f:
+        for line in head.strip().splitlines():
+            f.write(f"# {line}\n")
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+    with open(md_path, "w") as f:
+        f.write("```\n" + head + "```\n\n")
+        f.write("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n")
+        for r in rows:
+            f.write("| " + " | ".join(fmt(r.get(k)) for k in keys) + " |\n")
+        f.write("\nColumns `paper_claim_l2@r` (mixture rows) are what the MoG paper's max-sigma formula would "
+                "claim on the same samples: NOT a certificate for the mixture; the sound numbers are `l2@r`.\n")
+    return csv_path, md_path
+
+
+def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *, sigmas=PAPER_SIGMAS,
+                methods=DD_METHODS + ("mog",), budget: Budget | None = None, seed: int = 0, rotate=None,
+                data_dir=None, model_dir=None, progress: bool = True, command: str = "") -> dict:
+    """Run every configuration on the same inputs and models; write logs, tables and plots."""
+    from . import plots
+
+    budget = budget or BUDGETS.get(dataset, Budget())
+    out_dir = Path(out_dir) / (dataset + (f"-rot{rotate}" if rotate is not None else ""))
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    test = subset(load_dataset(dataset, "test", data_dir=data_dir, rotate=rotate), budget.every, budget.max_inputs)
+    radii = L2_RADII.get(dataset, L2_RADII["digits"])
+    rows, logs = [], {}
+    star_caches: dict[float, dict] = {}
+    t_start = time.perf_counter()
+    for train_sigma, config in configs_for(budget, sigmas, methods):
+        model, info = load_or_train(dataset, train_sigma, rotate=rotate, data_dir=data_dir, model_dir=model_dir,
+                                    progress=progress, seed=seed)
+        name = f"{config.label}_sigma{config.sigma:g}"
+        log_path = out_dir / "logs" / f"{name}.tsv"
+        run_certification(config, model, test, log_path, n0=budget.n0, n=budget.n, alpha=budget.alpha,
+                          batch_size=budget.batch_size, opt_batch=budget.opt_batch, seed=seed, progress=progress,
+                          sigma_star_cache=star_caches.setdefault(config.sigma, {}))
+        row = {"dataset": dataset, "method": config.label, "sigma": config.sigma,
+               "sigmas": "/".join(f"{s:g}" for s in config.sigmas) if config.sigmas else ""}
+        row.update(summarise(log_path, radii, radii))
+        rows.append(row)
+        logs[(config.label, config.sigma)] = log_path
+    head = header(command or f"ddrs compare --dataset {dataset}")
+    head += f"budget: {json.dumps(budget.__dict__)}\ninputs: {len(test)} test inputs (every {budget.every}), " \
+            f"total {time.perf_counter() - t_start:.0f} s\n"
+    csv_path, md_path = write_tables(rows, out_dir, head)
+    figures = plots.write_all(dataset, rows, logs, out_dir, radii, test=test if dataset == "toy2d" else None,
+                              sigmas=sigmas, model_dir=model_dir, seed=seed, budget=budget)
+    return {"out_dir": out_dir, "csv": csv_path, "markdown": md_path, "figures": figures, "rows": rows}

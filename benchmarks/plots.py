@@ -1,0 +1,149 @@
+"""PNG figures of a comparison (matplotlib, Agg backend: headless)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import certify  # noqa: E402
+
+COLORS = {"rs": "tab:gray", "ddrs": "tab:blue", "ancer": "tab:orange", "rddrs": "tab:green",
+          "rddrs-log-euclidean": "tab:olive"}
+
+
+def accuracy_curve(log_path: Path, column: str, grid: np.ndarray) -> np.ndarray:
+    return certify.certified_accuracy(certify.read_log(log_path), grid, column=column)
+
+
+def curves_by_sigma(logs: dict, out: Path, column: str, title: str, sigmas) -> Path:
+    """One panel per sigma, one line per data-dependent method."""
+    sigmas = [s for s in sigmas if any(k[1] == s and not k[0].startswith("mog") for k in logs)]
+    fig, axes = plt.subplots(1, max(len(sigmas), 1), figsize=(4.2 * max(len(sigmas), 1), 3.6), squeeze=False)
+    for ax, s in zip(axes[0], sigmas):
+        entries = {k[0]: v for k, v in logs.items() if k[1] == s and not k[0].startswith("mog")}
+        top = max(float(np.max(certify.read_log(p)[column])) for p in entries.values()) if entries else 1.0
+        grid = np.linspace(0, max(top, 1e-3) * 1.05, 200)
+        for label, path in entries.items():
+            ax.plot(grid, accuracy_curve(path, column, grid), label=label, color=COLORS.get(label))
+        ax.set_title(f"sigma = {s:g}")
+        ax.set_xlabel("l2 radius" if column == "radius" else "proxy radius")
+        ax.set_ylabel("certified accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def mog_panels(logs: dict, out: Path, title: str) -> Path:
+    """Mixture runs: sound certificate (solid) and the paper's max-sigma claim (dashed, NOT a certificate)."""
+    ranges = sorted({tuple(map(float, k[0].split("[")[1].rstrip("]").split(","))) for k in logs if k[0].startswith("mog")})
+    fig, axes = plt.subplots(1, max(len(ranges), 1), figsize=(5 * max(len(ranges), 1), 3.8), squeeze=False)
+    for ax, (lo, hi) in zip(axes[0], ranges):
+        entries = sorted(((k, v) for k, v in logs.items() if k[0].startswith("mog") and k[0].endswith(f"[{lo:g},{hi:g}]")),
+                         key=lambda kv: int(kv[0][0].split("-K")[1].split("-")[0]))
+        grid = np.linspace(0, 4 * hi, 200)
+        for i, ((label, _), path) in enumerate(entries):
+            K = label.split("-K")[1].split("-")[0]
+            color = plt.cm.viridis(i / max(len(entries) - 1, 1))
+            log = certify.read_log(path)
+            ax.plot(grid, certify.certified_accuracy(log, grid), color=color, label=f"K={K} sound")
+            if "paper_radius" in log.columns and int(K) > 1:
+                claim = {"correct": log["correct"], "radius": np.nan_to_num(log["paper_radius"])}
+                ax.plot(grid, certify.certified_accuracy(certify.Log(claim), grid), color=color, ls="--",
+                        label=f"K={K} max-sigma claim (not a certificate)")
+        ax.set_title(f"mixture over [{lo:g}, {hi:g}]")
+        ax.set_xlabel("l2 radius")
+        ax.set_ylabel("certified accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _ellipse_outline(center, scale, radius, num=200):
+    t = np.linspace(0, 2 * np.pi, num)
+    circle = np.stack([np.cos(t), np.sin(t)], 1) * radius
+    if np.ndim(scale) == 0:
+        pts = circle * scale
+    elif np.ndim(scale) == 1:
+        pts = circle * np.asarray(scale)
+    else:
+        pts = circle @ np.asarray(scale).T
+    return pts + center
+
+
+def toy2d_regions(logs: dict, test, out: Path, sigma: float, model_dir=None, seed: int = 0,
+                  num_points: int = 6) -> Path:
+    """Decision regions of the base model with each method's certified region around a few test
+    points (the RDDRS paper's Figure 1)."""
+    from .training import load_or_train
+
+    model, _ = load_or_train("toy2d", sigma, model_dir=model_dir, progress=False, seed=seed)
+    xs = np.linspace(0, 1, 300)
+    grid = torch.tensor(np.stack(np.meshgrid(xs, xs), -1).reshape(-1, 2), dtype=torch.float32)
+    with torch.no_grad():
+        pred = model(grid).argmax(1).numpy().reshape(300, 300)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.contourf(xs, xs, pred, levels=[-0.5, 0.5, 1.5, 2.5], colors=["#f3d9d9", "#d9e6f3", "#dff3d9"])
+    X = test.X.numpy()
+    ax.scatter(X[:, 0], X[:, 1], c=test.y.numpy(), s=6, cmap="brg", alpha=0.5)
+    for label in ("rs", "ddrs", "ancer", "rddrs"):
+        path = logs.get((label, sigma))
+        if path is None:
+            continue
+        log = certify.read_log(path)
+        regions_dir = Path(str(path) + ".regions")
+        for i in range(min(num_points, len(log))):
+            idx = int(log["idx"][i])
+            pos = int((test.indices == idx).nonzero()[0])
+            center = X[pos]
+            if log["predict"][i] < 0:
+                continue
+            rec_path = regions_dir / f"{idx}.pt"
+            if rec_path.is_file():
+                rec = torch.load(rec_path, weights_only=False)
+                if rec["scale"] is None:
+                    continue
+                scale = rec["scale"] if np.ndim(rec["scale"]) == 0 else np.asarray(rec["scale"], dtype=np.float64)
+                pts = _ellipse_outline(center, scale, rec["radius"])
+            else:
+                pts = _ellipse_outline(center, 1.0, float(log["l2_radius"][i]))
+            ax.plot(pts[:, 0], pts[:, 1], color=COLORS[label], lw=1.2, label=label if i == 0 else None)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"toy2d: certified regions (sigma = {sigma:g})")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_all(dataset: str, rows, logs: dict, out_dir: Path, radii, test=None, sigmas=(), model_dir=None,
+              seed: int = 0, budget=None) -> list[Path]:
+    figures = []
+    if any(not k[0].startswith("mog") for k in logs):
+        figures.append(curves_by_sigma(logs, out_dir / "certified_accuracy_l2.png", "radius",
+                                       f"{dataset}: certified accuracy vs l2 radius", sigmas))
+        figures.append(curves_by_sigma(logs, out_dir / "certified_accuracy_proxy.png", "proxy_radius",
+                                       f"{dataset}: certified accuracy vs proxy radius", sigmas))
+    if any(k[0].startswith("mog") for k in logs):
+        figures.append(mog_panels(logs, out_dir / "mixture.png", f"{dataset}: mixture-of-Gaussians smoothing"))
+    if dataset == "toy2d" and test is not None:
+        mid = sorted(sigmas)[len(sigmas) // 2] if sigmas else 0.25
+        figures.append(toy2d_regions(logs, test, out_dir / "toy2d_regions.png", mid, model_dir, seed))
+    return figures

@@ -1,0 +1,184 @@
+"""The ``ddrs`` command line: ``train``, ``certify`` and ``compare``.
+
+``ddrs compare`` with no arguments is the quick start: digits and toy2d, every method, tables and
+plots under ``runs/compare/`` in a few minutes on two CPU cores.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+
+def _positive_float(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{name} must be positive, got {text}")
+        return value
+    return parse
+
+
+def _int_at_least(name, minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _alpha(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--alpha must be a number in (0, 1), got {text!r}") from None
+    if not (0 < value < 1):
+        raise argparse.ArgumentTypeError(f"--alpha must lie in (0, 1), got {text}")
+    return value
+
+
+DATASET_CHOICES = ("toy2d", "digits", "fashion-mnist", "mnist")
+#: default sigmas per data set: the RDDRS paper's for images; scaled to toy2d's unit box.
+DEFAULT_SIGMAS = {"toy2d": (0.05, 0.1, 0.2), "digits": (0.12, 0.25, 0.5),
+                  "fashion-mnist": (0.12, 0.25, 0.5), "mnist": (0.12, 0.25, 0.5)}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATASET_CHOICES, default="digits", help="data set (default digits)")
+    p.add_argument("--data-dir", default=None, help="directory with the IDX files (fashion-mnist, mnist)")
+    p.add_argument("--model-dir", default=None, help="base-model cache (default ~/.cache/ddrs/models)")
+    p.add_argument("--rotate", type=_int_at_least("--rotate", 0), default=None,
+                   help="apply the fixed random rotation of this seed to every input")
+    p.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddrs", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train (or reuse) a base model with Gaussian noise augmentation")
+    _common(t)
+    t.add_argument("--sigma", type=_positive_float("--sigma"), required=True)
+    t.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=None)
+
+    c = sub.add_parser("certify", help="certify a test subset with one method; a resumable per-input log")
+    _common(c)
+    c.add_argument("--method", choices=("rs", "ddrs", "ancer", "rddrs", "mog"), required=True)
+    c.add_argument("--metric", choices=("affine-invariant", "log-euclidean"), default="affine-invariant")
+    c.add_argument("--backend", choices=("rgd", "pymanopt"), default="rgd")
+    c.add_argument("--sigma", type=_positive_float("--sigma"), default=0.25,
+                   help="RS sigma, start of the data-dependent methods, and the base model's training sigma")
+    c.add_argument("--sigmas", type=_positive_float("--sigmas"), nargs="+", default=None,
+                   help="mixture constituents (method mog)")
+    c.add_argument("--kind", choices=("mixture", "convolution"), default="mixture")
+    c.add_argument("--n0", type=_int_at_least("--n0", 1), default=100)
+    c.add_argument("--n", type=_int_at_least("--n", 1), default=100_000)
+    c.add_argument("--alpha", type=_alpha, default=0.001)
+    c.add_argument("--batch-size", type=_int_at_least("--batch-size", 1), default=1000)
+    c.add_argument("--every", type=_int_at_least("--every", 1), default=1)
+    c.add_argument("--max-inputs", type=_int_at_least("--max-inputs", 1), default=None)
+    c.add_argument("--iterations", type=_int_at_least("--iterations", 0), default=None,
+                   help="optimisation steps of the method (default: its preset's)")
+    c.add_argument("--samples", type=_int_at_least("--samples", 1), default=None,
+                   help="Monte Carlo samples per optimisation step (default: its preset's)")
+    c.add_argument("--no-memory", action="store_true",
+                   help="skip the memory-based certifier (certificates then hold only per input)")
+    c.add_argument("--out", required=True, help="the log (tab-separated; resumed if it exists)")
+
+    m = sub.add_parser("compare", help="every method on the same inputs: tables and plots")
+    m.add_argument("--dataset", choices=DATASET_CHOICES, action="append", default=None,
+                   help="data set(s) (default: digits and toy2d)")
+    m.add_argument("--out-dir", default="runs/compare")
+    m.add_argument("--sigmas", type=_positive_float("--sigmas"), nargs="+", default=None)
+    m.add_argument("--methods", nargs="+", choices=("rs", "ddrs", "ancer", "rddrs", "mog"), default=None)
+    m.add_argument("--max-inputs", type=_int_at_least("--max-inputs", 1), default=None)
+    m.add_argument("--every", type=_int_at_least("--every", 1), default=None)
+    m.add_argument("--n", type=_int_at_least("--n", 1), default=None)
+    m.add_argument("--data-dir", default=None)
+    m.add_argument("--model-dir", default=None)
+    m.add_argument("--rotate", type=_int_at_least("--rotate", 0), default=None)
+    m.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
+    m.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _cmd_train(args) -> int:
+    from benchmarks.training import load_or_train
+
+    _, info = load_or_train(args.dataset, args.sigma, epochs=args.epochs, seed=args.seed, model_dir=args.model_dir,
+                            progress=not args.quiet, rotate=args.rotate, data_dir=args.data_dir)
+    state = "reused cached model" if info.get("cached") else f"trained in {info['train_seconds']:.1f} s"
+    print(f"{args.dataset} sigma={args.sigma:g}: {state}; clean accuracy {info['clean_accuracy']:.3f}, "
+          f"noisy accuracy {info.get('noisy_accuracy') or float('nan'):.3f}; {info['path']}")
+    return 0
+
+
+def _cmd_certify(args) -> int:
+    from benchmarks.compare import BUDGETS, Budget
+    from benchmarks.data import load_dataset, subset
+    from benchmarks.runs import MethodConfig, run_certification
+    from benchmarks.training import load_or_train
+
+    if args.method == "mog" and not args.sigmas:
+        raise SystemExit("ddrs certify: error: --sigmas is required for --method mog")
+    budget = BUDGETS.get(args.dataset, Budget())
+    options = dict({"ancer": budget.ancer, "rddrs": budget.rddrs}.get(args.method, {}))
+    ddrs_options = dict(budget.ddrs)
+    for key in ("iterations", "samples"):
+        if getattr(args, key) is not None:
+            (ddrs_options if args.method == "ddrs" else options)[key] = getattr(args, key)
+    config = MethodConfig(args.method, sigma=args.sigma, sigmas=tuple(args.sigmas or ()), kind=args.kind,
+                          metric=args.metric, backend=args.backend, ddrs_options=ddrs_options, options=options)
+    train_sigma = max(args.sigmas) if args.method == "mog" else args.sigma
+    model, _ = load_or_train(args.dataset, train_sigma, seed=args.seed, model_dir=args.model_dir,
+                             progress=not args.quiet, rotate=args.rotate, data_dir=args.data_dir)
+    data = subset(load_dataset(args.dataset, "test", data_dir=args.data_dir, rotate=args.rotate),
+                  args.every, args.max_inputs)
+    out = run_certification(config, model, data, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
+                            batch_size=args.batch_size, seed=args.seed, memory=not args.no_memory,
+                            progress=not args.quiet)
+    import certify
+    log = certify.read_log(out)
+    print(f"{out}: {len(log)} inputs, certified accuracy at r=0 {certify.certified_accuracy(log, [0.0])[0]:.3f}, "
+          f"average certified radius {certify.average_certified_radius(log):.3f}")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from dataclasses import replace
+
+    from benchmarks.compare import BUDGETS, Budget, DD_METHODS, run_compare
+
+    datasets = args.dataset or ["digits", "toy2d"]
+    command = "ddrs " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "ddrs compare"
+    for name in datasets:
+        budget = BUDGETS.get(name, Budget())
+        changes = {k: getattr(args, k) for k in ("max_inputs", "every", "n") if getattr(args, k) is not None}
+        budget = replace(budget, **changes)
+        methods = tuple(args.methods) if args.methods else (DD_METHODS if name == "toy2d" else DD_METHODS + ("mog",))
+        sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS[name]
+        result = run_compare(name, args.out_dir, sigmas=sigmas, methods=methods, budget=budget, seed=args.seed,
+                             rotate=args.rotate, data_dir=args.data_dir, model_dir=args.model_dir,
+                             progress=not args.quiet, command=command)
+        print(f"{name}: table {result['markdown']} (and {result['csv'].name}); plots: "
+              + ", ".join(str(f) for f in result["figures"]))
+        print(Path(result["markdown"]).read_text().split("```", 2)[-1].strip().split("\n\nColumns")[0])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"train": _cmd_train, "certify": _cmd_certify, "compare": _cmd_compare}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

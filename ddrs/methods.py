@@ -1,0 +1,281 @@
+"""The four methods of the seed papers as presets: RS, DDRS, ANCER, RDDRS.
+
+Each preset takes its parameters in ``__init__`` (the papers' defaults) and does its work in
+``fit(model, x, init=None, generator=None)`` for a batch of inputs x (B, *shape), returning a
+``SmoothingResult`` whose ``noises()`` are the ``certify`` noise objects, one per input. Chaining is
+explicit: ``RS(0.25) -> DDRS -> ANCER / RDDRS`` with ``init=`` the previous stage's result (or use
+``run_chain``). Choosing the noise uses its own samples; certification (``certify_inputs``) draws
+fresh ones through ``certify.Smooth``, which is what keeps Cohen's statistics valid.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+import certify
+import manifolds
+
+from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator
+from .objectives import EigenvalueFloor, Objective, Radius, ancer_objective
+from .optimizers import AdamAscent, EuclideanAscent, RiemannianAscent, StepRule, Trace, ascend
+
+
+@dataclass
+class SmoothingResult:
+    """Noise chosen for a batch of inputs: the points on the manifold, the stage's sigma_x* (the
+    isotropic sigma it started from, used as floor by later stages), its trace and cost."""
+
+    method: str
+    manifold: Any
+    points: torch.Tensor
+    sigma_star: torch.Tensor
+    trace: Trace | None = None
+    network: NetworkCounter = field(default_factory=NetworkCounter)
+    seconds: float = 0.0
+
+    def noises(self) -> list[certify.GaussianNoise]:
+        """One certify noise object per input."""
+        return [self.manifold.to_noise(p) for p in self.points]
+
+    def __len__(self) -> int:
+        return self.points.shape[0]
+
+
+def _check_batch(x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise ValueError("x must be a batch of inputs, a tensor of shape (B, *input_shape)")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite entries")
+    return x
+
+
+def _sigma_from(init, x: torch.Tensor, default: float | None) -> torch.Tensor:
+    """Per-input isotropic sigma from a previous result, a float or a (B,) tensor."""
+    B = x.shape[0]
+    if init is None:
+        if default is None:
+            raise ValueError("init is required: pass the previous stage's SmoothingResult or sigmas")
+        init = default
+    if isinstance(init, SmoothingResult):
+        sig = init.sigma_star if init.points.ndim != 1 else init.points
+    else:
+        sig = torch.as_tensor(init, dtype=torch.float64)
+    sig = sig.detach().to(torch.float64).reshape(-1)
+    if sig.numel() == 1:
+        sig = sig.expand(B).clone()
+    if sig.numel() != B:
+        raise ValueError(f"init has {sig.numel()} sigmas for a batch of {B} inputs")
+    if not (sig > 0).all():
+        raise ValueError(f"sigma must be positive, got min {float(sig.min()):g}")
+    return sig
+
+
+def _model_dtype(model, x):
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return x.to(device=p.device, dtype=p.dtype)
+    return x
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+@dataclass
+class RS:
+    """Randomized smoothing with one fixed sigma (Cohen et al. 2019)."""
+
+    sigma: float = 0.25
+
+    def __post_init__(self) -> None:
+        certify.IsotropicGaussian(self.sigma)  # validates
+
+    def fit(self, model, x, init=None, generator=None) -> SmoothingResult:
+        x = _check_batch(x)
+        sig = torch.full((x.shape[0],), float(self.sigma), dtype=torch.float64)
+        return SmoothingResult("rs", manifolds.get_manifold("scalar", x[0].numel()), sig, sig.clone())
+
+
+@dataclass
+class _Optimised:
+    iterations: int = 100
+    samples: int = 100
+    clamp: float = PROBABILITY_CLAMP
+    chunk_size: int = 20000
+    keep_best: bool = True
+    num_classes: int | None = None
+
+    def _validate(self) -> None:
+        _check_int(self.iterations, "iterations", 0)
+        _check_int(self.samples, "samples", 1)
+
+    def _estimator(self) -> SoftSmoothingEstimator:
+        return SoftSmoothingEstimator(samples=self.samples, chunk_size=self.chunk_size, clamp=self.clamp)
+
+    def _run(self, name, model, x, manifold, point, sigma_star, objective, rule, constraint, generator,
+             progress=None) -> SmoothingResult:
+        start = time.perf_counter()
+        x = _model_dtype(model, _check_batch(x))
+        estimator = self._estimator()
+        best, trace = ascend(model, manifold, x, point, objective, estimator, rule, self.iterations,
+                             generator=generator, constraint=constraint, num_classes=self.num_classes,
+                             keep_best=self.keep_best, callback=progress)
+        return SmoothingResult(name, manifold, best, sigma_star, trace, estimator.counter,
+                               time.perf_counter() - start)
+
+
+def _step_rule(step: str | StepRule, lr: float) -> StepRule:
+    if isinstance(step, StepRule):
+        return step
+    rules = {"adam": lambda: AdamAscent(lr), "euclidean": lambda: EuclideanAscent(lr),
+             "riemannian": lambda: RiemannianAscent(lr, method="exp"),
+             "retraction": lambda: RiemannianAscent(lr, method="retr")}
+    if step not in rules:
+        raise ValueError(f"step must be one of {sorted(rules)} or a StepRule, got {step!r}")
+    return rules[step]()
+
+
+@dataclass
+class DDRS(_Optimised):
+    """Per-input sigma_x maximising the isotropic radius sigma R / 2 (Alfarra et al.).
+
+    Defaults are the DDRS package's (``ddsmoothing``): 900 Adam steps, lr 0.04, 100 samples per
+    input and step, clamp 1e-3, starting from ``sigma0`` (or ``init``); the best iterate is kept.
+    ``step``: 'adam' | 'euclidean' (the paper code's plain ascent) | 'riemannian' (exp map of the
+    scalar manifold's metric) | a StepRule.
+    """
+
+    iterations: int = 900
+    lr: float = 0.04
+    sigma0: float = 0.12
+    step: Any = "adam"
+    objective: Objective = field(default_factory=Radius)
+
+    def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
+        self._validate()
+        x = _check_batch(x)
+        sig0 = _sigma_from(init, x, self.sigma0)
+        manifold = manifolds.get_manifold("scalar", x[0].numel())
+        result = self._run("ddrs", model, x, manifold, sig0, sig0, self.objective,
+                           _step_rule(self.step, self.lr), None, generator, progress)
+        result.sigma_star = result.points.clone()
+        return result
+
+
+@dataclass
+class ANCER(_Optimised):
+    """Per-input diagonal Theta_x maximising R P + kappa K R (Eiras et al.), initialised at the
+    DDRS sigma_x* and projected after every step onto Theta >= sigma_x* so the DDRS ball stays inside.
+    Defaults: the ANCER code's (Adam, lr 0.04, 100 steps, 100 samples, kappa 2)."""
+
+    iterations: int = 100
+    lr: float = 0.04
+    kappa: float = 2.0
+    step: Any = "adam"
+    objective: Objective | None = None
+
+    def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
+        self._validate()
+        x = _check_batch(x)
+        sigma_star = _sigma_from(init, x, None)
+        d = x[0].numel()
+        manifold = manifolds.get_manifold("diagonal", d)
+        theta0 = sigma_star[:, None].expand(-1, d).clone()
+        objective = self.objective or ancer_objective(self.kappa)
+        return self._run("ancer", model, x, manifold, theta0, sigma_star, objective,
+                         _step_rule(self.step, self.lr), EigenvalueFloor(sigma_star), generator, progress)
+
+
+@dataclass
+class RDDRS(_Optimised):
+    """Per-input SPD C_x maximising H(C) = R(C) P(C) + kappa K(C) R(C) by Riemannian gradient ascent
+    (Labarbarie, Hajri, Arnaudon 2022), initialised at sigma_x* I with the eigenvalue floor
+    lambda_i >= sigma_x*. ``metric``: 'affine-invariant' (the paper) | 'log-euclidean' | a Geomstats
+    SPD metric; ``backend``: 'rgd' (ours) | 'pymanopt' (``pymanopt_solver`` 'sgd' for Monte Carlo
+    objectives, 'steepest'/'cg' with line searches for deterministic ones).
+
+    ``RDDRS.paper()`` is the seed paper's recipe: 98 exp-map steps of size 1, kappa 1e-8, 20,000
+    gradient samples per step.
+    """
+
+    iterations: int = 98
+    step_size: float = 1.0
+    samples: int = 20000
+    kappa: float = 1e-8
+    metric: Any = "affine-invariant"
+    method: str = "exp"
+    max_step_norm: float | None = 2.0
+    backend: str = "rgd"
+    pymanopt_solver: str = "sgd"
+    objective: Objective | None = None
+
+    @classmethod
+    def paper(cls, **overrides) -> "RDDRS":
+        """The seed paper's recipe (98 steps, step 1, kappa 1e-8, 20,000 samples, exp map)."""
+        params = dict(iterations=98, step_size=1.0, samples=20000, kappa=1e-8, method="exp", keep_best=False)
+        params.update(overrides)
+        return cls(**params)
+
+    def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
+        self._validate()
+        if self.backend not in ("rgd", "pymanopt"):
+            raise ValueError(f"backend must be 'rgd' or 'pymanopt', got {self.backend!r}")
+        x = _check_batch(x)
+        sigma_star = _sigma_from(init, x, None)
+        d = x[0].numel()
+        manifold = manifolds.get_manifold("spd", d, metric=self.metric)
+        eye = torch.eye(d, dtype=torch.float64)
+        C0 = sigma_star[:, None, None] * eye
+        objective = self.objective or ancer_objective(self.kappa)
+        floor = EigenvalueFloor(sigma_star)
+        if self.backend == "rgd":
+            rule = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
+            return self._run("rddrs", model, x, manifold, C0, sigma_star, objective, rule, floor, generator,
+                             progress)
+        return self._fit_pymanopt(model, x, manifold, C0, sigma_star, objective, floor, generator)
+
+    def _fit_pymanopt(self, model, x, manifold, C0, sigma_star, objective, floor, generator):
+        from manifolds import pymanopt_backend
+
+        start = time.perf_counter()
+        x = _model_dtype(model, x)
+        estimator = self._estimator()
+        B, d = x.shape[0], x[0].numel()
+
+        def cost_and_rgrad(C: torch.Tensor):
+            C = C.reshape(B, d, d)
+            z = estimator.draw(B, d, generator, x.device, x.dtype)
+            value, egrad, _ = estimator.evaluate(model, manifold, x, C, objective, z, self.num_classes)
+            if not torch.isfinite(value).all() or not torch.isfinite(egrad).all():
+                raise FloatingPointError("objective or its gradient is not finite (pymanopt backend)")
+            return float(value.sum()), manifold.egrad2rgrad(C, egrad)
+
+        point, trace = pymanopt_backend.maximize(cost_and_rgrad, C0, manifold, solver=self.pymanopt_solver,
+                                                 step_size=self.step_size, max_iterations=self.iterations)
+        point = floor.project(manifold, point.reshape(B, d, d))
+        result = SmoothingResult("rddrs", manifold, point, sigma_star, None, estimator.counter,
+                                 time.perf_counter() - start)
+        result.pymanopt_trace = trace
+        return result
+
+
+def run_chain(model, x, stages: Sequence, generator: torch.Generator | None = None) -> list[SmoothingResult]:
+    """Run stages in order, each initialised from the previous one (e.g. [RS(0.25), DDRS(), RDDRS()])."""
+    results: list[SmoothingResult] = []
+    for stage in stages:
+        results.append(stage.fit(model, x, init=results[-1] if results else None, generator=generator))
+    return results
+
+
+def certify_inputs(model, x: torch.Tensor, result: SmoothingResult, num_classes: int, n0: int = 100,
+                   n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
+                   generator: torch.Generator | None = None) -> list[certify.Certificate]:
+    """Cohen's CERTIFY for each input with the noise chosen for it, on FRESH samples."""
+    return [certify.Smooth(model, noise, num_classes).certify(xi, n0, n, alpha, batch_size=batch_size,
+                                                             generator=generator)
+            for xi, noise in zip(x, result.noises())]

@@ -1,0 +1,149 @@
+"""Abstract manifold of smoothing-noise parameters (geoopt/Manopt vocabulary, point first).
+
+A point parameterises the noise scale: sigma (scalar), theta (diagonal) or C (SPD); the
+noise is ``C z``. Points live in float64 and may carry one leading batch axis.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+
+F64 = torch.float64
+
+
+class Manifold(abc.ABC):
+    """Interface every noise-parameter manifold implements.
+
+    Subclasses set ``point_ndim`` (0, 1 or 2 trailing axes per point) and implement the
+    abstract methods; ``step``, ``to_noise`` for batches and ``check_point`` come for free.
+    """
+
+    #: number of trailing axes of a single point: 0 scalar, 1 diagonal, 2 matrix
+    point_ndim: int = 0
+    #: short name of the metric, for logs
+    metric_name: str = ""
+
+    def __init__(self, dim: int):
+        if int(dim) < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim}")
+        self.dim = int(dim)
+
+    # ---- shapes -----------------------------------------------------------------
+    @property
+    def point_shape(self) -> tuple[int, ...]:
+        """Shape of one (unbatched) point."""
+        return (self.dim,) * self.point_ndim
+
+    def batch_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Leading batch shape of ``x`` (``()`` for a single point)."""
+        return tuple(x.shape[: x.ndim - self.point_ndim])
+
+    def _expand_scalar(self, value: Any, x: torch.Tensor) -> torch.Tensor:
+        """A float or (B,) tensor broadcast against the point axes of ``x``."""
+        t = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        return t.reshape(t.shape + (1,) * self.point_ndim)
+
+    # ---- metric -----------------------------------------------------------------
+    @abc.abstractmethod
+    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Riemannian inner product <u, v>_x, shape = batch shape."""
+
+    def norm(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Riemannian norm ||u||_x."""
+        return self.inner(x, u, u).clamp_min(0).sqrt()
+
+    @abc.abstractmethod
+    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Riemannian gradient from the Euclidean gradient ``g`` (defined by <rgrad, v>_x = <g, v>_F)."""
+
+    @abc.abstractmethod
+    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Exponential map Exp_x(u)."""
+
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """A retraction (default: the exponential map)."""
+        return self.exp(x, u)
+
+    @abc.abstractmethod
+    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Logarithm Log_x(y), the inverse of ``exp``."""
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Geodesic distance (default ||Log_x y||_x)."""
+        return self.norm(x, self.log(x, y))
+
+    # ---- spectrum ---------------------------------------------------------------
+    @abc.abstractmethod
+    def eigenvalues(self, x: torch.Tensor) -> torch.Tensor:
+        """Eigenvalues of the noise matrix, ascending, shape batch + (dim,)."""
+
+    @abc.abstractmethod
+    def project_floor(self, x: torch.Tensor, lambda_min) -> torch.Tensor:
+        """Clamp the eigenvalues of x from below at ``lambda_min`` (float or (B,)), keep eigenvectors."""
+
+    @abc.abstractmethod
+    def log_volume(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean log eigenvalue (differentiable, finite gradient at repeated eigenvalues)."""
+
+    @abc.abstractmethod
+    def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
+        """Smallest eigenvalue (differentiable with a finite subgradient at ties)."""
+
+    # ---- points and noise ---------------------------------------------------------
+    @abc.abstractmethod
+    def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random float64 point of shape batch_shape + point_shape."""
+
+    @abc.abstractmethod
+    def noise_matrix_apply(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Noise ``C z`` for standard normal rows ``z`` (B, n, dim) -> (B, n, dim), in z's dtype,
+        differentiable w.r.t. x (reparameterised Monte Carlo)."""
+
+    @abc.abstractmethod
+    def _to_noise_single(self, x: torch.Tensor):
+        """certify noise object for one point."""
+
+    def to_noise(self, x: torch.Tensor):
+        """The matching ``certify`` noise for a point (a list for a batch of points)."""
+        x = x.detach().to(F64)
+        if x.ndim == self.point_ndim:
+            return self._to_noise_single(x)
+        return [self._to_noise_single(xi) for xi in x.reshape((-1,) + self.point_shape)]
+
+    def check_point(self, x: torch.Tensor) -> None:
+        """Raise ValueError naming the problem if ``x`` is not a point of this manifold."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"point must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim not in (self.point_ndim, self.point_ndim + 1) or tuple(x.shape[x.ndim - self.point_ndim:]) != self.point_shape:
+            raise ValueError(f"wrong shape {tuple(x.shape)}: expected {self.point_shape} or (B, *{self.point_shape})")
+        if not torch.isfinite(x).all():
+            raise ValueError("point contains NaN or infinite entries")
+        self._check_values(x.detach().to(F64))
+
+    @abc.abstractmethod
+    def _check_values(self, x: torch.Tensor) -> None:
+        """Manifold-specific membership test (shape already checked)."""
+
+    # ---- optimiser helper ----------------------------------------------------------
+    def step(self, x: torch.Tensor, rgrad: torch.Tensor, step_size, method: str = "exp",
+             max_norm: float | None = None) -> torch.Tensor:
+        """Move x along ``step_size * rgrad`` by exp or retr, the step's Riemannian norm clipped to ``max_norm``.
+
+        Clipping in the metric's own norm keeps a large exp step inside the cone (Manopt's warning).
+        """
+        if method not in ("exp", "retr"):
+            raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
+        with torch.no_grad():
+            x = x.detach().to(F64)
+            u = self._expand_scalar(step_size, x) * rgrad.detach().to(F64)
+            if max_norm is not None:
+                n = self.norm(x, u)
+                scale = (float(max_norm) / n.clamp_min(torch.finfo(F64).tiny)).clamp(max=1.0)
+                u = u * scale.reshape(scale.shape + (1,) * self.point_ndim)
+            return self.exp(x, u) if method == "exp" else self.retr(x, u)
+
+    def __repr__(self) -> str:
+        metric = f", metric={self.metric_name!r}" if self.metric_name else ""
+        return f"{type(self).__name__}(dim={self.dim}{metric})"

@@ -1,0 +1,84 @@
+"""Positive diagonal noise theta (ANCER): the SPD geometry restricted to diagonal matrices.
+
+Metric: on diagonal matrices the affine-invariant and log-Euclidean metrics coincide,
+<u, v>_theta = sum_i u_i v_i / theta_i^2 (tr(C^-1 U C^-1 V) with C = diag(theta)); it is the
+Euclidean metric of log theta, so exp_theta(u) = theta exp(u / theta) and
+dist = ||log theta' - log theta||_2.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import F64, Manifold
+from .spectral import min_value_vector
+
+_SAME_ON_DIAGONALS = ("affine-invariant", "ai", "log-euclidean", "le")
+
+
+def _check_metric(metric) -> str:
+    if not isinstance(metric, str) or metric.lower().replace("_", "-") not in _SAME_ON_DIAGONALS:
+        raise ValueError(f"diagonal and scalar manifolds support metric 'affine-invariant' or 'log-euclidean' "
+                         f"(identical on commuting matrices), got {metric!r}")
+    return "affine-invariant"
+
+
+class PositiveDiagonal(Manifold):
+    """theta in (0, inf)^dim; noise theta * z; points (dim,) or (B, dim)."""
+
+    point_ndim = 1
+
+    def __init__(self, dim: int, metric: str = "affine-invariant", log_eig_range: float = 1.0):
+        super().__init__(dim)
+        self.metric_name = _check_metric(metric)
+        self.log_eig_range = float(log_eig_range)
+
+    def inner(self, x, u, v):
+        x = x.to(F64)
+        return (u.to(F64) * v.to(F64) / x.square()).sum(-1)  # tr(C^-1 U C^-1 V) on diagonals
+
+    def egrad2rgrad(self, x, g):
+        return x.to(F64).square() * g.to(F64)  # C G C on diagonals
+
+    def exp(self, x, u):
+        x = x.to(F64)
+        return x * torch.exp(u.to(F64) / x)  # C^1/2 expm(C^-1/2 U C^-1/2) C^1/2 on diagonals
+
+    def retr(self, x, u):
+        x, u = x.to(F64), u.to(F64)
+        return x + u + 0.5 * u.square() / x  # X + V + 1/2 V X^-1 V on diagonals (always > 0)
+
+    def log(self, x, y):
+        x = x.to(F64)
+        return x * torch.log(y.to(F64) / x)
+
+    def dist(self, x, y):
+        return (torch.log(y.to(F64)) - torch.log(x.to(F64))).norm(dim=-1)
+
+    def eigenvalues(self, x):
+        return torch.sort(x.to(F64), dim=-1).values
+
+    def project_floor(self, x, lambda_min):
+        x = x.to(F64)
+        lm = torch.as_tensor(lambda_min, dtype=F64)
+        return x.clamp(min=lm[..., None] if lm.ndim else lm)
+
+    def log_volume(self, x):
+        return x.to(F64).log().mean(-1)
+
+    def min_eigenvalue(self, x):
+        return min_value_vector(x.to(F64))
+
+    def random_point(self, *batch_shape, generator=None):
+        r = self.log_eig_range
+        return ((torch.rand(*batch_shape, self.dim, generator=generator, dtype=F64) * 2 - 1) * r).exp()
+
+    def noise_matrix_apply(self, x, z):
+        return z * x.to(z.dtype).unsqueeze(-2)
+
+    def _to_noise_single(self, x):
+        from certify import DiagonalGaussian
+        return DiagonalGaussian(x)
+
+    def _check_values(self, x):
+        if not bool((x > 0).all()):
+            raise ValueError(f"theta must be positive (min {float(x.min()):.3g})")

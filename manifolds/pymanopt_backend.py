@@ -1,0 +1,161 @@
+"""Pymanopt solvers on our manifolds (float64 numpy at the boundary; we MAXIMISE).
+
+When to use which solver:
+* ``"sgd"``: SteepestDescent with a fixed-step line searcher = Riemannian SGD. Use it for
+  Monte-Carlo objectives (the certification-radius surrogate): Armijo backtracking compares
+  noisy costs and stalls with "min step_size reached" (pymanopt #138; anchors note 2.3).
+* ``"steepest"`` (Armijo backtracking) and ``"cg"`` (conjugate gradient, adaptive line search):
+  deterministic objectives only (fixed samples / closed-form costs).
+
+SPD with the affine-invariant metric runs on Pymanopt's own ``SymmetricPositiveDefinite(d, k=B)``;
+other manifolds (log-Euclidean, diagonal, scalar, user-defined) through a thin adapter class.
+The model keeps its own dtype: the callback receives a float64 torch tensor and casts itself.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .base import F64, Manifold
+
+
+class FixedStepLineSearcher:
+    """Constant step: retract x along ``step_size * d`` (turns SteepestDescent into Riemannian SGD)."""
+
+    def __init__(self, step_size: float, max_norm: float | None = None):
+        self.step_size = float(step_size)
+        self.max_norm = max_norm
+
+    def search(self, objective, manifold, x, d, f0, df0):
+        step = self.step_size * d
+        norm = manifold.norm(x, step)
+        if self.max_norm is not None and norm > self.max_norm:
+            step, norm = step * (self.max_norm / norm), self.max_norm
+        return norm, manifold.retraction(x, step)
+
+
+def _pymanopt_adapter(manifold: Manifold, batch: int | None):
+    """A pymanopt ``Manifold`` backed by our torch operations (points as float64 numpy)."""
+    import pymanopt.manifolds.manifold as pm
+
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=F64)  # noqa: E731
+    n = lambda a: a.detach().cpu().numpy()  # noqa: E731
+
+    class _Adapter(pm.Manifold):
+        def __init__(self):
+            dim = {0: 1, 1: manifold.dim, 2: manifold.dim * (manifold.dim + 1) // 2}[manifold.point_ndim]
+            super().__init__(f"ddrs:{manifold!r}", dim * (batch or 1))
+
+        @property
+        def typical_dist(self):
+            return float(np.sqrt(self.dim))
+
+        def inner_product(self, x, u, v):
+            return float(manifold.inner(t(x), t(u), t(v)).sum())
+
+        def norm(self, x, u):
+            return float(np.sqrt(max(self.inner_product(x, u, u), 0.0)))
+
+        def projection(self, x, u):
+            u = np.asarray(u)
+            return 0.5 * (u + np.swapaxes(u, -1, -2)) if manifold.point_ndim == 2 else u
+
+        to_tangent_space = projection
+
+        def euclidean_to_riemannian_gradient(self, x, g):
+            return n(manifold.egrad2rgrad(t(x), t(g)))
+
+        def retraction(self, x, u):
+            return n(manifold.retr(t(x), t(u)))
+
+        def exp(self, x, u):
+            return n(manifold.exp(t(x), t(u)))
+
+        def log(self, x, y):
+            return n(manifold.log(t(x), t(y)))
+
+        def dist(self, x, y):
+            return float(manifold.dist(t(x), t(y)).square().sum().sqrt())
+
+        def random_point(self):
+            return n(manifold.random_point(*(() if batch is None else (batch,))))
+
+        def random_tangent_vector(self, x):
+            u = manifold.egrad2rgrad(t(x), torch.randn(np.shape(x), dtype=F64))
+            return n(u / self.norm(x, n(u)))
+
+        def zero_vector(self, x):
+            return np.zeros_like(x)
+
+        def transport(self, x1, x2, u):
+            return u  # identity transport (all tangent spaces are the same vector space)
+
+    return _Adapter()
+
+
+def maximize(cost_and_rgrad: Callable[[torch.Tensor], tuple[float, torch.Tensor]], x0: torch.Tensor,
+             manifold: Manifold, solver: str = "sgd", step_size: float = 0.1, max_iterations: int = 100,
+             callback: Callable[[int, torch.Tensor, float], None] | None = None,
+             max_norm: float | None = None, verbosity: int = 0) -> tuple[torch.Tensor, list[dict]]:
+    """Maximise ``cost_and_rgrad(x) -> (value, Riemannian gradient)`` from ``x0`` with a Pymanopt solver.
+
+    Returns the final point (float64 torch tensor, shape of x0) and a trace (one dict per iteration:
+    iteration, objective, grad_norm). The value and gradient of an iterate are computed once and cached,
+    so pymanopt's separate cost and gradient calls see the same Monte-Carlo samples.
+    """
+    import pymanopt
+    from pymanopt.optimizers import ConjugateGradient, SteepestDescent
+
+    x0 = x0.detach().to(F64).cpu()
+    manifold.check_point(x0)
+    batched = x0.ndim > manifold.point_ndim
+    batch = x0.shape[0] if batched else None
+    spd_ai = type(manifold).__name__ == "SPD" and getattr(manifold, "kind", "") == "affine-invariant"
+    if spd_ai:
+        pm_manifold = pymanopt.manifolds.SymmetricPositiveDefinite(manifold.dim, k=batch or 1)
+    else:
+        pm_manifold = _pymanopt_adapter(manifold, batch)
+    x0_np = x0.numpy()
+
+    cache: dict[bytes, tuple[float, np.ndarray]] = {}
+    trace: list[dict] = []
+
+    def evaluate(x_np: np.ndarray) -> tuple[float, np.ndarray]:
+        key = np.ascontiguousarray(x_np).tobytes()
+        if key not in cache:
+            cache.clear()  # keep only the current iterate
+            x = torch.as_tensor(np.array(x_np), dtype=F64)
+            value, rgrad = cost_and_rgrad(x)
+            value = float(value)
+            rgrad_np = rgrad.detach().to(F64).cpu().numpy().reshape(x_np.shape)
+            cache[key] = (value, rgrad_np)
+            grad_norm = float(manifold.norm(x, torch.as_tensor(rgrad_np)).square().sum().sqrt())
+            trace.append({"iteration": len(trace), "objective": value, "grad_norm": grad_norm})
+            if callback is not None:
+                callback(len(trace) - 1, x, value)
+        return cache[key]
+
+    @pymanopt.function.numpy(pm_manifold)
+    def cost(x):
+        return -evaluate(x)[0]  # pymanopt minimises
+
+    @pymanopt.function.numpy(pm_manifold)
+    def rgrad(x):
+        return -evaluate(x)[1]
+
+    problem = pymanopt.Problem(pm_manifold, cost, riemannian_gradient=rgrad)
+    common = dict(max_iterations=int(max_iterations), verbosity=verbosity)
+    if solver == "sgd":
+        opt = SteepestDescent(line_searcher=FixedStepLineSearcher(step_size, max_norm),
+                              min_gradient_norm=0.0, min_step_size=0.0, **common)
+    elif solver == "steepest":
+        opt = SteepestDescent(**common)
+    elif solver == "cg":
+        opt = ConjugateGradient(**common)
+    else:
+        raise ValueError(f"solver must be 'sgd', 'steepest' or 'cg', got {solver!r}")
+    result = opt.run(problem, initial_point=x0_np)
+    point = torch.as_tensor(np.array(result.point), dtype=F64).reshape(x0.shape)
+    return point, trace

@@ -1,0 +1,71 @@
+"""Positive scalar noise sigma (DDRS, Cohen): the SPD geometry restricted to C = sigma I_dim.
+
+Metric: the affine-invariant (= log-Euclidean) metric of SPD(dim) restricted to sigma I,
+<u, v>_sigma = dim u v / sigma^2, so dist(s, t) = sqrt(dim) |log t - log s| (= d_SPD(sI, tI)),
+exp_sigma(u) = sigma exp(u / sigma). egrad2rgrad takes the derivative g = df/dsigma.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import F64, Manifold
+from .diagonal import _check_metric
+
+
+class PositiveScalar(Manifold):
+    """sigma > 0; noise sigma * z on R^dim; points () or (B,)."""
+
+    point_ndim = 0
+
+    def __init__(self, dim: int, metric: str = "affine-invariant", log_eig_range: float = 1.0):
+        super().__init__(dim)
+        self.metric_name = _check_metric(metric)
+        self.log_eig_range = float(log_eig_range)
+
+    def inner(self, x, u, v):
+        return self.dim * u.to(F64) * v.to(F64) / x.to(F64).square()  # tr(C^-1 U C^-1 V), C = sigma I
+
+    def egrad2rgrad(self, x, g):
+        return x.to(F64).square() * g.to(F64) / self.dim  # inverse of the metric dim / sigma^2
+
+    def exp(self, x, u):
+        x = x.to(F64)
+        return x * torch.exp(u.to(F64) / x)
+
+    def retr(self, x, u):
+        x, u = x.to(F64), u.to(F64)
+        return x + u + 0.5 * u.square() / x
+
+    def log(self, x, y):
+        x = x.to(F64)
+        return x * torch.log(y.to(F64) / x)
+
+    def dist(self, x, y):
+        return self.dim ** 0.5 * (torch.log(y.to(F64)) - torch.log(x.to(F64))).abs()
+
+    def eigenvalues(self, x):
+        return x.to(F64).unsqueeze(-1).expand(x.shape + (self.dim,))
+
+    def project_floor(self, x, lambda_min):
+        return x.to(F64).clamp(min=torch.as_tensor(lambda_min, dtype=F64))
+
+    def log_volume(self, x):
+        return x.to(F64).log()
+
+    def min_eigenvalue(self, x):
+        return x.to(F64) * 1.0
+
+    def random_point(self, *batch_shape, generator=None):
+        r = self.log_eig_range
+        return ((torch.rand(tuple(batch_shape), generator=generator, dtype=F64) * 2 - 1) * r).exp()
+
+    def noise_matrix_apply(self, x, z):
+        return z * x.to(z.dtype)[..., None, None]
+
+    def _to_noise_single(self, x):
+        from certify import IsotropicGaussian
+        return IsotropicGaussian(float(x))
+
+    def _check_values(self, x):
+        if not bool((x > 0).all()):
+            raise ValueError(f"sigma must be positive (got min {float(x.min()):.3g})")
