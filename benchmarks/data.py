@@ -23,6 +23,7 @@ makes sense); ``Dataset.rotate`` records the seed.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import math
@@ -152,7 +153,8 @@ def _toy2d(split: str, seed: int = TOY2D_SEED) -> tuple[torch.Tensor, torch.Tens
     return torch.from_numpy(X).float(), torch.from_numpy(y).long()
 
 
-def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -160,8 +162,12 @@ def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     X = bunch.data.astype(np.float32) / 16.0
     y = bunch.target.astype(np.int64)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
-    X, y = (X_tr, y_tr) if split == "train" else (X_te, y_te)
-    return torch.from_numpy(np.ascontiguousarray(X)).reshape(-1, 1, 8, 8), torch.from_numpy(y)
+    return {"train": (X_tr, y_tr), "test": (X_te, y_te)}
+
+
+def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    X, y = _digits_arrays()[split]  # copies below: callers may modify the tensors
+    return torch.tensor(X).reshape(-1, 1, 8, 8), torch.tensor(y)
 
 
 def _find_idx(directory: Path, cls_name: str) -> dict[str, Path] | None:

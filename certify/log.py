@@ -55,7 +55,8 @@ class LogWriter:
         self.path = os.fspath(path)
         self.columns = columns
         self.done: set[int] = set()
-        if resume and os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+        if resume and os.path.exists(self.path) and os.path.getsize(self.path) > 0 \
+                and b"\n" in open(self.path, "rb").read(1 << 16):  # a header cut short = start over
             with open(self.path, "r", encoding="utf-8") as f:
                 text = f.read()
             lines = text.split("\n")

@@ -46,10 +46,13 @@ class GaussianNoise:
         """Input dimension the noise is defined for (None: any)."""
         return None
 
+    #: name of the parameter that fixes the dimension (for error messages)
+    param_name: str = "sigma"
+
     def check_dim(self, d: int) -> None:
         if self.dim is not None and self.dim != d:
-            raise ValueError(f"noise is defined on dimension {self.dim} but x has {d} entries "
-                             f"(shape mismatch between x and the noise parameter)")
+            raise ValueError(f"shape mismatch between x and {self.param_name}: {self.param_name} defines noise on "
+                             f"dimension {self.dim} but x has {d} entries")
 
     def sample(self, count: int, dim: int, generator: torch.Generator | None, device, dtype
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -65,11 +68,14 @@ class GaussianNoise:
         raise NotImplementedError
 
     def _cast(self, tensor: torch.Tensor, device, dtype) -> torch.Tensor:
+        """The parameter on the model's device and dtype, cached until the parameter changes
+        (the key holds the tensor's in-place version counter, so an in-place update is seen)."""
         cache = self.__dict__.setdefault("_cast_cache", {})
-        key = (id(tensor), str(device), dtype)
+        key = (id(tensor), tensor._version, str(device), dtype)
         if key not in cache:
-            cache[key] = tensor.to(device=device, dtype=dtype)
-        return cache[key]
+            cache.clear()
+            cache[key] = (tensor, tensor.to(device=device, dtype=dtype))
+        return cache[key][1]
 
 
 class IsotropicGaussian(GaussianNoise):
@@ -103,6 +109,7 @@ class DiagonalGaussian(GaussianNoise):
     """``x + theta * z`` with theta positive, one entry per input coordinate (ANCER)."""
 
     kind = "diagonal"
+    param_name = "theta"
 
     def __init__(self, theta):
         theta = _as_float64_tensor(theta, "theta").reshape(-1)
@@ -133,6 +140,7 @@ class FullGaussian(GaussianNoise):
     """``x + C z`` with C symmetric positive definite (RDDRS); the covariance is C^2."""
 
     kind = "full"
+    param_name = "C"
 
     def __init__(self, C, symmetry_tol: float = 1e-8):
         C = _as_float64_tensor(C, "C")
@@ -210,6 +218,8 @@ class MixtureOfGaussians(GaussianNoise):
         z = _randn(count, dim, generator, device, dtype)
         if self.kind == "convolution":
             return z.mul_(self.effective_sigma), None
+        if self.num_components == 1:  # no draw: K = 1 is exactly IsotropicGaussian, same random stream
+            return z.mul_(float(self.sigmas[0])), torch.zeros(count, dtype=torch.int64, device=device)
         gen_device = generator.device if generator is not None else "cpu"
         comp = torch.multinomial(self.weights.to(gen_device), count, replacement=True, generator=generator).to(device)
         scales = self._cast(self.sigmas, device, dtype)[comp]
@@ -225,7 +235,8 @@ class MixtureOfGaussians(GaussianNoise):
         if self.kind == "convolution":
             s = self.effective_sigma
             return {"min_sigma": s, "gm_sigma": s}
-        return {"min_sigma": float(self.sigmas.min()), "gm_sigma": float(self.sigmas.max())}
+        # smallest constituent; weighted geometric mean of the constituents
+        return {"min_sigma": float(self.sigmas.min()), "gm_sigma": float((self.weights * self.sigmas.log()).sum().exp())}
 
     def __repr__(self):
         return f"MixtureOfGaussians(sigmas={self.sigmas.tolist()}, weights={self.weights.tolist()}, kind={self.kind!r})"

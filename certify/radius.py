@@ -44,7 +44,7 @@ def mixture_radius(p_lowers: Sequence[float], weights: Sequence[float], sigmas: 
     the exact root. For a half-space base classifier with exact p_k the bound is tight: L(t) is then
     exactly p_A at distance t toward the plane, so the radius equals the true distance.
     """
-    p_lowers = [float(p) for p in p_lowers]
+    p_lowers = [min(float(p), 1.0 - 1e-15) for p in p_lowers]  # a bound of exactly 1: treat as 1 - 1e-15 (smaller)
     if mixture_lower_bound_at(0.0, p_lowers, weights, sigmas) <= 0.5:
         return 0.0
     # L(t_hi) <= 1/2 once every term has Phi(.) <= 1/2, i.e. t_hi >= sigma_k Phi^-1(p_k_lower) for all k.

@@ -16,10 +16,9 @@ from .spectral import divided_difference_log, log_volume_spd, min_eigenvalue_spd
 
 
 def random_orthogonal(*shape: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Haar-distributed orthogonal matrices via QR with sign fix (Mezzadri 2007)."""
+    """Haar-distributed orthogonal matrices: eigenvectors of a GOE matrix (Mehta 2004, 3.1)."""
     a = torch.randn(*shape, dim, dim, generator=generator, dtype=F64)
-    q, r = torch.linalg.qr(a)
-    return q * torch.sign(r.diagonal(dim1=-2, dim2=-1)).unsqueeze(-2)
+    return torch.linalg.eigh(a + a.transpose(-1, -2))[1]
 
 
 class SPD(Manifold):
@@ -42,19 +41,12 @@ class SPD(Manifold):
     def inner(self, x, u, v):
         x, u, v = x.to(F64), u.to(F64), v.to(F64)
         if self.kind == "affine-invariant":
-            # tr(X^-1 U X^-1 V) = <L^-1 U L^-T, L^-1 V L^-T>_F with X = L L^T (Bhatia 2007, ch. 6)
-            chol = torch.linalg.cholesky(x)
-            wu = self._whiten(chol, u)
-            wv = wu if v is u else self._whiten(chol, v)
-            return (wu * wv).sum((-2, -1))
+            # tr(X^-1 U X^-1 V) (Bhatia 2007, ch. 6); LU solves (MKL's small Cholesky stalls under load)
+            a = torch.linalg.solve(x, u)
+            b = a if v is u else torch.linalg.solve(x, v)
+            return (a * b.transpose(-1, -2)).sum((-2, -1))
         x, u, v = torch.broadcast_tensors(x, u, v)
         return self.gs_metric.inner_product(u, v, x)
-
-    @staticmethod
-    def _whiten(chol: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """L^-1 U L^-T by two triangular solves."""
-        a = torch.linalg.solve_triangular(chol, u, upper=False)
-        return torch.linalg.solve_triangular(chol, a.transpose(-1, -2), upper=False).transpose(-1, -2)
 
     def egrad2rgrad(self, x, g):
         x, g = x.to(F64), sym(g.to(F64))

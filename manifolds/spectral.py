@@ -26,16 +26,14 @@ class _LogVolumeSPD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, c: torch.Tensor) -> torch.Tensor:
-        chol = torch.linalg.cholesky(c)
-        ctx.save_for_backward(chol)
-        # log det C = 2 sum log diag(L) (stable in float32 too, pytorch #23473)
-        return 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) / c.shape[-1]
+        ctx.save_for_backward(c)
+        return torch.linalg.eigvalsh(c).log().mean(-1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (chol,) = ctx.saved_tensors
-        inv = torch.cholesky_inverse(chol)
-        return grad[..., None, None] * inv / chol.shape[-1]
+        (c,) = ctx.saved_tensors
+        inv = torch.linalg.inv(c)
+        return grad[..., None, None] * sym(inv) / c.shape[-1]
 
 
 class _MinEigenvalueSPD(torch.autograd.Function):

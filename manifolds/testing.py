@@ -23,11 +23,9 @@ _SEEDS = st.integers(min_value=0, max_value=2**31 - 1)
 
 # ---- strategies -------------------------------------------------------------------------
 def _orthogonal_from(entries: list[float], n: int) -> torch.Tensor:
-    """Orthogonal Q from Hypothesis-drawn entries (QR with sign fix; +1e-3 I keeps zeros well defined)."""
-    a = torch.tensor(entries, dtype=F64).reshape(n, n) + 1e-3 * torch.eye(n, dtype=F64)
-    q, r = torch.linalg.qr(a)
-    s = torch.sign(r.diagonal())
-    return q * torch.where(s == 0, torch.ones_like(s), s)
+    """Orthogonal Q: eigenvectors of the symmetrised Hypothesis-drawn matrix (all zeros shrink to Q = I)."""
+    a = torch.tensor(entries, dtype=F64).reshape(n, n)
+    return torch.linalg.eigh(a + a.T)[1]
 
 
 @st.composite
@@ -217,7 +215,8 @@ def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, 
                                ("min_eigenvalue", m.min_eigenvalue, (xb,))):
             out = fn(*args)
             single = torch.stack([fn(*(a[i] for a in args)) for i in range(2)])
-            _close(out, single, 1e-9, f"batched {name} != stacked single results")
+            tol = 1e-7 if name == "dist" else 1e-9  # sqrt amplifies round-off near dist = 0
+            _close(out, single, tol, f"batched {name} != stacked single results")
         lm = torch.stack([m.eigenvalues(x).mean(), m.eigenvalues(y).mean()])
         _close(m.project_floor(xb, lm), torch.stack([m.project_floor(x, lm[0]), m.project_floor(y, lm[1])]),
                1e-9, "batched floor")

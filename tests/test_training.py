@@ -8,6 +8,15 @@ from benchmarks.models import MLP, SmallCNN, make_model
 from benchmarks.training import cache_path, load_or_train, train
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models train fastest on one thread (and a loaded 2-core machine makes 2 threads spin)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _same_weights(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -28,9 +37,9 @@ def test_make_model_shapes():
 
 
 def test_training_reproducible_for_seed():
-    a, ia = train("digits", 0.25, epochs=3, seed=0, progress=False, save=False)
-    b, ib = train("digits", 0.25, epochs=3, seed=0, progress=False, save=False)
-    c, _ = train("digits", 0.25, epochs=3, seed=1, progress=False, save=False)
+    a, ia = train("digits", 0.25, epochs=1, seed=0, progress=False, save=False)
+    b, ib = train("digits", 0.25, epochs=1, seed=0, progress=False, save=False)
+    c, _ = train("digits", 0.25, epochs=1, seed=1, progress=False, save=False)
     assert _same_weights(a, b)
     assert ia["clean_accuracy"] == ib["clean_accuracy"] and ia["noisy_accuracy"] == ib["noisy_accuracy"]
     assert not _same_weights(a, c)
@@ -50,23 +59,23 @@ def test_toy2d_trains(tmp_path):
 
 
 def test_cache_reused_and_keyed(tmp_path):
-    m1, i1 = load_or_train("digits", 0.5, epochs=2, seed=3, model_dir=tmp_path, progress=False)
+    m1, i1 = load_or_train("digits", 0.5, epochs=1, seed=3, model_dir=tmp_path, progress=False)
     assert i1["cached"] is False
     path = cache_path({k: i1[k] for k in ("dataset", "sigma", "rotate", "epochs", "seed", "arch",
                                          "batch_size", "lr", "optimizer", "format")}, tmp_path)
     assert str(path) == i1["path"] and path.is_file()
     t = time.perf_counter()
-    m2, i2 = load_or_train("digits", 0.5, epochs=2, seed=3, model_dir=tmp_path, progress=False)
+    m2, i2 = load_or_train("digits", 0.5, epochs=1, seed=3, model_dir=tmp_path, progress=False)
     assert i2["cached"] is True and time.perf_counter() - t < 1.0
     assert _same_weights(m1, m2)
     for k in ("dataset", "sigma", "rotate", "epochs", "seed", "arch", "clean_accuracy", "noisy_accuracy"):
         assert i2[k] == i1[k]
     # any change of the key retrains
-    for kwargs in (dict(epochs=3), dict(seed=4), dict(rotate=1)):
-        args = dict(epochs=2, seed=3) | kwargs
+    for kwargs in (dict(epochs=2), dict(seed=4), dict(rotate=1)):
+        args = dict(epochs=1, seed=3) | kwargs
         _, i3 = load_or_train("digits", 0.5, model_dir=tmp_path, progress=False, **args)
         assert i3["cached"] is False
-    _, i4 = load_or_train("digits", 0.25, epochs=2, seed=3, model_dir=tmp_path, progress=False)
+    _, i4 = load_or_train("digits", 0.25, epochs=1, seed=3, model_dir=tmp_path, progress=False)
     assert i4["cached"] is False
     assert len(list(tmp_path.glob("*.pt"))) == 5
 
