@@ -92,7 +92,7 @@ def choose_noise(config: MethodConfig, model, x: torch.Tensor, generator: torch.
 def _region_record(prediction: int, region: certify.Ellipsoid | None) -> dict:
     if region is None:
         return {"prediction": prediction, "scale": None, "radius": 0.0}
-    scale = region.scale if np.ndim(region.scale) == 0 else torch.as_tensor(region.scale, dtype=torch.float32)
+    scale = region.scale if np.ndim(region.scale) == 0 else torch.as_tensor(region.scale, dtype=torch.float64)
     return {"prediction": prediction, "scale": scale, "radius": region.radius}
 
 
@@ -118,7 +118,12 @@ def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.
                 region = None if rec["scale"] is None else certify.Ellipsoid(
                     data.X[pos].reshape(-1).double().numpy(), np.asarray(rec["scale"], dtype=np.float64)
                     if np.ndim(rec["scale"]) else rec["scale"], rec["radius"])
-                mem.restore(rec["prediction"], region, idx=idx)
+                stored = certify.Certificate(prediction=rec["prediction"], p_lower=0.0,
+                                             radius=0.0 if region is None else region.radius,
+                                             l2_radius=0.0 if region is None else region.l2_radius,
+                                             proxy_radius=0.0 if region is None else region.proxy_radius,
+                                             region=region)
+                mem.add(stored, x=data.X[pos].reshape(-1).double().numpy(), idx=idx)
     if sigma_star_cache is None:
         sigma_star_cache = {}
     indices = data.indices.tolist()
@@ -150,7 +155,9 @@ def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.
                     x, n0, n, alpha, batch_size=batch_size, generator=cgen)
                 action, reason = "", ""
                 if mem is not None:
-                    cert, action, reason = mem.query(x.reshape(-1).double().numpy(), cert, idx=idx)
+                    answer = mem.add(cert, x=x.reshape(-1).double().numpy(), idx=idx)
+                    cert, action = answer.certificate, answer.action
+                    reason = ",".join(str(r) for r in answer.reason)
                     torch.save(_region_record(cert.prediction, cert.region), regions_dir / f"{idx}.pt")
                 writer.write({
                     "idx": idx, "label": label, "predict": cert.prediction, "radius": cert.l2_radius,

@@ -244,7 +244,9 @@ class Memory:
             e = self.entries[j]
             if e.prediction == ABSTAIN:
                 continue
-            if e.region.norm(x - e.region.center) <= e.region.radius * (1.0 + self.rtol):
+            # boundary counts as inside; the band (rtol / 4) is narrower than the shrink margin
+            # (stored points sit at norm > r sqrt(1 + rtol)) so the two decisions never disagree.
+            if e.region.norm(x - e.region.center) <= e.region.radius * (1.0 + 0.25 * self.rtol):
                 out.append(int(j))
         return out
 

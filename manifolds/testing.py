@@ -9,11 +9,10 @@ eigenvectors) are exported too: ``spd_points``, ``commuting_spd_pair``, ``gl_mat
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from .base import F64, Manifold
@@ -91,7 +90,8 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, what: str, scale: floa
 
 # ---- the suite ------------------------------------------------------------------------------
 def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, max_examples: int = 20,
-                   tangent_radius: float = 0.5, rtol: float = 1e-6, derandomize: bool = True) -> None:
+                   tangent_radius: float = 0.5, rtol: float = 1e-6, derandomize: bool = True,
+                   shrink: bool = True) -> None:
     """Run the property suite on ``manifold``; raises AssertionError naming the failed property.
 
     ``points``: a strategy of single float64 points (default: ``manifold_points``, which includes
@@ -99,10 +99,12 @@ def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, 
     exp/log inverse, distance axioms, retraction order (slope test), Riemannian gradient vs a central
     finite difference along the geodesic, spectral functions and their gradients, the floor, batching,
     the certify noise, step clipping, and torch's default dtype left unchanged.
+    ``shrink=False`` skips Hypothesis' shrinking (faster failure, less minimal counterexample).
     """
     pts = points if points is not None else manifold_points(manifold)
     cfg = settings(max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
-                   suppress_health_check=list(HealthCheck))
+                   suppress_health_check=list(HealthCheck),
+                   phases=[p for p in Phase if shrink or p is not Phase.shrink])
     radii = st.floats(0.05, tangent_radius)
     dtype_before = torch.get_default_dtype()
     m = manifold

@@ -40,22 +40,24 @@ def dense_scale(e):
 def slsqp_distance(e1, e2, restarts=3, seed=0):
     """Distance between the sets: min ||c1 + r1 S1 u - c2 - r2 S2 v|| over ||u||, ||v|| <= 1."""
     d = e1.dim
-    m1, m2 = dense_scale(e1) * e1.radius, dense_scale(e2) * e2.radius
+    unit = max(e1.outer_radius + e2.outer_radius, 1e-300)  # solve in units of the sets' size
+    m1, m2 = dense_scale(e1) * e1.radius / unit, dense_scale(e2) * e2.radius / unit
+    delta = (e1.center - e2.center) / unit
     rng = np.random.default_rng(seed)
 
     def f(z):
-        r = e1.center + m1 @ z[:d] - e2.center - m2 @ z[d:]
+        r = delta + m1 @ z[:d] - m2 @ z[d:]
         return r @ r
 
     def g(z):
-        r = e1.center + m1 @ z[:d] - e2.center - m2 @ z[d:]
+        r = delta + m1 @ z[:d] - m2 @ z[d:]
         return np.concatenate([2 * m1.T @ r, -2 * m2.T @ r])
 
     cons = [{"type": "ineq", "fun": lambda z: 1 - z[:d] @ z[:d], "jac": lambda z: np.concatenate([-2 * z[:d], np.zeros(d)])},
             {"type": "ineq", "fun": lambda z: 1 - z[d:] @ z[d:], "jac": lambda z: np.concatenate([np.zeros(d), -2 * z[d:]])}]
-    best = np.inf
-    for _ in range(restarts):
-        res = minimize(f, rng.normal(size=2 * d) * 0.1, jac=g, constraints=cons, method="SLSQP",
+    best = np.sqrt(f(np.zeros(2 * d)))
+    for k in range(restarts):
+        res = minimize(f, np.zeros(2 * d) if k == 0 else rng.normal(size=2 * d) * 0.3, jac=g, constraints=cons, method="SLSQP",
                        options={"ftol": 1e-15, "maxiter": 1000})
         z = res.x.copy()
         # project back to feasibility before measuring (SLSQP may end slightly outside)
@@ -64,7 +66,7 @@ def slsqp_distance(e1, e2, restarts=3, seed=0):
             if n > 1:
                 z[sl] /= n
         best = min(best, float(np.sqrt(f(z))))
-    return best
+    return best * unit
 
 
 def verified_disjoint(e1, e2):
@@ -141,8 +143,8 @@ def test_touching_pairs_intersect_and_separated_pairs_do_not(args):
     apart = Ellipsoid(c2 + 1e-3 * width * n, e2.scale, e2.radius)
     assert not ellipsoids_intersect(e1, apart)
     assert verified_disjoint(e1, apart)
-    # pushed into each other: intersect
-    assert ellipsoids_intersect(e1, Ellipsoid(c2 - 1e-3 * width * n, e2.scale, e2.radius))
+    # moved towards the contact point p: p is then interior to e2 and they overlap
+    assert ellipsoids_intersect(e1, Ellipsoid(c2 + 1e-3 * (p - c2), e2.scale, e2.radius))
 
 
 @settings(max_examples=60)
