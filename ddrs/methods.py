@@ -155,14 +155,16 @@ class DDRS(_Optimised):
     sigma0: float = 0.12
     step: Any = "adam"
     objective: Objective = field(default_factory=Radius)
+    max_ratio: float | None = 2.0  # sigma_x <= max_ratio * start (None: unbounded, as the package)
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         self._validate()
         x = _check_batch(x)
         sig0 = _sigma_from(init, x, self.sigma0)
         manifold = manifolds.get_manifold("scalar", x[0].numel())
+        bounds = None if self.max_ratio is None else EigenvalueFloor(1e-6, self.max_ratio * sig0)
         result = self._run("ddrs", model, x, manifold, sig0, sig0, self.objective,
-                           _step_rule(self.step, self.lr), None, generator, progress)
+                           _step_rule(self.step, self.lr), bounds, generator, progress)
         result.sigma_star = result.points.clone()
         return result
 
@@ -178,6 +180,7 @@ class ANCER(_Optimised):
     kappa: float = 2.0
     step: Any = "adam"
     objective: Objective | None = None
+    max_ratio: float | None = 4.0  # every axis <= max_ratio * sigma_x* (None: unbounded, as the ANCER code)
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         self._validate()
@@ -188,7 +191,7 @@ class ANCER(_Optimised):
         theta0 = sigma_star[:, None].expand(-1, d).clone()
         objective = self.objective or ancer_objective(self.kappa)
         return self._run("ancer", model, x, manifold, theta0, sigma_star, objective,
-                         _step_rule(self.step, self.lr), EigenvalueFloor(sigma_star), generator, progress)
+                         _step_rule(self.step, self.lr), _bounds(sigma_star, self.max_ratio), generator, progress)
 
 
 @dataclass
@@ -213,11 +216,13 @@ class RDDRS(_Optimised):
     backend: str = "rgd"
     pymanopt_solver: str = "sgd"
     objective: Objective | None = None
+    max_ratio: float | None = 4.0  # every eigenvalue <= max_ratio * sigma_x* (None: unbounded, the paper)
 
     @classmethod
     def paper(cls, **overrides) -> "RDDRS":
         """The seed paper's recipe (98 steps, step 1, kappa 1e-8, 20,000 samples, exp map)."""
-        params = dict(iterations=98, step_size=1.0, samples=20000, kappa=1e-8, method="exp", keep_best=False)
+        params = dict(iterations=98, step_size=1.0, samples=20000, kappa=1e-8, method="exp", keep_best=False,
+                      max_ratio=None)
         params.update(overrides)
         return cls(**params)
 
@@ -232,7 +237,7 @@ class RDDRS(_Optimised):
         eye = torch.eye(d, dtype=torch.float64)
         C0 = sigma_star[:, None, None] * eye
         objective = self.objective or ancer_objective(self.kappa)
-        floor = EigenvalueFloor(sigma_star)
+        floor = _bounds(sigma_star, self.max_ratio)
         if self.backend == "rgd":
             rule = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
             return self._run("rddrs", model, x, manifold, C0, sigma_star, objective, rule, floor, generator,
@@ -262,6 +267,13 @@ class RDDRS(_Optimised):
                                  time.perf_counter() - start)
         result.pymanopt_trace = trace
         return result
+
+
+def _bounds(sigma_star: torch.Tensor, max_ratio: float | None) -> EigenvalueFloor:
+    """Floor at sigma_x* (the DDRS ball stays inside), optional ceiling at max_ratio * sigma_x*."""
+    if max_ratio is not None and not (max_ratio >= 1):
+        raise ValueError(f"max_ratio must be >= 1 or None, got {max_ratio}")
+    return EigenvalueFloor(sigma_star, None if max_ratio is None else max_ratio * sigma_star)
 
 
 def run_chain(model, x, stages: Sequence, generator: torch.Generator | None = None) -> list[SmoothingResult]:

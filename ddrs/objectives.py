@@ -79,9 +79,15 @@ def ancer_objective(kappa: float = 2.0) -> Objective:
 class EigenvalueFloor:
     """The constraint lambda_i >= floor (RDDRS's superset condition; ANCER's projection
     Theta >= sigma_x*): applied as a projection after every step, not as a penalty, so the certified
-    region always contains the ball of radius floor * R. ``floor`` is a float or a (B,) tensor."""
+    region always contains the ball of radius floor * R. ``floor`` is a float or a (B,) tensor.
+
+    ``ceiling`` (optional) also bounds the axes from above. Without it, an axis along which the base
+    model is insensitive (a constant border pixel; the far-field of a ReLU network) grows without
+    bound: the certificate is still true for that noise, but it certifies regions far outside the
+    data domain, against a model never trained at that noise level."""
 
     floor: torch.Tensor | float
+    ceiling: torch.Tensor | float | None = None
 
     def project(self, manifold, point: torch.Tensor) -> torch.Tensor:
-        return manifold.project_floor(point, self.floor)
+        return manifold.project_floor(point, self.floor, self.ceiling)

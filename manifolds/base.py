@@ -80,8 +80,9 @@ class Manifold(abc.ABC):
         """Eigenvalues of the noise matrix, ascending, shape batch + (dim,)."""
 
     @abc.abstractmethod
-    def project_floor(self, x: torch.Tensor, lambda_min) -> torch.Tensor:
-        """Clamp the eigenvalues of x from below at ``lambda_min`` (float or (B,)), keep eigenvectors."""
+    def project_floor(self, x: torch.Tensor, lambda_min, lambda_max=None) -> torch.Tensor:
+        """Clamp the eigenvalues of x from below at ``lambda_min`` (float or (B,)), and from above at
+        ``lambda_max`` if given; keep eigenvectors; the identity when all eigenvalues are inside."""
 
     @abc.abstractmethod
     def log_volume(self, x: torch.Tensor) -> torch.Tensor:

@@ -57,10 +57,14 @@ class PositiveDiagonal(Manifold):
     def eigenvalues(self, x):
         return torch.sort(x.to(F64), dim=-1).values
 
-    def project_floor(self, x, lambda_min):
+    def project_floor(self, x, lambda_min, lambda_max=None):
         x = x.to(F64)
         lm = torch.as_tensor(lambda_min, dtype=F64)
-        return x.clamp(min=lm[..., None] if lm.ndim else lm)
+        x = x.clamp(min=lm[..., None] if lm.ndim else lm)
+        if lambda_max is not None:
+            hi = torch.as_tensor(lambda_max, dtype=F64)
+            x = x.clamp(max=hi[..., None] if hi.ndim else hi)
+        return x
 
     def log_volume(self, x):
         return x.to(F64).log().mean(-1)

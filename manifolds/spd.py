@@ -108,14 +108,18 @@ class SPD(Manifold):
     def eigenvalues(self, x):
         return torch.linalg.eigvalsh(x.to(F64))
 
-    def project_floor(self, x, lambda_min):
+    def project_floor(self, x, lambda_min, lambda_max=None):
         x = x.to(F64)
         lam, vec = torch.linalg.eigh(x)
         lm = torch.as_tensor(lambda_min, dtype=F64)
         lm = lm[..., None] if lm.ndim else lm  # (B,) -> (B, 1) against eigenvalues (B, d)
-        floored = sym((vec * lam.clamp(min=lm).unsqueeze(-2)) @ vec.transpose(-1, -2))
-        above = (lam >= lm).all(-1)[..., None, None]
-        return torch.where(above, x, floored)  # exactly the identity above the floor
+        hi = None
+        if lambda_max is not None:
+            hi = torch.as_tensor(lambda_max, dtype=F64)
+            hi = hi[..., None] if hi.ndim else hi
+        floored = sym((vec * lam.clamp(min=lm, max=hi).unsqueeze(-2)) @ vec.transpose(-1, -2))
+        inside = (lam >= lm) if hi is None else (lam >= lm) & (lam <= hi)
+        return torch.where(inside.all(-1)[..., None, None], x, floored)  # exactly the identity inside
 
     def log_volume(self, x):
         return log_volume_spd(x.to(F64))

@@ -1,0 +1,112 @@
+"""The ``ddrs`` command line and the benchmark runner: resume, argument errors, tables and plots."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import certify
+from benchmarks.compare import Budget, run_compare
+from ddrs.cli import main
+
+TINY = ["--n0", "50", "--n", "400", "--batch-size", "400", "--every", "40", "--max-inputs", "6", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("models"))
+
+
+def _rows_without_time(path: Path) -> list[list[str]]:
+    lines = Path(path).read_text().splitlines()
+    header = lines[0].split("\t")
+    drop = {header.index(c) for c in ("time", "choose_seconds")}
+    return [[v for j, v in enumerate(line.split("\t")) if j not in drop] for line in lines]
+
+
+@pytest.mark.parametrize("method", ["rs", "ancer"])
+def test_certify_resumes_a_half_written_log_to_the_same_result(tmp_path, model_dir, method):
+    args = ["certify", "--dataset", "toy2d", "--method", method, "--sigma", "0.1", "--model-dir", model_dir,
+            "--iterations", "5", "--samples", "16"] + TINY
+    full = tmp_path / "full.tsv"
+    assert main(args + ["--out", str(full)]) == 0
+    lines = full.read_text().splitlines(keepends=True)
+    assert len(lines) == 7
+    # simulate a crash after three finished rows and half of the fourth
+    part = tmp_path / "part.tsv"
+    part.write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])
+    regions = Path(str(full) + ".regions")
+    if regions.is_dir():
+        keep = {line.split("\t", 1)[0] for line in lines[1:4]}
+        target = Path(str(part) + ".regions")
+        target.mkdir()
+        for f in regions.iterdir():
+            if f.stem in keep:
+                shutil.copy(f, target / f.name)
+    assert main(args + ["--out", str(part)]) == 0
+    assert _rows_without_time(part) == _rows_without_time(full)
+
+
+def test_data_dependent_runs_log_what_memory_did(tmp_path, model_dir):
+    out = tmp_path / "ddrs.tsv"
+    main(["certify", "--dataset", "toy2d", "--method", "ddrs", "--sigma", "0.1", "--model-dir", model_dir,
+          "--iterations", "5", "--samples", "16", "--out", str(out)] + TINY)
+    log = certify.read_log(out)
+    assert len(log) == 6
+    assert set(log["memory_action"]) <= {"kept", "shrunk", "adopted", "abstained"}
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["certify", "--method", "rs", "--sigma", "-1", "--out", "x.tsv"], "--sigma"),
+    (["certify", "--method", "rs", "--alpha", "1.5", "--out", "x.tsv"], "--alpha"),
+    (["certify", "--method", "rs", "--n", "0", "--out", "x.tsv"], "--n"),
+    (["certify", "--method", "rs", "--n0", "zero", "--out", "x.tsv"], "--n0"),
+    (["certify", "--method", "nope", "--out", "x.tsv"], "--method"),
+    (["certify", "--method", "rs"], "--out"),
+    (["certify", "--dataset", "cifar", "--method", "rs", "--out", "x.tsv"], "--dataset"),
+    (["certify", "--method", "rddrs", "--metric", "euclid", "--out", "x.tsv"], "--metric"),
+    (["certify", "--method", "mog", "--sigmas", "0.25", "-0.5", "--out", "x.tsv"], "--sigmas"),
+    (["certify", "--method", "rs", "--every", "0", "--out", "x.tsv"], "--every"),
+    (["train", "--sigma", "0", "--dataset", "digits"], "--sigma"),
+    (["train", "--dataset", "digits"], "--sigma"),
+    (["compare", "--max-inputs", "-3"], "--max-inputs"),
+    (["compare", "--dataset", "imagenet"], "--dataset"),
+])
+def test_every_subcommand_rejects_bad_arguments_naming_them(argv, name, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code != 0
+    assert name in capsys.readouterr().err
+
+
+def test_mog_without_sigmas_is_refused(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["certify", "--method", "mog", "--out", "x.tsv", "--quiet"])
+    assert "--sigmas" in str(info.value.code)
+
+
+def test_compare_writes_tables_and_plots_with_every_method(tmp_path, model_dir):
+    budget = Budget(n0=50, n=400, batch_size=400, max_inputs=5, every=40,
+                    ddrs=dict(iterations=5, samples=16), ancer=dict(iterations=5, samples=16),
+                    rddrs=dict(iterations=5, samples=16, step_size=0.3, kappa=2.0))
+    result = run_compare("toy2d", tmp_path, sigmas=(0.1,), budget=budget, model_dir=model_dir, progress=False,
+                         methods=("rs", "ddrs", "ancer", "rddrs", "mog"))
+    with open(result["csv"]) as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    methods = {r["method"] for r in rows}
+    assert {"rs", "ddrs", "ancer", "rddrs"} <= methods
+    assert any(m.startswith("mog-mixture-K10") for m in methods)
+    md = Path(result["markdown"]).read_text()
+    assert "command:" in md and "versions:" in md and "machine:" in md
+    for m in ("rs", "ddrs", "ancer", "rddrs"):
+        assert f"| {m} |" in md
+    names = {Path(f).name for f in result["figures"]}
+    assert {"certified_accuracy_l2.png", "certified_accuracy_proxy.png", "mixture.png", "toy2d_regions.png"} <= names
+    for f in result["figures"]:
+        assert Path(f).stat().st_size > 10_000  # a real picture, not an empty canvas
+    # mixture rows report the paper's max-sigma claim beside the sound value
+    mog = [r for r in rows if r["method"].startswith("mog-mixture-K10")]
+    assert mog and all(r.get("paper_claim_l2@0.1", "") != "" for r in mog)
