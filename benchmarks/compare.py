@@ -48,7 +48,7 @@ class Budget:
 
 BUDGETS = {
     "toy2d": Budget(max_inputs=60, every=10),
-    "digits": Budget(max_inputs=40, every=9),
+    "digits": Budget(max_inputs=50, every=9),
     "fashion-mnist": Budget(n=10_000, batch_size=2_000, max_inputs=20, every=500, opt_batch=20,
                             ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64),
                             rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr")),
@@ -90,11 +90,12 @@ def header(command: str) -> str:
     import scipy
     versions = (f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
                 f"scipy {scipy.__version__}, pymanopt {pymanopt.__version__}")
-    try:
-        from importlib.metadata import version
-        versions += f", geomstats {version('geomstats')}, ddrs {version('ddrs')}"
-    except Exception:
-        pass
+    from importlib.metadata import PackageNotFoundError, version
+    for package in ("geomstats", "torchvision", "ddrs"):
+        try:
+            versions += f", {package} {version(package)}"
+        except PackageNotFoundError:
+            versions += f", {package} (not installed)"
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.system()} {platform.release()}"
     return f"command: {command}\nversions: {versions}\nmachine: {machine}\ndate: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
 

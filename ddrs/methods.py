@@ -109,13 +109,15 @@ class _Optimised:
     chunk_size: int = 20000
     keep_best: bool = True
     num_classes: int | None = None
+    antithetic: bool = False
 
     def _validate(self) -> None:
         _check_int(self.iterations, "iterations", 0)
         _check_int(self.samples, "samples", 1)
 
     def _estimator(self) -> SoftSmoothingEstimator:
-        return SoftSmoothingEstimator(samples=self.samples, chunk_size=self.chunk_size, clamp=self.clamp)
+        return SoftSmoothingEstimator(samples=self.samples, chunk_size=self.chunk_size, clamp=self.clamp,
+                                      antithetic=self.antithetic)
 
     def _run(self, name, model, x, manifold, point, sigma_star, objective, rule, constraint, generator,
              progress=None) -> SmoothingResult:
@@ -236,6 +238,8 @@ class RDDRS(_Optimised):
         manifold = manifolds.get_manifold("spd", d, metric=self.metric)
         eye = torch.eye(d, dtype=torch.float64)
         C0 = sigma_star[:, None, None] * eye
+        if isinstance(init, SmoothingResult) and init.points.ndim == 2:  # warm start from ANCER's Theta
+            C0 = torch.diag_embed(init.points.to(torch.float64))
         objective = self.objective or ancer_objective(self.kappa)
         floor = _bounds(sigma_star, self.max_ratio)
         if self.backend == "rgd":
