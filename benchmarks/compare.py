@@ -79,7 +79,8 @@ def configs_for(budget: Budget, sigmas=PAPER_SIGMAS, methods=DD_METHODS + ("mog"
     if "mog" in methods:
         for lo, hi in mog_ranges:
             for K in mog_ks:
-                out.append((hi, MethodConfig("mog", sigma=hi, sigmas=mog_sigmas(lo, hi, K), kind="mixture")))
+                out.append((hi, MethodConfig("mog", sigma=hi, sigmas=mog_sigmas(lo, hi, K), kind="mixture",
+                                             mog_range=(lo, hi))))
     return out
 
 

@@ -50,7 +50,11 @@ def mog_panels(logs: dict, out: Path, title: str) -> Path:
     for ax, (lo, hi) in zip(axes[0], ranges):
         entries = sorted(((k, v) for k, v in logs.items() if k[0].startswith("mog") and k[0].endswith(f"[{lo:g},{hi:g}]")),
                          key=lambda kv: int(kv[0][0].split("-K")[1].split("-")[0]))
-        grid = np.linspace(0, 4 * hi, 200)
+        top = max([float(np.nanmax(np.concatenate([certify.read_log(p)["radius"],
+                                                      np.nan_to_num(certify.read_log(p).columns.get(
+                                                          "paper_radius", np.zeros(1)))])))
+                   for p in dict(entries).values()] + [1e-3])
+        grid = np.linspace(0, 1.05 * top, 200)
         for i, ((label, _), path) in enumerate(entries):
             K = label.split("-K")[1].split("-")[0]
             color = plt.cm.viridis(i / max(len(entries) - 1, 1))
@@ -126,7 +130,7 @@ def toy2d_regions(logs: dict, test, out: Path, sigma: float, model_dir=None, see
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"toy2d: certified regions (sigma = {sigma:g})")
+    ax.set_title(f"toy2d: certified regions (sigma = {sigma:g}) over the base classifier's regions")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -45,6 +45,7 @@ class MethodConfig:
     backend: str = "rgd"
     ddrs_options: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    mog_range: tuple | None = None  # the [lo, hi] a mixture's constituents were spread over (for labels)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -59,7 +60,8 @@ class MethodConfig:
     @property
     def label(self) -> str:
         if self.method == "mog":
-            return f"mog-{self.kind}-K{len(self.sigmas)}-[{min(self.sigmas):g},{max(self.sigmas):g}]"
+            lo, hi = self.mog_range or (min(self.sigmas), max(self.sigmas))
+            return f"mog-{self.kind}-K{len(self.sigmas)}-[{lo:g},{hi:g}]"
         if self.method == "rddrs" and self.metric != "affine-invariant":
             return f"rddrs-{self.metric}"
         return self.method

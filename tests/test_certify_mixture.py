@@ -12,18 +12,7 @@ from certify import IsotropicGaussian, MixtureOfGaussians, Smooth, max_sigma_rad
 from certify.radius import mixture_lower_bound_at
 
 
-class HalfSpace(torch.nn.Module):
-    """Logits (-z, z) * scale with z = w.x - b: class 0 iff w.x <= b (float64)."""
-
-    def __init__(self, w, b, scale=1e6):
-        super().__init__()
-        self.register_buffer("w", torch.as_tensor(np.asarray(w, dtype=np.float64)))
-        self.b = float(b)
-        self.scale = scale
-
-    def forward(self, x):
-        z = x.reshape(x.shape[0], -1) @ self.w - self.b
-        return torch.stack([-z, z], dim=1) * self.scale
+from classifiers import HalfSpace  # noqa: E402  (tests/classifiers.py)
 
 
 def smoothed_p0(t, weights, sigmas):
