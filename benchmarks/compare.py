@@ -172,8 +172,10 @@ def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *
         rows.append(row)
         logs[(config.label, config.sigma)] = log_path
     head = header(command or f"ddrs compare --dataset {dataset}")
-    head += f"budget: {json.dumps(budget.__dict__)}\ninputs: {len(test)} test inputs (every {budget.every}), " \
-            f"total {time.perf_counter() - t_start:.0f} s\n"
+    compute = sum(float(np.sum(certify.read_log(p)["time"])) for p in logs.values())
+    head += f"budget: {json.dumps(budget.__dict__)}\ninputs: {len(test)} test inputs (every {budget.every}); " \
+            f"compute {compute:.0f} s summed over the logs' per-input times (noise choice + certification); " \
+            f"this invocation {time.perf_counter() - t_start:.0f} s (resumed runs skip finished inputs)\n"
     csv_path, md_path = write_tables(rows, out_dir, head)
     figures = plots.write_all(dataset, rows, logs, out_dir, radii, test=test if dataset == "toy2d" else None,
                               sigmas=sigmas, model_dir=model_dir, seed=seed, budget=budget)
