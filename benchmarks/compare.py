@@ -42,7 +42,8 @@ class Budget:
     every: int = 1
     ddrs: dict = field(default_factory=lambda: dict(iterations=150, samples=64))
     ancer: dict = field(default_factory=lambda: dict(iterations=100, samples=64))
-    rddrs: dict = field(default_factory=lambda: dict(iterations=60, samples=128, step_size=0.5, kappa=2.0))
+    rddrs: dict = field(default_factory=lambda: dict(iterations=60, samples=128, step_size=0.5, kappa=2.0,
+                                                     warm_start="ancer"))
     opt_batch: int = 64
 
 
@@ -51,10 +52,12 @@ BUDGETS = {
     "digits": Budget(max_inputs=50, every=9),
     "fashion-mnist": Budget(n=10_000, batch_size=2_000, max_inputs=20, every=500, opt_batch=20,
                             ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64),
-                            rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr")),
+                            rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr",
+                                       warm_start="ancer")),
     "mnist": Budget(n=10_000, batch_size=2_000, max_inputs=20, every=500, opt_batch=20,
                     ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64),
-                    rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr")),
+                    rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr",
+                               warm_start="ancer")),
 }
 
 L2_RADII = {"toy2d": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3), "digits": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
@@ -74,7 +77,9 @@ def configs_for(budget: Budget, sigmas=PAPER_SIGMAS, methods=DD_METHODS + ("mog"
         for m in methods:
             if m == "mog":
                 continue
-            opts = {"ancer": budget.ancer, "rddrs": budget.rddrs}.get(m, {})
+            opts = dict({"ancer": budget.ancer, "rddrs": budget.rddrs}.get(m, {}))
+            if m == "rddrs" and opts.get("warm_start") == "ancer":
+                opts["ancer_options"] = dict(budget.ancer)
             out.append((s, MethodConfig(m, sigma=s, ddrs_options=dict(budget.ddrs), options=dict(opts))))
     if "mog" in methods:
         for lo, hi in mog_ranges:
@@ -144,6 +149,24 @@ def write_tables(rows: list[dict], out_dir: Path, head: str) -> tuple[Path, Path
     return csv_path, md_path
 
 
+def ancer_thetas_from_log(log_path: Path) -> dict:
+    """idx -> (Theta, forward, backward) of a finished ANCER run, read from its log and saved regions
+    (the region's scale is Theta unless memory made the input adopt another region), so that a
+    resumed comparison warm-starts RDDRS from exactly the ANCER solution it reports."""
+    regions = Path(str(log_path) + ".regions")
+    if not log_path.is_file() or not regions.is_dir():
+        return {}
+    out = {}
+    for row in certify.read_log(log_path).rows():
+        idx = int(row["idx"])
+        path = regions / f"{idx}.pt"
+        if row["memory_action"] in ("kept", "shrunk") and path.is_file():
+            scale = torch.load(path, weights_only=False)["scale"]
+            if scale is not None and np.ndim(scale) == 1:
+                out[idx] = (torch.as_tensor(scale, dtype=torch.float64), row["forward_evals"], row["backward_evals"])
+    return out
+
+
 def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *, sigmas=PAPER_SIGMAS,
                 methods=DD_METHODS + ("mog",), budget: Budget | None = None, seed: int = 0, rotate=None,
                 data_dir=None, model_dir=None, progress: bool = True, command: str = "") -> dict:
@@ -157,15 +180,19 @@ def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *
     radii = L2_RADII.get(dataset, L2_RADII["digits"])
     rows, logs = [], {}
     star_caches: dict[float, dict] = {}
+    theta_caches: dict[float, dict] = {}
     t_start = time.perf_counter()
     for train_sigma, config in configs_for(budget, sigmas, methods):
         model, info = load_or_train(dataset, train_sigma, rotate=rotate, data_dir=data_dir, model_dir=model_dir,
                                     progress=progress, seed=seed)
         name = f"{config.label}_sigma{config.sigma:g}"
         log_path = out_dir / "logs" / f"{name}.tsv"
+        if config.method == "rddrs" and not theta_caches.get(config.sigma):
+            theta_caches[config.sigma] = ancer_thetas_from_log(out_dir / "logs" / f"ancer_sigma{config.sigma:g}.tsv")
         run_certification(config, model, test, log_path, n0=budget.n0, n=budget.n, alpha=budget.alpha,
                           batch_size=budget.batch_size, opt_batch=budget.opt_batch, seed=seed, progress=progress,
-                          sigma_star_cache=star_caches.setdefault(config.sigma, {}))
+                          sigma_star_cache=star_caches.setdefault(config.sigma, {}),
+                          stage_cache=theta_caches.setdefault(config.sigma, {}))
         row = {"dataset": dataset, "method": config.label, "sigma": config.sigma,
                "sigmas": "/".join(f"{s:g}" for s in config.sigmas) if config.sigmas else ""}
         row.update(summarise(log_path, radii, radii))

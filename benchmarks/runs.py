@@ -68,9 +68,14 @@ class MethodConfig:
 
 
 def choose_noise(config: MethodConfig, model, x: torch.Tensor, generator: torch.Generator,
-                 sigma_star: torch.Tensor | None = None) -> tuple[list, ddrs.NetworkCounter, torch.Tensor | None]:
+                 sigma_star: torch.Tensor | None = None, cache: dict | None = None
+                 ) -> tuple[list, ddrs.NetworkCounter, torch.Tensor | None]:
     """Noise objects for a batch of inputs, the network work spent, and the DDRS sigma_x* (if any).
-    ``sigma_star`` (from a DDRS run on the same inputs) skips the DDRS stage of ANCER/RDDRS."""
+
+    ``sigma_star`` (from a DDRS run on the same inputs) skips the DDRS stage of ANCER/RDDRS. RDDRS with
+    ``options["warm_start"] == "ancer"`` starts from ANCER's Theta (the chain RS -> DDRS -> ANCER ->
+    RDDRS); ``cache`` (idx-aligned list under key "ancer": (theta, forward, backward) per input) reuses
+    an ANCER run of the same comparison, and its network work is counted in RDDRS's."""
     counter = ddrs.NetworkCounter()
     if config.method == "rs":
         return [certify.IsotropicGaussian(config.sigma)] * len(x), counter, None
@@ -82,11 +87,28 @@ def choose_noise(config: MethodConfig, model, x: torch.Tensor, generator: torch.
         sigma_star = dd.points
         if config.method == "ddrs":
             return dd.noises(), counter, sigma_star
+    options = dict(config.options)
+    warm = options.pop("warm_start", None)
+    ancer_options = options.pop("ancer_options", {})
     if config.method == "ancer":
-        res = ddrs.ANCER(**config.options).fit(model, x, init=sigma_star, generator=generator)
-    else:
-        res = ddrs.RDDRS(metric=config.metric, backend=config.backend, **config.options).fit(
-            model, x, init=sigma_star, generator=generator)
+        res = ddrs.ANCER(**options).fit(model, x, init=sigma_star, generator=generator)
+        if cache is not None:
+            cache["ancer"] = [(theta, res.network.forward / len(x), res.network.backward / len(x))
+                              for theta in res.points]
+        counter.add(res.network.forward, res.network.backward)
+        return res.noises(), counter, sigma_star
+    init = sigma_star
+    if warm == "ancer":
+        cached = (cache or {}).get("ancer")
+        if cached is not None and len(cached) == len(x):
+            thetas = torch.stack([c[0] for c in cached])
+            counter.add(sum(c[1] for c in cached), sum(c[2] for c in cached))
+            init = ddrs.SmoothingResult("ancer", None, thetas, sigma_star)
+        else:
+            init = ddrs.ANCER(**ancer_options).fit(model, x, init=sigma_star, generator=generator)
+            counter.add(init.network.forward, init.network.backward)
+    res = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).fit(
+        model, x, init=init, generator=generator)
     counter.add(res.network.forward, res.network.backward)
     return res.noises(), counter, sigma_star
 
@@ -101,10 +123,11 @@ def _region_record(prediction: int, region: certify.Ellipsoid | None) -> dict:
 def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.PathLike, *,
                       n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
                       opt_batch: int = 64, seed: int = 0, memory: bool = True, progress: bool = True,
-                      sigma_star_cache: dict | None = None) -> Path:
+                      sigma_star_cache: dict | None = None, stage_cache: dict | None = None) -> Path:
     """Certify every input of ``data`` with ``config``, appending to the log ``out`` (resumable).
 
-    ``sigma_star_cache`` (idx -> sigma_x*) shares the DDRS stage between methods of one comparison.
+    ``sigma_star_cache`` (idx -> sigma_x*) shares the DDRS stage between methods of one comparison;
+    ``stage_cache`` (idx -> ANCER (theta, forward, backward)) shares the ANCER stage with RDDRS.
     Returns the log path."""
     out = Path(out)
     writer = certify.LogWriter(out, LOG_COLUMNS, resume=True)
@@ -128,6 +151,8 @@ def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.
                 mem.add(stored, x=data.X[pos].reshape(-1).double().numpy(), idx=idx)
     if sigma_star_cache is None:
         sigma_star_cache = {}
+    if stage_cache is None:
+        stage_cache = {}
     indices = data.indices.tolist()
     bar = tqdm(total=len(indices), initial=sum(i in writer.done for i in indices), disable=not progress,
                desc=f"certify {data.name} {config.label} sigma={config.sigma:g}", unit="input", leave=False)
@@ -141,8 +166,13 @@ def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.
             gen = torch.Generator().manual_seed(seed * 1_000_003 + indices[batch_pos[0]])
             cached = [sigma_star_cache.get(indices[p]) for p in batch_pos]
             star = torch.tensor(cached, dtype=torch.float64) if all(c is not None for c in cached) else None
+            thetas = [stage_cache.get(indices[p]) for p in batch_pos]
+            cache = {"ancer": thetas} if all(t is not None for t in thetas) else {}
             t0 = time.perf_counter()
-            noises, counter, sigma_star = choose_noise(config, model, xb, gen, star)
+            noises, counter, sigma_star = choose_noise(config, model, xb, gen, star, cache)
+            if config.method == "ancer" and "ancer" in cache:
+                for p, entry in zip(batch_pos, cache["ancer"]):
+                    stage_cache[indices[p]] = entry
             choose_seconds = (time.perf_counter() - t0) / len(batch_pos)
             if sigma_star is not None:
                 for p, s in zip(batch_pos, sigma_star.tolist()):

@@ -132,6 +132,8 @@ def _cmd_certify(args) -> int:
         raise SystemExit("ddrs certify: error: --sigmas is required for --method mog")
     budget = BUDGETS.get(args.dataset, Budget())
     options = dict({"ancer": budget.ancer, "rddrs": budget.rddrs}.get(args.method, {}))
+    if args.method == "rddrs" and options.get("warm_start") == "ancer":
+        options["ancer_options"] = dict(budget.ancer)
     ddrs_options = dict(budget.ddrs)
     for key in ("iterations", "samples"):
         if getattr(args, key) is not None:

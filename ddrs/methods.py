@@ -206,6 +206,10 @@ class RDDRS(_Optimised):
 
     ``RDDRS.paper()`` is the seed paper's recipe: 98 exp-map steps of size 1, kappa 1e-8, 20,000
     gradient samples per step.
+
+    ``init``: a DDRS result or sigmas (C0 = sigma_x* I, the paper), or an ANCER result (C0 =
+    diag(Theta_x), floor still at its sigma_x*): the warm start the benchmarks use, so RDDRS refines
+    ANCER's axis-aligned ellipsoid by rotating and reshaping it.
     """
 
     iterations: int = 98
