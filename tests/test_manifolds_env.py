@@ -58,7 +58,7 @@ def _mc_problem(m, p, n_samples=64, seed=0):
             quad = (eps.square() * pinv).sum(-1).mean()
         val = -0.5 * quad + m.dim * m.log_volume(xr)
         (g,) = torch.autograd.grad(val, xr)
-        return float(val), m.egrad2rgrad(x, g)
+        return float(val.detach()), m.egrad2rgrad(x, g)
 
     return cost_and_rgrad
 
@@ -100,7 +100,7 @@ def test_pymanopt_deterministic_batched_spd(solver):
         xr = x.clone().requires_grad_(True)
         val = (-0.5 * torch.linalg.solve(p, xr).diagonal(dim1=-2, dim2=-1).sum(-1) + 1.5 * m.log_volume(xr)).sum()
         (g,) = torch.autograd.grad(val, xr)
-        return float(val), m.egrad2rgrad(x, g)
+        return float(val.detach()), m.egrad2rgrad(x, g)
 
     x, trace = maximize(f, torch.eye(3, dtype=F64).expand(2, 3, 3).clone(), m, solver=solver, step_size=0.5,
                         max_iterations=300)
