@@ -22,18 +22,20 @@ def sym_apply(x: torch.Tensor, fn) -> torch.Tensor:
 
 
 class _LogVolumeSPD(torch.autograd.Function):
-    """mean log eigenvalue of C; d/dC = C^{-1} / d (Jacobi's formula)."""
+    """mean log eigenvalue of C; d/dC = C^{-1} / d (Jacobi's formula), with C^{-1} = U diag(1/lambda) U^T
+    from the forward's eigendecomposition (no LU: batched MKL getri misbehaved at d = 784)."""
 
     @staticmethod
     def forward(ctx, c: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(c)
-        return torch.linalg.eigvalsh(c).log().mean(-1)
+        lam, vec = torch.linalg.eigh(c)
+        ctx.save_for_backward(lam, vec)
+        return lam.log().mean(-1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (c,) = ctx.saved_tensors
-        inv = torch.linalg.inv(c)
-        return grad[..., None, None] * sym(inv) / c.shape[-1]
+        lam, vec = ctx.saved_tensors
+        inv = (vec / lam.unsqueeze(-2)) @ vec.transpose(-1, -2)
+        return grad[..., None, None] * sym(inv) / lam.shape[-1]
 
 
 class _MinEigenvalueSPD(torch.autograd.Function):

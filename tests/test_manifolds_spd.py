@@ -59,11 +59,12 @@ def test_log_euclidean_orthogonal_invariance_and_scale(data, n):
 def test_metrics_agree_on_commuting_matrices(data, n):
     x, y = data.draw(commuting_spd_pair(n))
     d_ai, d_le = _m(n, "affine-invariant").dist(x, y), _m(n, "log-euclidean").dist(x, y)
-    lx, ly = torch.linalg.eigvalsh(x), torch.linalg.eigvalsh(y)
-    # both equal the l2 distance of log-eigenvalues paired by the shared eigenvectors
-    q = torch.linalg.eigh(x)[1]
-    ly_paired = torch.diagonal(q.T @ y @ q)
-    ref = (lx.log() - ly_paired.log()).norm()
+    ly = torch.linalg.eigvalsh(y)
+    # both equal the l2 distance of log-eigenvalues paired by the shared eigenvectors; a generic
+    # combination of the commuting pair has them even when x has repeated eigenvalues (x = I)
+    q = torch.linalg.eigh(x + 0.6180339887 * y)[1]
+    lx_paired, ly_paired = torch.diagonal(q.T @ x @ q), torch.diagonal(q.T @ y @ q)
+    ref = (lx_paired.log() - ly_paired.log()).norm()
     assert torch.allclose(d_ai, ref, rtol=1e-8, atol=1e-9) and torch.allclose(d_le, ref, rtol=1e-8, atol=1e-9)
     assert ly.numel() == n
 
