@@ -30,12 +30,20 @@ def curves_by_sigma(logs: dict, out: Path, column: str, title: str, sigmas) -> P
         grid = np.linspace(0, max(top, 1e-3) * 1.05, 200)
         for label, path in entries.items():
             ax.plot(grid, accuracy_curve(path, column, grid), label=label, color=COLORS.get(label))
-        ax.set_title(f"sigma = {s:g}")
-        ax.set_xlabel("l2 radius" if column == "radius" else "proxy radius")
-        ax.set_ylabel("certified accuracy")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _style_accuracy_axis(ax, f"sigma = {s:g}", "l2 radius" if column == "radius" else "proxy radius", 8)
+    return _save(fig, out, title)
+
+
+def _style_accuracy_axis(ax, title: str, xlabel: str, legend_size: int) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("certified accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
+def _save(fig, out: Path, title: str) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -64,17 +72,8 @@ def mog_panels(logs: dict, out: Path, title: str) -> Path:
                 claim = {"correct": log["correct"], "radius": np.nan_to_num(log["paper_radius"])}
                 ax.plot(grid, certify.certified_accuracy(certify.Log(claim), grid), color=color, ls="--",
                         label=f"K={K} max-sigma claim (not a certificate)")
-        ax.set_title(f"mixture over [{lo:g}, {hi:g}]")
-        ax.set_xlabel("l2 radius")
-        ax.set_ylabel("certified accuracy")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+        _style_accuracy_axis(ax, f"mixture over [{lo:g}, {hi:g}]", "l2 radius", 6)
+    return _save(fig, out, title)
 
 
 def _ellipse_outline(center, scale, radius, num=200):
