@@ -17,6 +17,7 @@ import torch
 
 import certify
 import manifolds
+from certify.smooth import model_device_dtype
 
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator
 from .objectives import EigenvalueFloor, Objective, Radius, ancer_objective
@@ -74,10 +75,9 @@ def _sigma_from(init, x: torch.Tensor, default: float | None) -> torch.Tensor:
 
 
 def _model_dtype(model, x):
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return x.to(device=p.device, dtype=p.dtype)
-    return x
+    """x on the model's device and in its floating dtype (the network runs in its own dtype)."""
+    device, dtype = model_device_dtype(model, x)
+    return x.to(device=device, dtype=dtype)
 
 
 def _check_int(value, name: str, minimum: int) -> int:
