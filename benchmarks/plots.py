@@ -58,15 +58,14 @@ def mog_panels(logs: dict, out: Path, title: str) -> Path:
     for ax, (lo, hi) in zip(axes[0], ranges):
         entries = sorted(((k, v) for k, v in logs.items() if k[0].startswith("mog") and k[0].endswith(f"[{lo:g},{hi:g}]")),
                          key=lambda kv: int(kv[0][0].split("-K")[1].split("-")[0]))
-        top = max([float(np.nanmax(np.concatenate([certify.read_log(p)["radius"],
-                                                      np.nan_to_num(certify.read_log(p).columns.get(
-                                                          "paper_radius", np.zeros(1)))])))
-                   for p in dict(entries).values()] + [1e-3])
+        read = {key: certify.read_log(path) for key, path in entries}  # each log read once
+        top = max([float(np.nanmax(np.concatenate([log["radius"],
+                                                    np.nan_to_num(log.columns.get("paper_radius", np.zeros(1)))])))
+                   for log in read.values()] + [1e-3])
         grid = np.linspace(0, 1.05 * top, 200)
-        for i, ((label, _), path) in enumerate(entries):
+        for i, ((label, _), log) in enumerate(read.items()):
             K = label.split("-K")[1].split("-")[0]
             color = plt.cm.viridis(i / max(len(entries) - 1, 1))
-            log = certify.read_log(path)
             ax.plot(grid, certify.certified_accuracy(log, grid), color=color, label=f"K={K} sound")
             if "paper_radius" in log.columns and int(K) > 1:
                 claim = {"correct": log["correct"], "radius": np.nan_to_num(log["paper_radius"])}

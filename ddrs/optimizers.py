@@ -156,14 +156,14 @@ def ascend(model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, obje
     fixed_z = None
     for step in range(iterations + 1):
         last = step == iterations
+        if last and not keep_best:  # the final iterate needs no evaluation
+            break
         if common_random_numbers:
             if fixed_z is None:
                 fixed_z = estimator.draw(B, d, generator, x.device, x.dtype)
             z = fixed_z
         else:
             z = estimator.draw(B, d, generator, x.device, x.dtype)
-        if last and not keep_best:
-            break
         value, egrad, terms = estimator.evaluate(model, manifold, x, point, objective, z, num_classes,
                                                  with_grad=not last)
         if not torch.isfinite(value).all() or (egrad is not None and not torch.isfinite(egrad).all()):
