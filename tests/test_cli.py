@@ -10,7 +10,7 @@ import pytest
 
 import certify
 from benchmarks.compare import Budget, run_compare
-from ddrs.cli import main
+from benchmarks.cli import main
 
 TINY = ["--n0", "50", "--n", "400", "--batch-size", "400", "--every", "40", "--max-inputs", "6", "--quiet"]
 

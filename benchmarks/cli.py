@@ -62,15 +62,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddrs", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="ddrs", description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train (or reuse) a base model with Gaussian noise augmentation")
+    t = sub.add_parser("train", allow_abbrev=False, help="train (or reuse) a base model with Gaussian noise augmentation")
     _common(t)
     t.add_argument("--sigma", type=_positive_float("--sigma"), required=True)
     t.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=None)
 
-    c = sub.add_parser("certify", help="certify a test subset with one method; a resumable per-input log")
+    c = sub.add_parser("certify", allow_abbrev=False, help="certify a test subset with one method; a resumable per-input log")
     _common(c)
     c.add_argument("--method", choices=("rs", "ddrs", "ancer", "rddrs", "mog"), required=True)
     c.add_argument("--metric", choices=("affine-invariant", "log-euclidean"), default="affine-invariant")
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the memory-based certifier (certificates then hold only per input)")
     c.add_argument("--out", required=True, help="the log (tab-separated; resumed if it exists)")
 
-    m = sub.add_parser("compare", help="every method on the same inputs: tables and plots")
+    m = sub.add_parser("compare", allow_abbrev=False, help="every method on the same inputs: tables and plots")
     m.add_argument("--dataset", choices=DATASET_CHOICES, action="append", default=None,
                    help="data set(s) (default: digits and toy2d)")
     m.add_argument("--out-dir", default="runs/compare")
