@@ -1,4 +1,4 @@
-"""The ``ddrs`` command line: ``train``, ``certify`` and ``compare``.
+"""The ``ddrs`` command line: ``train``, ``certify``, ``compare`` and ``report``.
 
 ``ddrs compare`` with no arguments is the quick start: digits and toy2d, every method, tables and
 plots under ``runs/compare/`` in a few minutes on two CPU cores.
@@ -108,7 +108,46 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--rotate", type=_int_at_least("--rotate", 0), default=None)
     m.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
     m.add_argument("--quiet", action="store_true")
+    _add_report_parser(sub)
     return parser
+
+
+# ---------------------------------------------------------------------------------- ddrs report
+def _radius(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--radii must be numbers, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"--radii must be finite and >= 0, got {text}")
+    return value
+
+
+def _add_report_parser(sub) -> None:
+    from benchmarks.report import DEFAULT_RADII
+
+    r = sub.add_parser("report", allow_abbrev=False,
+                       help="certified-accuracy tables (Markdown, CSV) and a plot for any Cohen-format logs")
+    r.add_argument("logs", nargs="+", metavar="LOG", help="Cohen-format logs (ours or anyone's)")
+    r.add_argument("--radii", type=_radius, nargs="+", default=list(DEFAULT_RADII),
+                   help="radii of the table columns (default: Cohen et al.'s CIFAR-10 ones, 0.25 .. 1.5)")
+    r.add_argument("--labels", nargs="+", default=None,
+                   help="one legend per log (default: '&sigma; = S' for Cohen's sigma_S files, else the name)")
+    r.add_argument("--out-dir", default="runs/report", help="where report.md, report.csv and the plot go")
+    r.add_argument("--no-plot", action="store_true", help="tables only")
+
+
+def _cmd_report(args) -> int:
+    from benchmarks.report import write_report
+
+    try:
+        files = write_report(args.logs, args.out_dir, radii=args.radii, labels=args.labels, plot=not args.no_plot)
+    except (OSError, ValueError) as err:
+        print(f"ddrs report: error: {err}", file=sys.stderr)
+        return 2
+    print(files["markdown"].read_text(encoding="utf-8").split("\n\n")[1])
+    print("wrote " + ", ".join(str(f) for f in files.values()))
+    return 0
 
 
 def _cmd_train(args) -> int:
@@ -179,7 +218,8 @@ def _cmd_compare(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"train": _cmd_train, "certify": _cmd_certify, "compare": _cmd_compare}[args.command](args)
+    commands = {"train": _cmd_train, "certify": _cmd_certify, "compare": _cmd_compare, "report": _cmd_report}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
