@@ -53,5 +53,6 @@ def test_library_package_imports_no_benchmarks_torchvision_or_tqdm(package):
     assert proc.returncode == 0, f"importing {package} with {FORBIDDEN} blocked failed:\n{proc.stderr[-3000:]}"
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(result["modules"]) >= 3, result["modules"]  # the package and its submodules were imported
-    assert result["attempts"] == [], "\n\n".join(f"{name} imported from:\n{stack}" for name, stack in result["attempts"])
+    stacks = "\n\n".join(f"{name} imported from:\n{stack}" for name, stack in result["attempts"])
+    assert result["attempts"] == [], stacks
     assert result["loaded"] == []
