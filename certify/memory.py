@@ -59,7 +59,8 @@ What is (and is not) guaranteed.
 * Cost: one vectorised bounding-ball screen over all stored centres per query (O(M d)), the exact
   test only on the survivors (O(d) for ball/diagonal pairs, O(d^2) against a full ellipsoid with its
   cached eigendecomposition, one d x d ``eigh`` for two full ellipsoids of different orientation).
-  Stored regions are kept by reference (no copies of full scale matrices).
+  Stored regions are kept by reference: they are immutable (read-only data owned by the
+  region), so no copies of full scale matrices are needed.
 """
 from __future__ import annotations
 
@@ -255,12 +256,26 @@ class Memory:
         input (needed only when the certificate has no region), ``idx`` its name (default: the
         query number).  Returns the corrected certificate and stores the answer."""
         idx = len(self.entries) if idx is None else int(idx)
+        if not isinstance(certificate, Certificate):
+            raise TypeError(f"certificate must be a certify.Certificate, got {type(certificate).__name__}")
         region = certificate.region
+        if region is not None and not isinstance(region, Ellipsoid):
+            raise TypeError(f"certificate.region must be a certify.Ellipsoid, got {type(region).__name__}")
+        dim = self._centers.shape[1] if self._n else None
+        if region is not None and dim is not None and region.dim != dim:
+            raise ValueError(f"certificate.region has dimension {region.dim}, the memory's inputs {dim}")
+        if x is not None:
+            x = np.array(x, dtype=np.float64).reshape(-1)  # a copy: the memory owns what it stores
+            if not np.all(np.isfinite(x)):
+                raise ValueError("x contains NaN or infinite entries")
+            want = region.dim if region is not None else dim
+            if want is not None and x.shape[0] != want:
+                raise ValueError(f"x has {x.shape[0]} entries but the "
+                                 f"{'certificate.region' if region is not None else 'memory'} has dimension {want}")
         if region is not None:
             x = region.center
         elif x is None:
             raise ValueError("x is required for a certificate without a region")
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
         own = int(certificate.prediction)
         if own != ABSTAIN and region is None:
             region = Ellipsoid(x, 1.0, 0.0)

@@ -15,16 +15,25 @@ from .region import Ellipsoid
 
 
 def _as_float64_tensor(value, name: str) -> torch.Tensor:
+    # always a copy: the noise owns its parameters (mutating the caller's tensor or array later
+    # changes neither the noise nor any certificate made with it)
     if isinstance(value, torch.Tensor):
-        t = value.detach().to(device="cpu", dtype=torch.float64)
+        t = value.detach().to(device="cpu", dtype=torch.float64, copy=True)
     else:
         try:
-            t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+            t = torch.tensor(np.array(value, dtype=np.float64, copy=True))
         except (TypeError, ValueError):
             raise TypeError(f"{name} must be a number, array or tensor, got {type(value).__name__}") from None
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or infinite entries")
     return t
+
+
+def _frozen(t: torch.Tensor) -> np.ndarray:
+    """A read-only float64 numpy copy (what regions are built from; shared by all of them)."""
+    a = np.array(t.detach().cpu().numpy(), dtype=np.float64, copy=True)
+    a.setflags(write=False)
+    return a
 
 
 def _randn(count: int, dim: int, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
@@ -118,6 +127,7 @@ class DiagonalGaussian(GaussianNoise):
         if (theta <= 0).any():
             raise ValueError(f"theta must be positive everywhere (min {theta.min().item():g})")
         self.theta = theta
+        self._theta_np = _frozen(theta)
 
     @property
     def dim(self):
@@ -127,7 +137,7 @@ class DiagonalGaussian(GaussianNoise):
         return _randn(count, dim, generator, device, dtype).mul_(self._cast(self.theta, device, dtype)), None
 
     def region(self, center, radius):
-        return Ellipsoid(center, self.theta.numpy(), radius)
+        return Ellipsoid(center, self._theta_np, radius)
 
     def scale_summary(self):
         return {"min_sigma": float(self.theta.min()), "gm_sigma": float(self.theta.log().mean().exp())}
@@ -156,6 +166,7 @@ class FullGaussian(GaussianNoise):
         self.C = C
         self.eigenvalues = eigvals
         self.eigenvectors = eigvecs
+        self._np = (_frozen(C), _frozen(eigvals), _frozen(eigvecs))
 
     @property
     def dim(self):
@@ -166,7 +177,8 @@ class FullGaussian(GaussianNoise):
         return z @ self._cast(self.C, device, dtype), None  # rows z^T C = (C z)^T, C symmetric
 
     def region(self, center, radius):
-        return Ellipsoid(center, self.C.numpy(), radius, _eig=(self.eigenvalues.numpy(), self.eigenvectors.numpy()))
+        c, vals, vecs = self._np
+        return Ellipsoid(center, c, radius, _eig=(vals, vecs))
 
     def scale_summary(self):
         return {"min_sigma": float(self.eigenvalues[0]), "gm_sigma": float(self.eigenvalues.log().mean().exp())}

@@ -16,6 +16,24 @@ import numpy as np
 
 Scale = Union[float, np.ndarray]
 
+#: a full scale S is accepted if max |S - S^T| <= SYMMETRY_RTOL * max |S| (then symmetrised).
+SYMMETRY_RTOL = 1e-8
+
+
+def _owned(a: np.ndarray) -> np.ndarray:
+    """``a`` itself if it and every array it views are read-only, else a read-only copy."""
+    b = a
+    while isinstance(b, np.ndarray):
+        if b.flags.writeable:
+            break
+        b = b.base
+    else:
+        if b is None:
+            return a
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.setflags(write=False)
+    return a
+
 
 @dataclass(frozen=True, eq=False)
 class Ellipsoid:
@@ -27,8 +45,14 @@ class Ellipsoid:
     _eig: tuple = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        center = np.asarray(self.center, dtype=np.float64).reshape(-1)
+        # The region owns its data: centre and scale are read-only float64 copies (an array that
+        # is already read-only all the way down, e.g. another region's, is shared, not copied), so
+        # mutating what the caller passed in changes no region, certificate or memory entry.
+        center = _owned(np.asarray(self.center, dtype=np.float64).reshape(-1))
+        if not np.all(np.isfinite(center)):
+            raise ValueError("center contains NaN or infinite entries")
         object.__setattr__(self, "center", center)
+        d = center.shape[0]
         scale = self.scale
         if np.ndim(scale) == 0:
             scale = float(scale)
@@ -36,14 +60,45 @@ class Ellipsoid:
                 raise ValueError(f"scale must be positive and finite, got {scale}")
         else:
             scale = np.asarray(scale, dtype=np.float64)
-            d = center.shape[0]
             if scale.shape not in ((d,), (d, d)):
                 raise ValueError(f"scale has shape {scale.shape}; expected (), ({d},) or ({d}, {d})")
+            if not np.all(np.isfinite(scale)):
+                raise ValueError("scale contains NaN or infinite entries")
+            if scale.ndim == 1:
+                if not np.all(scale > 0):
+                    raise ValueError(f"a diagonal scale must be positive everywhere (min {scale.min():g})")
+                scale = _owned(scale)
+            else:
+                scale = self._check_matrix(scale)
         object.__setattr__(self, "scale", scale)
         radius = float(self.radius)
         if not (radius >= 0 and np.isfinite(radius)):
             raise ValueError(f"radius must be finite and >= 0, got {radius}")
         object.__setattr__(self, "radius", radius)
+
+    def _check_matrix(self, scale: np.ndarray) -> np.ndarray:
+        """A full scale must be symmetric (to SYMMETRY_RTOL relative to its largest entry; then it
+        is symmetrised) and positive definite: a non-symmetric or indefinite S describes another
+        set than ``radius * eig(S)`` claims (the inscribed-ball radius would over-claim)."""
+        asym = float(np.max(np.abs(scale - scale.T)))
+        if asym > SYMMETRY_RTOL * float(np.max(np.abs(scale))):
+            raise ValueError(f"scale must be symmetric (max |S - S^T| = {asym:.3g}, tolerance "
+                             f"{SYMMETRY_RTOL:g} relative to max |S|)")
+        if asym > 0:
+            scale = 0.5 * (scale + scale.T)
+        scale = _owned(scale)
+        if self._eig is None:
+            vals, vecs = np.linalg.eigh(scale)
+            eig = (_owned(vals), _owned(vecs))
+        else:
+            vals, vecs = (_owned(np.asarray(a, dtype=np.float64)) for a in self._eig)
+            if vals.shape != (scale.shape[0],) or vecs.shape != scale.shape:
+                raise ValueError("_eig does not match the scale's shape")
+            eig = (vals, vecs)
+        if not (np.all(np.isfinite(eig[0])) and eig[0][0] > 0):
+            raise ValueError(f"scale must be positive definite (smallest eigenvalue {eig[0][0]:.3g})")
+        object.__setattr__(self, "_eig", eig)
+        return scale
 
     # ------------------------------------------------------------------ spectral data (cached)
     @property

@@ -5,9 +5,11 @@ one-sided Clopper-Pearson bound at level alpha, abstain below 1/2, PREDICT's bin
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -28,13 +30,48 @@ def _check_count(value, name: str) -> int:
 
 
 def model_device_dtype(model: Callable, x: torch.Tensor) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of the model's first parameter or buffer (else x's)."""
+    """Device and floating dtype of the model's first parameter or buffer; for a model without
+    floating parameters, x's dtype promoted to at least float32 (a plain callable gets no
+    half-precision input it did not ask for)."""
     if isinstance(model, torch.nn.Module):
         for t in itertools.chain(model.parameters(), model.buffers()):
             if t.is_floating_point():
                 return t.device, t.dtype
     dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-    return x.device, dtype
+    return x.device, sampling_dtype(dtype)
+
+
+def sampling_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype noise is drawn in and added to x in: float64 for a float64 model, else float32.
+    The noisy sum is then cast to the model's dtype, so a half-precision model's certificate is a
+    certificate of the base classifier "round to the model's dtype, then the model"."""
+    return torch.float64 if model_dtype == torch.float64 else torch.float32
+
+
+def _training_modules(model) -> bool:
+    return isinstance(model, torch.nn.Module) and any(m.training for m in model.modules())
+
+
+@contextlib.contextmanager
+def _untouched(model):
+    """Run the model without mutating it: warn if it is in training mode (BatchNorm then uses
+    batch statistics, so the noisy samples are not independent and the certificate describes
+    a batch-dependent classifier) and restore every buffer afterwards (BatchNorm running stats).
+    The model's mode is left as the caller set it (no ``model.eval()`` on the user's module)."""
+    if not _training_modules(model):
+        yield
+        return
+    warnings.warn("the model is in training mode: BatchNorm/Dropout behave as in training (BatchNorm "
+                  "normalises with batch statistics, so noisy samples are not independent and the "
+                  "certificate may not hold); call model.eval() before certifying. The model's buffers "
+                  "are restored after the call.", UserWarning, stacklevel=3)
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, copy in saved:
+                b.copy_(copy)
 
 
 class Smooth:
@@ -66,8 +103,9 @@ class Smooth:
         """Draw ``num`` noisy copies of x; per component: label counts (hard) or summed
         probabilities and squares (soft), and the number of samples per component."""
         device, dtype = model_device_dtype(self.model, x)
+        sdtype = sampling_dtype(dtype)  # noise drawn and added in >= float32, then cast to dtype
         shape = tuple(x.shape)
-        flat = x.detach().reshape(-1).to(device=device, dtype=dtype)
+        flat = x.detach().reshape(-1).to(device=device, dtype=sdtype)
         d = flat.numel()
         self.noise.check_dim(d)
         K, C = self.noise.num_components, self.num_classes
@@ -76,15 +114,28 @@ class Smooth:
         sums = torch.zeros(K, C, dtype=torch.float64, device=device)
         squares = torch.zeros(K, C, dtype=torch.float64, device=device)
         remaining = num
-        with torch.no_grad():
+        first = True
+        with torch.no_grad(), _untouched(self.model):
             while remaining > 0:
                 b = min(batch_size, remaining)
                 remaining -= b
-                eps, comp = self.noise.sample(b, d, generator, device, dtype)
-                logits = self.model((eps + flat).reshape((b,) + shape))
+                eps, comp = self.noise.sample(b, d, generator, device, sdtype)
+                noisy = (eps + flat).to(dtype).reshape((b,) + shape)
+                if first:
+                    first = False
+                    try:
+                        logits = self.model(noisy)
+                    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+                        raise ValueError(
+                            f"the model failed on a batch of noisy copies of x, shape {tuple(noisy.shape)}: "
+                            f"x must be ONE input without a batch dimension (got x of shape {shape}); "
+                            f"certify a batch one input at a time. Model error: {err}") from err
+                else:
+                    logits = self.model(noisy)
                 if not isinstance(logits, torch.Tensor) or logits.shape != (b, C):
                     got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                    raise ValueError(f"model must return logits of shape ({b}, {C}) = (batch, num_classes); got {got}")
+                    raise ValueError(f"model must return logits of shape ({b}, {C}) = (batch, num_classes); got {got} "
+                                     f"(x must be ONE input without a batch dimension; got x of shape {shape})")
                 if not torch.isfinite(logits).all():
                     raise ValueError("model returned NaN or infinite logits; no certificate from bad data")
                 comp = torch.zeros(b, dtype=torch.int64, device=device) if comp is None else comp

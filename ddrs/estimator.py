@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from certify.smooth import sampling_dtype
+
 #: Probabilities are clamped to [PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP] before Phi^-1
 #: (the DDRS/ANCER package value; the DDRS paper code used 0.02). It bounds the gap by
 #: 2 Phi^-1(0.999) = 6.18 and keeps gradients finite when a class is (almost) never predicted.
@@ -81,9 +83,9 @@ class SoftSmoothingEstimator:
                num_classes: int | None) -> torch.Tensor:
         """Summed softmax probabilities (B, C) over the noise draws z (B, m, d)."""
         B, m, d = z.shape
-        dtype = x.dtype
-        noise = manifold.noise_matrix_apply(point.to(dtype), z)
-        noisy = (x.reshape(B, 1, d) + noise).reshape((B * m,) + tuple(x.shape[1:]))
+        dtype = sampling_dtype(x.dtype)  # noise drawn and added in >= float32, cast to x's (model) dtype
+        noise = manifold.noise_matrix_apply(point.to(dtype), z.to(dtype))
+        noisy = (x.to(dtype).reshape(B, 1, d) + noise).to(x.dtype).reshape((B * m,) + tuple(x.shape[1:]))
         logits = model(noisy)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != B * m \
                 or logits.shape[1] < 2 or (num_classes is not None and logits.shape[1] != num_classes):
@@ -98,6 +100,7 @@ class SoftSmoothingEstimator:
         the second half is the negated first half (each draw is still N(0, I): unbiased estimates,
         lower variance for the odd part of the integrand)."""
         gen_device = generator.device if generator is not None else device
+        dtype = sampling_dtype(dtype)  # never draw noise in half precision
         if self.antithetic:
             half = (self.samples + 1) // 2
             z = torch.randn((batch, half, dim), generator=generator, device=gen_device, dtype=dtype)
