@@ -120,89 +120,203 @@ def _region_record(prediction: int, region: certify.Ellipsoid | None) -> dict:
     return {"prediction": prediction, "scale": scale, "radius": region.radius}
 
 
+@dataclass
+class BatchResult:
+    """What :func:`compute_batch` returns for one batch of positions (picklable; no file I/O).
+
+    ``certificates[j]`` is the raw certificate of ``positions[j]`` BEFORE the memory (``None`` for a
+    position that was asked to be skipped); ``noise_kinds[j]`` its noise's name; ``choose_seconds``,
+    ``forward_evals`` and ``backward_evals`` are per input (the batch's totals shared evenly);
+    ``sigma_star`` (DDRS's sigma_x*, position-aligned) and ``ancer`` (ANCER's (theta, forward, backward)
+    per position) are the stage outputs a comparison shares between methods (``None`` if not made)."""
+
+    positions: list[int]
+    indices: list[int]
+    certificates: list[Any]
+    noise_kinds: list[str]
+    choose_seconds: float
+    forward_evals: int
+    backward_evals: int
+    sigma_star: list[float] | None = None
+    ancer: list[tuple] | None = None
+
+
+def plan_batches(data: Dataset, opt_batch: int) -> list[list[int]]:
+    """Fixed batch boundaries over the positions of ``data``: ``range(0, N, opt_batch)`` chunks.
+
+    Noise is chosen per batch (seeded from its first index), so the plan must not depend on what is
+    already done: a resumed run recomputes a batch exactly as the uninterrupted run did."""
+    if not (isinstance(opt_batch, int) and opt_batch >= 1):
+        raise ValueError(f"opt_batch must be a positive integer, got {opt_batch!r}")
+    N = len(data.indices)
+    return [list(range(start, min(start + opt_batch, N))) for start in range(0, N, opt_batch)]
+
+
+def batch_seed(seed: int, first_idx: int) -> int:
+    """Seed of the noise choice of the batch whose first input has index ``first_idx``."""
+    return seed * 1_000_003 + first_idx
+
+
+def input_seed(seed: int, idx: int) -> int:
+    """Seed of the certification samples of input ``idx``."""
+    return seed * 1_000_003 + 7919 * idx + 1
+
+
+def compute_batch(config: MethodConfig, model, data: Dataset, positions: list[int], *, n0: int, n: int,
+                  alpha: float, batch_size: int, seed: int, sigma_star: list[float] | None = None,
+                  ancer_cache: list[tuple] | None = None, skip: set[int] | frozenset = frozenset()
+                  ) -> BatchResult:
+    """Choose noise for the batch ``positions`` of ``data`` and certify each of its inputs.
+
+    A pure, deterministic function of (positions, config, seed, the model and data): no file I/O, no
+    memory. ``sigma_star`` (position-aligned DDRS sigma_x*) and ``ancer_cache`` (position-aligned
+    ANCER (theta, forward, backward)) reuse stages computed by another method on the same inputs;
+    positions in ``skip`` get noise (the batch's choice needs all of them) but no certificate."""
+    indices = data.indices.tolist()
+    idxs = [indices[p] for p in positions]
+    xb = data.X[positions]
+    gen = torch.Generator().manual_seed(batch_seed(seed, idxs[0]))
+    star = torch.tensor(sigma_star, dtype=torch.float64) if sigma_star is not None else None
+    cache = {"ancer": list(ancer_cache)} if ancer_cache is not None else {}
+    t0 = time.perf_counter()
+    noises, counter, star_out = choose_noise(config, model, xb, gen, star, cache)
+    choose_seconds = (time.perf_counter() - t0) / len(positions)
+    certificates = []
+    for j, p in enumerate(positions):
+        if p in skip:
+            certificates.append(None)
+            continue
+        cgen = torch.Generator().manual_seed(input_seed(seed, idxs[j]))
+        certificates.append(certify.Smooth(model, noises[j], data.num_classes).certify(
+            data.X[p], n0, n, alpha, batch_size=batch_size, generator=cgen))
+    return BatchResult(
+        positions=list(positions), indices=idxs, certificates=certificates,
+        noise_kinds=[nz.kind for nz in noises], choose_seconds=choose_seconds,
+        forward_evals=counter.forward // len(positions), backward_evals=counter.backward // len(positions),
+        sigma_star=None if star_out is None else star_out.tolist(),
+        ancer=cache.get("ancer") if config.method == "ancer" else None)
+
+
+class Driver:
+    """The stateful half of a run: the log, the memory (in idx order) and the region files.
+
+    ``finish_input`` turns one raw certificate into its log row, after the memory-based certifier
+    (data-dependent methods) and saving the region the input finally holds."""
+
+    def __init__(self, config: MethodConfig, data: Dataset, out: str | os.PathLike, *, memory: bool = True):
+        self.config, self.data, self.out = config, data, Path(out)
+        self.writer = certify.LogWriter(self.out, LOG_COLUMNS, resume=True)
+        self.regions_dir = Path(str(self.out) + ".regions")
+        self.mem = certify.Memory() if (memory and config.method in DATA_DEPENDENT) else None
+        self.indices = data.indices.tolist()
+        if self.mem is not None:
+            self.regions_dir.mkdir(parents=True, exist_ok=True)
+            self._rebuild_memory()
+
+    @property
+    def done(self) -> set[int]:
+        return self.writer.done
+
+    def _rebuild_memory(self) -> None:
+        for pos, idx in enumerate(self.indices):  # rebuild memory from finished rows, in order
+            path = self.regions_dir / f"{idx}.pt"
+            if idx in self.writer.done and path.is_file():
+                rec = torch.load(path, weights_only=False)
+                x = self.data.X[pos].reshape(-1).double().numpy()
+                region = None if rec["scale"] is None else certify.Ellipsoid(
+                    x, np.asarray(rec["scale"], dtype=np.float64) if np.ndim(rec["scale"]) else rec["scale"],
+                    rec["radius"])
+                stored = certify.Certificate(prediction=rec["prediction"], p_lower=0.0,
+                                             radius=0.0 if region is None else region.radius,
+                                             l2_radius=0.0 if region is None else region.l2_radius,
+                                             proxy_radius=0.0 if region is None else region.proxy_radius,
+                                             region=region)
+                self.mem.add(stored, x=x, idx=idx)
+
+    def todo(self, positions: list[int]) -> list[int]:
+        """The positions of a batch that have no row yet."""
+        return [p for p in positions if self.indices[p] not in self.writer.done]
+
+    def finish_input(self, result: BatchResult, j: int) -> None:
+        """Apply the memory to ``result``'s j-th certificate and write its row (and region file)."""
+        p, idx, cert = result.positions[j], result.indices[j], result.certificates[j]
+        x, label = self.data.X[p], int(self.data.y[p])
+        action, reason = "", ""
+        if self.mem is not None:
+            answer = self.mem.add(cert, x=x.reshape(-1).double().numpy(), idx=idx)
+            cert, action = answer.certificate, answer.action
+            reason = ",".join(str(r) for r in answer.reason)
+            torch.save(_region_record(cert.prediction, cert.region), self.regions_dir / f"{idx}.pt")
+        self.writer.write({
+            "idx": idx, "label": label, "predict": cert.prediction, "radius": cert.l2_radius,
+            "correct": int(cert.prediction == label), "time": cert.seconds + result.choose_seconds,
+            "l2_radius": cert.l2_radius, "proxy_radius": cert.proxy_radius, "p_lower": cert.p_lower,
+            "noise": cert.noise or result.noise_kinds[j], "min_sigma": cert.min_sigma, "gm_sigma": cert.gm_sigma,
+            "paper_radius": cert.extras.get("paper_radius", math.nan),
+            "memory_action": action or "-", "memory_reason": reason or "-",
+            "choose_seconds": result.choose_seconds,
+            "forward_evals": result.forward_evals, "backward_evals": result.backward_evals})
+
+    def finish_batch(self, result: BatchResult) -> int:
+        """Finish every certified input of a batch in idx order; returns how many rows were written."""
+        k = 0
+        for j in range(len(result.positions)):
+            if result.certificates[j] is not None and result.indices[j] not in self.writer.done:
+                self.finish_input(result, j)
+                k += 1
+        return k
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def shared_stages(positions: list[int], indices: list[int], sigma_star_cache: dict, stage_cache: dict
+                  ) -> tuple[list | None, list | None]:
+    """The position-aligned sigma_x* and ANCER entries of a batch, if every input has one."""
+    star = [sigma_star_cache.get(indices[p]) for p in positions]
+    thetas = [stage_cache.get(indices[p]) for p in positions]
+    return (star if all(s is not None for s in star) else None,
+            thetas if all(t is not None for t in thetas) else None)
+
+
+def record_stages(result: BatchResult, sigma_star_cache: dict, stage_cache: dict) -> None:
+    """Store a batch's stage outputs for the next methods of a comparison."""
+    if result.ancer is not None:
+        for idx, entry in zip(result.indices, result.ancer):
+            stage_cache[idx] = entry
+    if result.sigma_star is not None:
+        for idx, s in zip(result.indices, result.sigma_star):
+            sigma_star_cache[idx] = s
+
+
 def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.PathLike, *,
                       n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
                       opt_batch: int = 64, seed: int = 0, memory: bool = True, progress: bool = True,
                       sigma_star_cache: dict | None = None, stage_cache: dict | None = None) -> Path:
     """Certify every input of ``data`` with ``config``, appending to the log ``out`` (resumable).
 
-    ``sigma_star_cache`` (idx -> sigma_x*) shares the DDRS stage between methods of one comparison;
-    ``stage_cache`` (idx -> ANCER (theta, forward, backward)) shares the ANCER stage with RDDRS.
-    Returns the log path."""
-    out = Path(out)
-    writer = certify.LogWriter(out, LOG_COLUMNS, resume=True)
-    regions_dir = Path(str(out) + ".regions")
-    use_memory = memory and config.method in DATA_DEPENDENT
-    mem = certify.Memory() if use_memory else None
-    if use_memory:
-        regions_dir.mkdir(parents=True, exist_ok=True)
-        for pos, idx in enumerate(data.indices.tolist()):  # rebuild memory from finished rows, in order
-            path = regions_dir / f"{idx}.pt"
-            if idx in writer.done and path.is_file():
-                rec = torch.load(path, weights_only=False)
-                region = None if rec["scale"] is None else certify.Ellipsoid(
-                    data.X[pos].reshape(-1).double().numpy(), np.asarray(rec["scale"], dtype=np.float64)
-                    if np.ndim(rec["scale"]) else rec["scale"], rec["radius"])
-                stored = certify.Certificate(prediction=rec["prediction"], p_lower=0.0,
-                                             radius=0.0 if region is None else region.radius,
-                                             l2_radius=0.0 if region is None else region.l2_radius,
-                                             proxy_radius=0.0 if region is None else region.proxy_radius,
-                                             region=region)
-                mem.add(stored, x=data.X[pos].reshape(-1).double().numpy(), idx=idx)
-    if sigma_star_cache is None:
-        sigma_star_cache = {}
-    if stage_cache is None:
-        stage_cache = {}
-    indices = data.indices.tolist()
-    bar = tqdm(total=len(indices), initial=sum(i in writer.done for i in indices), disable=not progress,
+    The single-process driver: for each batch of :func:`plan_batches`, :func:`compute_batch`, then
+    :meth:`Driver.finish_batch` in order. ``sigma_star_cache`` (idx -> sigma_x*) shares the DDRS stage
+    between methods of one comparison; ``stage_cache`` (idx -> ANCER (theta, forward, backward)) shares
+    the ANCER stage with RDDRS. Returns the log path."""
+    driver = Driver(config, data, out, memory=memory)
+    sigma_star_cache = {} if sigma_star_cache is None else sigma_star_cache
+    stage_cache = {} if stage_cache is None else stage_cache
+    indices = driver.indices
+    bar = tqdm(total=len(indices), initial=sum(i in driver.done for i in indices), disable=not progress,
                desc=f"certify {data.name} {config.label} sigma={config.sigma:g}", unit="input", leave=False)
     try:
-        for start in range(0, len(indices), opt_batch):
-            batch_pos = list(range(start, min(start + opt_batch, len(indices))))
-            todo = [p for p in batch_pos if indices[p] not in writer.done]
+        for positions in plan_batches(data, opt_batch):
+            todo = driver.todo(positions)
             if not todo:
                 continue
-            xb = data.X[batch_pos]
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + indices[batch_pos[0]])
-            cached = [sigma_star_cache.get(indices[p]) for p in batch_pos]
-            star = torch.tensor(cached, dtype=torch.float64) if all(c is not None for c in cached) else None
-            thetas = [stage_cache.get(indices[p]) for p in batch_pos]
-            cache = {"ancer": thetas} if all(t is not None for t in thetas) else {}
-            t0 = time.perf_counter()
-            noises, counter, sigma_star = choose_noise(config, model, xb, gen, star, cache)
-            if config.method == "ancer" and "ancer" in cache:
-                for p, entry in zip(batch_pos, cache["ancer"]):
-                    stage_cache[indices[p]] = entry
-            choose_seconds = (time.perf_counter() - t0) / len(batch_pos)
-            if sigma_star is not None:
-                for p, s in zip(batch_pos, sigma_star.tolist()):
-                    sigma_star_cache[indices[p]] = s
-            for j, p in enumerate(batch_pos):
-                idx = indices[p]
-                if idx in writer.done:
-                    continue
-                x, label = data.X[p], int(data.y[p])
-                cgen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * idx + 1)
-                cert = certify.Smooth(model, noises[j], data.num_classes).certify(
-                    x, n0, n, alpha, batch_size=batch_size, generator=cgen)
-                action, reason = "", ""
-                if mem is not None:
-                    answer = mem.add(cert, x=x.reshape(-1).double().numpy(), idx=idx)
-                    cert, action = answer.certificate, answer.action
-                    reason = ",".join(str(r) for r in answer.reason)
-                    torch.save(_region_record(cert.prediction, cert.region), regions_dir / f"{idx}.pt")
-                writer.write({
-                    "idx": idx, "label": label, "predict": cert.prediction, "radius": cert.l2_radius,
-                    "correct": int(cert.prediction == label), "time": cert.seconds + choose_seconds,
-                    "l2_radius": cert.l2_radius, "proxy_radius": cert.proxy_radius, "p_lower": cert.p_lower,
-                    "noise": cert.noise or noises[j].kind, "min_sigma": cert.min_sigma, "gm_sigma": cert.gm_sigma,
-                    "paper_radius": cert.extras.get("paper_radius", math.nan),
-                    "memory_action": action or "-", "memory_reason": reason or "-",
-                    "choose_seconds": choose_seconds,
-                    "forward_evals": counter.forward // len(batch_pos),
-                    "backward_evals": counter.backward // len(batch_pos)})
-                bar.update(1)
+            star, thetas = shared_stages(positions, indices, sigma_star_cache, stage_cache)
+            result = compute_batch(config, model, data, positions, n0=n0, n=n, alpha=alpha,
+                                   batch_size=batch_size, seed=seed, sigma_star=star, ancer_cache=thetas,
+                                   skip=set(positions) - set(todo))
+            record_stages(result, sigma_star_cache, stage_cache)
+            bar.update(driver.finish_batch(result))
     finally:
         bar.close()
-        writer.close()
-    return out
+        driver.close()
+    return driver.out
