@@ -161,12 +161,43 @@ def _cmd_train(args) -> int:
     return 0
 
 
+#: ``ddrs certify`` options that only some methods use: option -> the methods it applies to.
+#: Giving one with another method is an error (it would be silently ignored).
+METHOD_OPTIONS = {
+    "--sigmas": ("mog",), "--kind": ("mog",),
+    "--metric": ("rddrs",), "--backend": ("rddrs",),
+    "--iterations": ("ddrs", "ancer", "rddrs"), "--samples": ("ddrs", "ancer", "rddrs"),
+    "--no-memory": ("ddrs", "ancer", "rddrs"),
+}
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The long options spelled out in ``argv`` (exact names: every parser has allow_abbrev=False)."""
+    out = set()
+    for tok in argv:
+        if tok == "--":
+            break
+        if tok.startswith("--"):
+            out.add(tok.split("=", 1)[0])
+    return out
+
+
+def check_method_options(method: str, argv: list[str], command: str = "certify") -> None:
+    """Refuse options that do not apply to ``method`` (see :data:`METHOD_OPTIONS`)."""
+    for option in sorted(given_options(argv)):
+        methods = METHOD_OPTIONS.get(option)
+        if methods is not None and method not in methods:
+            raise SystemExit(f"ddrs {command}: error: {option} does not apply to --method {method} "
+                             f"(only to {', '.join(methods)})")
+
+
 def _cmd_certify(args) -> int:
     from benchmarks.compare import BUDGETS, Budget
     from benchmarks.data import load_dataset, subset
     from benchmarks.runs import MethodConfig, run_certification
     from benchmarks.training import load_or_train
 
+    check_method_options(args.method, getattr(args, "argv", []))
     if args.method == "mog" and not args.sigmas:
         raise SystemExit("ddrs certify: error: --sigmas is required for --method mog")
     budget = BUDGETS.get(args.dataset, Budget())
@@ -217,7 +248,9 @@ def _cmd_compare(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     commands = {"train": _cmd_train, "certify": _cmd_certify, "compare": _cmd_compare, "report": _cmd_report}
     return commands[args.command](args)
 

@@ -29,8 +29,8 @@ def _rows_without_time(path: Path) -> list[list[str]]:
 
 @pytest.mark.parametrize("method", ["rs", "ancer"])
 def test_certify_resumes_a_half_written_log_to_the_same_result(tmp_path, model_dir, method):
-    args = ["certify", "--dataset", "toy2d", "--method", method, "--sigma", "0.1", "--model-dir", model_dir,
-            "--iterations", "5", "--samples", "16"] + TINY
+    args = ["certify", "--dataset", "toy2d", "--method", method, "--sigma", "0.1", "--model-dir", model_dir] \
+        + (["--iterations", "5", "--samples", "16"] if method != "rs" else []) + TINY
     full = tmp_path / "full.tsv"
     assert main(args + ["--out", str(full)]) == 0
     lines = full.read_text().splitlines(keepends=True)
@@ -110,3 +110,29 @@ def test_compare_writes_tables_and_plots_with_every_method(tmp_path, model_dir):
     # mixture rows report the paper's max-sigma claim beside the sound value
     mog = [r for r in rows if r["method"].startswith("mog-mixture-K10")]
     assert mog and all(r.get("paper_claim_l2@0.1", "") != "" for r in mog)
+
+
+def test_reproducer_5_abbreviated_options_are_errors_not_other_options(tmp_path, capsys):
+    # `--model my_net.pt` was taken as `--model-dir my_net.pt`; every parser now has allow_abbrev=False
+    target = tmp_path / "my_net.pt"
+    for abbrev in ("--model-d", "--max-in", "--out-d"):
+        argv = ["certify", "--dataset", "toy2d", "--method", "rs", abbrev, str(target), "--out",
+                str(tmp_path / "x.tsv"), "--quiet"]
+        if abbrev == "--out-d":
+            argv = ["compare", abbrev, str(target), "--quiet"]
+        with pytest.raises(SystemExit) as err:
+            main(argv)
+        assert err.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("method,option", [("rs", ["--sigmas", "0.1", "0.2"]), ("ddrs", ["--backend", "rgd"]),
+                                           ("ancer", ["--metric", "log-euclidean"]), ("rs", ["--iterations", "3"]),
+                                           ("mog", ["--no-memory"]), ("rs", ["--kind=convolution"])])
+def test_options_that_do_not_apply_to_the_method_are_errors(tmp_path, method, option):
+    out = tmp_path / "x.tsv"
+    sig = ["--sigmas", "0.1"] if method == "mog" and option[0] != "--sigmas" else []
+    with pytest.raises(SystemExit, match=f"{option[0].split('=')[0]} does not apply to --method {method}"):
+        main(["certify", "--dataset", "toy2d", "--method", method, "--out", str(out), "--quiet"] + sig + option)
+    assert not out.exists()
