@@ -51,8 +51,13 @@ DEFAULT_SIGMAS = {"toy2d": (0.05, 0.1, 0.2), "digits": (0.12, 0.25, 0.5),
                   "fashion-mnist": (0.12, 0.25, 0.5), "mnist": (0.12, 0.25, 0.5)}
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=DATASET_CHOICES, default="digits", help="data set (default digits)")
+def _common(p: argparse.ArgumentParser, own_data: bool = False) -> None:
+    if own_data:
+        p.add_argument("--dataset", type=_data_spec, default="digits", metavar="DATA",
+                       help=f"{', '.join(DATASET_CHOICES)} (default digits), or your own: imagefolder:PATH, "
+                            "torchvision:NAME:ROOT (never downloaded), tensors:FILE (.pt/.npz with x, y)")
+    else:
+        p.add_argument("--dataset", choices=DATASET_CHOICES, default="digits", help="data set (default digits)")
     p.add_argument("--data-dir", default=None, help="directory with the IDX files (fashion-mnist, mnist)")
     p.add_argument("--model-dir", default=None, help="base-model cache (default ~/.cache/ddrs/models)")
     p.add_argument("--rotate", type=_int_at_least("--rotate", 0), default=None,
@@ -71,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=None)
 
     c = sub.add_parser("certify", allow_abbrev=False, help="certify a test subset with one method; a resumable per-input log")
-    _common(c)
+    _common(c, own_data=True)
+    _add_model_args(c)
     c.add_argument("--method", choices=("rs", "ddrs", "ancer", "rddrs", "mog"), required=True)
     c.add_argument("--metric", choices=("affine-invariant", "log-euclidean"), default="affine-invariant")
     c.add_argument("--backend", choices=("rgd", "pymanopt"), default="rgd")
@@ -108,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--rotate", type=_int_at_least("--rotate", 0), default=None)
     m.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
     m.add_argument("--quiet", action="store_true")
+    _add_device_arg(m)
     _add_report_parser(sub)
     return parser
 
@@ -191,11 +198,86 @@ def check_method_options(method: str, argv: list[str], command: str = "certify")
                              f"(only to {', '.join(methods)})")
 
 
+# ---------------------------------------------------------------------------------- your model, your data
+def _data_spec(text):
+    from benchmarks.data import BadInput, check_data_spec
+
+    try:
+        return check_data_spec(text)
+    except BadInput as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--dataset: ")) from None
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--normalize takes numbers (MEAN... STD...), got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"--normalize takes finite numbers, got {text}")
+    return value
+
+
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    from benchmarks.model_io import DEVICE_HELP
+
+    p.add_argument("--device", default="auto",
+                   help=f"where the model runs: {DEVICE_HELP}; CPU and GPU draw different noise, so their "
+                        "logs differ (each is reproducible on its own device)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, metavar="MODEL",
+                   help="your model instead of the project's: a torch.export program (.pt2), a TorchScript file, "
+                        "a checkpoint {'arch': ..., 'state_dict': ...} of a shipped architecture, or "
+                        "package.module:factory (with --weights)")
+    p.add_argument("--weights", default=None, metavar="STATE_DICT",
+                   help="state_dict for --model package.module:factory (read with torch.load(weights_only=True))")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow --model to be a whole pickled nn.Module: unpickling runs any code stored in the "
+                        "file, so only for files you trust")
+    p.add_argument("--normalize", type=_number, nargs="+", default=None, metavar="MEAN... STD...",
+                   help="wrap the model in (x - mean) / std per channel, so that noise is added in [0, 1] space "
+                        "(e.g. CIFAR-10: 0.4914 0.4822 0.4465 0.2023 0.1994 0.2010)")
+    _add_device_arg(p)
+
+
+def _user_model_and_data(args, train_sigma: float):
+    """(model on the device, data, device) for ``ddrs certify``; BadInput on anything unusable."""
+    from dataclasses import replace
+
+    from benchmarks.data import DATASETS, BadInput, load_data
+    from benchmarks.model_io import check_model, load_model, resolve_device
+
+    device = resolve_device(args.device)
+    if args.model is None:
+        for name in ("weights", "normalize"):
+            if getattr(args, name) not in (None, False):
+                raise BadInput(f"--{name}: only used with --model")
+        if args.dataset not in DATASETS:
+            raise BadInput(f"--model: required with --dataset {args.dataset} (the project trains models only for "
+                           f"{', '.join(DATASETS)})")
+    data = load_data(args.dataset, "test", every=args.every, max_inputs=args.max_inputs, data_dir=args.data_dir,
+                     rotate=args.rotate)
+    if args.model is None:
+        from benchmarks.training import load_or_train
+
+        model, _ = load_or_train(args.dataset, train_sigma, seed=args.seed, model_dir=args.model_dir,
+                                 progress=not args.quiet, rotate=args.rotate, data_dir=args.data_dir)
+    else:
+        model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
+                           normalize=args.normalize)
+    model = model.to(device)
+    classes = check_model(model, data, device)
+    if not data.classes_known:
+        data = replace(data, num_classes=classes, classes_known=True)
+    return model, data, device
+
+
 def _cmd_certify(args) -> int:
     from benchmarks.compare import BUDGETS, Budget
-    from benchmarks.data import load_dataset, subset
+    from benchmarks.data import BadInput
     from benchmarks.runs import MethodConfig, run_certification
-    from benchmarks.training import load_or_train
 
     check_method_options(args.method, getattr(args, "argv", []))
     if args.method == "mog" and not args.sigmas:
@@ -211,10 +293,11 @@ def _cmd_certify(args) -> int:
     config = MethodConfig(args.method, sigma=args.sigma, sigmas=tuple(args.sigmas or ()), kind=args.kind,
                           metric=args.metric, backend=args.backend, ddrs_options=ddrs_options, options=options)
     train_sigma = max(args.sigmas) if args.method == "mog" else args.sigma
-    model, _ = load_or_train(args.dataset, train_sigma, seed=args.seed, model_dir=args.model_dir,
-                             progress=not args.quiet, rotate=args.rotate, data_dir=args.data_dir)
-    data = subset(load_dataset(args.dataset, "test", data_dir=args.data_dir, rotate=args.rotate),
-                  args.every, args.max_inputs)
+    try:
+        model, data, _ = _user_model_and_data(args, train_sigma)
+    except BadInput as err:  # before any log exists: nothing partial is left behind
+        print(f"ddrs certify: error: {err}", file=sys.stderr)
+        return 2
     out = run_certification(config, model, data, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
                             batch_size=args.batch_size, seed=args.seed, memory=not args.no_memory,
                             progress=not args.quiet)
@@ -229,7 +312,14 @@ def _cmd_compare(args) -> int:
     from dataclasses import replace
 
     from benchmarks.compare import BUDGETS, Budget, DD_METHODS, run_compare
+    from benchmarks.data import BadInput
+    from benchmarks.model_io import resolve_device
 
+    try:
+        device = resolve_device(args.device)
+    except BadInput as err:
+        print(f"ddrs compare: error: {err}", file=sys.stderr)
+        return 2
     datasets = args.dataset or ["digits", "toy2d"]
     command = "ddrs " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "ddrs compare"
     for name in datasets:
@@ -240,7 +330,7 @@ def _cmd_compare(args) -> int:
         sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS[name]
         result = run_compare(name, args.out_dir, sigmas=sigmas, methods=methods, budget=budget, seed=args.seed,
                              rotate=args.rotate, data_dir=args.data_dir, model_dir=args.model_dir,
-                             progress=not args.quiet, command=command)
+                             progress=not args.quiet, command=command, device=device)
         print(f"{name}: table {result['markdown']} (and {result['csv'].name}); plots: "
               + ", ".join(str(f) for f in result["figures"]))
         print(Path(result["markdown"]).read_text().split("```", 2)[-1].strip().split("\n\nColumns")[0])

@@ -169,8 +169,11 @@ def ancer_thetas_from_log(log_path: Path) -> dict:
 
 def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *, sigmas=PAPER_SIGMAS,
                 methods=DD_METHODS + ("mog",), budget: Budget | None = None, seed: int = 0, rotate=None,
-                data_dir=None, model_dir=None, progress: bool = True, command: str = "") -> dict:
-    """Run every configuration on the same inputs and models; write logs, tables and plots."""
+                data_dir=None, model_dir=None, progress: bool = True, command: str = "",
+                device: str | torch.device | None = None) -> dict:
+    """Run every configuration on the same inputs and models; write logs, tables and plots.
+
+    ``device`` is where the models certify (None: the CPU; training and its cache stay on the CPU)."""
     from . import plots
 
     budget = budget or BUDGETS.get(dataset, Budget())
@@ -185,6 +188,8 @@ def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *
     for train_sigma, config in configs_for(budget, sigmas, methods):
         model, info = load_or_train(dataset, train_sigma, rotate=rotate, data_dir=data_dir, model_dir=model_dir,
                                     progress=progress, seed=seed)
+        if device is not None:
+            model = model.to(device)
         name = f"{config.label}_sigma{config.sigma:g}"
         log_path = out_dir / "logs" / f"{name}.tsv"
         if config.method == "rddrs" and not theta_caches.get(config.sigma):

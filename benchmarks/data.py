@@ -15,6 +15,19 @@ inputs ``X`` of shape ``(N, *input_shape)`` in [0, 1] and int64 labels ``y``:
                   Debian package location ``/usr/share/datasets/<name>``, else downloaded by
                   torchvision into ``~/.cache/ddrs/data`` where a network exists.
 
+Your own data (``load_data(spec, ...)``; ``--dataset`` on the command line) also come as
+
+* ``imagefolder:PATH``  ``PATH/<class>/<image>`` (torchvision's ``ImageFolder``: classes are the sorted
+                  folder names); grayscale images stay one channel, others become RGB;
+* ``torchvision:NAME:ROOT`` any ``torchvision.datasets`` class whose constructor takes ``root``,
+                  ``train`` or ``split`` and ``transform`` (CIFAR10, MNIST, SVHN, ...), read from ROOT,
+                  never downloaded (a missing file is an error that names the files expected);
+* ``tensors:FILE``  a ``.pt`` (``torch.save({"x": ..., "y": ...})``, read with ``weights_only=True``) or a
+                  ``.npz`` holding ``x`` (N, ...) and integer labels ``y`` (N,); uint8 ``x`` is divided by 255.
+
+Images go through ``ToTensor()`` (float32 in [0, 1]); only the inputs ``every``/``max_inputs`` select are
+decoded.
+
 ``rotate=SEED`` multiplies every flattened input (train and test alike) by one fixed Haar-random
 orthogonal matrix Q drawn from SEED (``rotation_matrix``): ``x -> Q x``. This is the experiment
 behind RDDRS's rotation-invariance claim. Rotated inputs are NOT in [0, 1] any more (they keep
@@ -68,6 +81,9 @@ class Dataset:
     input_shape: tuple
     rotate: int | None = None
     indices: torch.Tensor | None = field(default=None, repr=False)
+    #: False when num_classes was only inferred from the labels seen (``tensors:`` files); the model's
+    #: output width then only has to exceed the largest label.
+    classes_known: bool = True
 
     def __post_init__(self):
         if self.indices is None:
@@ -279,3 +295,183 @@ def subset(dataset: Dataset, every: int = 1, max_inputs: int | None = None) -> D
     if max_inputs is not None:
         pos = pos[: int(max_inputs)]
     return replace(dataset, X=dataset.X[pos], y=dataset.y[pos], indices=dataset.indices[pos])
+
+
+# ---------------------------------------------------------------------------------- your own data
+class BadInput(ValueError):
+    """A user-supplied argument (model, data, device, ...) that cannot be used; the message starts with
+    the argument's name and says what was expected. The command line prints it and exits with code 2."""
+
+
+DATA_PREFIXES = ("imagefolder:", "torchvision:", "tensors:")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def check_data_spec(spec: str) -> str:
+    """A built-in data set name or ``imagefolder:PATH``, ``torchvision:NAME:ROOT``, ``tensors:FILE``."""
+    if isinstance(spec, str) and spec.lower() in DATASETS:
+        return spec.lower()
+    if isinstance(spec, str) and spec.startswith(DATA_PREFIXES) and spec.split(":", 1)[1]:
+        if spec.startswith("torchvision:") and len(spec.split(":", 2)) != 3:
+            raise BadInput(f"--dataset: expected torchvision:NAME:ROOT, got {spec!r}")
+        return spec
+    raise BadInput(f"--dataset: expected one of {', '.join(DATASETS)}, imagefolder:PATH, torchvision:NAME:ROOT "
+                   f"or tensors:FILE, got {spec!r}")
+
+
+def _positions(n: int, every: int, max_inputs: int | None) -> torch.Tensor:
+    pos = torch.arange(0, n, int(every))
+    return pos if max_inputs is None else pos[: int(max_inputs)]
+
+
+def _stack(items, spec: str) -> torch.Tensor:
+    shapes = {tuple(t.shape) for t in items}
+    if len(shapes) > 1:
+        raise BadInput(f"--dataset {spec}: inputs have different shapes {sorted(shapes)[:4]}; "
+                       "expected one size (resize the images first)")
+    return torch.stack(items).to(torch.float32).contiguous()
+
+
+def _image_loader(path: str):
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        img = Image.open(f)
+        return img.convert("L") if img.mode in ("1", "L", "I", "I;16", "F") else img.convert("RGB")
+
+
+def _from_items(ds, spec: str, every: int, max_inputs: int | None, num_classes: int | None) -> Dataset:
+    pos = _positions(len(ds), every, max_inputs)
+    xs, ys = [], []
+    for p in pos.tolist():
+        x, y = ds[p]
+        xs.append(x)
+        ys.append(int(y))
+    if not xs:
+        raise BadInput(f"--dataset {spec}: no inputs selected (--every/--max-inputs)")
+    X = _stack(xs, spec)
+    y = torch.tensor(ys, dtype=torch.int64)
+    known = num_classes is not None
+    k = int(num_classes) if known else int(y.max()) + 1
+    return Dataset(X=X, y=y, name=spec, split="test", num_classes=k, input_shape=tuple(X.shape[1:]),
+                   indices=pos, classes_known=known)
+
+
+def _imagefolder(spec: str, path: str, every: int, max_inputs: int | None) -> Dataset:
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import ToTensor
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise BadInput(f"--dataset {spec}: {root} is not a directory; expected PATH/<class>/<image>")
+    try:
+        ds = ImageFolder(str(root), transform=ToTensor(), loader=_image_loader)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise BadInput(f"--dataset {spec}: no images found under {root}; expected PATH/<class>/<image> with "
+                       f"extensions {', '.join(IMAGE_EXTENSIONS)} ({str(err).splitlines()[0]})") from None
+    return _from_items(ds, spec, every, max_inputs, len(ds.classes))
+
+
+def _expected_files(cls, root: Path, train: bool) -> list[str]:
+    """The files a torchvision data set class looks for, where the class says (best effort)."""
+    if hasattr(cls, "base_folder") and hasattr(cls, "test_list"):  # CIFAR10/100
+        return [str(root / cls.base_folder / f[0]) for f in (cls.train_list if train else cls.test_list)]
+    if hasattr(cls, "resources"):  # MNIST family
+        folder = root / cls.__name__ / "raw"
+        return [str(folder / Path(url_or_name[0]).name.removesuffix(".gz")) for url_or_name in cls.resources
+                if ("train" in Path(url_or_name[0]).name) == train]
+    if hasattr(cls, "split_list"):  # SVHN
+        split = "train" if train else "test"
+        return [str(root / cls.split_list[split][1])]
+    return []
+
+
+def _torchvision(spec: str, name: str, root_text: str, split: str, every: int, max_inputs: int | None) -> Dataset:
+    import inspect
+
+    import torchvision.datasets
+    from torchvision.transforms import ToTensor
+
+    cls = getattr(torchvision.datasets, name, None)
+    if not isinstance(cls, type):
+        raise BadInput(f"--dataset {spec}: torchvision.datasets has no data set class {name!r}")
+    params = inspect.signature(cls.__init__).parameters
+    root = Path(root_text).expanduser()
+    kwargs: dict = {"transform": ToTensor()}
+    if "download" in params:
+        kwargs["download"] = False
+    if "train" in params:
+        kwargs["train"] = split == "train"
+    elif "split" in params:
+        kwargs["split"] = "train" if split == "train" else "test"
+    elif "transform" not in params:
+        raise BadInput(f"--dataset {spec}: {name} takes neither train= nor split= nor transform=")
+    try:
+        try:
+            ds = cls(str(root), **kwargs)
+        except ValueError:
+            if kwargs.get("split") != "test":
+                raise
+            ds = cls(str(root), **dict(kwargs, split="val"))  # ImageNet-style data sets call it val
+    except (RuntimeError, FileNotFoundError, OSError, ValueError) as err:
+        expected = _expected_files(cls, root, split == "train")
+        missing = [f for f in expected if not Path(f).exists()]
+        what = f"missing {', '.join(missing)}" if missing else f"see torchvision.datasets.{name} for the layout"
+        raise BadInput(f"--dataset {spec}: {name} not found under {root} (never downloaded here; {what}; "
+                       f"torchvision said: {str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    classes = getattr(ds, "classes", None)
+    return _from_items(ds, spec, every, max_inputs, len(classes) if classes else None)
+
+
+def _tensors(spec: str, path_text: str, every: int, max_inputs: int | None) -> Dataset:
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise BadInput(f"--dataset {spec}: {path} is not a file; expected a .pt or .npz holding x and y")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                blob = {k: torch.from_numpy(z[k]) for k in z.files}
+        else:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise BadInput(f"--dataset {spec}: cannot read {path} as a .pt (torch.load, weights_only) or .npz "
+                       f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(blob, dict) or "x" not in blob or "y" not in blob:
+        keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
+        raise BadInput(f"--dataset {spec}: expected a dict with keys x and y, got {keys}")
+    x, y = torch.as_tensor(blob["x"]), torch.as_tensor(blob["y"])
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
+        raise BadInput(f"--dataset {spec}: expected x of shape (N, ...) and y of shape (N,), got "
+                       f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if y.is_floating_point() or y.dtype == torch.bool or int(y.min()) < 0:
+        raise BadInput(f"--dataset {spec}: expected integer labels y >= 0, got dtype {y.dtype}")
+    pos = _positions(len(y), every, max_inputs)
+    X = x[pos].to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x[pos].to(torch.float32)
+    y = y.to(torch.int64)
+    return Dataset(X=X.contiguous(), y=y[pos].contiguous(), name=spec, split="test",
+                   num_classes=int(y.max()) + 1, input_shape=tuple(X.shape[1:]), indices=pos, classes_known=False)
+
+
+def load_data(spec: str, split: str = "test", *, every: int = 1, max_inputs: int | None = None,
+              data_dir=None, rotate: int | None = None) -> Dataset:
+    """A built-in data set (``load_dataset`` then ``subset``) or your own (see the module docstring),
+    subset to every ``every``-th input, at most ``max_inputs``. Raises :class:`BadInput` naming --dataset."""
+    spec = check_data_spec(spec)
+    if spec in DATASETS:
+        return subset(load_dataset(spec, split, data_dir=data_dir, rotate=rotate), every, max_inputs)
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise BadInput(f"--every: expected an int >= 1, got {every!r}")
+    if max_inputs is not None and (isinstance(max_inputs, bool) or not isinstance(max_inputs, (int, np.integer))
+                                   or max_inputs < 1):
+        raise BadInput(f"--max-inputs: expected None or an int >= 1, got {max_inputs!r}")
+    kind, rest = spec.split(":", 1)
+    if kind == "imagefolder":
+        data = _imagefolder(spec, rest, every, max_inputs)
+    elif kind == "torchvision":
+        name, root = rest.split(":", 1)
+        data = _torchvision(spec, name, root, check_split(split), every, max_inputs)
+    else:
+        data = _tensors(spec, rest, every, max_inputs)
+    if rotate is not None:
+        data = replace(data, X=apply_rotation(data.X, check_rotate(rotate)), rotate=rotate)
+    return data

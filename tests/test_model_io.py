@@ -1,0 +1,254 @@
+"""Your model, your data: a tiny model trained here, saved in every format ``--model`` accepts, certifies
+the same inputs to identical logs (time columns aside), through ``tensors:`` (.pt and .npz) and through
+an image folder written here; every kind of bad input is one line naming the argument, exit code 2 and
+no log."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import certify
+from benchmarks.cli import main
+from benchmarks.data import BadInput, load_data, load_dataset
+from benchmarks.model_io import Normalize, load_model, resolve_device
+from benchmarks.models import MLP
+
+HIDDEN = (32,)
+PER_CLASS = 2
+RS = ["--method", "rs", "--sigma", "0.12", "--n0", "40", "--n", "300", "--batch-size", "300", "--quiet"]
+
+FACTORY = textwrap.dedent("""
+    import torch
+    from benchmarks.models import MLP
+
+    def make():
+        return MLP((64,), 10, (32,))
+
+    def make_wide():
+        return MLP((64,), 10, (48,))
+
+    class Normalised(torch.nn.Module):  # the normalisation written by hand inside the model
+        def __init__(self):
+            super().__init__()
+            self.net = MLP((64,), 10, (32,))
+
+        def forward(self, x):
+            return self.net((x - 0.25) / 0.5)
+
+    def make_normalised():
+        return Normalised()
+""")
+
+
+def _rows_without_time(path: Path) -> list[list[str]]:
+    lines = Path(path).read_text().splitlines()
+    header = lines[0].split("\t")
+    drop = {header.index(c) for c in ("time", "choose_seconds") if c in header}
+    return [[v for j, v in enumerate(line.split("\t")) if j not in drop] for line in lines]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small MLP trained on digits with noise, saved every way; test inputs as PNGs and tensors."""
+    root = tmp_path_factory.mktemp("tiny")
+    train = load_dataset("digits", "train")
+    g = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MLP((64,), 10, HIDDEN)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        x = train.X + 0.12 * torch.randn(train.X.shape, generator=g)
+        loss = torch.nn.functional.cross_entropy(model(x), train.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+    test = load_dataset("digits", "test")
+    pick = torch.cat([torch.nonzero(test.y == c)[:PER_CLASS, 0] for c in range(10)])  # class order = ImageFolder's
+    u8 = torch.round(test.X[pick] * 255).to(torch.uint8)  # (20, 1, 8, 8)
+    labels = test.y[pick]
+    from PIL import Image
+    folder = root / "images"
+    for i, (img, c) in enumerate(zip(u8, labels.tolist())):
+        (folder / str(c)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0].numpy(), mode="L").save(folder / str(c) / f"{i:04d}.png")
+    torch.save({"x": u8, "y": labels}, root / "data.pt")
+    np.savez(root / "data.npz", x=u8.numpy(), y=labels.numpy())
+
+    example = (u8[:2].float() / 255,)
+    files = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated; published checkpoints still use it
+        program = torch.export.export(model, example, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        torch.export.save(program, root / "model.pt2")
+        torch.jit.trace(model, example).save(root / "model.ts")
+    torch.save({"arch": model.arch, "state_dict": model.state_dict()}, root / "checkpoint.pt")
+    torch.save(model.state_dict(), root / "state_dict.pt")
+    torch.save(model, root / "whole.pt")
+    (root / "tinyfactory.py").write_text(FACTORY)
+    files = {"export": [str(root / "model.pt2")], "torchscript": [str(root / "model.ts")],
+             "checkpoint": [str(root / "checkpoint.pt")],
+             "factory": ["tinyfactory:make", "--weights", str(root / "state_dict.pt")],
+             "pickle": [str(root / "whole.pt"), "--trust-pickle"]}
+    return {"root": root, "model": model, "files": files, "labels": labels, "u8": u8}
+
+
+def _certify(tiny, tmp_path, monkeypatch, model_args, data, name, extra=()):
+    monkeypatch.chdir(tiny["root"])  # the factory module lives here
+    out = tmp_path / f"{name}.tsv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["certify", "--dataset", data, "--model", *model_args, *RS, *extra, "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_every_model_format_gives_the_same_log(tiny, tmp_path, monkeypatch):
+    data = f"tensors:{tiny['root'] / 'data.pt'}"
+    logs = {k: _certify(tiny, tmp_path, monkeypatch, v, data, k) for k, v in tiny["files"].items()}
+    reference = _rows_without_time(logs["checkpoint"])
+    assert len(reference) == 1 + 10 * PER_CLASS
+    for name, path in logs.items():
+        assert _rows_without_time(path) == reference, name
+    log = certify.read_log(logs["checkpoint"])
+    assert log["label"].tolist() == tiny["labels"].tolist()
+    assert float(np.mean(log["correct"])) >= 0.7  # the tiny model is a real classifier under sigma = 0.12
+    assert float(np.max(log["radius"])) > 0.1
+
+
+def test_image_folder_npz_and_pt_tensors_give_the_same_inputs_and_log(tiny, tmp_path, monkeypatch):
+    folder = load_data(f"imagefolder:{tiny['root'] / 'images'}")
+    tensors = load_data(f"tensors:{tiny['root'] / 'data.pt'}")
+    npz = load_data(f"tensors:{tiny['root'] / 'data.npz'}")
+    assert folder.X.shape == (10 * PER_CLASS, 1, 8, 8) and folder.num_classes == 10 and folder.classes_known
+    assert torch.equal(folder.X, tensors.X) and torch.equal(folder.X, npz.X)
+    assert torch.equal(folder.y, tensors.y) and torch.equal(folder.y, tiny["labels"])
+    assert float(folder.X.max()) <= 1.0 and torch.equal(folder.X, tiny["u8"].float() / 255)
+    sub = load_data(f"imagefolder:{tiny['root'] / 'images'}", every=3, max_inputs=4)
+    assert sub.indices.tolist() == [0, 3, 6, 9] and torch.equal(sub.X, folder.X[[0, 3, 6, 9]])
+
+    model = tiny["files"]["checkpoint"]
+    runs = [_certify(tiny, tmp_path, monkeypatch, model, f"imagefolder:{tiny['root'] / 'images'}", "folder"),
+            _certify(tiny, tmp_path, monkeypatch, model, f"tensors:{tiny['root'] / 'data.npz'}", "npz"),
+            _certify(tiny, tmp_path, monkeypatch, model, f"tensors:{tiny['root'] / 'data.pt'}", "pt")]
+    assert _rows_without_time(runs[0]) == _rows_without_time(runs[1]) == _rows_without_time(runs[2])
+
+
+def test_data_dependent_method_through_an_exported_program(tiny, tmp_path, monkeypatch):
+    """DDRS differentiates through the model: the torch.export program and the checkpoint agree."""
+    extra = ["--method", "ddrs", "--iterations", "3", "--samples", "8", "--max-inputs", "4"]
+    data = f"tensors:{tiny['root'] / 'data.pt'}"
+    a = _certify(tiny, tmp_path, monkeypatch, tiny["files"]["export"], data, "ddrs-export", extra)
+    b = _certify(tiny, tmp_path, monkeypatch, tiny["files"]["checkpoint"], data, "ddrs-ckpt", extra)
+    assert _rows_without_time(a) == _rows_without_time(b)
+    assert len(_rows_without_time(a)) == 5
+
+
+def test_normalize_equals_the_normalisation_inside_the_model(tiny, tmp_path, monkeypatch):
+    data = f"tensors:{tiny['root'] / 'data.pt'}"
+    state = ["--weights", str(tiny["root"] / "state_dict.pt")]
+    torch.save({"net." + k: v for k, v in tiny["model"].state_dict().items()}, tiny["root"] / "normalised.pt")
+    inside = _certify(tiny, tmp_path, monkeypatch, ["tinyfactory:make_normalised", "--weights",
+                                                    str(tiny["root"] / "normalised.pt")], data, "inside")
+    wrapped = _certify(tiny, tmp_path, monkeypatch, ["tinyfactory:make", *state, "--normalize", "0.25", "0.5"],
+                       data, "wrapped")
+    plain = _certify(tiny, tmp_path, monkeypatch, ["tinyfactory:make", *state], data, "plain")
+    assert _rows_without_time(inside) == _rows_without_time(wrapped)
+    assert _rows_without_time(plain) != _rows_without_time(wrapped)  # the wrapper does change the network
+    model = load_model(str(tiny["root"] / "checkpoint.pt"), normalize=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert isinstance(model, Normalize) and model.channels == 3
+    x = torch.rand(2, 3, 4, 4)
+    shifted = (x - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1)
+
+    class Capture(torch.nn.Module):
+        def forward(self, t):
+            self.seen = t
+            return t.flatten(1)[:, :10]
+
+    model.model = Capture()
+    model(x)
+    assert torch.equal(model.model.seen, shifted)
+
+
+def _bad_cases(root: Path):
+    data = f"tensors:{root / 'data.pt'}"
+    corrupt = root / "corrupt.pt"
+    corrupt.write_bytes((root / "checkpoint.pt").read_bytes()[:300])
+    seven = MLP((64,), 7, HIDDEN)
+    torch.save({"arch": seven.arch, "state_dict": seven.state_dict()}, root / "seven.pt")
+    empty = root / "empty_folder"
+    (empty / "cat").mkdir(parents=True, exist_ok=True)
+    (empty / "cat" / "notes.txt").write_text("no images here")
+    ckpt = str(root / "checkpoint.pt")
+    return [
+        ("missing checkpoint", ["--model", str(root / "nothere.pt"), "--dataset", data], "--model"),
+        ("corrupt checkpoint", ["--model", str(corrupt), "--dataset", data], "--model"),
+        ("factory not importable", ["--model", "no_such_module:make", "--dataset", data], "--model"),
+        ("factory attribute missing", ["--model", "tinyfactory:nope", "--dataset", data], "--model"),
+        ("mismatched state_dict", ["--model", "tinyfactory:make_wide", "--weights", str(root / "state_dict.pt"),
+                                   "--dataset", data], "--weights"),
+        ("output width != labels", ["--model", str(root / "seven.pt"), "--dataset",
+                                    f"imagefolder:{root / 'images'}"], "--model"),
+        ("image folder without images", ["--model", ckpt, "--dataset", f"imagefolder:{empty}"], "--dataset"),
+        ("unusable device", ["--model", ckpt, "--dataset", data, "--device", "cuda:63"], "--device"),
+        ("unknown device", ["--model", ckpt, "--dataset", data, "--device", "tpu"], "--device"),
+        ("normalize wrong channels", ["--model", ckpt, "--dataset", data, "--normalize", "0.5", "0.5", "0.5",
+                                      "0.2", "0.2", "0.2"], "--normalize"),
+        ("normalize odd count", ["--model", ckpt, "--dataset", data, "--normalize", "0.5", "0.5", "0.2"],
+         "--normalize"),
+        ("pickle without trust", ["--model", str(root / "whole.pt"), "--dataset", data], "--trust-pickle"),
+        ("bare state_dict", ["--model", str(root / "state_dict.pt"), "--dataset", data], "--model"),
+        ("tensors file missing", ["--model", ckpt, "--dataset", f"tensors:{root / 'none.pt'}"], "--dataset"),
+        ("own data without a model", ["--dataset", data], "--model"),
+    ]
+
+
+def test_bad_input_is_one_line_naming_the_argument_exit_2_and_no_log(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tiny["root"])
+    for case, argv, name in _bad_cases(tiny["root"]):
+        out = tmp_path / f"{case.replace(' ', '_')}.tsv"
+        code = main(["certify", *RS, *argv, "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, case
+        assert len(err.splitlines()) == 1, (case, err)
+        assert err.startswith("ddrs certify: error: ") and name in err, (case, err)
+        assert not out.exists() and not Path(str(out) + ".regions").exists(), case
+
+
+def test_console_script_exit_code_is_2(tiny, tmp_path):
+    out = tmp_path / "x.tsv"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "certify", *RS, "--model", "nope_mod:f",
+                           "--dataset", f"tensors:{tiny['root'] / 'data.pt'}", "--out", str(out)],
+                          capture_output=True, text=True, cwd=tiny["root"],
+                          env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--model" in proc.stderr
+    assert not out.exists()
+
+
+def test_resolve_device():
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad in ("gpu", "cuda:x", "tpu:0"):
+        with pytest.raises(BadInput, match="--device"):
+            resolve_device(bad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch: GPU run not tested")
+def test_certify_on_the_gpu(tiny, tmp_path, monkeypatch):
+    data = f"tensors:{tiny['root'] / 'data.pt'}"
+    cpu = _certify(tiny, tmp_path, monkeypatch, tiny["files"]["checkpoint"], data, "cpu", ["--device", "cpu"])
+    gpu = _certify(tiny, tmp_path, monkeypatch, tiny["files"]["checkpoint"], data, "gpu", ["--device", "cuda"])
+    a, b = certify.read_log(cpu), certify.read_log(gpu)
+    assert len(a) == len(b) and a["label"].tolist() == b["label"].tolist()
+    assert float(np.mean(b["predict"] == a["predict"])) >= 0.9  # different noise / arithmetic, same classifier
