@@ -12,7 +12,7 @@ import torch
 
 from . import geomstats_adapter as gsa
 from .base import F64, Manifold
-from .spectral import divided_difference_log, log_volume_spd, min_eigenvalue_spd, sym
+from .spectral import divided_difference_log, log_volume_spd, min_eigenvalue_spd, sym, sym_apply
 
 
 def random_orthogonal(*shape: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -41,10 +41,12 @@ class SPD(Manifold):
     def inner(self, x, u, v):
         x, u, v = x.to(F64), u.to(F64), v.to(F64)
         if self.kind == "affine-invariant":
-            # tr(X^-1 U X^-1 V) (Bhatia 2007, ch. 6); LU solves (MKL's small Cholesky stalls under load)
-            a = torch.linalg.solve(x, u)
-            b = a if v is u else torch.linalg.solve(x, v)
-            return (a * b.transpose(-1, -2)).sum((-2, -1))
+            # tr(X^-1 U X^-1 V) = <X^-1/2 U X^-1/2, X^-1/2 V X^-1/2>_F (Bhatia 2007, ch. 6), X^-1/2 from
+            # eigh: no LU (batched MKL getrf/laswp hangs at d = 784 with 2 threads, issue 12 item 0)
+            _, isqrt = self._ai_halves(x)
+            a = isqrt @ u @ isqrt
+            b = a if v is u else isqrt @ v @ isqrt
+            return (a * b).sum((-2, -1))
         x, u, v = torch.broadcast_tensors(x, u, v)
         return self.gs_metric.inner_product(u, v, x)
 
@@ -82,16 +84,55 @@ class SPD(Manifold):
         coef = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
         return sym(torch.einsum("mk,kij->mij", coef, basis)).reshape(bshape + (n, n))
 
+    @staticmethod
+    def _ai_halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X^1/2, X^-1/2) from one eigendecomposition of X (no LU anywhere in the AI geometry)."""
+        lam, vec = torch.linalg.eigh(x)
+        s = lam.clamp_min(torch.finfo(F64).tiny).sqrt().unsqueeze(-2)
+        return sym((vec * s) @ vec.transpose(-1, -2)), sym((vec / s) @ vec.transpose(-1, -2))
+
+    @staticmethod
+    def _ai_from_whitened(sqrt: torch.Tensor, w: torch.Tensor, method: str) -> torch.Tensor:
+        """X^1/2 f(W) X^1/2 with f = expm (exp, Pennec et al. 2006) or I + W + W^2/2 (retr)."""
+        if method == "exp":
+            fw = sym_apply(sym(w), torch.exp)
+        else:
+            # = X + V + 1/2 V X^-1 V, second order for AI (Jeuris, Vandebril, Vandereycken 2012)
+            eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
+            fw = eye + w + 0.5 * w @ w
+        return sym(sqrt @ fw @ sqrt)
+
     def exp(self, x, u):
         x, u = torch.broadcast_tensors(x.to(F64), u.to(F64))
+        if self.kind == "affine-invariant":
+            sqrt, isqrt = self._ai_halves(x)
+            return self._ai_from_whitened(sqrt, isqrt @ sym(u) @ isqrt, "exp")
         return sym(self.gs_metric.exp(sym(u), x))
 
     def retr(self, x, u):
         if self.kind != "affine-invariant":
             return self.exp(x, u)
-        x, u = x.to(F64), sym(u.to(F64))
-        # sym(X + V + 1/2 V X^-1 V), second order for AI (Jeuris, Vandebril, Vandereycken 2012)
-        return sym(x + u + 0.5 * u @ torch.linalg.solve(x, u))
+        x, u = torch.broadcast_tensors(x.to(F64), sym(u.to(F64)))
+        sqrt, isqrt = self._ai_halves(x)
+        return self._ai_from_whitened(sqrt, isqrt @ u @ isqrt, "retr")
+
+    def step(self, x, rgrad, step_size, method="exp", max_norm=None):
+        """As ``Manifold.step``; for AI the norm, the clipping and exp/retr share one eigh of x."""
+        if self.kind != "affine-invariant":
+            return super().step(x, rgrad, step_size, method=method, max_norm=max_norm)
+        if method not in ("exp", "retr"):
+            raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
+        with torch.no_grad():
+            x = x.detach().to(F64)
+            u = self._expand_scalar(step_size, x) * sym(rgrad.detach().to(F64))
+            x, u = torch.broadcast_tensors(x, u)
+            sqrt, isqrt = self._ai_halves(x)
+            w = sym(isqrt @ u @ isqrt)  # ||U||_X = ||W||_F
+            if max_norm is not None:
+                n = torch.linalg.matrix_norm(w)
+                scale = (float(max_norm) / n.clamp_min(torch.finfo(F64).tiny)).clamp(max=1.0)
+                w = w * scale[..., None, None]
+            return self._ai_from_whitened(sqrt, w, method)
 
     def log(self, x, y):
         x, y = torch.broadcast_tensors(x.to(F64), y.to(F64))
