@@ -9,8 +9,10 @@ in query order; the region each input finally holds is saved beside the log
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +24,10 @@ from tqdm import tqdm
 
 import certify
 import ddrs
+from certify.log import parse_time
 
 from .data import Dataset
+from .training import dataset_hash, model_hash
 
 METHODS = ("rs", "ddrs", "ancer", "rddrs", "mog")
 DATA_DEPENDENT = ("ddrs", "ancer", "rddrs")
@@ -197,17 +201,181 @@ def compute_batch(config: MethodConfig, model, data: Dataset, positions: list[in
         ancer=cache.get("ancer") if config.method == "ancer" else None)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``done`` of ``total`` inputs have rows (the log is resumable)."""
+
+    def __init__(self, done: int, total: int, out: Path):
+        super().__init__(f"interrupted after {done} of {total} inputs; rerun the same command to resume")
+        self.done, self.total, self.out = done, total, out
+
+
+class FingerprintMismatch(ValueError):
+    """A log (or out-dir) was made by another run than the one asked for."""
+
+
+def library_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("ddrs")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def fingerprint(config: MethodConfig, model, data: Dataset, *, n0: int, n: int, alpha: float, batch_size: int,
+                opt_batch: int, seed: int, memory: bool) -> dict:
+    """Everything that determines a run's rows: method and all its options, noise parameters, sample
+    budget, batch sizes, seed, data set with a hash of the inputs certified, model hash, version."""
+    return _jsonable({
+        "method": config.method, "label": config.label, "sigma": float(config.sigma),
+        "sigmas": [float(x) for x in config.sigmas], "kind": config.kind, "metric": config.metric,
+        "backend": config.backend, "ddrs_options": config.ddrs_options, "options": config.options,
+        "memory": bool(memory and config.method in DATA_DEPENDENT),
+        "n0": int(n0), "n": int(n), "alpha": float(alpha), "batch_size": int(batch_size),
+        "opt_batch": int(opt_batch), "seed": int(seed),
+        "dataset": data.name, "inputs": len(data.indices), "inputs_hash": dataset_hash(data),
+        "model_hash": model_hash(model), "version": library_version()})
+
+
+def fingerprint_path(out: str | os.PathLike) -> Path:
+    """The sidecar beside a log (a separate file, so Cohen-format readers see an unchanged log)."""
+    return Path(str(out) + ".fingerprint.json")
+
+
+def differing_fields(old: dict, new: dict) -> list[str]:
+    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def check_fingerprint(out: Path, expected: dict) -> None:
+    """Refuse (one line) to resume ``out`` if it was made by another run; write the sidecar if new."""
+    side = fingerprint_path(out)
+    has_rows = out.is_file() and out.stat().st_size > 0 and b"\n" in out.read_bytes()[:1 << 16]
+    if has_rows and side.is_file():
+        try:
+            old = json.loads(side.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise FingerprintMismatch(f"cannot resume {out}: its fingerprint {side} is not valid JSON; "
+                                      "start a new --out (or delete the log)") from None
+        diff = differing_fields(old, expected)
+        if diff:
+            shown = ", ".join(f"{k} ({old.get(k)!r} -> {expected.get(k)!r})" if k not in
+                              ("inputs_hash", "model_hash") else k for k in diff)
+            raise FingerprintMismatch(f"cannot resume {out}: it was made by another run (differs in {shown}); "
+                                      "give a new --out to start a new run, or delete the log to redo it")
+        return
+    if has_rows:
+        raise FingerprintMismatch(f"cannot resume {out}: it has no fingerprint {side.name} (another or an older "
+                                  "run made it); give a new --out to start a new run, or delete the log")
+    side.parent.mkdir(parents=True, exist_ok=True)
+    side.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+
+
+_INT_COLUMNS = ("idx", "label", "predict", "correct", "forward_evals", "backward_evals")
+_FINITE_COLUMNS = ("radius", "l2_radius", "proxy_radius", "p_lower", "min_sigma", "gm_sigma", "choose_seconds")
+_ACTIONS = ("-", "kept", "shrunk", "adopted", "abstained")
+
+
+def _row_problem(fields: list[str], positions: dict[int, int], last_pos: int) -> str | None:
+    """Why a log row cannot be kept (None if it can)."""
+    if len(fields) != len(LOG_COLUMNS):
+        return f"{len(fields)} columns instead of {len(LOG_COLUMNS)}"
+    row = dict(zip(LOG_COLUMNS, fields))
+    try:
+        for c in _INT_COLUMNS:
+            int(row[c])
+        for c in _FINITE_COLUMNS:
+            if not math.isfinite(float(row[c])):
+                return f"{c} is not finite ({row[c]})"
+        float(row["paper_radius"])
+        if not math.isfinite(parse_time(row["time"])):
+            return "time is not finite"
+    except ValueError as err:
+        return f"unreadable value ({err})"
+    idx = int(row["idx"])
+    if idx not in positions:
+        return f"idx {idx} is not one of this run's inputs"
+    if positions[idx] <= last_pos:
+        return f"idx {idx} is out of order or repeated"
+    if row["memory_action"] not in _ACTIONS:
+        return f"memory_action {row['memory_action']!r} unknown"
+    if int(row["correct"]) != int(int(row["predict"]) == int(row["label"])):
+        return "correct does not match predict and label"
+    return None
+
+
+def validate_log(out: Path, data: Dataset, regions_dir: Path | None) -> list[str]:
+    """Keep the longest prefix of valid rows of ``out`` (with their region files, if ``regions_dir``),
+    truncating the log after it so that the rest is recomputed from its seeds (exactly: rows are
+    written in input order). Returns the notes on what was dropped. Raises ValueError naming the
+    file for a binary or garbled log."""
+    if not out.is_file():
+        return []
+    raw = out.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{out} is not a text certification log (binary or garbled bytes); "
+                         "give a new --out or delete it") from None
+    if "\n" not in text:
+        return []  # a header cut short: LogWriter starts over
+    lines = text.split("\n")
+    if lines[0].split("\t") != LOG_COLUMNS:
+        raise ValueError(f"{out} line 1: not a log of this runner (header {lines[0][:80]!r}); "
+                         "give a new --out or delete it")
+    positions = {idx: pos for pos, idx in enumerate(data.indices.tolist())}
+    keep, last, notes = [lines[0]], -1, []
+    body = lines[1:-1] if lines[-1] == "" else lines[1:]  # a trailing partial line is dropped below
+    for lineno, ln in enumerate(body, start=2):
+        problem = _row_problem(ln.split("\t"), positions, last)
+        if problem is None and regions_dir is not None:
+            idx = int(ln.split("\t", 1)[0])
+            region = regions_dir / f"{idx}.pt"
+            try:
+                rec = torch.load(region, weights_only=False)
+                if not (isinstance(rec, dict) and {"prediction", "scale", "radius"} <= set(rec)):
+                    problem = f"region file {region} is not a region record"
+            except FileNotFoundError:
+                problem = f"region file {region} is missing"
+            except Exception as err:  # noqa: BLE001  (any unreadable file)
+                problem = f"region file {region} is unreadable ({type(err).__name__})"
+        if problem is not None:
+            notes.append(f"{out} line {lineno}: {problem}; recomputing from this input on")
+            break
+        keep.append(ln)
+        last = positions[int(ln.split("\t", 1)[0])]
+    if len(keep) - 1 < len([b for b in body if b]) or lines[-1] != "":
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        tmp.write_text("\n".join(keep) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    return notes
+
+
 class Driver:
     """The stateful half of a run: the log, the memory (in idx order) and the region files.
 
     ``finish_input`` turns one raw certificate into its log row, after the memory-based certifier
     (data-dependent methods) and saving the region the input finally holds."""
 
-    def __init__(self, config: MethodConfig, data: Dataset, out: str | os.PathLike, *, memory: bool = True):
+    def __init__(self, config: MethodConfig, data: Dataset, out: str | os.PathLike, *, memory: bool = True,
+                 fingerprint: dict | None = None):
         self.config, self.data, self.out = config, data, Path(out)
-        self.writer = certify.LogWriter(self.out, LOG_COLUMNS, resume=True)
         self.regions_dir = Path(str(self.out) + ".regions")
-        self.mem = certify.Memory() if (memory and config.method in DATA_DEPENDENT) else None
+        use_memory = memory and config.method in DATA_DEPENDENT
+        if fingerprint is not None:
+            check_fingerprint(self.out, fingerprint)
+        for note in validate_log(self.out, data, self.regions_dir if use_memory else None):
+            print(note, file=sys.stderr)
+        self.writer = certify.LogWriter(self.out, LOG_COLUMNS, resume=True)
+        self.mem = certify.Memory() if use_memory else None
         self.indices = data.indices.tolist()
         if self.mem is not None:
             self.regions_dir.mkdir(parents=True, exist_ok=True)
@@ -292,14 +460,28 @@ def record_stages(result: BatchResult, sigma_star_cache: dict, stage_cache: dict
 def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.PathLike, *,
                       n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
                       opt_batch: int = 64, seed: int = 0, memory: bool = True, progress: bool = True,
-                      sigma_star_cache: dict | None = None, stage_cache: dict | None = None) -> Path:
+                      sigma_star_cache: dict | None = None, stage_cache: dict | None = None,
+                      restart_on_mismatch: bool = False) -> Path:
     """Certify every input of ``data`` with ``config``, appending to the log ``out`` (resumable).
+
+    The log's fingerprint (:func:`fingerprint`, in ``<out>.fingerprint.json``) must match this run's,
+    else :class:`FingerprintMismatch` (or, with ``restart_on_mismatch``, the old log is deleted and the
+    run starts over). Kept rows are validated (:func:`validate_log`); Ctrl-C raises :class:`Interrupted`.
 
     The single-process driver: for each batch of :func:`plan_batches`, :func:`compute_batch`, then
     :meth:`Driver.finish_batch` in order. ``sigma_star_cache`` (idx -> sigma_x*) shares the DDRS stage
     between methods of one comparison; ``stage_cache`` (idx -> ANCER (theta, forward, backward)) shares
     the ANCER stage with RDDRS. Returns the log path."""
-    driver = Driver(config, data, out, memory=memory)
+    out = Path(out)
+    fp = fingerprint(config, model, data, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
+                     opt_batch=opt_batch, seed=seed, memory=memory)
+    try:
+        driver = Driver(config, data, out, memory=memory, fingerprint=fp)
+    except FingerprintMismatch:
+        if not restart_on_mismatch:
+            raise
+        remove_run(out)
+        driver = Driver(config, data, out, memory=memory, fingerprint=fp)
     sigma_star_cache = {} if sigma_star_cache is None else sigma_star_cache
     stage_cache = {} if stage_cache is None else stage_cache
     indices = driver.indices
@@ -316,7 +498,19 @@ def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.
                                    skip=set(positions) - set(todo))
             record_stages(result, sigma_star_cache, stage_cache)
             bar.update(driver.finish_batch(result))
+    except KeyboardInterrupt:
+        raise Interrupted(sum(i in driver.done for i in indices), len(indices), driver.out) from None
     finally:
         bar.close()
         driver.close()
     return driver.out
+
+
+def remove_run(out: str | os.PathLike) -> None:
+    """Delete a log, its fingerprint and its region files."""
+    import shutil
+    out = Path(out)
+    for f in (out, fingerprint_path(out)):
+        if f.is_file():
+            f.unlink()
+    shutil.rmtree(str(out) + ".regions", ignore_errors=True)

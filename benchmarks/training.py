@@ -78,6 +78,31 @@ def _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer) ->
             "format": CACHE_FORMAT}
 
 
+def dataset_hash(data: Dataset) -> str:
+    """sha256 (first 16 hex digits) of a data set's inputs, labels and indices: what a model was
+    trained on, or what a run certified."""
+    h = hashlib.sha256()
+    for t in (data.X, data.y, data.indices):
+        a = t.detach().cpu().contiguous().numpy() if hasattr(t, "detach") else np.ascontiguousarray(t)
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_hash(model) -> str:
+    """sha256 (first 16 hex digits) of a model's parameters and buffers (or its repr if it has none)."""
+    h = hashlib.sha256()
+    state = model.state_dict() if hasattr(model, "state_dict") else {}
+    for name, t in sorted(state.items()):
+        h.update(name.encode())
+        a = t.detach().cpu().contiguous()
+        h.update(str((a.dtype, tuple(a.shape))).encode())
+        h.update(a.view(torch.uint8).numpy().tobytes() if a.dtype == torch.bfloat16 else a.numpy().tobytes())
+    if not state:
+        h.update(repr(model).encode())
+    return h.hexdigest()[:16]
+
+
 def cache_path(key: dict, model_dir=None) -> Path:
     """File of the model with this key in ``model_dir`` (default ``default_model_dir()``)."""
     directory = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
@@ -118,6 +143,7 @@ def train(dataset: str, sigma: float, epochs: int | None = None, seed: int = 0, 
     name, sigma, epochs, seed = key["dataset"], key["sigma"], key["epochs"], key["seed"]
     train_set = load_dataset(name, "train", data_dir=data_dir, rotate=key["rotate"])
     test_set = load_dataset(name, "test", data_dir=data_dir, rotate=key["rotate"])
+    key["train_data"] = dataset_hash(train_set)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -161,7 +187,8 @@ def train(dataset: str, sigma: float, epochs: int | None = None, seed: int = 0, 
     info.update(num_classes=train_set.num_classes, input_shape=list(train_set.input_shape),
                 train_seconds=seconds, clean_accuracy=evaluate(model, test_set, 0.0),
                 noisy_accuracy=evaluate(model, test_set, sigma, seed=seed + 2) if sigma > 0 else None,
-                torch_version=str(torch.__version__), cached=False, path=None)
+                torch_version=str(torch.__version__), cached=False, path=None,
+                test_data=dataset_hash(test_set))
     if save:
         path = cache_path(key, model_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +207,8 @@ def load_or_train(dataset: str, sigma: float, epochs: int | None = None, seed: i
     """The cached model for this key if ``model_dir`` holds one (``info["cached"] is True``, no
     training), else ``train(...)`` (which saves it). Arguments as for ``train``."""
     key = _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer)
+    train_set = load_dataset(key["dataset"], "train", data_dir=data_dir, rotate=key["rotate"])
+    key["train_data"] = dataset_hash(train_set)  # the cache holds what these data train, nothing else
     path = cache_path(key, model_dir)
     if path.is_file():
         try:
@@ -191,6 +220,12 @@ def load_or_train(dataset: str, sigma: float, epochs: int | None = None, seed: i
             model = make_model(key["dataset"], info["num_classes"], tuple(info["input_shape"]))
             model.load_state_dict(blob["state_dict"])
             model.eval()
+            test_set = load_dataset(key["dataset"], "test", data_dir=data_dir, rotate=key["rotate"])
+            test_data = dataset_hash(test_set)
+            if info.get("test_data") != test_data:  # accuracy of the data given, not of the cached run's
+                info.update(clean_accuracy=evaluate(model, test_set, 0.0), test_data=test_data,
+                            noisy_accuracy=evaluate(model, test_set, key["sigma"], seed=key["seed"] + 2)
+                            if key["sigma"] > 0 else None)
             info.update(cached=True, path=str(path))
             return model, info
     return train(key["dataset"], key["sigma"], key["epochs"], key["seed"], model_dir, progress,
@@ -198,4 +233,4 @@ def load_or_train(dataset: str, sigma: float, epochs: int | None = None, seed: i
                  data_dir=data_dir, save=True)
 
 
-__all__ = ["DEFAULTS", "cache_path", "default_model_dir", "evaluate", "load_or_train", "train"]
+__all__ = ["DEFAULTS", "cache_path", "dataset_hash", "model_hash", "default_model_dir", "evaluate", "load_or_train", "train"]

@@ -38,6 +38,7 @@ def test_certify_resumes_a_half_written_log_to_the_same_result(tmp_path, model_d
     # simulate a crash after three finished rows and half of the fourth
     part = tmp_path / "part.tsv"
     part.write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])
+    shutil.copy(str(full) + ".fingerprint.json", str(part) + ".fingerprint.json")
     regions = Path(str(full) + ".regions")
     if regions.is_dir():
         keep = {line.split("\t", 1)[0] for line in lines[1:4]}

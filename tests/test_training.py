@@ -62,7 +62,7 @@ def test_cache_reused_and_keyed(tmp_path):
     m1, i1 = load_or_train("digits", 0.5, epochs=1, seed=3, model_dir=tmp_path, progress=False)
     assert i1["cached"] is False
     path = cache_path({k: i1[k] for k in ("dataset", "sigma", "rotate", "epochs", "seed", "arch",
-                                         "batch_size", "lr", "optimizer", "format")}, tmp_path)
+                                         "batch_size", "lr", "optimizer", "format", "train_data")}, tmp_path)
     assert str(path) == i1["path"] and path.is_file()
     t = time.perf_counter()
     m2, i2 = load_or_train("digits", 0.5, epochs=1, seed=3, model_dir=tmp_path, progress=False)
@@ -100,3 +100,31 @@ def test_bad_arguments(args, kwargs, word, tmp_path):
     for fn in (train, load_or_train):
         with pytest.raises(ValueError, match=word):
             fn(*args, model_dir=tmp_path, progress=False, **kwargs)
+
+
+def test_reproducer_2_the_model_cache_is_keyed_on_the_training_data(tmp_path, monkeypatch, capsys):
+    """Other training data (another --data-dir) must not reuse the cached model, and the accuracy
+    reported for a cached model is measured on the test data given."""
+    import benchmarks.training as training
+    from benchmarks.cli import main
+
+    _, a = load_or_train("toy2d", 0.1, epochs=1, model_dir=tmp_path, progress=False)
+    real = training.load_dataset
+
+    def other_data(name, split, *args, **kw):  # the same files with every label moved by one class
+        d = real(name, split, *args, **kw)
+        d.y = (d.y + 1) % d.num_classes
+        return d
+
+    monkeypatch.setattr(training, "load_dataset", other_data)
+    _, b = load_or_train("toy2d", 0.1, epochs=1, model_dir=tmp_path, progress=False)
+    assert b["cached"] is False and b["path"] != a["path"] and b["train_data"] != a["train_data"]
+    assert a["clean_accuracy"] > 0.8 and b["clean_accuracy"] > 0.8  # each measured on its own data
+    # a model cached for A, evaluated on a test set that differs: accuracy recomputed on that set
+    monkeypatch.setattr(training, "load_dataset", lambda name, split, *args, **kw: real(name, split, *args, **kw)
+                        if split == "train" else other_data(name, split, *args, **kw))
+    _, c = load_or_train("toy2d", 0.1, epochs=1, model_dir=tmp_path, progress=False)
+    assert c["cached"] is True and c["path"] == a["path"] and c["clean_accuracy"] < 0.5
+    assert main(["train", "--dataset", "toy2d", "--sigma", "0.1", "--epochs", "1", "--model-dir", str(tmp_path),
+                 "--quiet"]) == 0
+    assert f"clean accuracy {c['clean_accuracy']:.3f}" in capsys.readouterr().out
