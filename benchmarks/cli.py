@@ -342,7 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     commands = {"train": _cmd_train, "certify": _cmd_certify, "compare": _cmd_compare, "report": _cmd_report}
-    return commands[args.command](args)
+    from benchmarks.runs import FingerprintMismatch, Interrupted
+    try:
+        return commands[args.command](args)
+    except Interrupted as err:  # Ctrl-C in a run: the log is resumable
+        print(f"ddrs {args.command}: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"ddrs {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except FingerprintMismatch as err:
+        print(f"ddrs {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ import torch
 import certify
 
 from .data import load_dataset, subset
-from .runs import MethodConfig, run_certification
-from .training import load_or_train
+from .runs import MethodConfig, differing_fields, fingerprint, fingerprint_path, library_version, run_certification
+from .training import dataset_hash, load_or_train
 
 PAPER_SIGMAS = (0.12, 0.25, 0.5)
 MOG_RANGES = ((0.25, 0.5), (0.5, 1.0))
@@ -126,14 +126,22 @@ def summarise(log_path: Path, radii, proxy_radii) -> dict:
     return row
 
 
+COLUMN_LEGEND = (
+    "Columns: `inputs` certified test inputs; `l2@r` certified accuracy at l2 radius r (fraction of inputs "
+    "classified correctly with a certified l2 radius >= r); `proxy@r` the same at ANCER's proxy radius (the l2 "
+    "ball of equal volume to the certified ellipsoid: not an l2 guarantee); `acr` / `acr_proxy` average "
+    "certified (proxy) radius over correct inputs; `abstain` fraction of abstentions; `sec_per_input` noise "
+    "choice + certification seconds per input; `memory_changed` inputs whose certificate the memory-based "
+    "certifier shrank, replaced or abstained.\n")
+
+
 def write_tables(rows: list[dict], out_dir: Path, head: str) -> tuple[Path, Path]:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
     csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
+    (out_dir / "summary.provenance.txt").write_text(head)  # the CSV itself reads with plain pandas.read_csv
     with open(csv_path, "w", newline="") as f:
-        for line in head.strip().splitlines():
-            f.write(f"# {line}\n")
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         for r in rows:
@@ -144,6 +152,7 @@ def write_tables(rows: list[dict], out_dir: Path, head: str) -> tuple[Path, Path
         f.write("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n")
         for r in rows:
             f.write("| " + " | ".join(fmt(r.get(k)) for k in keys) + " |\n")
+        f.write("\n" + COLUMN_LEGEND)
         f.write("\nColumns `paper_claim_l2@r` (mixture rows) are what the MoG paper's max-sigma formula would "
                 "claim on the same samples: NOT a certificate for the mixture; the sound numbers are `l2@r`.\n")
     return csv_path, md_path
@@ -167,6 +176,40 @@ def ancer_thetas_from_log(log_path: Path) -> dict:
     return out
 
 
+def check_out_dir(out_dir: Path, expected: dict) -> None:
+    """Write the out-dir's fingerprint; if another comparison made it, say so (its logs are then
+    recomputed one by one, each log's own fingerprint deciding)."""
+    import sys
+    path = out_dir / "fingerprint.json"
+    expected = json.loads(json.dumps(expected, sort_keys=True, default=str))
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            old = {}
+        diff = differing_fields(old, expected)
+        if diff:
+            print(f"{out_dir}: made by another comparison (differs in {', '.join(diff)}); logs that differ "
+                  "are recomputed", file=sys.stderr)
+    path.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+
+
+def same_stage_run(ancer_log: Path, rddrs_fp: dict) -> bool:
+    """True iff the ANCER log was made on the same inputs, model, budget and seed as this RDDRS run
+    (so its Theta may warm-start RDDRS)."""
+    side = fingerprint_path(ancer_log)
+    if not side.is_file():
+        return False
+    try:
+        old = json.loads(side.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return False
+    keys = ("n0", "n", "alpha", "batch_size", "opt_batch", "seed", "sigma", "dataset", "inputs_hash",
+            "model_hash", "ddrs_options", "version")
+    return old.get("method") == "ancer" and all(old.get(k) == rddrs_fp.get(k) for k in keys) \
+        and old.get("options") == rddrs_fp.get("options", {}).get("ancer_options")
+
+
 def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *, sigmas=PAPER_SIGMAS,
                 methods=DD_METHODS + ("mog",), budget: Budget | None = None, seed: int = 0, rotate=None,
                 data_dir=None, model_dir=None, progress: bool = True, command: str = "",
@@ -181,6 +224,8 @@ def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     test = subset(load_dataset(dataset, "test", data_dir=data_dir, rotate=rotate), budget.every, budget.max_inputs)
     radii = L2_RADII.get(dataset, L2_RADII["digits"])
+    check_out_dir(out_dir, {"dataset": dataset, "rotate": rotate, "seed": seed, "budget": budget.__dict__,
+                            "inputs_hash": dataset_hash(test), "version": library_version()})
     rows, logs = [], {}
     star_caches: dict[float, dict] = {}
     theta_caches: dict[float, dict] = {}
@@ -192,12 +237,16 @@ def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *
             model = model.to(device)
         name = f"{config.label}_sigma{config.sigma:g}"
         log_path = out_dir / "logs" / f"{name}.tsv"
+        run = dict(n0=budget.n0, n=budget.n, alpha=budget.alpha, batch_size=budget.batch_size,
+                   opt_batch=budget.opt_batch, seed=seed)
         if config.method == "rddrs" and not theta_caches.get(config.sigma):
-            theta_caches[config.sigma] = ancer_thetas_from_log(out_dir / "logs" / f"ancer_sigma{config.sigma:g}.tsv")
-        run_certification(config, model, test, log_path, n0=budget.n0, n=budget.n, alpha=budget.alpha,
-                          batch_size=budget.batch_size, opt_batch=budget.opt_batch, seed=seed, progress=progress,
+            ancer_log = out_dir / "logs" / f"ancer_sigma{config.sigma:g}.tsv"
+            if same_stage_run(ancer_log, fingerprint(config, model, test, memory=True, **run)):
+                theta_caches[config.sigma] = ancer_thetas_from_log(ancer_log)
+        # a log made by another run (other budget, data, model, ...) is recomputed, never reused
+        run_certification(config, model, test, log_path, progress=progress, restart_on_mismatch=True,
                           sigma_star_cache=star_caches.setdefault(config.sigma, {}),
-                          stage_cache=theta_caches.setdefault(config.sigma, {}))
+                          stage_cache=theta_caches.setdefault(config.sigma, {}), **run)
         row = {"dataset": dataset, "method": config.label, "sigma": config.sigma,
                "sigmas": "/".join(f"{s:g}" for s in config.sigmas) if config.sigmas else ""}
         row.update(summarise(log_path, radii, radii))

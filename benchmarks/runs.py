@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -168,14 +168,17 @@ def input_seed(seed: int, idx: int) -> int:
 
 def compute_batch(config: MethodConfig, model, data: Dataset, positions: list[int], *, n0: int, n: int,
                   alpha: float, batch_size: int, seed: int, sigma_star: list[float] | None = None,
-                  ancer_cache: list[tuple] | None = None, skip: set[int] | frozenset = frozenset()
-                  ) -> BatchResult:
+                  ancer_cache: list[tuple] | None = None, skip: set[int] | frozenset = frozenset(),
+                  on_input: Callable[[BatchResult, int], None] | None = None) -> BatchResult:
     """Choose noise for the batch ``positions`` of ``data`` and certify each of its inputs.
 
     A pure, deterministic function of (positions, config, seed, the model and data): no file I/O, no
     memory. ``sigma_star`` (position-aligned DDRS sigma_x*) and ``ancer_cache`` (position-aligned
     ANCER (theta, forward, backward)) reuse stages computed by another method on the same inputs;
-    positions in ``skip`` get noise (the batch's choice needs all of them) but no certificate."""
+    positions in ``skip`` get noise (the batch's choice needs all of them) but no certificate.
+    ``on_input(result, j)`` (optional) is called as soon as certificate j is made (the single-process
+    driver writes its row then, so that a SIGKILL loses at most the input in flight); the stage
+    outputs are set before the first call."""
     indices = data.indices.tolist()
     idxs = [indices[p] for p in positions]
     xb = data.X[positions]
@@ -185,20 +188,21 @@ def compute_batch(config: MethodConfig, model, data: Dataset, positions: list[in
     t0 = time.perf_counter()
     noises, counter, star_out = choose_noise(config, model, xb, gen, star, cache)
     choose_seconds = (time.perf_counter() - t0) / len(positions)
-    certificates = []
-    for j, p in enumerate(positions):
-        if p in skip:
-            certificates.append(None)
-            continue
-        cgen = torch.Generator().manual_seed(input_seed(seed, idxs[j]))
-        certificates.append(certify.Smooth(model, noises[j], data.num_classes).certify(
-            data.X[p], n0, n, alpha, batch_size=batch_size, generator=cgen))
-    return BatchResult(
-        positions=list(positions), indices=idxs, certificates=certificates,
+    result = BatchResult(
+        positions=list(positions), indices=idxs, certificates=[None] * len(positions),
         noise_kinds=[nz.kind for nz in noises], choose_seconds=choose_seconds,
         forward_evals=counter.forward // len(positions), backward_evals=counter.backward // len(positions),
         sigma_star=None if star_out is None else star_out.tolist(),
         ancer=cache.get("ancer") if config.method == "ancer" else None)
+    for j, p in enumerate(positions):
+        if p in skip:
+            continue
+        cgen = torch.Generator().manual_seed(input_seed(seed, idxs[j]))
+        result.certificates[j] = certify.Smooth(model, noises[j], data.num_classes).certify(
+            data.X[p], n0, n, alpha, batch_size=batch_size, generator=cgen)
+        if on_input is not None:
+            on_input(result, j)
+    return result
 
 
 class Interrupted(KeyboardInterrupt):
@@ -493,11 +497,18 @@ def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.
             if not todo:
                 continue
             star, thetas = shared_stages(positions, indices, sigma_star_cache, stage_cache)
+
+            def finish(result: BatchResult, j: int) -> None:
+                if j == todo_first[0]:
+                    record_stages(result, sigma_star_cache, stage_cache)
+                driver.finish_input(result, j)
+                bar.update(1)
+
+            todo_first = [positions.index(todo[0])]
             result = compute_batch(config, model, data, positions, n0=n0, n=n, alpha=alpha,
                                    batch_size=batch_size, seed=seed, sigma_star=star, ancer_cache=thetas,
-                                   skip=set(positions) - set(todo))
+                                   skip=set(positions) - set(todo), on_input=finish)
             record_stages(result, sigma_star_cache, stage_cache)
-            bar.update(driver.finish_batch(result))
     except KeyboardInterrupt:
         raise Interrupted(sum(i in driver.done for i in indices), len(indices), driver.out) from None
     finally:

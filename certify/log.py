@@ -57,8 +57,11 @@ class LogWriter:
         self.done: set[int] = set()
         if resume and os.path.exists(self.path) and os.path.getsize(self.path) > 0 \
                 and b"\n" in open(self.path, "rb").read(1 << 16):  # a header cut short = start over
-            with open(self.path, "r", encoding="utf-8") as f:
-                text = f.read()
+            try:
+                with open(self.path, "r", encoding="utf-8") as f:
+                    text = f.read()
+            except UnicodeDecodeError:
+                raise ValueError(f"cannot resume {self.path}: not a text log (binary or garbled bytes)") from None
             lines = text.split("\n")
             if lines[0].split("\t") != columns:
                 raise ValueError(f"cannot resume {self.path}: its header {lines[0].split(chr(9))} differs "
@@ -116,8 +119,11 @@ class Log:
 
 def read_log(path: str | os.PathLike) -> Log:
     """Read a Cohen-format (or our extended) log; numeric columns become float arrays."""
-    with open(path, "r", encoding="utf-8") as f:
-        lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text certification log (binary or garbled bytes)") from None
     if not lines:
         raise ValueError(f"{path} is empty")
     header = lines[0].split("\t")
