@@ -252,3 +252,28 @@ def test_certify_on_the_gpu(tiny, tmp_path, monkeypatch):
     a, b = certify.read_log(cpu), certify.read_log(gpu)
     assert len(a) == len(b) and a["label"].tolist() == b["label"].tolist()
     assert float(np.mean(b["predict"] == a["predict"])) >= 0.9  # different noise / arithmetic, same classifier
+
+
+def test_python_entry_point_matches_the_command_line(tiny, tmp_path, monkeypatch):
+    """``benchmarks.api.certify_model`` on tensors, a DataLoader and a torchvision data set object writes the
+    log the command line writes, plus the report."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import ToTensor
+
+    from benchmarks.api import certify_model
+    from benchmarks.data import _image_loader
+
+    cli = _certify(tiny, tmp_path, monkeypatch, tiny["files"]["checkpoint"], f"tensors:{tiny['root'] / 'data.pt'}",
+                   "cli")
+    kw = dict(method="rs", sigma=0.12, n0=40, n=300, batch_size=300, progress=False, device="cpu")
+    x = tiny["u8"].float() / 255
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, tiny["labels"]), batch_size=7)
+    folder = ImageFolder(str(tiny["root"] / "images"), transform=ToTensor(), loader=_image_loader)
+    for name, data in [("pair", (tiny["u8"], tiny["labels"])), ("loader", loader), ("folder", folder)]:
+        result = certify_model(tiny["model"], data, tmp_path / f"api-{name}.tsv", **kw)
+        assert _rows_without_time(result["log"]) == _rows_without_time(cli), name
+        assert result["num_classes"] == 10 and result["summary"]["rows"] == 10 * PER_CLASS
+        assert result["report"]["plot"].is_file() and "<b> rs </b>" in result["report"]["markdown"].read_text()
+    with pytest.raises(BadInput, match="--model"):
+        certify_model(MLP((64,), 7, HIDDEN), folder, tmp_path / "bad.tsv", **kw)
+    assert not (tmp_path / "bad.tsv").exists()

@@ -1,0 +1,121 @@
+"""Certify any model on any data from Python: the resumable log, the memory, the tables and the plot.
+
+    from benchmarks.api import certify_model
+    result = certify_model(model, (x, y), "runs/mine/rs.tsv", method="rs", sigma=0.25, device="auto")
+    result["summary"]          # rows, certified accuracy at each radius, ACR, abstention
+    result["report"]["plot"]   # certified_accuracy.png beside report.md / report.csv
+
+``model``: an ``nn.Module`` (or any callable returning (B, K) scores), or a ``--model`` string
+(``benchmarks.model_io.load_model``). ``data``: a ``(x, y)`` pair of tensors or arrays, a
+``benchmarks.data.Dataset``, any map-style ``torch.utils.data.Dataset`` returning ``(image, label)``
+(e.g. a torchvision data set built with ``transform=ToTensor()``), a ``DataLoader``, or a ``--dataset``
+string. The run is ``benchmarks.runs.run_certification``: a Cohen-format log written line by line,
+resumed when it exists, the memory-based certifier for the data-dependent methods.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import certify
+
+from .data import BadInput, Dataset, load_data
+from .model_io import Normalize, check_model, load_model, resolve_device, split_normalize
+from .report import DEFAULT_RADII, summary_rows, write_report
+
+
+def as_dataset(data: Any, *, every: int = 1, max_inputs: int | None = None, name: str = "data") -> Dataset:
+    """``data`` (see the module docstring) as a :class:`benchmarks.data.Dataset`, every ``every``-th input,
+    at most ``max_inputs`` (a map-style data set decodes only those)."""
+    if isinstance(data, str):
+        return load_data(data, every=every, max_inputs=max_inputs)
+    if isinstance(data, Dataset):
+        from .data import subset
+
+        return subset(data, every, max_inputs)
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = (torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for v in data)
+        pos = torch.arange(0, len(y), every)[:max_inputs]
+        xs = x[pos].to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x[pos].to(torch.float32)
+        return _dataset(xs, y[pos], pos, name, None)
+    if isinstance(data, torch.utils.data.DataLoader):
+        xs, ys = [], []
+        for xb, yb in data:
+            xs.append(torch.as_tensor(xb))
+            ys.append(torch.as_tensor(yb).reshape(-1))
+        if not xs:
+            raise BadInput("data: the DataLoader yielded no batches")
+        x, y = torch.cat(xs), torch.cat(ys)
+        pos = torch.arange(0, len(y), every)[:max_inputs]
+        return _dataset(x[pos].to(torch.float32), y[pos], pos, name, _classes(data.dataset))
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        pos = torch.arange(0, len(data), every)[:max_inputs]
+        items = [data[int(p)] for p in pos]
+        if not items:
+            raise BadInput("data: no inputs selected")
+        x = torch.stack([torch.as_tensor(it[0]) for it in items]).to(torch.float32)
+        y = torch.tensor([int(it[1]) for it in items], dtype=torch.int64)
+        return _dataset(x, y, pos, name, _classes(data))
+    raise BadInput(f"data: expected (x, y) tensors, a torch Dataset, a DataLoader, a benchmarks Dataset or a "
+                   f"--dataset string, got {type(data).__name__}")
+
+
+def _classes(ds) -> int | None:
+    classes = getattr(ds, "classes", None)
+    return len(classes) if classes else None
+
+
+def _dataset(x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor, name: str, num_classes: int | None) -> Dataset:
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
+        raise BadInput(f"data: expected x (N, ...) and y (N,), N >= 1, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if y.is_floating_point() or int(y.min()) < 0:
+        raise BadInput("data: expected integer labels >= 0")
+    y = y.to(torch.int64).contiguous()
+    known = num_classes is not None
+    return Dataset(X=x.contiguous(), y=y, name=name, split="test", input_shape=tuple(x.shape[1:]),
+                   num_classes=int(num_classes) if known else int(y.max()) + 1, indices=pos, classes_known=known)
+
+
+def certify_model(model: Any, data: Any, out: str | os.PathLike, *, method: str = "rs", sigma: float = 0.25,
+                  sigmas: Sequence[float] = (), normalize: Sequence[float] | None = None, device: str = "auto",
+                  n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000, every: int = 1,
+                  max_inputs: int | None = None, seed: int = 0, memory: bool = True, progress: bool = True,
+                  options: dict | None = None, ddrs_options: dict | None = None,
+                  radii: Sequence[float] = DEFAULT_RADII, report_dir: str | os.PathLike | None = None
+                  ) -> dict[str, Any]:
+    """Certify ``model`` on ``data`` with ``method`` (rs, ddrs, ancer, rddrs, mog) into the log ``out``
+    (resumed if it exists), then write the tables and the plot into ``report_dir`` (default
+    ``<out>.report/``). ``normalize`` is ``MEAN... STD...`` (noise is added before it, in [0, 1] space);
+    ``device`` is ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. CPU and GPU runs may draw different
+    noise and round differently: each device's log is reproducible on that device.
+
+    Returns ``{"log": path, "report": {markdown, csv, plot}, "summary": {...}, "num_classes": K}``.
+    Raises :class:`benchmarks.data.BadInput` (naming the argument) before any log is written."""
+    from .runs import MethodConfig, run_certification
+
+    dev = resolve_device(device)
+    dataset = as_dataset(data, every=every, max_inputs=max_inputs)
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(os.fspath(model), normalize=normalize)
+    elif normalize:
+        model = Normalize(model, *split_normalize(normalize))  # type: ignore[misc]
+    if isinstance(model, torch.nn.Module):
+        model = model.to(dev).eval()
+    classes = check_model(model, dataset, dev)
+    if not dataset.classes_known:
+        dataset = replace(dataset, num_classes=classes, classes_known=True)
+    config = MethodConfig(method, sigma=sigma, sigmas=tuple(sigmas), options=dict(options or {}),
+                          ddrs_options=dict(ddrs_options or {}))
+    log_path = run_certification(config, model, dataset, out, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
+                                 seed=seed, memory=memory, progress=progress)
+    report_dir = Path(report_dir) if report_dir is not None else Path(str(log_path) + ".report")
+    files = write_report([log_path], report_dir, radii=radii, labels=[config.label])
+    log = certify.read_log(log_path)
+    return {"log": Path(log_path), "report": files, "summary": summary_rows({config.label: log}, list(radii))[0],
+            "num_classes": classes}
