@@ -117,3 +117,57 @@ def test_subset_every_and_max():
 def test_bad_arguments(kwargs, word):
     with pytest.raises(ValueError, match=word):
         load_dataset(**kwargs)
+
+
+# ---------------------------------------------------------------------------------- your own data
+def _write_idx(path: Path, array) -> None:
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def test_torchvision_spec_reads_a_root_without_downloading(tmp_path):
+    import numpy as np
+
+    from benchmarks.data import load_data
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 5, 5))
+    _write_idx(raw / "t10k-images-idx3-ubyte", images)
+    _write_idx(raw / "t10k-labels-idx1-ubyte", [0, 1, 2, 3, 4, 9])
+    _write_idx(raw / "train-images-idx3-ubyte", images[:1])
+    _write_idx(raw / "train-labels-idx1-ubyte", [0])
+    ds = load_data(f"torchvision:MNIST:{tmp_path}", every=2)
+    assert ds.X.shape == (3, 1, 5, 5) and ds.num_classes == 10 and ds.classes_known
+    assert torch.equal(ds.X[:, 0], torch.tensor(images[::2], dtype=torch.float32) / 255)
+    assert ds.y.tolist() == [0, 2, 4] and ds.indices.tolist() == [0, 2, 4]
+
+
+def test_torchvision_spec_names_the_missing_files(tmp_path):
+    from benchmarks.data import BadInput, load_data
+
+    with pytest.raises(BadInput, match=r"--dataset .*cifar-10-batches-py/test_batch"):
+        load_data(f"torchvision:CIFAR10:{tmp_path}")
+    with pytest.raises(BadInput, match=r"--dataset .*no data set class"):
+        load_data(f"torchvision:NoSuchSet:{tmp_path}")
+    assert not any(tmp_path.iterdir())  # nothing downloaded
+
+
+def test_tensors_spec_errors_name_the_argument(tmp_path):
+    from benchmarks.data import BadInput, load_data
+
+    torch.save({"x": torch.zeros(3, 2)}, tmp_path / "no_y.pt")
+    torch.save({"x": torch.zeros(3, 2), "y": torch.zeros(2, dtype=torch.int64)}, tmp_path / "short.pt")
+    torch.save({"x": torch.zeros(3, 2), "y": torch.zeros(3)}, tmp_path / "float_y.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    for name, match in [("no_y.pt", "keys x and y"), ("short.pt", "shape"), ("float_y.pt", "integer labels"),
+                        ("junk.pt", "cannot read")]:
+        with pytest.raises(BadInput, match=match) as info:
+            load_data(f"tensors:{tmp_path / name}")
+        assert str(info.value).startswith("--dataset")
+    with pytest.raises(BadInput, match="--dataset"):
+        load_data("cifar")
