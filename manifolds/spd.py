@@ -84,9 +84,14 @@ class SPD(Manifold):
         coef = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
         return sym(torch.einsum("mk,kij->mij", coef, basis)).reshape(bshape + (n, n))
 
-    @staticmethod
-    def _ai_halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(X^1/2, X^-1/2) from one eigendecomposition of X (no LU anywhere in the AI geometry)."""
+    _halves_cache: tuple | None = None
+
+    def _ai_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X^1/2, X^-1/2) from one eigendecomposition of X (no LU anywhere in the AI geometry);
+        reuses the one ``step`` computed for the same tensor."""
+        cached = self._halves_cache
+        if cached is not None and cached[0] is x:
+            return cached[1], cached[2]
         lam, vec = torch.linalg.eigh(x)
         s = lam.clamp_min(torch.finfo(F64).tiny).sqrt().unsqueeze(-2)
         return sym((vec * s) @ vec.transpose(-1, -2)), sym((vec / s) @ vec.transpose(-1, -2))
@@ -103,18 +108,21 @@ class SPD(Manifold):
         return sym(sqrt @ fw @ sqrt)
 
     def exp(self, x, u):
-        x, u = torch.broadcast_tensors(x.to(F64), u.to(F64))
         if self.kind == "affine-invariant":
+            if not (x.shape == u.shape and x.dtype == F64):  # else x itself, so step's cache hits
+                x, u = torch.broadcast_tensors(x.to(F64), u.to(F64))
             sqrt, isqrt = self._ai_halves(x)
-            return self._ai_from_whitened(sqrt, isqrt @ sym(u) @ isqrt, "exp")
+            return self._ai_from_whitened(sqrt, isqrt @ sym(u.to(F64)) @ isqrt, "exp")
+        x, u = torch.broadcast_tensors(x.to(F64), u.to(F64))
         return sym(self.gs_metric.exp(sym(u), x))
 
     def retr(self, x, u):
         if self.kind != "affine-invariant":
             return self.exp(x, u)
-        x, u = torch.broadcast_tensors(x.to(F64), sym(u.to(F64)))
+        if not (x.shape == u.shape and x.dtype == F64):
+            x, u = torch.broadcast_tensors(x.to(F64), u.to(F64))
         sqrt, isqrt = self._ai_halves(x)
-        return self._ai_from_whitened(sqrt, isqrt @ u @ isqrt, "retr")
+        return self._ai_from_whitened(sqrt, isqrt @ sym(u.to(F64)) @ isqrt, "retr")
 
     def step(self, x, rgrad, step_size, method="exp", max_norm=None):
         """As ``Manifold.step``; for AI the norm, the clipping and exp/retr share one eigh of x."""
@@ -125,14 +133,19 @@ class SPD(Manifold):
         with torch.no_grad():
             x = x.detach().to(F64)
             u = self._expand_scalar(step_size, x) * sym(rgrad.detach().to(F64))
-            x, u = torch.broadcast_tensors(x, u)
+            if u.shape != x.shape:
+                x, u = torch.broadcast_tensors(x, u)
+                x = x.contiguous()
             sqrt, isqrt = self._ai_halves(x)
-            w = sym(isqrt @ u @ isqrt)  # ||U||_X = ||W||_F
             if max_norm is not None:
-                n = torch.linalg.matrix_norm(w)
+                n = torch.linalg.matrix_norm(isqrt @ u @ isqrt)  # ||U||_X = ||X^-1/2 U X^-1/2||_F
                 scale = (float(max_norm) / n.clamp_min(torch.finfo(F64).tiny)).clamp(max=1.0)
-                w = w * scale[..., None, None]
-            return self._ai_from_whitened(sqrt, w, method)
+                u = u * scale[..., None, None]
+            self._halves_cache = (x, sqrt, isqrt)  # exp/retr below reuse this eigendecomposition
+            try:
+                return self.exp(x, u) if method == "exp" else self.retr(x, u)
+            finally:
+                self._halves_cache = None
 
     def log(self, x, y):
         x, y = torch.broadcast_tensors(x.to(F64), y.to(F64))

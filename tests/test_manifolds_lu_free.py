@@ -84,3 +84,17 @@ def test_ai_step_clips_in_the_metric_norm_and_matches_exp_retr():
     # retr = X + V + 1/2 V X^-1 V exactly (Jeuris et al. 2012), via the eigenvalue route
     xinv = torch.cholesky_inverse(torch.linalg.cholesky(x))
     torch.testing.assert_close(m.retr(x, v), x + v + 0.5 * v @ xinv @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_ai_step_uses_one_eigendecomposition_of_x(monkeypatch):
+    m = manifolds.SPD(4)
+    g = torch.Generator().manual_seed(1)
+    x = m.random_point(2, generator=g)
+    u = x - m.random_point(2, generator=g)
+    calls = []
+    orig = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda a: calls.append(a.shape) or orig(a))
+    m.step(x, u, 1.0, method="retr", max_norm=0.3)
+    assert len(calls) == 1  # norm, clip and retraction share it
+    m.step(x, u, 1.0, method="exp", max_norm=0.3)
+    assert len(calls) == 3  # + the expm of the whitened step
