@@ -87,8 +87,18 @@ def _ellipse_outline(center, scale, radius, num=200):
     return pts + center
 
 
+CLASS_COLORS = ("#d62728", "#9467bd", "#17becf")  # toy2d classes 0, 1, 2 (not the methods' colours)
+
+
+def run_suffix(budget, inputs: int | None) -> str:
+    """What a figure's numbers rest on: n, alpha and the number of inputs."""
+    if budget is None:
+        return ""
+    return f"n = {budget.n}, alpha = {budget.alpha:g}" + (f", {inputs} inputs" if inputs is not None else "")
+
+
 def toy2d_regions(logs: dict, test, out: Path, sigma: float, model_dir=None, seed: int = 0,
-                  num_points: int = 6) -> Path:
+                  num_points: int = 6, suffix: str = "") -> Path:
     """Decision regions of the base model with each method's certified region around a few test
     points (the RDDRS paper's Figure 1)."""
     from .training import load_or_train
@@ -99,9 +109,17 @@ def toy2d_regions(logs: dict, test, out: Path, sigma: float, model_dir=None, see
     with torch.no_grad():
         pred = model(grid).argmax(1).numpy().reshape(300, 300)
     fig, ax = plt.subplots(figsize=(6, 6))
-    ax.contourf(xs, xs, pred, levels=[-0.5, 0.5, 1.5, 2.5], colors=["#f3d9d9", "#d9e6f3", "#dff3d9"])
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Patch
+    # one colour per class, shared by the test points (solid) and the base classifier's regions (light)
+    ax.contourf(xs, xs, pred, levels=[-0.5, 0.5, 1.5, 2.5],
+                colors=[to_rgba(c, 0.18) for c in CLASS_COLORS])
     X = test.X.numpy()
-    ax.scatter(X[:, 0], X[:, 1], c=test.y.numpy(), s=6, cmap="brg", alpha=0.5)
+    y = test.y.numpy()
+    for k, c in enumerate(CLASS_COLORS):
+        ax.scatter(X[y == k, 0], X[y == k, 1], color=c, s=6, alpha=0.6)
+    class_handles = [Patch(facecolor=to_rgba(c, 0.35), edgecolor=c, label=f"class {k}")
+                     for k, c in enumerate(CLASS_COLORS)]
     for label in ("rs", "ddrs", "ancer", "rddrs"):
         path = logs.get((label, sigma))
         if path is None:
@@ -127,8 +145,12 @@ def toy2d_regions(logs: dict, test, out: Path, sigma: float, model_dir=None, see
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"toy2d: certified regions (sigma = {sigma:g}) over the base classifier's regions")
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=class_handles + handles, loc="upper right", fontsize=8)
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+    ax.set_title(f"toy2d: certified regions (sigma = {sigma:g}) over the base classifier's regions"
+                 + (f"\n{suffix}" if suffix else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -138,14 +160,18 @@ def toy2d_regions(logs: dict, test, out: Path, sigma: float, model_dir=None, see
 def write_all(dataset: str, rows, logs: dict, out_dir: Path, radii, test=None, sigmas=(), model_dir=None,
               seed: int = 0, budget=None) -> list[Path]:
     figures = []
+    inputs = max((int(r["inputs"]) for r in rows if "inputs" in r), default=None)
+    suffix = run_suffix(budget, inputs)
+    tail = f" ({suffix})" if suffix else ""
     if any(not k[0].startswith("mog") for k in logs):
         figures.append(curves_by_sigma(logs, out_dir / "certified_accuracy_l2.png", "radius",
-                                       f"{dataset}: certified accuracy vs l2 radius", sigmas))
+                                       f"{dataset}: certified accuracy vs l2 radius{tail}", sigmas))
         figures.append(curves_by_sigma(logs, out_dir / "certified_accuracy_proxy.png", "proxy_radius",
-                                       f"{dataset}: certified accuracy vs proxy radius", sigmas))
+                                       f"{dataset}: certified accuracy vs proxy radius{tail}", sigmas))
     if any(k[0].startswith("mog") for k in logs):
-        figures.append(mog_panels(logs, out_dir / "mixture.png", f"{dataset}: mixture-of-Gaussians smoothing"))
+        figures.append(mog_panels(logs, out_dir / "mixture.png", f"{dataset}: mixture-of-Gaussians smoothing{tail}"))
     if dataset == "toy2d" and test is not None:
         mid = sorted(sigmas)[len(sigmas) // 2] if sigmas else 0.25
-        figures.append(toy2d_regions(logs, test, out_dir / "toy2d_regions.png", mid, model_dir, seed))
+        figures.append(toy2d_regions(logs, test, out_dir / "toy2d_regions.png", mid, model_dir, seed,
+                                     suffix=suffix))
     return figures

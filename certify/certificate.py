@@ -38,6 +38,12 @@ class Certificate:
     seconds: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # short: the region (d x d scale) and extras are not printed
+        if self.abstained:
+            return f"Certificate(abstain, p_lower={self.p_lower:.4g}, noise={self.noise!r})"
+        return (f"Certificate(prediction={self.prediction}, radius={self.radius:.4g}, l2_radius={self.l2_radius:.4g}, "
+                f"proxy_radius={self.proxy_radius:.4g}, p_lower={self.p_lower:.4g}, noise={self.noise!r})")
+
     @property
     def abstained(self) -> bool:
         return self.prediction == ABSTAIN

@@ -73,3 +73,21 @@ def test_compute_batch_is_deterministic_and_picklable(toy):
     assert torch.equal(a.ancer[0][0], b.ancer[0][0])
     skipped = compute_batch(config, model, data, [3, 4, 5], skip={4}, **kw)
     assert skipped.certificates[1] is None and skipped.certificates[0].radius == a.certificates[0].radius
+
+
+def test_certificate_repr_is_short(toy):
+    model, data = toy
+    cert = compute_batch(reference_configs()[2], model, data, [0], n0=50, n=400, alpha=0.001, batch_size=400,
+                         seed=1).certificates[0]
+    text = repr(cert)
+    assert text.startswith("Certificate(prediction=") and len(text) < 160 and "\n" not in text
+    assert f"{cert.l2_radius:.4g}" in text
+
+
+def test_figure_titles_state_n_alpha_and_inputs_and_classes_have_their_own_colours():
+    from matplotlib.colors import to_hex
+
+    from benchmarks.compare import Budget
+    from benchmarks.plots import CLASS_COLORS, COLORS, run_suffix
+    assert run_suffix(Budget(n=10_000, alpha=0.001), 40) == "n = 10000, alpha = 0.001, 40 inputs"
+    assert not {to_hex(c) for c in CLASS_COLORS} & {to_hex(c) for c in COLORS.values()}
