@@ -1,18 +1,22 @@
-"""RDDRS at a fraction of the cost: the seed paper's recipe against fast recipes, on the same inputs
-and base model, both certified with the same fresh-sample Cohen procedure.
+"""RDDRS at a fraction of the cost: the seed paper's recipe against cheap recipes, on the same inputs
+and base model, every one certified with the same fresh-sample Cohen procedure.
 
-Reports per recipe: network evaluations per input (forward and backward separately, the shared DDRS
-stage included), wall seconds per input, median / mean proxy radius, median l2 radius, certified
-accuracy at proxy radii, and the ratios to the paper recipe, all from one run. Ablation rows switch
-one lever each (antithetic noise, ANCER warm start, retraction vs exp, sample count).
+Every recipe runs input by input and appends one JSON line per input to its own log
+(``benchmarks/results/rddrs_efficiency_logs/<dataset>_sigma<s>/<recipe>.jsonl``), so a run can be
+stopped and resumed (finished inputs are skipped) and the long paper recipe can run in the background
+while the summary is rebuilt from whatever the logs hold. Per recipe the summary reports network
+evaluations per input (forward + backward sample passes, every stage included), wall seconds per input,
+median / mean proxy radius (0 for a wrong or abstained input), certified accuracy at proxy radii,
+abstentions, and (uncapped paper recipe) the eigenvalue ratios lambda / sigma_x*.
 
-    python3 -m benchmarks.rddrs_efficiency [--dataset fashion-mnist|digits] [--inputs 20] [--quick]
-Writes benchmarks/results/rddrs_efficiency_<dataset>.{md,csv,png}.
+    python -m benchmarks.rddrs_efficiency --dataset digits --sigma 0.25 --inputs 50 --recipes paper-capped
+    python -m benchmarks.rddrs_efficiency --dataset digits --summary      # tables and plot from the logs
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -20,120 +24,217 @@ import numpy as np
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PROXY_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+LOG_ROOT = RESULTS_DIR / "rddrs_efficiency_logs"
+PROXY_RADII = (0.25, 0.5, 0.75, 1.0)
+N_CERT = 10_000
+MAIN = ("paper-capped", "paper-uncapped", "new-default", "old-fast", "ancer", "ddrs")
 
 
-def recipes(quick: bool = False) -> dict:
-    """name -> (uses ANCER warm start, RDDRS preset)."""
+def recipes() -> dict:
+    """name -> list of stage presets (DDRS first; an ANCER stage warm-starts the next RDDRS stage)."""
     import ddrs
 
-    paper = ddrs.RDDRS.paper(samples=2000, iterations=20) if quick else ddrs.RDDRS.paper()
-    fast = dict(iterations=30, samples=256, step_size=0.5, kappa=2.0, method="retr", antithetic=True,
-                max_ratio=None, keep_best=True)
-    return {
-        "paper": (False, paper),
-        "fast": (True, ddrs.RDDRS(**fast)),
-        "fast - antithetic": (True, ddrs.RDDRS(**{**fast, "antithetic": False})),
-        "fast - ANCER warm start": (False, ddrs.RDDRS(**fast)),
-        "fast with exp map": (True, ddrs.RDDRS(**{**fast, "method": "exp"})),
-        "fast, 64 samples": (True, ddrs.RDDRS(**{**fast, "samples": 64})),
+    gap = dict(select=False)
+    paper_dd = ddrs.DDRS(objective=ddrs.Radius("gap"), **gap)  # the DDRS package's 900 x 100 Adam steps
+    paper = lambda **kw: ddrs.RDDRS.paper(objective=ddrs.paper_objective("rddrs", 1e-8), **kw)  # noqa: E731
+    old_dd = ddrs.DDRS(iterations=150, samples=64, objective=ddrs.Radius("gap"), **gap)
+    old_an = ddrs.ANCER(iterations=100, samples=64, objective=ddrs.paper_objective("ancer"), **gap)
+    old_rd = ddrs.RDDRS(iterations=60, samples=128, step_size=0.5, kappa=2.0, max_ratio=4.0,
+                        objective=ddrs.paper_objective("rddrs", 2.0), **gap)
+    new = ddrs.RDDRS()
+    out = {
+        "paper-capped": [paper_dd, paper(max_ratio=4.0, select=False)],
+        "paper-uncapped": [paper_dd, paper(select=False)],
+        "new-default": [ddrs.DDRS(), new],
+        "old-fast": [old_dd, old_an, old_rd],
+        "ancer": [ddrs.DDRS(), ddrs.ANCER()],
+        "ddrs": [ddrs.DDRS()],
     }
+    # ablation: one lever of the new default switched at a time
+    from dataclasses import replace
+    out["abl: gap objective"] = [ddrs.DDRS(objective=ddrs.Radius("gap")),
+                                 replace(new, objective=ddrs.paper_objective("rddrs", new.kappa))]
+    out["abl: no selection"] = [ddrs.DDRS(select=False), replace(new, select=False)]
+    out["abl: no antithetic"] = [ddrs.DDRS(), replace(new, antithetic=False)]
+    out["abl: exp map"] = [ddrs.DDRS(), replace(new, method="exp")]
+    out["abl: common random numbers"] = [ddrs.DDRS(), replace(new, common_random_numbers=True)]
+    out["abl: ANCER warm start"] = [ddrs.DDRS(), ddrs.ANCER(), new]
+    out["abl: step 0.5"] = [ddrs.DDRS(), replace(new, step_size=0.5)]
+    out["abl: half the samples"] = [ddrs.DDRS(), replace(new, samples=max(1, new.samples // 2))]
+    out["abl: twice the steps"] = [ddrs.DDRS(), replace(new, iterations=2 * new.iterations)]
+    return out
 
 
-def run(dataset: str, inputs: int = 20, sigma: float = 0.25, n: int = 100_000, seed: int = 0,
-        quick: bool = False, out_dir: Path | None = RESULTS_DIR, only=None) -> list[dict]:
+def log_dir(dataset: str, sigma: float) -> Path:
+    return LOG_ROOT / f"{dataset}_sigma{sigma:g}"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def read(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def fit_one(stages, model, x, generator):
+    """Run the stages on one input; returns the last result and the summed (forward, backward)."""
+    results = []
+    for stage in stages:
+        results.append(stage.fit(model, x, init=results[-1] if results else None, generator=generator))
+    return results[-1], sum(r.network.forward for r in results), sum(r.network.backward for r in results)
+
+
+def run(dataset: str, sigma: float, inputs: int = 50, names=MAIN, seed: int = 0, n: int = N_CERT) -> None:
     import certify
     import ddrs
-    from benchmarks.compare import header
     from benchmarks.data import load_dataset, subset
     from benchmarks.training import load_or_train
 
     model, _ = load_or_train(dataset, sigma, seed=seed, progress=False)
+    model.eval()
     test = load_dataset(dataset, "test")
-    data = subset(test, max(1, len(test) // inputs), inputs)
-    print(f"{dataset}: test inputs {data.indices.tolist()}")
-    x = data.X
-    g = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    dd = ddrs.DDRS(sigma0=sigma).fit(model, x, generator=g)
-    dd_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    an = ddrs.ANCER(max_ratio=None).fit(model, x, init=dd, generator=g)
-    an_seconds = time.perf_counter() - t0
+    every = 500 if dataset in ("fashion-mnist", "mnist") else max(1, len(test) // inputs)
+    data = subset(test, every, inputs)
+    table = recipes()
+    out = log_dir(dataset, sigma)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        stages = table[name]
+        path = out / f"{_slug(name)}.jsonl"
+        done = {r["idx"] for r in read(path)}
+        for k, (idx, xi, yi) in enumerate(zip(data.indices.tolist(), data.X, data.y)):
+            if idx in done:
+                continue
+            x = xi.unsqueeze(0)
+            t0 = time.perf_counter()
+            res, fwd, bwd = fit_one(stages, model, x, torch.Generator().manual_seed(1000 * seed + idx))
+            fit_seconds = time.perf_counter() - t0
+            noise = res.noises()[0]
+            cert = certify.Smooth(model, noise, data.num_classes).certify(
+                xi, 100, n, 0.001, batch_size=min(n, 10_000),
+                generator=torch.Generator().manual_seed(10_000_019 + idx))
+            eig = res.manifold.eigenvalues(res.points[0]).flatten()
+            star = float(res.sigma_star.flatten()[0])
+            row = {"idx": idx, "label": int(yi), "prediction": int(cert.prediction),
+                   "correct": int(cert.prediction == int(yi)), "proxy": float(cert.proxy_radius),
+                   "l2": float(cert.l2_radius), "p_lower": float(cert.p_lower), "forward": int(fwd),
+                   "backward": int(bwd), "fit_seconds": fit_seconds, "seconds": time.perf_counter() - t0,
+                   "sigma_star": star, "eig_min_ratio": float(eig.min()) / star,
+                   "eig_max_ratio": float(eig.max()) / star,
+                   "kept_new": None if res.kept_new is None else bool(res.kept_new[0])}
+            with open(path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{dataset} sigma {sigma:g} {name} [{k + 1}/{len(data)}] idx {idx}: proxy {row['proxy']:.3f} "
+                  f"evals {fwd + bwd} {row['seconds']:.1f}s", flush=True)
+    del ddrs
+
+
+def summarise_rows(dataset: str, sigma: float, names=None, limit: set | None = None) -> list[dict]:
+    """One row per recipe log (restricted to the inputs in ``limit`` if given)."""
+    out = log_dir(dataset, sigma)
     rows = []
-    for name, (warm, preset) in recipes(quick).items():
-        if only and name not in only:
+    known = list(recipes())
+    paths = sorted(out.glob("*.jsonl"), key=lambda p: next(
+        (i for i, k in enumerate(known) if _slug(k) == p.stem), 99))
+    slug_to_name = {_slug(k): k for k in known}
+    for path in paths:
+        name = slug_to_name.get(path.stem, path.stem)
+        if names and name not in names:
             continue
-        t0 = time.perf_counter()
-        res = preset.fit(model, x, init=an if warm else dd, generator=torch.Generator().manual_seed(seed + 1))
-        seconds = time.perf_counter() - t0 + dd_seconds + (an_seconds if warm else 0.0)
-        fwd = res.network.forward + dd.network.forward + (an.network.forward if warm else 0)
-        bwd = res.network.backward + dd.network.backward + (an.network.backward if warm else 0)
-        certs = ddrs.certify_inputs(model, x, res, data.num_classes, n0=100, n=n, alpha=0.001,
-                                    batch_size=min(n, 10_000), generator=torch.Generator().manual_seed(seed + 2))
-        correct = np.array([c.prediction == int(y) for c, y in zip(certs, data.y)])
-        proxy = np.array([c.proxy_radius for c in certs])
-        l2 = np.array([c.l2_radius for c in certs])
-        row = {"recipe": name, "forward_per_input": fwd / len(x), "backward_per_input": bwd / len(x),
-               "seconds_per_input": seconds / len(x), "median_proxy": float(np.median(proxy * correct)),
-               "mean_proxy": float(np.mean(proxy * correct)), "median_l2": float(np.median(l2 * correct))}
-        for r in PROXY_RADII:
-            row[f"acc@proxy{r:g}"] = float(np.mean(correct & (proxy >= r)))
+        log = [r for r in read(path) if limit is None or r["idx"] in limit]
+        if not log:
+            continue
+        correct = np.array([r["correct"] for r in log], dtype=bool)
+        proxy = np.array([r["proxy"] for r in log]) * correct
+        row = {"recipe": name, "inputs": len(log),
+               "evals_per_input": float(np.mean([r["forward"] + r["backward"] for r in log])),
+               "seconds_per_input": float(np.mean([r["seconds"] for r in log])),
+               "median_proxy": float(np.median(proxy)), "mean_proxy": float(np.mean(proxy))}
+        for q in PROXY_RADII:
+            row[f"acc@{q:g}"] = float(np.mean(correct & (proxy >= q)))
+        row["abstain"] = float(np.mean([r["prediction"] < 0 for r in log]))
+        row["eig_min_ratio_median"] = float(np.median([r["eig_min_ratio"] for r in log]))
+        row["eig_max_ratio_median"] = float(np.median([r["eig_max_ratio"] for r in log]))
         rows.append(row)
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    paper = next((r for r in rows if r["recipe"] == "paper"), None)
-    if paper is not None:
-        for r in rows:
-            r["network_ratio"] = (r["forward_per_input"] + r["backward_per_input"]) / (
-                paper["forward_per_input"] + paper["backward_per_input"])
-            r["median_proxy_ratio"] = r["median_proxy"] / max(paper["median_proxy"], 1e-12)
-            r["worst_accuracy_gap_pp"] = 100 * min(r[f"acc@proxy{q:g}"] - paper[f"acc@proxy{q:g}"] for q in PROXY_RADII)
-    if out_dir is not None:
-        write(rows, out_dir, dataset, header(f"python -m benchmarks.rddrs_efficiency --dataset {dataset} "
-                                             f"--inputs {inputs}{' --quick' if quick else ''}"), n)
+    ref = next((r for r in rows if r["recipe"] == "paper-capped"), None)
+    for r in rows:
+        r["evals_ratio"] = r["evals_per_input"] / ref["evals_per_input"] if ref else float("nan")
+        r["median_ratio"] = r["median_proxy"] / ref["median_proxy"] if ref and ref["median_proxy"] > 0 else float("nan")
     return rows
 
 
-def write(rows, out_dir: Path, dataset: str, head: str, n: int) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keys = list(rows[0])
-    with open(out_dir / f"rddrs_efficiency_{dataset}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    with open(out_dir / f"rddrs_efficiency_{dataset}.md", "w") as f:
-        f.write("```\n" + head + f"certification: Cohen CERTIFY, n0 = 100, n = {n}, alpha = 0.001, fresh samples\n```\n\n")
-        f.write("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n")
-        for r in rows:
-            f.write("| " + " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |\n")
+def write_summary(dataset: str, sigmas=(0.12, 0.25), head: str = "") -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        ax.plot(PROXY_RADII, [r[f"acc@proxy{q:g}"] for q in PROXY_RADII], marker="o", label=r["recipe"])
-    ax.set_xlabel("proxy radius")
-    ax.set_ylabel("certified accuracy")
-    ax.set_title(f"RDDRS recipes on {dataset}")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+
+    md = RESULTS_DIR / f"rddrs_efficiency_{dataset}.md"
+    all_rows = []
+    fig, axes = plt.subplots(1, len(sigmas), figsize=(5.5 * len(sigmas), 4), squeeze=False)
+    with open(md, "w") as f:
+        f.write("```\n" + head + f"certification: Cohen CERTIFY, n0 = 100, n = {N_CERT}, alpha = 0.001, fresh "
+                "samples; one input at a time, one torch thread, machine shared (seconds are indicative)\n```\n")
+        for ax, sigma in zip(axes[0], sigmas):
+            full = summarise_rows(dataset, sigma)
+            ref = next((r for r in full if r["recipe"] == "paper-capped"), None)
+            rows = full
+            if ref is not None:  # ratios on the inputs the reference has finished
+                idxs = {r["idx"] for r in read(log_dir(dataset, sigma) / "paper-capped.jsonl")}
+                rows = summarise_rows(dataset, sigma, limit=idxs)
+            if not rows:
+                continue
+            f.write(f"\n## sigma = {sigma:g}\n\n")
+            if ref is not None:
+                f.write(f"Ratios are to `paper-capped` on the {ref['inputs']} inputs it has finished "
+                        "(every recipe restricted to the same inputs).\n\n")
+            keys = list(rows[0])
+            f.write("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n")
+            for r in rows:
+                f.write("| " + " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k])
+                                          for k in keys) + " |\n")
+                all_rows.append({"sigma": sigma, **r})
+            for r in rows:
+                abl = r["recipe"].startswith("abl")
+                ax.scatter(r["evals_per_input"], r["median_proxy"], marker="x" if abl else "o", s=30)
+                ax.annotate(r["recipe"], (r["evals_per_input"], r["median_proxy"]), fontsize=6)
+            ax.set_xscale("log")
+            ax.set_xlabel("network evaluations per input (fwd + bwd, log)")
+            ax.set_ylabel("median proxy radius")
+            ax.set_title(f"{dataset}, sigma {sigma:g}")
+            ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_dir / f"rddrs_efficiency_{dataset}.png", dpi=110)
+    fig.savefig(RESULTS_DIR / f"rddrs_efficiency_{dataset}.png", dpi=110)
     plt.close(fig)
+    if all_rows:
+        with open(RESULTS_DIR / f"rddrs_efficiency_{dataset}.csv", "w", newline="") as f:
+            keys = list(all_rows[0])
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(all_rows)
+    return md
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default=None, help="default: fashion-mnist if its files exist, else digits")
-    p.add_argument("--inputs", type=int, default=20)
-    p.add_argument("--sigma", type=float, default=0.25)
-    p.add_argument("--n", type=int, default=100_000)
-    p.add_argument("--quick", action="store_true")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--sigma", type=float, action="append", help="repeatable; default 0.12 and 0.25")
+    p.add_argument("--inputs", type=int, default=50)
+    p.add_argument("--recipes", default=",".join(MAIN), help="comma-separated names ('all': with ablations)")
+    p.add_argument("--summary", action="store_true", help="only rebuild tables and plot from the logs")
     args = p.parse_args(argv)
-    dataset = args.dataset
-    if dataset is None:
-        dataset = "fashion-mnist" if Path("/usr/share/datasets/fashion-mnist").is_dir() else "digits"
-    run(dataset, args.inputs, args.sigma, args.n, quick=args.quick)
+    torch.set_num_threads(1)
+    sigmas = args.sigma or [0.12, 0.25]
+    names = list(recipes()) if args.recipes == "all" else [s for s in args.recipes.split(",") if s]
+    if not args.summary:
+        for sigma in sigmas:
+            run(args.dataset, sigma, args.inputs, names)
+    from benchmarks.compare import header
+    md = write_summary(args.dataset, tuple(sigmas), header(f"python -m benchmarks.rddrs_efficiency --dataset "
+                                                           f"{args.dataset}"))
+    print(md.read_text())
     return 0
 
 

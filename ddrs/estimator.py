@@ -22,9 +22,9 @@ PROBABILITY_CLAMP = 1e-3
 
 @dataclass
 class Terms:
-    """What an objective sees, one entry per input: the certified gap R = Phi^-1(G_A) - Phi^-1(G_B),
-    the mean log eigenvalue of the noise scale (log of the geometric mean P) and its smallest
-    eigenvalue K; plus the raw estimates for user objectives."""
+    """What an objective sees, one entry per input: the papers' gap R = Phi^-1(G_A) - Phi^-1(G_B),
+    the certificate's margin Phi^-1(G_A) (p_B = 1 - p_A), the mean log eigenvalue of the noise scale
+    (log of the geometric mean P) and its smallest eigenvalue K; plus the raw estimates."""
 
     gap: torch.Tensor
     log_volume: torch.Tensor
@@ -32,6 +32,11 @@ class Terms:
     p_top: torch.Tensor
     p_second: torch.Tensor
     point: torch.Tensor
+
+    @property
+    def margin(self) -> torch.Tensor:
+        """Phi^-1(p_A) (clamped p_A): the certificate's radius per unit noise scale."""
+        return torch.special.ndtri(self.p_top)
 
 
 @dataclass

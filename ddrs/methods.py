@@ -22,6 +22,7 @@ from certify.smooth import model_device_dtype
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator
 from .objectives import EigenvalueFloor, Objective, Radius, ancer_objective
 from .optimizers import AdamAscent, EuclideanAscent, RiemannianAscent, StepRule, Trace, ascend
+from .selection import select as _select
 
 
 @dataclass
@@ -36,6 +37,7 @@ class SmoothingResult:
     trace: Trace | None = None
     network: NetworkCounter = field(default_factory=NetworkCounter)
     seconds: float = 0.0
+    kept_new: torch.Tensor | None = None  # per input: the selection kept the optimised point (None: no selection)
 
     def noises(self) -> list[certify.GaussianNoise]:
         """One certify noise object per input."""
@@ -110,10 +112,17 @@ class _Optimised:
     keep_best: bool = True
     num_classes: int | None = None
     antithetic: bool = False
+    select: bool = True  # keep the start unless the optimised noise is better on fresh samples
+    selection_samples: int = 1000
+    selection_alpha: float = 0.001
+    common_random_numbers: bool = False  # one noise draw for every step (deterministic objective)
 
     def _validate(self) -> None:
         _check_int(self.iterations, "iterations", 0)
         _check_int(self.samples, "samples", 1)
+        _check_int(self.selection_samples, "selection_samples", 1)
+        if not (0 < self.selection_alpha < 1):
+            raise ValueError(f"selection_alpha must lie in (0, 1), got {self.selection_alpha}")
 
     def _estimator(self) -> SoftSmoothingEstimator:
         return SoftSmoothingEstimator(samples=self.samples, chunk_size=self.chunk_size, clamp=self.clamp,
@@ -126,9 +135,20 @@ class _Optimised:
         estimator = self._estimator()
         best, trace = ascend(model, manifold, x, point, objective, estimator, rule, self.iterations,
                              generator=generator, constraint=constraint, num_classes=self.num_classes,
-                             keep_best=self.keep_best, callback=progress)
+                             keep_best=self.keep_best, common_random_numbers=self.common_random_numbers,
+                             callback=progress)
+        kept = None
+        if self.select and self.iterations > 0:
+            B, d = x.shape[0], x[0].numel()
+            draw = lambda: SoftSmoothingEstimator(samples=self.selection_samples).draw(  # noqa: E731
+                B, d, generator, x.device, x.dtype)
+            start_point = point.detach().to(torch.float64)
+            if constraint is not None:
+                start_point = constraint.project(manifold, start_point)
+            best, kept = _select(model, manifold, x, start_point, best, draw, self.selection_alpha,
+                                 "l2" if name == "ddrs" else "proxy", estimator.counter, self.chunk_size)
         return SmoothingResult(name, manifold, best, sigma_star, trace, estimator.counter,
-                               time.perf_counter() - start)
+                               time.perf_counter() - start, kept)
 
 
 def _step_rule(step: str | StepRule, lr: float) -> StepRule:

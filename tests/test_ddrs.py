@@ -259,7 +259,7 @@ def test_batched_optimisation_matches_one_input_at_a_time():
     batch = preset.fit(model, x, generator=gen(0)).points
     alone = torch.cat([preset.fit(model, x[i:i + 1], generator=gen(1)).points for i in range(2)])
     assert batch.shape == (2,)
-    assert torch.allclose(batch, alone, atol=0.04)
+    assert torch.allclose(batch, alone, atol=0.05)  # Monte Carlo: different draws per input
     assert abs(float(batch[1] - batch[0])) > 0.05  # and they are not one shared sigma
 
 
@@ -309,3 +309,39 @@ def test_bad_inputs_raise_named_errors():
 
     with pytest.raises(FloatingPointError, match="step 0"):
         ddrs.DDRS(iterations=3, samples=4).fit(NaNModel(), x)
+
+
+def test_certificate_form_is_phi_inverse_of_p_top_and_gap_form_is_the_papers():
+    p = torch.tensor([0.9, 0.6], dtype=torch.float64)
+    q = torch.tensor([0.02, 0.3], dtype=torch.float64)
+    terms = ddrs.Terms(gap=torch.special.ndtri(p) - torch.special.ndtri(q), log_volume=torch.log(p * 0 + 0.5),
+                       min_eigenvalue=torch.tensor([0.5, 0.5], dtype=torch.float64), p_top=p, p_second=q,
+                       point=torch.zeros(2))
+    assert torch.allclose(ddrs.Radius()(terms), 0.5 * torch.special.ndtri(p))
+    assert torch.allclose(ddrs.Radius("gap")(terms), 0.5 * terms.gap / 2)
+    assert torch.allclose(ddrs.ancer_objective(2.0)(terms), 0.5 * torch.special.ndtri(p) * 3)
+    assert torch.allclose(ddrs.paper_objective("rddrs", 2.0)(terms), 0.5 * terms.gap * 3)
+    with pytest.raises(ValueError, match="form"):
+        ddrs.Radius("other")
+
+
+def test_selection_keeps_the_start_when_the_new_point_is_worse():
+    # Slab: small sigma is better, so a larger "new" sigma loses and the start is kept; the reverse wins.
+    model = Slab(0.5)
+    x = torch.zeros(2, 2, dtype=torch.float64)
+    m = manifolds.get_manifold("scalar", 2)
+    start = torch.tensor([0.2, 0.6], dtype=torch.float64)
+    new = torch.tensor([0.6, 0.2], dtype=torch.float64)
+    counter = ddrs.NetworkCounter()
+    draw = lambda: torch.randn(2, 2000, 2, generator=gen(0), dtype=torch.float64)  # noqa: E731
+    points, kept = ddrs.select(model, m, x, start, new, draw, 0.001, "l2", counter)
+    assert kept.tolist() == [False, True]
+    assert torch.equal(points, torch.tensor([0.2, 0.2], dtype=torch.float64))
+    assert counter.forward == 2 * 2 * 2000 and counter.backward == 0
+    # a fitted DDRS never ends below its start on fresh samples: forced bad steps are rejected
+    fitted = ddrs.DDRS(iterations=3, lr=5.0, samples=64, sigma0=0.2, step="euclidean", max_ratio=None,
+                       keep_best=False).fit(model, x[:1], generator=gen(1))
+    start_r = ddrs.hard_vote_radius(model, m, x[:1], torch.tensor([0.2], dtype=torch.float64),
+                                    draw()[:1], 0.001, "l2")
+    end_r = ddrs.hard_vote_radius(model, m, x[:1], fitted.points, draw()[:1], 0.001, "l2")
+    assert float(end_r) >= float(start_r) - 0.02

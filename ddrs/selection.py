@@ -1,0 +1,60 @@
+"""Keep the previous stage's noise unless the new one is better, judged on FRESH samples.
+
+The score is the certificate each candidate would get from hard votes on ``samples`` fresh noise
+draws (common to both candidates, so the comparison is not swamped by Monte Carlo noise): the
+Clopper-Pearson lower bound p_A_lower at ``alpha`` and the radius Phi^-1(p_A_lower) times the noise's
+smallest axis (``kind="l2"``, DDRS) or its geometric mean (``kind="proxy"``, ANCER / RDDRS; Cohen et
+al. Thm 1, ANCER's proxy radius). These draws come from the fitting generator, never from the
+certification samples (errata rddrs item 5), so certification's statistics are untouched.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from scipy.stats import beta
+
+from .estimator import NetworkCounter
+
+KINDS = ("l2", "proxy")
+
+
+def hard_vote_radius(model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, z: torch.Tensor,
+                     alpha: float, kind: str, chunk_size: int = 20000) -> torch.Tensor:
+    """Radius (B,) of the hard-vote certificate with noise ``point`` on draws z (B, m, d); 0 where
+    p_A_lower <= 1/2 (the certifier would abstain)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    B, m, d = z.shape
+    per_chunk = max(1, chunk_size // max(B, 1))
+    counts = None
+    with torch.no_grad():
+        noise_point = point.to(x.dtype)
+        for s in range(0, m, per_chunk):
+            zc = z[:, s:s + per_chunk]
+            noisy = (x.reshape(B, 1, d) + manifold.noise_matrix_apply(noise_point, zc)).reshape(
+                (B * zc.shape[1],) + tuple(x.shape[1:]))
+            logits = model(noisy)
+            labels = logits.argmax(dim=1).reshape(B, -1)
+            c = torch.nn.functional.one_hot(labels, num_classes=logits.shape[1]).sum(1)
+            counts = c if counts is None else counts + c
+    top = counts.max(dim=1).values.cpu().double().numpy()
+    lower = torch.as_tensor(beta.ppf(alpha, top, m - top + 1), dtype=torch.float64).nan_to_num(0.0)
+    margin = torch.special.ndtri(lower.clamp(max=1 - 1e-12))
+    point64 = point.detach().to(torch.float64).cpu()
+    scale = manifold.min_eigenvalue(point64) if kind == "l2" else torch.exp(manifold.log_volume(point64))
+    return torch.where(lower > 0.5, margin * scale, torch.zeros_like(margin))
+
+
+def select(model: Callable, manifold, x: torch.Tensor, start: torch.Tensor, new: torch.Tensor,
+           draw: Callable[[], torch.Tensor], alpha: float, kind: str, counter: NetworkCounter,
+           chunk_size: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per input, ``new`` if its fresh-sample radius beats ``start``'s strictly, else ``start``.
+    Returns (points, kept_new mask (B,)); the forward passes are added to ``counter``."""
+    z = draw()
+    r_start = hard_vote_radius(model, manifold, x, start, z, alpha, kind, chunk_size)
+    r_new = hard_vote_radius(model, manifold, x, new, z, alpha, kind, chunk_size)
+    counter.add(forward=2 * z.shape[0] * z.shape[1])
+    better = (r_new > r_start).to(new.device)
+    shape = (-1,) + (1,) * (new.ndim - 1)
+    return torch.where(better.reshape(shape), new, start.to(new.dtype).to(new.device)), better
