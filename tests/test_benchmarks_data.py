@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.data import (DEBIAN_DIRS, load_dataset, rotation_matrix, subset)
+from benchmarks.data import DEBIAN_DIRS, load_dataset, rotation_matrix, subset
 
 FMNIST_DIR = Path(DEBIAN_DIRS["fashion-mnist"])
 FMNIST_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
