@@ -1,38 +1,39 @@
-"""Exact intersection test for two ellipsoids of any orientation (and the shrink radius).
+"""Verified intersection test for two ellipsoids of any orientation (and the shrink radius).
 
 Convention (the one of ``certify.region``): ``E = {c + delta : ||S^{-1} delta||_2 <= r}``, i.e.
-``E = {c + r S u : ||u|| <= 1}``, with ``S`` a scalar, a positive vector or an SPD matrix.  Its shape
-matrix is ``A = r^2 S^2`` and its support function ``h_E(v) = <v, c> + r ||S v||``.  Everything
-below is derived from ``(c, S, r)`` here and nowhere else (``_pair_spectrum``).
+``E = {c + r S u : ||u|| <= 1}``, with ``S`` a scalar, a positive vector or an SPD matrix (exactly
+symmetric: ``Ellipsoid`` symmetrises it).  Its shape matrix is ``A = r^2 S^2`` and its support
+function ``h_E(v) = <v, c> + r ||S v||`` (exact, since ``S^T = S``).
 
-Criterion (Gilitschenski & Hanebeck 2012, "A robust computational test for overlap of two
-arbitrary-dimensional ellipsoids in fault-detection of Kalman filters"; equivalently the
-support-function / Minkowski-sum dual).  Two compact convex sets are disjoint iff some direction
-``v`` strictly separates them: ``<v, c2 - c1> > r1 ||S1 v|| + r2 ||S2 v||``.  With
-``sqrt(a) + sqrt(b) = min_{t in (0,1)} sqrt(a / t + b / (1 - t))`` this is
+Soundness by construction.  "Disjoint" is answered only with a proof: a direction ``v`` for which
+``separation_gap`` (the support-function gap ``<v, c2 - c1> - r1 ||S1 v|| - r2 ||S2 v||``, computed
+from the stored ``(c, S, r)`` directly, never from an eigendecomposition) exceeds a rigorous bound
+on its float64 rounding error.  Everything else -- the spectrum, the maximisation over ``t``,
+the screens -- only *proposes* ``v``; if the check fails the answer is "intersect".  The verdict is
+the same for ``(A, B)`` and ``(B, A)``: the pair is put in a canonical order first.
+
+Proposing v (Gilitschenski & Hanebeck 2012, "A robust computational test for overlap of two
+arbitrary-dimensional ellipsoids in fault-detection of Kalman filters"; the support-function /
+Minkowski-sum dual).  With ``sqrt(a) + sqrt(b) = min_{t in (0,1)} sqrt(a / t + b / (1 - t))``,
 
     disjoint  <=>  max_{t in (0,1)} F(t) > 1,   F(t) = delta^T (A1 / t + A2 / (1 - t))^{-1} delta,
 
-``delta = c2 - c1`` (``1 - F`` is Gilitschenski-Hanebeck's ``K(t)``, convex in ``t``, so ``F`` is
-concave).  A simultaneous diagonalisation makes each evaluation O(d): with
-``M = S1^{-1} S2^2 S1^{-1} = U diag(nu) U^T`` and ``w = U^T S1^{-1} delta``,
+``delta = c2 - c1``, and for any t with ``F(t) > 1`` the direction
+``v = (A1 / t + A2 / (1 - t))^{-1} delta`` separates: ``<v, delta> = F`` while
+``r1 ||S1 v|| + r2 ||S2 v|| <= sqrt(F)``.  A simultaneous diagonalisation makes each evaluation O(d):
+with ``G = S1^{-1} S2 = U diag(sigma) W^T`` (an SVD: the spectrum of ``M = G G^T`` is ``sigma^2``,
+obtained without squaring the condition number, unlike ``eigh(M)``), ``nu = sigma^2`` and
+``w = U^T S1^{-1} delta``,
 
     F(t) = sum_i w_i^2 / (r1^2 / t + r2^2 nu_i / (1 - t)).
 
-Ball/diagonal pairs need no decomposition (O(d)); a ball or diagonal against a full ellipsoid, or two
-full ellipsoids sharing their eigenvectors, reuse the cached eigendecomposition (O(d^2)); two full
-ellipsoids with different orientations (or a diagonal against a full one) need one d x d ``eigh``.
-The spectrum does not depend on the radii, so the shrink search (``max_disjoint_radius``) computes it
-once and then costs O(d) per trial radius.
-
-Maximisation: ``F`` is concave with ``F(0) = F(1) = 0`` (both radii > 0), so the maximiser is found
-by bisection on the sign of ``F'`` (60 halvings) plus a 17-point grid; every evaluated ``t`` gives a
-valid lower bound of ``max F``.  Decision: "disjoint" only if the best value found exceeds
-``1 + rtol`` (default ``rtol = 1e-7``), i.e. every numerical doubt (round-off in the eigen-
-decomposition, an unconverged maximisation, exactly touching sets) is answered "they intersect".
-The separating direction for ``t*`` is ``v = (A1 / t* + A2 / (1 - t*))^{-1} delta``
-(``separating_direction``), an independent certificate of disjointness.
-Radius-0 regions (points) are handled in closed form (membership in the other region).
+Ball/diagonal pairs and pairs sharing eigenvectors need no decomposition; a diagonal against a
+full scale, or two full scales of different orientation, need one d x d SVD (of
+``diag(1/v1) V1^T V2 diag(v2)``, one matrix product).  The spectrum does not depend on the radii,
+so ``max_disjoint_radius`` computes it once and then costs O(d) per trial radius, plus one verified
+check (O(d^2) for a full scale) whose closed form gives the largest radius that direction proves.
+``F`` is concave with ``F(0) = F(1) = 0`` (both radii > 0): bisection on the sign of ``F'`` plus a
+17-point grid (``PairSpectrum.sup``).
 """
 from __future__ import annotations
 
@@ -53,13 +54,33 @@ class PairSpectrum:
     """``F(t; r1, r2) = sum w2_i / (r1^2 / t + r2^2 nu_i / (1 - t))`` for the pair (first, second).
 
     ``w2`` = squared whitened centre difference, ``nu`` = generalised eigenvalues; ``radius-free``:
-    the radii are arguments, so one spectrum serves every radius of either region."""
+    the radii are arguments, so one spectrum serves every radius of either region.  ``S1^{-1} =
+    L diag(inv1) L^T`` (``L`` None: identity) and ``U = L @ inner`` (``inner`` None: identity)."""
 
-    w2: np.ndarray
+    w: np.ndarray
     nu: np.ndarray
-    swapped: bool  # True if ``first`` of the pair was the caller's second ellipsoid
-    basis: np.ndarray | None  # U (None = identity), used to build the separating direction
-    whiten_first: object  # the Ellipsoid used for whitening (S1 in the formulas)
+    left: np.ndarray | None
+    inv1: np.ndarray
+    inner: np.ndarray | None
+
+    @property
+    def w2(self) -> np.ndarray:
+        return self.w * self.w
+
+    def direction(self, t: float, r1: float, r2: float) -> np.ndarray:
+        """``(A1 / t + A2 / (1 - t))^{-1} delta`` (up to a positive factor) = ``S1^{-1} U (w / h)``."""
+        if r1 == 0.0 and r2 == 0.0:
+            h = np.ones_like(self.nu)
+        elif r1 == 0.0:
+            h = r2 * r2 * self.nu
+        elif r2 == 0.0:
+            h = np.full_like(self.nu, r1 * r1)
+        else:
+            h = r1 * r1 / t + r2 * r2 * self.nu / (1.0 - t)
+        coef = self.w / h
+        y = coef if self.inner is None else self.inner @ coef
+        y = y * self.inv1
+        return y if self.left is None else self.left @ y
 
     def value(self, t, r1: float, r2: float):
         t = np.asarray(t, dtype=np.float64)[..., None]
@@ -74,7 +95,7 @@ class PairSpectrum:
         bound of the concave ``F`` is below it (this early "no" only relies on concavity, and an
         error there could only turn a "disjoint" into "intersect")."""
         if r1 == 0.0 and r2 == 0.0:
-            return (np.inf if np.any(self.w2 > 0) else 0.0), 0.5
+            return (np.inf if np.any(self.w != 0) else 0.0), 0.5
         if r1 == 0.0:  # F increases to its limit as t -> 0: membership of c1 in E2
             return float(np.sum(self.w2 / (r2 * r2 * self.nu))), 0.0
         if r2 == 0.0:
@@ -128,115 +149,223 @@ class PairSpectrum:
         return best, best_t
 
 
-def _pair_spectrum(e1: Ellipsoid, e2: Ellipsoid) -> PairSpectrum:
-    """The simultaneous diagonalisation of the pair (the one place converting (c, S, r))."""
-    if e1.dim != e2.dim:
-        raise ValueError(f"dimension mismatch: {e1.dim} vs {e2.dim}")
+_UNIT = 2.0 ** -53  # unit roundoff of float64 (round to nearest)
+
+
+def _gamma(n: int) -> float:
+    """Higham's gamma_n = n u / (1 - n u): bound on the relative error of n chained operations."""
+    return n * _UNIT / (1.0 - n * _UNIT)
+
+
+def _scaled_norms(e: Ellipsoid, v: np.ndarray) -> tuple[float, float]:
+    """``(fl ||S v||, fl || |S| |v| ||)`` from the stored scale (no eigendecomposition)."""
+    if e.kind == "ball":
+        n = abs(e.scale) * float(np.linalg.norm(v))
+        return n, n
+    if e.kind == "diagonal":
+        n = float(np.linalg.norm(e.scale * v))
+        return n, n
+    return float(np.linalg.norm(e.scale @ v)), float(np.linalg.norm(e.abs_scale @ np.abs(v)))
+
+
+def _gap_terms(e1: Ellipsoid, e2: Ellipsoid, v: np.ndarray) -> tuple[float, float, float, float, float, float]:
+    delta = e2.center - e1.center
+    n1, a1 = _scaled_norms(e1, v)
+    n2, a2 = _scaled_norms(e2, v)
+    return float(v @ delta), float(np.abs(v) @ np.abs(delta)), n1, a1, n2, a2
+
+
+def _proves(e1: Ellipsoid, e2: Ellipsoid, v: np.ndarray, rtol: float) -> bool:
+    """True iff direction v proves (e1, e2) disjoint with a relative margin: the rounding-safe gap
+    exceeds ``rtol / 2`` times the sets' widths along v, ``r1 ||S1 v|| + r2 ||S2 v||`` (a margin on
+    top of the rounding bound, so that "touching up to rtol" counts as intersecting; for two balls
+    it is the former criterion ``max F > 1 + rtol``)."""
+    gap = separation_gap(e1, e2, v)
+    if not gap > 0:
+        return False
+    if rtol <= 0:
+        return True
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
+    width = e1.radius * _scaled_norms(e1, v)[0] + e2.radius * _scaled_norms(e2, v)[0]
+    return bool(gap > 0.5 * rtol * width * (1.0 + 4 * _UNIT))
+
+
+def separation_gap(e1: Ellipsoid, e2: Ellipsoid, v: np.ndarray) -> float:
+    """A rigorous lower bound (in float64) of ``min_{y in E2} <v, y> - max_{y in E1} <v, y>``;
+    positive only if the direction ``v`` proves the closed regions disjoint.
+
+    Error bound (u = 2^-53, gamma_n = n u / (1 - n u), Higham 2002, Sec. 3.1-3.5; d = dimension):
+    * ``fl(c2 - c1)`` errs by <= u |c2 - c1| per entry and the dot product with v by gamma_d
+      sum |v_i| |delta_i|; together <= gamma_{d+1} P with ``P = sum |v_i| |fl(delta_i)|`` (1 + u)
+      (computed P errs by a factor <= 1 + gamma_d);
+    * ``fl(S v)`` errs by <= gamma_d (|S| |v|) componentwise (exact for ball/diagonal up to u), so
+      ``| ||fl(S v)|| - ||S v|| | <= gamma_d || |S| |v| ||``; the 2-norm of a d-vector adds a
+      relative gamma_{d+1} (sum of squares, then sqrt), the product with r one more u;
+    * the two subtractions add u times the magnitudes.
+    So |computed gap - gap| <= gamma_{d+3} (P + r1 N1 + r2 N2) + gamma_d (r1 A1 + r2 A2) + O(u^2)
+    with ``N = ||S v||``, ``A = || |S| |v| ||`` (A >= N).  We subtract the larger
+    ``2 gamma_{d+8} (P + r1 (N1 + 2 A1) + r2 (N2 + 2 A2))``, whose factor 2 also covers the
+    rounding of this bound itself, the O(u^2) terms and the computed-vs-exact P, N and A, plus
+    1e-290 for gradual underflow (at most d 2^-1074 per sum).  Inputs (c, S, r) are taken as exact:
+    they are the stored definition of the region."""
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(v)) or not np.any(v != 0):
+        return -np.inf
+    p, pa, n1, a1, n2, a2 = _gap_terms(e1, e2, v)
+    gap = p - e1.radius * n1 - e2.radius * n2
+    err = 2.0 * _gamma(e1.dim + 8) * (pa + e1.radius * (n1 + 2.0 * a1) + e2.radius * (n2 + 2.0 * a2)) + 1e-290
+    return gap - err if np.isfinite(gap) and np.isfinite(err) else -np.inf
+
+
+def _verified_radius(region_first: bool, e1: Ellipsoid, e2: Ellipsoid, v: np.ndarray, rtol: float) -> float:
+    """The largest radius of the region (e1 if ``region_first`` else e2; the other keeps its
+    radius) that ``_proves`` accepts with direction v (the gap, its error bound and the margin are
+    affine in that radius), or -1.0 if none."""
+    m = 1.0 + 0.5 * max(rtol, 0.0) * (1.0 + 8 * _UNIT)
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(v)) or not np.any(v != 0):
+        return -1.0
+    p, pa, n1, a1, n2, a2 = _gap_terms(e1, e2, v)
+    g = 2.0 * _gamma(e1.dim + 8)
+    if region_first:
+        (n_o, a_o, r_o), (n_r, a_r) = (n2, a2, e2.radius), (n1, a1)
+    else:
+        (n_o, a_o, r_o), (n_r, a_r) = (n1, a1, e1.radius), (n2, a2)
+    num = p - r_o * n_o * m - g * (pa + r_o * (n_o + 2.0 * a_o)) - 1e-290
+    if not (np.isfinite(num) and num > 0):
+        return -1.0
+    den = n_r * m + g * (n_r + 2.0 * a_r)
+    return float(num / den) * (1.0 - 8 * _UNIT) if den > 0 else np.inf
+
+
+def _canonical(e1: Ellipsoid, e2: Ellipsoid) -> bool:
+    """True if the pair is to be processed as (e2, e1): a fixed order of the unordered pair
+    (kind, then centre, then scale), so that (A, B) and (B, A) get the same computation."""
     rank = {"ball": 0, "diagonal": 1, "full": 2}
-    swapped = rank[e2.kind] < rank[e1.kind]
-    first, second = (e2, e1) if swapped else (e1, e2)
+    k1, k2 = rank[e1.kind], rank[e2.kind]
+    if k1 != k2:
+        return k2 < k1
+    b1, b2 = e1.center.tobytes(), e2.center.tobytes()
+    if b1 != b2:
+        return b2 < b1
+    s1, s2 = np.asarray(e1.scale).tobytes(), np.asarray(e2.scale).tobytes()
+    if s1 != s2:
+        return s2 < s1
+    return e2.radius < e1.radius
+
+
+def _pair_spectrum(first: Ellipsoid, second: Ellipsoid) -> PairSpectrum:
+    """The simultaneous diagonalisation of the pair (first, second), whitening by ``first``."""
+    if first.dim != second.dim:
+        raise ValueError(f"dimension mismatch: {first.dim} vs {second.dim}")
     delta = second.center - first.center
     v1, b1 = first.axes
     v2, b2 = second.axes
+    inv1 = 1.0 / v1
     if b1 is None and b2 is None:  # ball/diagonal pair: already diagonal
-        w = delta / v1
-        return PairSpectrum(w * w, (v2 / v1) ** 2, swapped, None, first)
+        return PairSpectrum(delta * inv1, (v2 * inv1) ** 2, None, inv1, None)
     if first.kind == "ball":  # S1 = s I: M = S2^2 / s^2 in S2's basis
-        w = (delta @ b2) / v1
-        return PairSpectrum(w * w, (v2 / v1) ** 2, swapped, b2, first)
+        if b2 is None:
+            return PairSpectrum(delta * inv1, (v2 * inv1) ** 2, None, inv1, None)
+        return PairSpectrum((delta @ b2) * inv1[0], (v2 * inv1[0]) ** 2, None, inv1, b2)
     if b1 is not None and b2 is not None and (b1 is b2 or np.array_equal(b1, b2)):
-        w = (delta @ b1) / v1
-        return PairSpectrum(w * w, (v2 / v1) ** 2, swapped, b1, first)
-    # general: M = S1^{-1} S2^2 S1^{-1} = G G^T with G = S1^{-1} V2 diag(v2); one dense eigh.
-    if b1 is None:  # diagonal first, full second
-        g = (b2 * v2) / v1[:, None]
-        wd = delta / v1
-    else:  # full first (and full second of another orientation)
-        inv = (b1 / v1) @ b1.T
-        g = inv @ (b2 * v2) if b2 is not None else inv * v2
-        wd = inv @ delta
-    m = g @ g.T
-    m = 0.5 * (m + m.T)
-    nu, u = np.linalg.eigh(m)
-    nu = np.maximum(nu, np.finfo(np.float64).tiny)
-    w = wd @ u
-    return PairSpectrum(w * w, nu, swapped, u, first)
+        return PairSpectrum((delta @ b1) * inv1, (v2 * inv1) ** 2, b1, inv1, None)
+    # general: G' = diag(1/v1) L^T S2 (right factors orthogonal), SVD G' = U' diag(sigma) W^T
+    if b1 is None:  # diagonal first, full second: L = I, L^T S2 ~ V2 diag(v2)
+        g = (b2 * v2) * inv1[:, None]
+        wd = delta * inv1
+    else:  # full first: L = V1
+        g = ((b1.T @ b2) * v2 if b2 is not None else b1.T * v2) * inv1[:, None]
+        wd = (delta @ b1) * inv1
+    u, sigma, _ = np.linalg.svd(g, full_matrices=False)
+    nu = np.maximum(sigma * sigma, np.finfo(np.float64).tiny)
+    return PairSpectrum(wd @ u, nu, b1, inv1, u)
 
 
-def _radii(spec: PairSpectrum, e1: Ellipsoid, e2: Ellipsoid) -> tuple[float, float]:
-    return (e2.radius, e1.radius) if spec.swapped else (e1.radius, e2.radius)
+def _ordered(e1: Ellipsoid, e2: Ellipsoid) -> tuple[Ellipsoid, Ellipsoid, bool]:
+    if e1.dim != e2.dim:
+        raise ValueError(f"dimension mismatch: {e1.dim} vs {e2.dim}")
+    swapped = _canonical(e1, e2)
+    return (e2, e1, True) if swapped else (e1, e2, False)
 
 
-def _bounding_disjoint(e1: Ellipsoid, e2: Ellipsoid, rtol: float) -> bool:
-    dist = float(np.linalg.norm(e2.center - e1.center))
-    return dist > (e1.outer_radius + e2.outer_radius) * (1.0 + rtol)
-
-
-def _inscribed_intersect(e1: Ellipsoid, e2: Ellipsoid) -> bool:
-    return float(np.linalg.norm(e2.center - e1.center)) <= e1.l2_radius + e2.l2_radius
+def _prove(first: Ellipsoid, second: Ellipsoid, rtol: float, spec: PairSpectrum | None = None
+           ) -> tuple[np.ndarray | None, PairSpectrum | None]:
+    """A direction proving (first, second) disjoint (``separation_gap > 0``), or None."""
+    delta = second.center - first.center
+    if _proves(first, second, delta, rtol):  # the centre line (the bounding-ball screen)
+        return delta, spec
+    if float(np.linalg.norm(delta)) <= first.l2_radius + second.l2_radius:  # inscribed balls meet
+        return None, spec
+    if spec is None:
+        spec = _pair_spectrum(first, second)
+    r1, r2 = first.radius, second.radius
+    for threshold in (1.0 + 2.0 * max(rtol, 0.0), None):  # early stop first, then the maximiser
+        value, t = spec.sup(r1, r2, threshold=threshold)
+        if not value > 1.0:
+            return None, spec
+        v = spec.direction(t, r1, r2)
+        if _proves(first, second, v, rtol):
+            return v, spec
+    return None, spec
 
 
 def intersection_value(e1: Ellipsoid, e2: Ellipsoid) -> tuple[float, float]:
-    """``(max_t F, t*)``: the regions are disjoint iff the value exceeds 1 (no screens, no margin)."""
-    spec = _pair_spectrum(e1, e2)
-    return spec.sup(*_radii(spec, e1, e2))
+    """``(max_t F, t*)`` from the spectrum (unverified; > 1 suggests disjoint)."""
+    first, second, _ = _ordered(e1, e2)
+    return _pair_spectrum(first, second).sup(first.radius, second.radius)
 
 
 def ellipsoids_intersect(e1: Ellipsoid, e2: Ellipsoid, rtol: float = DEFAULT_RTOL) -> bool:
-    """True unless the two closed regions are certified disjoint (``max F > 1 + rtol``).
+    """True unless the two closed regions are *proved* disjoint by a separating direction whose
+    support-function gap exceeds its float64 rounding bound (``separation_gap``).
 
-    Touching regions intersect.  Errs on the side of "intersect": it never answers False for a pair
-    that intersects (up to float64 round-off well below ``rtol``)."""
-    if _bounding_disjoint(e1, e2, rtol):
-        return False
-    if _inscribed_intersect(e1, e2):
-        return True
-    spec = _pair_spectrum(e1, e2)
-    value, _ = spec.sup(*_radii(spec, e1, e2), threshold=1.0 + rtol)
-    return not (value > 1.0 + rtol)
+    Touching regions intersect, and so do regions closer than ``rtol`` times their widths along the
+    direction (a margin on top of the rounding bound).  Symmetric in its arguments.  A negative
+    ``rtol`` gives the loose audit test "max F <= 1 - |rtol|" (intersect only when clearly so),
+    used to look for violations, never to store regions."""
+    first, second, _ = _ordered(e1, e2)
+    if rtol < 0:
+        value, _ = _pair_spectrum(first, second).sup(first.radius, second.radius, threshold=1.0 + rtol)
+        return not (value > 1.0 + rtol)
+    v, _ = _prove(first, second, rtol)
+    return v is None
 
 
 def separating_direction(e1: Ellipsoid, e2: Ellipsoid) -> np.ndarray | None:
-    """A direction ``v`` separating the regions when the test finds them disjoint (``max F > 1``),
-    else None: ``e1.support(v) < -e2.support(-v)`` (max over E1 of <v, y> < min over E2).  It is
-    ``(A1 / t* + A2 / (1 - t*))^{-1} (c2 - c1)``, an independent certificate of disjointness."""
-    spec = _pair_spectrum(e1, e2)
-    r1, r2 = _radii(spec, e1, e2)
-    value, t = spec.sup(r1, r2)
-    if not value > 1.0:
+    """A verified direction ``v`` with ``e1.support(v) < -e2.support(-v)`` (max over E1 of <v, y> <
+    min over E2, with a margin above the rounding bound), or None when none is found."""
+    first, second, swapped = _ordered(e1, e2)
+    v, _ = _prove(first, second, 0.0)
+    if v is None:
         return None
-    first = spec.whiten_first
-    second = e1 if spec.swapped else e2
-    delta = second.center - first.center
-    if r1 == 0.0 and r2 == 0.0:
-        v = delta
-    else:
-        y = first.whiten(delta)  # S1^{-1} delta
-        u = spec.basis
-        z = y if u is None else y @ u
-        if r1 == 0.0:
-            h = r2 * r2 * spec.nu
-        elif r2 == 0.0:
-            h = np.full_like(spec.nu, r1 * r1)
-        else:
-            h = r1 * r1 / t + r2 * r2 * spec.nu / (1.0 - t)
-        coef = z / h
-        v = first.whiten(coef if u is None else u @ coef)
-    return -v if spec.swapped else v
+    return -v if swapped else v
 
 
 def max_disjoint_radius(region: Ellipsoid, obstacle: Ellipsoid, rtol: float = DEFAULT_RTOL,
                         iterations: int = 50) -> float:
-    """Largest ``r' <= region.radius`` such that ``region.with_radius(r')`` is certified disjoint from
-    ``obstacle`` (bisection on ``r'``, answering from below); 0.0 if even a point is not."""
-    if not ellipsoids_intersect(region, obstacle, rtol):
+    """Largest ``r' <= region.radius`` such that ``region.with_radius(r')`` is *proved* disjoint from
+    ``obstacle`` (bisection on ``r'`` with the spectrum, then the radius the final direction
+    proves); ``region.radius`` iff ``ellipsoids_intersect`` is False; 0.0 if even the centre is
+    not proved outside the obstacle."""
+    first, second, swapped = _ordered(region, obstacle)
+    region_first = not swapped
+    v, spec = _prove(first, second, rtol)
+    if v is not None:
         return region.radius
-    spec = _pair_spectrum(region, obstacle)
+    if spec is None:
+        spec = _pair_spectrum(first, second)
     ro = obstacle.radius
 
+    def radii(r: float) -> tuple[float, float]:
+        return (r, ro) if region_first else (ro, r)
+
     def disjoint(r: float) -> bool:
-        r1, r2 = (ro, r) if spec.swapped else (r, ro)
-        return spec.sup(r1, r2, threshold=1.0 + rtol)[0] > 1.0 + rtol
+        return spec.sup(*radii(r), threshold=1.0 + rtol)[0] > 1.0 + rtol
+
+    def pair(r: float) -> tuple[Ellipsoid, Ellipsoid]:
+        shrunk = region.with_radius(r)
+        return (shrunk, obstacle) if region_first else (obstacle, shrunk)
 
     if not disjoint(0.0):
         return 0.0
@@ -249,4 +378,18 @@ def max_disjoint_radius(region: Ellipsoid, obstacle: Ellipsoid, rtol: float = DE
             hi = mid
         if hi - lo <= 1e-12 * region.radius:
             break
-    return lo
+    best, used = -1.0, None
+    for r in (lo, 0.0):  # the direction found at lo, else the one at a point
+        value, t = spec.sup(*radii(r))
+        if not value > 1.0:
+            continue
+        v = spec.direction(t, *radii(r))
+        cand = min(lo, _verified_radius(region_first, *pair(r), v, rtol))
+        if cand > best:
+            best, used = cand, v
+        if best >= lo:
+            break
+    if best < 0.0:
+        return 0.0
+    # the closed form is affine in r; confirm the returned radius with the check itself
+    return best if _proves(*pair(best), used, rtol) else 0.0

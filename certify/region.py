@@ -196,6 +196,13 @@ class Ellipsoid:
 
     # ------------------------------------------------------------------ added for certify.memory
     @cached_property
+    def abs_scale(self) -> np.ndarray:
+        """Entrywise ``|scale|`` of a full scale (for rounding bounds of ``scale @ v``)."""
+        a = np.abs(self.scale)
+        a.setflags(write=False)
+        return a
+
+    @cached_property
     def axes(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Principal scales *in coordinate order* and the basis they refer to.
 
