@@ -27,7 +27,9 @@ certificate (prediction c, region R = {x + delta : ||S^{-1} delta|| <= r}) is an
    ``abstentions_constrain=True``, contains stored abstained inputs), R's radius is scaled down,
    keeping its centre and shape, to the largest r' <= r at which R is certified disjoint from every
    one of them (per conflict a bisection on r' with the exact test, answering from below; r' is the
-   minimum).  If nothing is left (r' = 0) the answer is to abstain.
+   minimum).  "Disjoint" always comes with a separating direction whose support-function gap is
+   checked against a rigorous float64 rounding bound (``certify.intersection``).  If nothing is
+   left (r' = 0) the answer is to abstain.
 3. *Keep*: otherwise the certificate is unchanged.
 
 The answer is then stored, except answers that abstain *because* x lies in a stored region (they
@@ -317,9 +319,11 @@ class Memory:
             e = self.entries[j]
             if e.prediction == own or (e.prediction == ABSTAIN and not self.abstentions_constrain):
                 continue
-            if radius > 0 and ellipsoids_intersect(region.with_radius(radius), e.region, self.rtol):
-                conflicts.append(int(j))
-                radius = min(radius, max_disjoint_radius(region.with_radius(radius), e.region, self.rtol))
+            if radius > 0:  # one spectrum per pair: the full radius is returned iff proved disjoint
+                r = max_disjoint_radius(region.with_radius(radius), e.region, self.rtol)
+                if r < radius:
+                    conflicts.append(int(j))
+                    radius = r
         if conflicts:
             # a stored region of radius 0 touching x would leave nothing: re-check from below
             reason = tuple(self.entries[j].idx for j in conflicts)

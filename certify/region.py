@@ -187,8 +187,14 @@ class Ellipsoid:
         return (vecs / (self.radius * vals) ** 2) @ vecs.T
 
     def with_radius(self, radius: float) -> "Ellipsoid":
-        """The same centre and shape with another radius (eigendecomposition shared)."""
-        return Ellipsoid(self.center, self.scale, radius, _eig=self.eigh)
+        """The same centre and shape with another radius (validated data and caches shared)."""
+        radius = float(radius)
+        if not (radius >= 0 and np.isfinite(radius)):
+            raise ValueError(f"radius must be finite and >= 0, got {radius}")
+        new = object.__new__(Ellipsoid)
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "radius"})
+        object.__setattr__(new, "radius", radius)
+        return new
 
     def as_ball(self, l2_radius: float | None = None) -> "Ellipsoid":
         """A ball about the same centre (default: the inscribed ball)."""
