@@ -45,6 +45,16 @@ class Certificate:
                 f"proxy_radius={self.proxy_radius:.4g}, p_lower={self.p_lower:.4g}, noise={self.noise!r})")
 
     @property
+    def samples(self) -> int:
+        """Samples drawn for this certificate, n0 included (sequential mode stops early)."""
+        return int(self.extras.get("samples", self.n0 + self.n))
+
+    @property
+    def decided(self) -> tuple | None:
+        """Sequential mode: per asked radius True (certified), False (not robust there), None (undecided)."""
+        return self.extras.get("decided")
+
+    @property
     def abstained(self) -> bool:
         return self.prediction == ABSTAIN
 

@@ -10,7 +10,7 @@ import itertools
 import math
 import time
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -187,15 +187,23 @@ class Smooth:
         return int(top2[0]) if p > 0.5 else ABSTAIN
 
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int = 1000,
-                generator: torch.Generator | None = None) -> Certificate:
+                generator: torch.Generator | None = None, radii: Sequence[float] | None = None) -> Certificate:
         """Cohen's CERTIFY with this noise: guess the class from n0 samples, bound its probability
         from n fresh samples, abstain if the bound is <= 1/2, else certify the region of
-        ``certify.region.Ellipsoid`` given by the noise. Wrong with probability <= alpha."""
+        ``certify.region.Ellipsoid`` given by the noise. Wrong with probability <= alpha.
+
+        With ``radii`` (l2 for isotropic noise, the noise's own norm otherwise) the mode is sequential
+        (``certify.sequential``): n is the maximum sample count, sampling stops once every radius is
+        decided, and ``cert.samples`` / ``cert.decided`` report it; still wrong with probability <= alpha."""
         n0 = _check_count(n0, "n0")
         n = _check_count(n, "n")
         alpha = check_alpha(alpha)
         batch_size = _check_count(batch_size, "batch_size")
         x = self._check_x(x)
+        if radii is not None:
+            from .sequential import certify_sequential
+
+            return certify_sequential(self, x, n0, n, alpha, batch_size, generator, radii)
         start = time.perf_counter()
         selection = self._statistics(x, n0, batch_size, generator)
         label = int(self._scores(selection).argmax())
