@@ -20,7 +20,7 @@ import manifolds
 from certify.smooth import model_device_dtype
 
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator
-from .objectives import EigenvalueFloor, Objective, Radius, ancer_objective
+from .objectives import EigenvalueFloor, Objective, Radius, ancer_objective, paper_objective
 from .optimizers import AdamAscent, EuclideanAscent, RiemannianAscent, StepRule, Trace, ascend
 from .selection import select as _select
 
@@ -151,6 +151,17 @@ class _Optimised:
                                time.perf_counter() - start, kept)
 
 
+def _objective(objective, method: str, kappa: float = 2.0) -> Objective:
+    """An Objective, or a name: 'certificate' (the default, Phi^-1(p_A)) or 'gap' (the paper's)."""
+    if objective is None or objective == "certificate":
+        return Radius() if method == "ddrs" else ancer_objective(kappa)
+    if objective == "gap":
+        return paper_objective(method, kappa)
+    if isinstance(objective, str):
+        raise ValueError(f"objective must be an Objective, 'certificate' or 'gap', got {objective!r}")
+    return objective
+
+
 def _step_rule(step: str | StepRule, lr: float) -> StepRule:
     if isinstance(step, StepRule):
         return step
@@ -185,7 +196,7 @@ class DDRS(_Optimised):
         sig0 = _sigma_from(init, x, self.sigma0)
         manifold = manifolds.get_manifold("scalar", x[0].numel())
         bounds = None if self.max_ratio is None else EigenvalueFloor(1e-6, self.max_ratio * sig0)
-        result = self._run("ddrs", model, x, manifold, sig0, sig0, self.objective,
+        result = self._run("ddrs", model, x, manifold, sig0, sig0, _objective(self.objective, "ddrs"),
                            _step_rule(self.step, self.lr), bounds, generator, progress)
         result.sigma_star = result.points.clone()
         return result
@@ -211,7 +222,7 @@ class ANCER(_Optimised):
         d = x[0].numel()
         manifold = manifolds.get_manifold("diagonal", d)
         theta0 = sigma_star[:, None].expand(-1, d).clone()
-        objective = self.objective or ancer_objective(self.kappa)
+        objective = _objective(self.objective, "ancer", self.kappa)
         return self._run("ancer", model, x, manifold, theta0, sigma_star, objective,
                          _step_rule(self.step, self.lr), _bounds(sigma_star, self.max_ratio), generator, progress)
 
@@ -264,7 +275,7 @@ class RDDRS(_Optimised):
         C0 = sigma_star[:, None, None] * eye
         if isinstance(init, SmoothingResult) and init.points.ndim == 2:  # warm start from ANCER's Theta
             C0 = torch.diag_embed(init.points.to(torch.float64))
-        objective = self.objective or ancer_objective(self.kappa)
+        objective = _objective(self.objective, "rddrs", self.kappa)
         floor = _bounds(sigma_star, self.max_ratio)
         if self.backend == "rgd":
             rule = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
