@@ -13,21 +13,16 @@ from benchmarks.training import load_or_train
 
 REFERENCE = Path(__file__).parent / "data" / "runs_reference"
 DD = dict(iterations=3, samples=8)
-# the reference logs predate the certificate-matched objectives and the selection step (issue 13): pin
-# the papers' gap objectives and no selection, which is what the runner ran then
-DD_PAPER = dict(DD, objective="gap", select=False)
-AN_PAPER = dict(DD, objective="gap", select=False)
-RD_PAPER = dict(DD, objective="gap", select=False)
 TIME_COLUMNS = ("time", "choose_seconds")
 
 
 def reference_configs() -> list[MethodConfig]:
     """The configurations tests/data/runs_reference/*.tsv were written with (by the runner before its
     split into plan_batches / compute_batch / Driver)."""
-    return [MethodConfig("rs", sigma=0.1), MethodConfig("ddrs", sigma=0.1, ddrs_options=DD_PAPER),
-            MethodConfig("ancer", sigma=0.1, ddrs_options=DD_PAPER, options=dict(AN_PAPER)),
-            MethodConfig("rddrs", sigma=0.1, ddrs_options=DD_PAPER,
-                         options=dict(RD_PAPER, warm_start="ancer", ancer_options=dict(AN_PAPER))),
+    return [MethodConfig("rs", sigma=0.1), MethodConfig("ddrs", sigma=0.1, ddrs_options=DD),
+            MethodConfig("ancer", sigma=0.1, ddrs_options=DD, options=dict(DD)),
+            MethodConfig("rddrs", sigma=0.1, ddrs_options=DD,
+                         options=dict(DD, warm_start="ancer", ancer_options=dict(DD))),
             MethodConfig("mog", sigma=0.1, sigmas=(0.05, 0.1))]
 
 
