@@ -6,6 +6,7 @@ log-Euclidean, Bures-Wasserstein, or any Geomstats SPD metric); we add what it l
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -157,6 +158,14 @@ class SPD(Manifold):
             # squared_dist then a clamped sqrt: the plain sqrt is NaN-prone at x = y
             return self.gs_metric.squared_dist(x, y).clamp_min(0).sqrt()
         return self.gs_metric.dist(x, y)
+
+    def injectivity_radius(self, x: torch.Tensor) -> torch.Tensor:
+        """Radius within which exp is a minimising geodesic: sqrt(lambda_min) for Bures-Wasserstein
+        (Massart and Absil 2020), infinite for AI and LE (Hadamard manifolds)."""
+        lam = torch.linalg.eigvalsh(x.to(F64))
+        if self.kind == "bures-wasserstein":
+            return lam[..., 0].clamp_min(0).sqrt()
+        return torch.full_like(lam[..., 0], math.inf)
 
     # ---- spectrum ---------------------------------------------------------------
     def eigenvalues(self, x):

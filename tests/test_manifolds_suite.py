@@ -64,3 +64,67 @@ def test_user_manifold_in_one_small_class():
 
     check_manifold(Scaled(3), max_examples=8)
     assert torch.get_default_dtype() in (torch.float32, torch.float64)
+
+
+# ---- issue 12 item 4: the six bugs that survived the old suite, planted in subclasses ----
+class _CeilingIgnored(manifolds.SPD):
+    def project_floor(self, x, lambda_min, lambda_max=None):
+        return super().project_floor(x, lambda_min)
+
+
+class _CeilingAsSecondFloor(manifolds.SPD):
+    def project_floor(self, x, lambda_min, lambda_max=None):
+        return super().project_floor(x, lambda_min if lambda_max is None else max(lambda_min, lambda_max))
+
+
+class _LogScaled(manifolds.SPD):
+    def log(self, x, y):
+        return (1 + 5e-4) * super().log(x, y)
+
+
+class _LogFloat32(manifolds.SPD):
+    def log(self, x, y):
+        return super().log(x.float(), y.float()).double()
+
+
+class _DistFloat32(manifolds.SPD):
+    def dist(self, x, y):
+        return super().dist(x.float().double(), y.float().double()).float().double()
+
+
+class _DistAsymmetric(manifolds.SPD):
+    def dist(self, x, y):
+        return super().dist(x, y) + 1e-5 * (x - y).sum((-2, -1)).sign()
+
+
+class _ExpRaises(manifolds.SPD):
+    def exp(self, x, u):
+        raise RuntimeError("boom")
+
+
+PLANTED = [_CeilingIgnored, _CeilingAsSecondFloor, _LogScaled, _LogFloat32, _DistFloat32, _DistAsymmetric,
+           _ExpRaises]
+
+
+@pytest.mark.parametrize("cls", PLANTED, ids=lambda c: c.__name__)
+def test_suite_catches_each_planted_bug(cls):
+    with pytest.raises(AssertionError, match="property '"):
+        check_manifold(cls(3), max_examples=8, shrink=False)
+
+
+def test_suite_names_the_property_of_a_non_assertion_failure():
+    with pytest.raises(AssertionError, match="property 'points_and_exp' failed: RuntimeError: boom"):
+        check_manifold(_ExpRaises(3), max_examples=2, shrink=False)
+
+
+def test_first_order_retraction_accepted_when_declared():
+    class FirstOrder(manifolds.SPD):  # X + U + 3/4 U X^-1 U = X^1/2 (I + W + 3W^2/4) X^1/2: SPD, first order
+        def retr(self, x, u):
+            r = super().retr(x, u)  # X + U + 1/2 U X^-1 U
+            return r + 0.5 * (r - x - u)
+
+    with pytest.raises(AssertionError, match="retraction_order"):
+        check_manifold(FirstOrder(3), max_examples=5, shrink=False)
+    check_manifold(FirstOrder(3), max_examples=5, shrink=False, retraction_order=1)
+    with pytest.raises(ValueError, match="retraction_order"):
+        check_manifold(FirstOrder(3), retraction_order=3)
