@@ -12,6 +12,7 @@
 string. The run is ``benchmarks.runs.run_certification``: a Cohen-format log written line by line,
 resumed when it exists, the memory-based certifier for the data-dependent methods.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,10 @@ def as_dataset(data: Any, *, every: int = 1, max_inputs: int | None = None, name
         x = torch.stack([torch.as_tensor(it[0]) for it in items]).to(torch.float32)
         y = torch.tensor([int(it[1]) for it in items], dtype=torch.int64)
         return _dataset(x, y, pos, name, _classes(data))
-    raise BadInput(f"data: expected (x, y) tensors, a torch Dataset, a DataLoader, a benchmarks Dataset or a "
-                   f"--dataset string, got {type(data).__name__}")
+    raise BadInput(
+        f"data: expected (x, y) tensors, a torch Dataset, a DataLoader, a benchmarks Dataset or a "
+        f"--dataset string, got {type(data).__name__}"
+    )
 
 
 def _classes(ds) -> int | None:
@@ -78,17 +81,42 @@ def _dataset(x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor, name: str, num
         raise BadInput("data: expected integer labels >= 0")
     y = y.to(torch.int64).contiguous()
     known = num_classes is not None
-    return Dataset(X=x.contiguous(), y=y, name=name, split="test", input_shape=tuple(x.shape[1:]),
-                   num_classes=int(num_classes) if known else int(y.max()) + 1, indices=pos, classes_known=known)
+    return Dataset(
+        X=x.contiguous(),
+        y=y,
+        name=name,
+        split="test",
+        input_shape=tuple(x.shape[1:]),
+        num_classes=int(num_classes) if known else int(y.max()) + 1,
+        indices=pos,
+        classes_known=known,
+    )
 
 
-def certify_model(model: Any, data: Any, out: str | os.PathLike, *, method: str = "rs", sigma: float = 0.25,
-                  sigmas: Sequence[float] = (), normalize: Sequence[float] | None = None, device: str = "auto",
-                  n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000, every: int = 1,
-                  max_inputs: int | None = None, seed: int = 0, memory: bool = True, progress: bool = True,
-                  options: dict | None = None, ddrs_options: dict | None = None,
-                  radii: Sequence[float] = DEFAULT_RADII, report_dir: str | os.PathLike | None = None
-                  ) -> dict[str, Any]:
+def certify_model(
+    model: Any,
+    data: Any,
+    out: str | os.PathLike,
+    *,
+    method: str = "rs",
+    sigma: float = 0.25,
+    sigmas: Sequence[float] = (),
+    normalize: Sequence[float] | None = None,
+    device: str = "auto",
+    n0: int = 100,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    batch_size: int = 1000,
+    every: int = 1,
+    max_inputs: int | None = None,
+    seed: int = 0,
+    memory: bool = True,
+    progress: bool = True,
+    options: dict | None = None,
+    ddrs_options: dict | None = None,
+    radii: Sequence[float] = DEFAULT_RADII,
+    report_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Certify ``model`` on ``data`` with ``method`` (rs, ddrs, ancer, rddrs, mog) into the log ``out``
     (resumed if it exists), then write the tables and the plot into ``report_dir`` (default
     ``<out>.report/``). ``normalize`` is ``MEAN... STD...`` (noise is added before it, in [0, 1] space);
@@ -110,12 +138,28 @@ def certify_model(model: Any, data: Any, out: str | os.PathLike, *, method: str 
     classes = check_model(model, dataset, dev)
     if not dataset.classes_known:
         dataset = replace(dataset, num_classes=classes, classes_known=True)
-    config = MethodConfig(method, sigma=sigma, sigmas=tuple(sigmas), options=dict(options or {}),
-                          ddrs_options=dict(ddrs_options or {}))
-    log_path = run_certification(config, model, dataset, out, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
-                                 seed=seed, memory=memory, progress=progress)
+    config = MethodConfig(
+        method, sigma=sigma, sigmas=tuple(sigmas), options=dict(options or {}), ddrs_options=dict(ddrs_options or {})
+    )
+    log_path = run_certification(
+        config,
+        model,
+        dataset,
+        out,
+        n0=n0,
+        n=n,
+        alpha=alpha,
+        batch_size=batch_size,
+        seed=seed,
+        memory=memory,
+        progress=progress,
+    )
     report_dir = Path(report_dir) if report_dir is not None else Path(str(log_path) + ".report")
     files = write_report([log_path], report_dir, radii=radii, labels=[config.label])
     log = certify.read_log(log_path)
-    return {"log": Path(log_path), "report": files, "summary": summary_rows({config.label: log}, list(radii))[0],
-            "num_classes": classes}
+    return {
+        "log": Path(log_path),
+        "report": files,
+        "summary": summary_rows({config.label: log}, list(radii))[0],
+        "num_classes": classes,
+    }

@@ -19,6 +19,7 @@ input (timing does not depend on the weights, only on whether certify abstains).
 
     python3 -m benchmarks.certify_throughput [--quick] [--n 10000] [--batch-size 1000] [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,9 +64,11 @@ def _model_and_input(shape, seed):
     """The cached fashion-mnist sigma=0.25 model and test image 0 when available (so certify
     certifies and builds its region, as in real runs), else a random SmallCNN and input."""
     from benchmarks.models import SmallCNN
+
     try:
         from benchmarks.data import load_dataset
         from benchmarks.training import _resolve, cache_path, load_or_train
+
         key = _resolve("fashion-mnist", 0.25, None, 0, None, None, None, "adam")
         if cache_path(key).is_file():
             model, _ = load_or_train("fashion-mnist", 0.25, progress=False)
@@ -78,8 +81,16 @@ def _model_and_input(shape, seed):
     return model, torch.rand(shape, generator=torch.Generator().manual_seed(seed + 1)), "random SmallCNN, random input"
 
 
-def run(n: int = 10_000, n0: int = 100, batch_size: int = 1000, repeats: int = 5, seed: int = 0,
-        out_dir: Path | None = RESULTS_DIR, profile_misses: bool = True, verbose: bool = True) -> list[dict]:
+def run(
+    n: int = 10_000,
+    n0: int = 100,
+    batch_size: int = 1000,
+    repeats: int = 5,
+    seed: int = 0,
+    out_dir: Path | None = RESULTS_DIR,
+    profile_misses: bool = True,
+    verbose: bool = True,
+) -> list[dict]:
     from certify import Smooth
 
     shape = (1, 28, 28)
@@ -153,20 +164,40 @@ def run(n: int = 10_000, n0: int = 100, batch_size: int = 1000, repeats: int = 5
     for kind in noises:
         bb, bc, bs = min(t_bare[kind]), min(t_cert[kind]), min(t_samp[kind])
         ratio = bc / bb
-        rows.append({"noise": kind, "d": d, "n0": n0, "n": n, "batch_size": batch_size, "repeats": repeats,
-                     "threads": torch.get_num_threads(), "bare_best_s": bb, "certify_best_s": bc,
-                     "sample_best_s": bs, "ratio": ratio, "ratio_vs_best_bare": bc / best_bare_all,
-                     "ratio_inline_median": sorted(inline[kind])[len(inline[kind]) // 2],
-                     "target": TARGETS[kind], "meets_target": ratio <= TARGETS[kind],
-                     "certificate": outcome.get(kind, "")})
+        rows.append(
+            {
+                "noise": kind,
+                "d": d,
+                "n0": n0,
+                "n": n,
+                "batch_size": batch_size,
+                "repeats": repeats,
+                "threads": torch.get_num_threads(),
+                "bare_best_s": bb,
+                "certify_best_s": bc,
+                "sample_best_s": bs,
+                "ratio": ratio,
+                "ratio_vs_best_bare": bc / best_bare_all,
+                "ratio_inline_median": sorted(inline[kind])[len(inline[kind]) // 2],
+                "target": TARGETS[kind],
+                "meets_target": ratio <= TARGETS[kind],
+                "certificate": outcome.get(kind, ""),
+            }
+        )
     if verbose:
-        print(f"\nSmallCNN 28x28 (d={d}), n0={n0}, n={n}, batch={batch_size}, best of {repeats}, "
-              f"{torch.get_num_threads()} threads")
-        print(f"{'noise':<10} {'bare s':>8} {'certify s':>10} {'sample s':>9} {'ratio':>7} {'inline':>7} {'target':>7}  ok")
+        print(
+            f"\nSmallCNN 28x28 (d={d}), n0={n0}, n={n}, batch={batch_size}, best of {repeats}, "
+            f"{torch.get_num_threads()} threads"
+        )
+        print(
+            f"{'noise':<10} {'bare s':>8} {'certify s':>10} {'sample s':>9} {'ratio':>7} {'inline':>7} {'target':>7}  ok"
+        )
         for row in rows:
-            print(f"{row['noise']:<10} {row['bare_best_s']:8.3f} {row['certify_best_s']:10.3f} "
-                  f"{row['sample_best_s']:9.3f} {row['ratio']:7.3f} {row['ratio_inline_median']:7.3f} {row['target']:7.2f}  "
-                  f"{'yes' if row['meets_target'] else 'NO'}   {row['certificate']}")
+            print(
+                f"{row['noise']:<10} {row['bare_best_s']:8.3f} {row['certify_best_s']:10.3f} "
+                f"{row['sample_best_s']:9.3f} {row['ratio']:7.3f} {row['ratio_inline_median']:7.3f} {row['target']:7.2f}  "
+                f"{'yes' if row['meets_target'] else 'NO'}   {row['certificate']}"
+            )
     if out_dir is not None:
         write_outputs(rows, Path(out_dir))
     if profile_misses:
@@ -185,6 +216,7 @@ def run(n: int = 10_000, n0: int = 100, batch_size: int = 1000, repeats: int = 5
 
 def write_outputs(rows: list[dict], out_dir: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -222,8 +254,15 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     n, repeats = (2000, 2) if a.quick else (a.n, a.repeats)
-    rows = run(n=n, n0=a.n0, batch_size=a.batch_size, repeats=repeats, seed=a.seed, out_dir=a.out_dir,
-               profile_misses=not a.no_profile)
+    rows = run(
+        n=n,
+        n0=a.n0,
+        batch_size=a.batch_size,
+        repeats=repeats,
+        seed=a.seed,
+        out_dir=a.out_dir,
+        profile_misses=not a.no_profile,
+    )
     return 0 if all(r["meets_target"] for r in rows) else 1
 
 

@@ -3,6 +3,7 @@
 ``ddrs compare`` with no arguments is the quick start: digits and toy2d, every method, tables and
 plots under ``runs/compare/`` in a few minutes on two CPU cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,7 @@ def _positive_float(name):
         if not (math.isfinite(value) and value > 0):
             raise argparse.ArgumentTypeError(f"{name} must be positive, got {text}")
         return value
+
     return parse
 
 
@@ -32,6 +34,7 @@ def _int_at_least(name, minimum):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {value}")
         return value
+
     return parse
 
 
@@ -47,21 +50,34 @@ def _alpha(text):
 
 DATASET_CHOICES = ("toy2d", "digits", "fashion-mnist", "mnist")
 #: default sigmas per data set: the RDDRS paper's for images; scaled to toy2d's unit box.
-DEFAULT_SIGMAS = {"toy2d": (0.05, 0.1, 0.2), "digits": (0.12, 0.25, 0.5),
-                  "fashion-mnist": (0.12, 0.25, 0.5), "mnist": (0.12, 0.25, 0.5)}
+DEFAULT_SIGMAS = {
+    "toy2d": (0.05, 0.1, 0.2),
+    "digits": (0.12, 0.25, 0.5),
+    "fashion-mnist": (0.12, 0.25, 0.5),
+    "mnist": (0.12, 0.25, 0.5),
+}
 
 
 def _common(p: argparse.ArgumentParser, own_data: bool = False) -> None:
     if own_data:
-        p.add_argument("--dataset", type=_data_spec, default="digits", metavar="DATA",
-                       help=f"{', '.join(DATASET_CHOICES)} (default digits), or your own: imagefolder:PATH, "
-                            "torchvision:NAME:ROOT (never downloaded), tensors:FILE (.pt/.npz with x, y)")
+        p.add_argument(
+            "--dataset",
+            type=_data_spec,
+            default="digits",
+            metavar="DATA",
+            help=f"{', '.join(DATASET_CHOICES)} (default digits), or your own: imagefolder:PATH, "
+            "torchvision:NAME:ROOT (never downloaded), tensors:FILE (.pt/.npz with x, y)",
+        )
     else:
         p.add_argument("--dataset", choices=DATASET_CHOICES, default="digits", help="data set (default digits)")
     p.add_argument("--data-dir", default=None, help="directory with the IDX files (fashion-mnist, mnist)")
     p.add_argument("--model-dir", default=None, help="base-model cache (default ~/.cache/ddrs/models)")
-    p.add_argument("--rotate", type=_int_at_least("--rotate", 0), default=None,
-                   help="apply the fixed random rotation of this seed to every input")
+    p.add_argument(
+        "--rotate",
+        type=_int_at_least("--rotate", 0),
+        default=None,
+        help="apply the fixed random rotation of this seed to every input",
+    )
     p.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -70,21 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddrs", description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", allow_abbrev=False, help="train (or reuse) a base model with Gaussian noise augmentation")
+    t = sub.add_parser(
+        "train", allow_abbrev=False, help="train (or reuse) a base model with Gaussian noise augmentation"
+    )
     _common(t)
     t.add_argument("--sigma", type=_positive_float("--sigma"), required=True)
     t.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=None)
 
-    c = sub.add_parser("certify", allow_abbrev=False, help="certify a test subset with one method; a resumable per-input log")
+    c = sub.add_parser(
+        "certify", allow_abbrev=False, help="certify a test subset with one method; a resumable per-input log"
+    )
     _common(c, own_data=True)
     _add_model_args(c)
     c.add_argument("--method", choices=("rs", "ddrs", "ancer", "rddrs", "mog"), required=True)
     c.add_argument("--metric", choices=("affine-invariant", "log-euclidean"), default="affine-invariant")
     c.add_argument("--backend", choices=("rgd", "pymanopt"), default="rgd")
-    c.add_argument("--sigma", type=_positive_float("--sigma"), default=0.25,
-                   help="RS sigma, start of the data-dependent methods, and the base model's training sigma")
-    c.add_argument("--sigmas", type=_positive_float("--sigmas"), nargs="+", default=None,
-                   help="mixture constituents (method mog)")
+    c.add_argument(
+        "--sigma",
+        type=_positive_float("--sigma"),
+        default=0.25,
+        help="RS sigma, start of the data-dependent methods, and the base model's training sigma",
+    )
+    c.add_argument(
+        "--sigmas", type=_positive_float("--sigmas"), nargs="+", default=None, help="mixture constituents (method mog)"
+    )
     c.add_argument("--kind", choices=("mixture", "convolution"), default="mixture")
     c.add_argument("--n0", type=_int_at_least("--n0", 1), default=100)
     c.add_argument("--n", type=_int_at_least("--n", 1), default=100_000)
@@ -92,17 +117,33 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=_int_at_least("--batch-size", 1), default=1000)
     c.add_argument("--every", type=_int_at_least("--every", 1), default=1)
     c.add_argument("--max-inputs", type=_int_at_least("--max-inputs", 1), default=None)
-    c.add_argument("--iterations", type=_int_at_least("--iterations", 0), default=None,
-                   help="optimisation steps of the method (default: its preset's)")
-    c.add_argument("--samples", type=_int_at_least("--samples", 1), default=None,
-                   help="Monte Carlo samples per optimisation step (default: its preset's)")
-    c.add_argument("--no-memory", action="store_true",
-                   help="skip the memory-based certifier (certificates then hold only per input)")
+    c.add_argument(
+        "--iterations",
+        type=_int_at_least("--iterations", 0),
+        default=None,
+        help="optimisation steps of the method (default: its preset's)",
+    )
+    c.add_argument(
+        "--samples",
+        type=_int_at_least("--samples", 1),
+        default=None,
+        help="Monte Carlo samples per optimisation step (default: its preset's)",
+    )
+    c.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the memory-based certifier (certificates then hold only per input)",
+    )
     c.add_argument("--out", required=True, help="the log (tab-separated; resumed if it exists)")
 
     m = sub.add_parser("compare", allow_abbrev=False, help="every method on the same inputs: tables and plots")
-    m.add_argument("--dataset", choices=DATASET_CHOICES, action="append", default=None,
-                   help="data set(s) (default: digits and toy2d)")
+    m.add_argument(
+        "--dataset",
+        choices=DATASET_CHOICES,
+        action="append",
+        default=None,
+        help="data set(s) (default: digits and toy2d)",
+    )
     m.add_argument("--out-dir", default="runs/compare")
     m.add_argument("--sigmas", type=_positive_float("--sigmas"), nargs="+", default=None)
     m.add_argument("--methods", nargs="+", choices=("rs", "ddrs", "ancer", "rddrs", "mog"), default=None)
@@ -133,13 +174,25 @@ def _radius(text):
 def _add_report_parser(sub) -> None:
     from benchmarks.report import DEFAULT_RADII
 
-    r = sub.add_parser("report", allow_abbrev=False,
-                       help="certified-accuracy tables (Markdown, CSV) and a plot for any Cohen-format logs")
+    r = sub.add_parser(
+        "report",
+        allow_abbrev=False,
+        help="certified-accuracy tables (Markdown, CSV) and a plot for any Cohen-format logs",
+    )
     r.add_argument("logs", nargs="+", metavar="LOG", help="Cohen-format logs (ours or anyone's)")
-    r.add_argument("--radii", type=_radius, nargs="+", default=list(DEFAULT_RADII),
-                   help="radii of the table columns (default: Cohen et al.'s CIFAR-10 ones, 0.25 .. 1.5)")
-    r.add_argument("--labels", nargs="+", default=None,
-                   help="one legend per log (default: '&sigma; = S' for Cohen's sigma_S files, else the name)")
+    r.add_argument(
+        "--radii",
+        type=_radius,
+        nargs="+",
+        default=list(DEFAULT_RADII),
+        help="radii of the table columns (default: Cohen et al.'s CIFAR-10 ones, 0.25 .. 1.5)",
+    )
+    r.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="one legend per log (default: '&sigma; = S' for Cohen's sigma_S files, else the name)",
+    )
     r.add_argument("--out-dir", default="runs/report", help="where report.md, report.csv and the plot go")
     r.add_argument("--no-plot", action="store_true", help="tables only")
 
@@ -160,20 +213,33 @@ def _cmd_report(args) -> int:
 def _cmd_train(args) -> int:
     from benchmarks.training import load_or_train
 
-    _, info = load_or_train(args.dataset, args.sigma, epochs=args.epochs, seed=args.seed, model_dir=args.model_dir,
-                            progress=not args.quiet, rotate=args.rotate, data_dir=args.data_dir)
+    _, info = load_or_train(
+        args.dataset,
+        args.sigma,
+        epochs=args.epochs,
+        seed=args.seed,
+        model_dir=args.model_dir,
+        progress=not args.quiet,
+        rotate=args.rotate,
+        data_dir=args.data_dir,
+    )
     state = "reused cached model" if info.get("cached") else f"trained in {info['train_seconds']:.1f} s"
-    print(f"{args.dataset} sigma={args.sigma:g}: {state}; clean accuracy {info['clean_accuracy']:.3f}, "
-          f"noisy accuracy {info.get('noisy_accuracy') or float('nan'):.3f}; {info['path']}")
+    print(
+        f"{args.dataset} sigma={args.sigma:g}: {state}; clean accuracy {info['clean_accuracy']:.3f}, "
+        f"noisy accuracy {info.get('noisy_accuracy') or float('nan'):.3f}; {info['path']}"
+    )
     return 0
 
 
 #: ``ddrs certify`` options that only some methods use: option -> the methods it applies to.
 #: Giving one with another method is an error (it would be silently ignored).
 METHOD_OPTIONS = {
-    "--sigmas": ("mog",), "--kind": ("mog",),
-    "--metric": ("rddrs",), "--backend": ("rddrs",),
-    "--iterations": ("ddrs", "ancer", "rddrs"), "--samples": ("ddrs", "ancer", "rddrs"),
+    "--sigmas": ("mog",),
+    "--kind": ("mog",),
+    "--metric": ("rddrs",),
+    "--backend": ("rddrs",),
+    "--iterations": ("ddrs", "ancer", "rddrs"),
+    "--samples": ("ddrs", "ancer", "rddrs"),
     "--no-memory": ("ddrs", "ancer", "rddrs"),
 }
 
@@ -194,8 +260,9 @@ def check_method_options(method: str, argv: list[str], command: str = "certify")
     for option in sorted(given_options(argv)):
         methods = METHOD_OPTIONS.get(option)
         if methods is not None and method not in methods:
-            raise SystemExit(f"ddrs {command}: error: {option} does not apply to --method {method} "
-                             f"(only to {', '.join(methods)})")
+            raise SystemExit(
+                f"ddrs {command}: error: {option} does not apply to --method {method} (only to {', '.join(methods)})"
+            )
 
 
 # ---------------------------------------------------------------------------------- your model, your data
@@ -221,24 +288,44 @@ def _number(text):
 def _add_device_arg(p: argparse.ArgumentParser) -> None:
     from benchmarks.model_io import DEVICE_HELP
 
-    p.add_argument("--device", default="auto",
-                   help=f"where the model runs: {DEVICE_HELP}; CPU and GPU draw different noise, so their "
-                        "logs differ (each is reproducible on its own device)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=f"where the model runs: {DEVICE_HELP}; CPU and GPU draw different noise, so their "
+        "logs differ (each is reproducible on its own device)",
+    )
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, metavar="MODEL",
-                   help="your model instead of the project's: a torch.export program (.pt2), a TorchScript file, "
-                        "a checkpoint {'arch': ..., 'state_dict': ...} of a shipped architecture, or "
-                        "package.module:factory (with --weights)")
-    p.add_argument("--weights", default=None, metavar="STATE_DICT",
-                   help="state_dict for --model package.module:factory (read with torch.load(weights_only=True))")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow --model to be a whole pickled nn.Module: unpickling runs any code stored in the "
-                        "file, so only for files you trust")
-    p.add_argument("--normalize", type=_number, nargs="+", default=None, metavar="MEAN... STD...",
-                   help="wrap the model in (x - mean) / std per channel, so that noise is added in [0, 1] space "
-                        "(e.g. CIFAR-10: 0.4914 0.4822 0.4465 0.2023 0.1994 0.2010)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="your model instead of the project's: a torch.export program (.pt2), a TorchScript file, "
+        "a checkpoint {'arch': ..., 'state_dict': ...} of a shipped architecture, or "
+        "package.module:factory (with --weights)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="STATE_DICT",
+        help="state_dict for --model package.module:factory (read with torch.load(weights_only=True))",
+    )
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow --model to be a whole pickled nn.Module: unpickling runs any code stored in the "
+        "file, so only for files you trust",
+    )
+    p.add_argument(
+        "--normalize",
+        type=_number,
+        nargs="+",
+        default=None,
+        metavar="MEAN... STD...",
+        help="wrap the model in (x - mean) / std per channel, so that noise is added in [0, 1] space "
+        "(e.g. CIFAR-10: 0.4914 0.4822 0.4465 0.2023 0.1994 0.2010)",
+    )
     _add_device_arg(p)
 
 
@@ -255,18 +342,27 @@ def _user_model_and_data(args, train_sigma: float):
             if getattr(args, name) not in (None, False):
                 raise BadInput(f"--{name}: only used with --model")
         if args.dataset not in DATASETS:
-            raise BadInput(f"--model: required with --dataset {args.dataset} (the project trains models only for "
-                           f"{', '.join(DATASETS)})")
-    data = load_data(args.dataset, "test", every=args.every, max_inputs=args.max_inputs, data_dir=args.data_dir,
-                     rotate=args.rotate)
+            raise BadInput(
+                f"--model: required with --dataset {args.dataset} (the project trains models only for "
+                f"{', '.join(DATASETS)})"
+            )
+    data = load_data(
+        args.dataset, "test", every=args.every, max_inputs=args.max_inputs, data_dir=args.data_dir, rotate=args.rotate
+    )
     if args.model is None:
         from benchmarks.training import load_or_train
 
-        model, _ = load_or_train(args.dataset, train_sigma, seed=args.seed, model_dir=args.model_dir,
-                                 progress=not args.quiet, rotate=args.rotate, data_dir=args.data_dir)
+        model, _ = load_or_train(
+            args.dataset,
+            train_sigma,
+            seed=args.seed,
+            model_dir=args.model_dir,
+            progress=not args.quiet,
+            rotate=args.rotate,
+            data_dir=args.data_dir,
+        )
     else:
-        model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
-                           normalize=args.normalize)
+        model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, normalize=args.normalize)
     model = model.to(device)
     classes = check_model(model, data, device)
     if not data.classes_known:
@@ -290,28 +386,49 @@ def _cmd_certify(args) -> int:
     for key in ("iterations", "samples"):
         if getattr(args, key) is not None:
             (ddrs_options if args.method == "ddrs" else options)[key] = getattr(args, key)
-    config = MethodConfig(args.method, sigma=args.sigma, sigmas=tuple(args.sigmas or ()), kind=args.kind,
-                          metric=args.metric, backend=args.backend, ddrs_options=ddrs_options, options=options)
+    config = MethodConfig(
+        args.method,
+        sigma=args.sigma,
+        sigmas=tuple(args.sigmas or ()),
+        kind=args.kind,
+        metric=args.metric,
+        backend=args.backend,
+        ddrs_options=ddrs_options,
+        options=options,
+    )
     train_sigma = max(args.sigmas) if args.method == "mog" else args.sigma
     try:
         model, data, _ = _user_model_and_data(args, train_sigma)
     except BadInput as err:  # before any log exists: nothing partial is left behind
         print(f"ddrs certify: error: {err}", file=sys.stderr)
         return 2
-    out = run_certification(config, model, data, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
-                            batch_size=args.batch_size, seed=args.seed, memory=not args.no_memory,
-                            progress=not args.quiet)
+    out = run_certification(
+        config,
+        model,
+        data,
+        args.out,
+        n0=args.n0,
+        n=args.n,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        memory=not args.no_memory,
+        progress=not args.quiet,
+    )
     import certify
+
     log = certify.read_log(out)
-    print(f"{out}: {len(log)} inputs, certified accuracy at r=0 {certify.certified_accuracy(log, [0.0])[0]:.3f}, "
-          f"average certified radius {certify.average_certified_radius(log):.3f}")
+    print(
+        f"{out}: {len(log)} inputs, certified accuracy at r=0 {certify.certified_accuracy(log, [0.0])[0]:.3f}, "
+        f"average certified radius {certify.average_certified_radius(log):.3f}"
+    )
     return 0
 
 
 def _cmd_compare(args) -> int:
     from dataclasses import replace
 
-    from benchmarks.compare import BUDGETS, Budget, DD_METHODS, run_compare
+    from benchmarks.compare import BUDGETS, DD_METHODS, Budget, run_compare
     from benchmarks.data import BadInput
     from benchmarks.model_io import resolve_device
 
@@ -328,11 +445,24 @@ def _cmd_compare(args) -> int:
         budget = replace(budget, **changes)
         methods = tuple(args.methods) if args.methods else (DD_METHODS if name == "toy2d" else DD_METHODS + ("mog",))
         sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS[name]
-        result = run_compare(name, args.out_dir, sigmas=sigmas, methods=methods, budget=budget, seed=args.seed,
-                             rotate=args.rotate, data_dir=args.data_dir, model_dir=args.model_dir,
-                             progress=not args.quiet, command=command, device=device)
-        print(f"{name}: table {result['markdown']} (and {result['csv'].name}); plots: "
-              + ", ".join(str(f) for f in result["figures"]))
+        result = run_compare(
+            name,
+            args.out_dir,
+            sigmas=sigmas,
+            methods=methods,
+            budget=budget,
+            seed=args.seed,
+            rotate=args.rotate,
+            data_dir=args.data_dir,
+            model_dir=args.model_dir,
+            progress=not args.quiet,
+            command=command,
+            device=device,
+        )
+        print(
+            f"{name}: table {result['markdown']} (and {result['csv'].name}); plots: "
+            + ", ".join(str(f) for f in result["figures"])
+        )
         print(Path(result["markdown"]).read_text().split("```", 2)[-1].strip().split("\n\nColumns")[0])
     return 0
 
@@ -343,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     commands = {"train": _cmd_train, "certify": _cmd_certify, "compare": _cmd_compare, "report": _cmd_report}
     from benchmarks.runs import FingerprintMismatch, Interrupted
+
     try:
         return commands[args.command](args)
     except Interrupted as err:  # Ctrl-C in a run: the log is resumable

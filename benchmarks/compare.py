@@ -5,6 +5,7 @@ radius for RS, DDRS, ANCER, RDDRS at sigma in {0.12, 0.25, 0.5}) and the mixture
 (its Figures 1-2: mixtures of K in {1, 2, 5, 10} Gaussians over [0.25, 0.5] and [0.5, 1.0]), with the
 sound mixture certificate and, beside it and labelled as not a certificate, the paper's max-sigma number.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,26 +43,43 @@ class Budget:
     every: int = 1
     ddrs: dict = field(default_factory=lambda: dict(iterations=150, samples=64))
     ancer: dict = field(default_factory=lambda: dict(iterations=100, samples=64))
-    rddrs: dict = field(default_factory=lambda: dict(iterations=60, samples=128, step_size=0.5, kappa=2.0,
-                                                     warm_start="ancer"))
+    rddrs: dict = field(
+        default_factory=lambda: dict(iterations=60, samples=128, step_size=0.5, kappa=2.0, warm_start="ancer")
+    )
     opt_batch: int = 64
 
 
 BUDGETS = {
     "toy2d": Budget(max_inputs=60, every=10),
     "digits": Budget(max_inputs=50, every=9),
-    "fashion-mnist": Budget(n=10_000, batch_size=2_000, max_inputs=20, every=500, opt_batch=20,
-                            ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64),
-                            rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr",
-                                       warm_start="ancer")),
-    "mnist": Budget(n=10_000, batch_size=2_000, max_inputs=20, every=500, opt_batch=20,
-                    ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64),
-                    rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr",
-                               warm_start="ancer")),
+    "fashion-mnist": Budget(
+        n=10_000,
+        batch_size=2_000,
+        max_inputs=20,
+        every=500,
+        opt_batch=20,
+        ddrs=dict(iterations=100, samples=64),
+        ancer=dict(iterations=60, samples=64),
+        rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr", warm_start="ancer"),
+    ),
+    "mnist": Budget(
+        n=10_000,
+        batch_size=2_000,
+        max_inputs=20,
+        every=500,
+        opt_batch=20,
+        ddrs=dict(iterations=100, samples=64),
+        ancer=dict(iterations=60, samples=64),
+        rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr", warm_start="ancer"),
+    ),
 }
 
-L2_RADII = {"toy2d": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3), "digits": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
-            "fashion-mnist": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5), "mnist": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)}
+L2_RADII = {
+    "toy2d": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3),
+    "digits": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+    "fashion-mnist": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+    "mnist": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+}
 
 
 def mog_sigmas(lo: float, hi: float, K: int) -> tuple:
@@ -69,8 +87,9 @@ def mog_sigmas(lo: float, hi: float, K: int) -> tuple:
     return (hi,) if K == 1 else tuple(float(s) for s in np.linspace(lo, hi, K))
 
 
-def configs_for(budget: Budget, sigmas=PAPER_SIGMAS, methods=DD_METHODS + ("mog",), mog_ks=MOG_KS,
-                mog_ranges=MOG_RANGES) -> list[tuple[float, MethodConfig]]:
+def configs_for(
+    budget: Budget, sigmas=PAPER_SIGMAS, methods=DD_METHODS + ("mog",), mog_ks=MOG_KS, mog_ranges=MOG_RANGES
+) -> list[tuple[float, MethodConfig]]:
     """(training sigma, config) pairs of a comparison."""
     out = []
     for s in sigmas:
@@ -84,8 +103,12 @@ def configs_for(budget: Budget, sigmas=PAPER_SIGMAS, methods=DD_METHODS + ("mog"
     if "mog" in methods:
         for lo, hi in mog_ranges:
             for K in mog_ks:
-                out.append((hi, MethodConfig("mog", sigma=hi, sigmas=mog_sigmas(lo, hi, K), kind="mixture",
-                                             mog_range=(lo, hi))))
+                out.append(
+                    (
+                        hi,
+                        MethodConfig("mog", sigma=hi, sigmas=mog_sigmas(lo, hi, K), kind="mixture", mog_range=(lo, hi)),
+                    )
+                )
     return out
 
 
@@ -94,9 +117,13 @@ def header(command: str) -> str:
     import geomstats  # noqa: F401  (version only; lazy elsewhere)
     import pymanopt
     import scipy
-    versions = (f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
-                f"scipy {scipy.__version__}, pymanopt {pymanopt.__version__}")
+
+    versions = (
+        f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"scipy {scipy.__version__}, pymanopt {pymanopt.__version__}"
+    )
     from importlib.metadata import PackageNotFoundError, version
+
     for package in ("geomstats", "torchvision", "ddrs"):
         try:
             versions += f", {package} {version(package)}"
@@ -132,7 +159,8 @@ COLUMN_LEGEND = (
     "ball of equal volume to the certified ellipsoid: not an l2 guarantee); `acr` / `acr_proxy` average "
     "certified (proxy) radius over correct inputs; `abstain` fraction of abstentions; `sec_per_input` noise "
     "choice + certification seconds per input; `memory_changed` inputs whose certificate the memory-based "
-    "certifier shrank, replaced or abstained.\n")
+    "certifier shrank, replaced or abstained.\n"
+)
 
 
 def write_tables(rows: list[dict], out_dir: Path, head: str) -> tuple[Path, Path]:
@@ -153,8 +181,10 @@ def write_tables(rows: list[dict], out_dir: Path, head: str) -> tuple[Path, Path
         for r in rows:
             f.write("| " + " | ".join(fmt(r.get(k)) for k in keys) + " |\n")
         f.write("\n" + COLUMN_LEGEND)
-        f.write("\nColumns `paper_claim_l2@r` (mixture rows) are what the MoG paper's max-sigma formula would "
-                "claim on the same samples: NOT a certificate for the mixture; the sound numbers are `l2@r`.\n")
+        f.write(
+            "\nColumns `paper_claim_l2@r` (mixture rows) are what the MoG paper's max-sigma formula would "
+            "claim on the same samples: NOT a certificate for the mixture; the sound numbers are `l2@r`.\n"
+        )
     return csv_path, md_path
 
 
@@ -179,7 +209,6 @@ def ancer_thetas_from_log(log_path: Path) -> dict:
 def check_out_dir(out_dir: Path, expected: dict) -> None:
     """Write the out-dir's fingerprint; if another comparison made it, say so (its logs are then
     recomputed one by one, each log's own fingerprint deciding)."""
-    import sys
     path = out_dir / "fingerprint.json"
     expected = json.loads(json.dumps(expected, sort_keys=True, default=str))
     if path.is_file():
@@ -189,8 +218,11 @@ def check_out_dir(out_dir: Path, expected: dict) -> None:
             old = {}
         diff = differing_fields(old, expected)
         if diff:
-            print(f"{out_dir}: made by another comparison (differs in {', '.join(diff)}); logs that differ "
-                  "are recomputed", file=sys.stderr)
+            print(
+                f"{out_dir}: made by another comparison (differs in {', '.join(diff)}); logs that differ "
+                "are recomputed",
+                file=sys.stderr,
+            )
     path.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
 
 
@@ -204,16 +236,42 @@ def same_stage_run(ancer_log: Path, rddrs_fp: dict) -> bool:
         old = json.loads(side.read_text())
     except (ValueError, UnicodeDecodeError):
         return False
-    keys = ("n0", "n", "alpha", "batch_size", "opt_batch", "seed", "sigma", "dataset", "inputs_hash",
-            "model_hash", "ddrs_options", "version")
-    return old.get("method") == "ancer" and all(old.get(k) == rddrs_fp.get(k) for k in keys) \
+    keys = (
+        "n0",
+        "n",
+        "alpha",
+        "batch_size",
+        "opt_batch",
+        "seed",
+        "sigma",
+        "dataset",
+        "inputs_hash",
+        "model_hash",
+        "ddrs_options",
+        "version",
+    )
+    return (
+        old.get("method") == "ancer"
+        and all(old.get(k) == rddrs_fp.get(k) for k in keys)
         and old.get("options") == rddrs_fp.get("options", {}).get("ancer_options")
+    )
 
 
-def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *, sigmas=PAPER_SIGMAS,
-                methods=DD_METHODS + ("mog",), budget: Budget | None = None, seed: int = 0, rotate=None,
-                data_dir=None, model_dir=None, progress: bool = True, command: str = "",
-                device: str | torch.device | None = None) -> dict:
+def run_compare(
+    dataset: str = "digits",
+    out_dir: str | Path = "runs/compare",
+    *,
+    sigmas=PAPER_SIGMAS,
+    methods=DD_METHODS + ("mog",),
+    budget: Budget | None = None,
+    seed: int = 0,
+    rotate=None,
+    data_dir=None,
+    model_dir=None,
+    progress: bool = True,
+    command: str = "",
+    device: str | torch.device | None = None,
+) -> dict:
     """Run every configuration on the same inputs and models; write logs, tables and plots.
 
     ``device`` is where the models certify (None: the CPU; training and its cache stay on the CPU)."""
@@ -224,40 +282,80 @@ def run_compare(dataset: str = "digits", out_dir: str | Path = "runs/compare", *
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     test = subset(load_dataset(dataset, "test", data_dir=data_dir, rotate=rotate), budget.every, budget.max_inputs)
     radii = L2_RADII.get(dataset, L2_RADII["digits"])
-    check_out_dir(out_dir, {"dataset": dataset, "rotate": rotate, "seed": seed, "budget": budget.__dict__,
-                            "inputs_hash": dataset_hash(test), "version": library_version()})
+    check_out_dir(
+        out_dir,
+        {
+            "dataset": dataset,
+            "rotate": rotate,
+            "seed": seed,
+            "budget": budget.__dict__,
+            "inputs_hash": dataset_hash(test),
+            "version": library_version(),
+        },
+    )
     rows, logs = [], {}
     star_caches: dict[float, dict] = {}
     theta_caches: dict[float, dict] = {}
     t_start = time.perf_counter()
     for train_sigma, config in configs_for(budget, sigmas, methods):
-        model, info = load_or_train(dataset, train_sigma, rotate=rotate, data_dir=data_dir, model_dir=model_dir,
-                                    progress=progress, seed=seed)
+        model, info = load_or_train(
+            dataset, train_sigma, rotate=rotate, data_dir=data_dir, model_dir=model_dir, progress=progress, seed=seed
+        )
         if device is not None:
             model = model.to(device)
         name = f"{config.label}_sigma{config.sigma:g}"
         log_path = out_dir / "logs" / f"{name}.tsv"
-        run = dict(n0=budget.n0, n=budget.n, alpha=budget.alpha, batch_size=budget.batch_size,
-                   opt_batch=budget.opt_batch, seed=seed)
+        run = dict(
+            n0=budget.n0,
+            n=budget.n,
+            alpha=budget.alpha,
+            batch_size=budget.batch_size,
+            opt_batch=budget.opt_batch,
+            seed=seed,
+        )
         if config.method == "rddrs" and not theta_caches.get(config.sigma):
             ancer_log = out_dir / "logs" / f"ancer_sigma{config.sigma:g}.tsv"
             if same_stage_run(ancer_log, fingerprint(config, model, test, memory=True, **run)):
                 theta_caches[config.sigma] = ancer_thetas_from_log(ancer_log)
         # a log made by another run (other budget, data, model, ...) is recomputed, never reused
-        run_certification(config, model, test, log_path, progress=progress, restart_on_mismatch=True,
-                          sigma_star_cache=star_caches.setdefault(config.sigma, {}),
-                          stage_cache=theta_caches.setdefault(config.sigma, {}), **run)
-        row = {"dataset": dataset, "method": config.label, "sigma": config.sigma,
-               "sigmas": "/".join(f"{s:g}" for s in config.sigmas) if config.sigmas else ""}
+        run_certification(
+            config,
+            model,
+            test,
+            log_path,
+            progress=progress,
+            restart_on_mismatch=True,
+            sigma_star_cache=star_caches.setdefault(config.sigma, {}),
+            stage_cache=theta_caches.setdefault(config.sigma, {}),
+            **run,
+        )
+        row = {
+            "dataset": dataset,
+            "method": config.label,
+            "sigma": config.sigma,
+            "sigmas": "/".join(f"{s:g}" for s in config.sigmas) if config.sigmas else "",
+        }
         row.update(summarise(log_path, radii, radii))
         rows.append(row)
         logs[(config.label, config.sigma)] = log_path
     head = header(command or f"ddrs compare --dataset {dataset}")
     compute = sum(float(np.sum(certify.read_log(p)["time"])) for p in logs.values())
-    head += f"budget: {json.dumps(budget.__dict__)}\ninputs: {len(test)} test inputs (every {budget.every}); " \
-            f"compute {compute:.0f} s summed over the logs' per-input times (noise choice + certification); " \
-            f"this invocation {time.perf_counter() - t_start:.0f} s (resumed runs skip finished inputs)\n"
+    head += (
+        f"budget: {json.dumps(budget.__dict__)}\ninputs: {len(test)} test inputs (every {budget.every}); "
+        f"compute {compute:.0f} s summed over the logs' per-input times (noise choice + certification); "
+        f"this invocation {time.perf_counter() - t_start:.0f} s (resumed runs skip finished inputs)\n"
+    )
     csv_path, md_path = write_tables(rows, out_dir, head)
-    figures = plots.write_all(dataset, rows, logs, out_dir, radii, test=test if dataset == "toy2d" else None,
-                              sigmas=sigmas, model_dir=model_dir, seed=seed, budget=budget)
+    figures = plots.write_all(
+        dataset,
+        rows,
+        logs,
+        out_dir,
+        radii,
+        test=test if dataset == "toy2d" else None,
+        sigmas=sigmas,
+        model_dir=model_dir,
+        seed=seed,
+        budget=budget,
+    )
     return {"out_dir": out_dir, "csv": csv_path, "markdown": md_path, "figures": figures, "rows": rows}

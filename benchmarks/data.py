@@ -34,6 +34,7 @@ behind RDDRS's rotation-invariance claim. Rotated inputs are NOT in [0, 1] any m
 their l2 norms and pairwise distances, so l2 certificates are comparable, but a box clip no longer
 makes sense); ``Dataset.rotate`` records the seed.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,8 +55,7 @@ NUM_CLASSES = {"toy2d": 3, "digits": 10, "fashion-mnist": 10, "mnist": 10}
 INPUT_SHAPES = {"toy2d": (2,), "digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28)}
 DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 _TV_CLASS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
-_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 # toy2d generator settings: class centres, rotation angles (degrees) of the long axis, axes.
 TOY2D_SEED = 0
@@ -101,8 +101,10 @@ class Dataset:
         return math.prod(self.input_shape)
 
     def __repr__(self):
-        return (f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
-                f"input_shape={self.input_shape}, num_classes={self.num_classes}, rotate={self.rotate})")
+        return (
+            f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes}, rotate={self.rotate})"
+        )
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -241,8 +243,10 @@ def _torchvision_images(name: str, split: str, data_dir) -> tuple[torch.Tensor, 
             root = _stage(files, cls_name, directory)
         ds = cls(root=str(root), train=train, download=False)
         return ds.data, ds.targets
-    hint = (f"Pass the directory holding the four IDX files ({', '.join(_IDX_FILES)}, optionally .gz, "
-            f"directly or under {cls_name}/raw/) with --data-dir (data_dir=...)")
+    hint = (
+        f"Pass the directory holding the four IDX files ({', '.join(_IDX_FILES)}, optionally .gz, "
+        f"directly or under {cls_name}/raw/) with --data-dir (data_dir=...)"
+    )
     if data_dir is not None:
         raise FileNotFoundError(f"{name}: IDX files not found in data_dir={str(data_dir)!r}. {hint}.")
     root = cache_root() / "data" / f"{cls_name}-download"
@@ -251,12 +255,12 @@ def _torchvision_images(name: str, split: str, data_dir) -> tuple[torch.Tensor, 
     except Exception as exc:  # no network, blocked, checksum ...
         raise FileNotFoundError(
             f"{name}: IDX files not found in {DEBIAN_DIRS[name]} and the torchvision download into "
-            f"{root} failed ({type(exc).__name__}: {exc}). {hint}.") from exc
+            f"{root} failed ({type(exc).__name__}: {exc}). {hint}."
+        ) from exc
     return ds.data, ds.targets
 
 
-def load_dataset(name: str, split: str, data_dir=None, rotate: int | None = None, *,
-                 seed: int = TOY2D_SEED) -> Dataset:
+def load_dataset(name: str, split: str, data_dir=None, rotate: int | None = None, *, seed: int = TOY2D_SEED) -> Dataset:
     """Load split ``"train"``/``"test"`` of data set ``name`` (see the module docstring).
 
     ``data_dir`` is only used by the IDX data sets; ``seed`` only by ``toy2d``; ``rotate`` applies
@@ -279,8 +283,9 @@ def load_dataset(name: str, split: str, data_dir=None, rotate: int | None = None
     y = y.to(torch.int64).contiguous()
     if rotate is not None:
         X = apply_rotation(X, rotate)
-    return Dataset(X=X, y=y, name=name, split=split, num_classes=NUM_CLASSES[name],
-                   input_shape=INPUT_SHAPES[name], rotate=rotate)
+    return Dataset(
+        X=X, y=y, name=name, split=split, num_classes=NUM_CLASSES[name], input_shape=INPUT_SHAPES[name], rotate=rotate
+    )
 
 
 def subset(dataset: Dataset, every: int = 1, max_inputs: int | None = None) -> Dataset:
@@ -288,8 +293,9 @@ def subset(dataset: Dataset, every: int = 1, max_inputs: int | None = None) -> D
     ``indices`` keeps the positions in the original split."""
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
         raise ValueError(f"every must be an int >= 1, got {every!r}")
-    if max_inputs is not None and (isinstance(max_inputs, bool) or not isinstance(max_inputs, (int, np.integer))
-                                   or max_inputs < 0):
+    if max_inputs is not None and (
+        isinstance(max_inputs, bool) or not isinstance(max_inputs, (int, np.integer)) or max_inputs < 0
+    ):
         raise ValueError(f"max_inputs must be None or an int >= 0, got {max_inputs!r}")
     pos = torch.arange(0, len(dataset), int(every))
     if max_inputs is not None:
@@ -315,8 +321,10 @@ def check_data_spec(spec: str) -> str:
         if spec.startswith("torchvision:") and len(spec.split(":", 2)) != 3:
             raise BadInput(f"--dataset: expected torchvision:NAME:ROOT, got {spec!r}")
         return spec
-    raise BadInput(f"--dataset: expected one of {', '.join(DATASETS)}, imagefolder:PATH, torchvision:NAME:ROOT "
-                   f"or tensors:FILE, got {spec!r}")
+    raise BadInput(
+        f"--dataset: expected one of {', '.join(DATASETS)}, imagefolder:PATH, torchvision:NAME:ROOT "
+        f"or tensors:FILE, got {spec!r}"
+    )
 
 
 def _positions(n: int, every: int, max_inputs: int | None) -> torch.Tensor:
@@ -327,8 +335,10 @@ def _positions(n: int, every: int, max_inputs: int | None) -> torch.Tensor:
 def _stack(items, spec: str) -> torch.Tensor:
     shapes = {tuple(t.shape) for t in items}
     if len(shapes) > 1:
-        raise BadInput(f"--dataset {spec}: inputs have different shapes {sorted(shapes)[:4]}; "
-                       "expected one size (resize the images first)")
+        raise BadInput(
+            f"--dataset {spec}: inputs have different shapes {sorted(shapes)[:4]}; "
+            "expected one size (resize the images first)"
+        )
     return torch.stack(items).to(torch.float32).contiguous()
 
 
@@ -353,8 +363,16 @@ def _from_items(ds, spec: str, every: int, max_inputs: int | None, num_classes: 
     y = torch.tensor(ys, dtype=torch.int64)
     known = num_classes is not None
     k = int(num_classes) if known else int(y.max()) + 1
-    return Dataset(X=X, y=y, name=spec, split="test", num_classes=k, input_shape=tuple(X.shape[1:]),
-                   indices=pos, classes_known=known)
+    return Dataset(
+        X=X,
+        y=y,
+        name=spec,
+        split="test",
+        num_classes=k,
+        input_shape=tuple(X.shape[1:]),
+        indices=pos,
+        classes_known=known,
+    )
 
 
 def _imagefolder(spec: str, path: str, every: int, max_inputs: int | None) -> Dataset:
@@ -367,8 +385,10 @@ def _imagefolder(spec: str, path: str, every: int, max_inputs: int | None) -> Da
     try:
         ds = ImageFolder(str(root), transform=ToTensor(), loader=_image_loader)
     except (FileNotFoundError, RuntimeError) as err:
-        raise BadInput(f"--dataset {spec}: no images found under {root}; expected PATH/<class>/<image> with "
-                       f"extensions {', '.join(IMAGE_EXTENSIONS)} ({str(err).splitlines()[0]})") from None
+        raise BadInput(
+            f"--dataset {spec}: no images found under {root}; expected PATH/<class>/<image> with "
+            f"extensions {', '.join(IMAGE_EXTENSIONS)} ({str(err).splitlines()[0]})"
+        ) from None
     return _from_items(ds, spec, every, max_inputs, len(ds.classes))
 
 
@@ -378,8 +398,11 @@ def _expected_files(cls, root: Path, train: bool) -> list[str]:
         return [str(root / cls.base_folder / f[0]) for f in (cls.train_list if train else cls.test_list)]
     if hasattr(cls, "resources"):  # MNIST family
         folder = root / cls.__name__ / "raw"
-        return [str(folder / Path(url_or_name[0]).name.removesuffix(".gz")) for url_or_name in cls.resources
-                if ("train" in Path(url_or_name[0]).name) == train]
+        return [
+            str(folder / Path(url_or_name[0]).name.removesuffix(".gz"))
+            for url_or_name in cls.resources
+            if ("train" in Path(url_or_name[0]).name) == train
+        ]
     if hasattr(cls, "split_list"):  # SVHN
         split = "train" if train else "test"
         return [str(root / cls.split_list[split][1])]
@@ -417,8 +440,10 @@ def _torchvision(spec: str, name: str, root_text: str, split: str, every: int, m
         expected = _expected_files(cls, root, split == "train")
         missing = [f for f in expected if not Path(f).exists()]
         what = f"missing {', '.join(missing)}" if missing else f"see torchvision.datasets.{name} for the layout"
-        raise BadInput(f"--dataset {spec}: {name} not found under {root} (never downloaded here; {what}; "
-                       f"torchvision said: {str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise BadInput(
+            f"--dataset {spec}: {name} not found under {root} (never downloaded here; {what}; "
+            f"torchvision said: {str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
     classes = getattr(ds, "classes", None)
     return _from_items(ds, spec, every, max_inputs, len(classes) if classes else None)
 
@@ -434,26 +459,45 @@ def _tensors(spec: str, path_text: str, every: int, max_inputs: int | None) -> D
         else:
             blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise BadInput(f"--dataset {spec}: cannot read {path} as a .pt (torch.load, weights_only) or .npz "
-                       f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        raise BadInput(
+            f"--dataset {spec}: cannot read {path} as a .pt (torch.load, weights_only) or .npz "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
     if not isinstance(blob, dict) or "x" not in blob or "y" not in blob:
         keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
         raise BadInput(f"--dataset {spec}: expected a dict with keys x and y, got {keys}")
     x, y = torch.as_tensor(blob["x"]), torch.as_tensor(blob["y"])
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
-        raise BadInput(f"--dataset {spec}: expected x of shape (N, ...) and y of shape (N,), got "
-                       f"{tuple(x.shape)} and {tuple(y.shape)}")
+        raise BadInput(
+            f"--dataset {spec}: expected x of shape (N, ...) and y of shape (N,), got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
     if y.is_floating_point() or y.dtype == torch.bool or int(y.min()) < 0:
         raise BadInput(f"--dataset {spec}: expected integer labels y >= 0, got dtype {y.dtype}")
     pos = _positions(len(y), every, max_inputs)
     X = x[pos].to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x[pos].to(torch.float32)
     y = y.to(torch.int64)
-    return Dataset(X=X.contiguous(), y=y[pos].contiguous(), name=spec, split="test",
-                   num_classes=int(y.max()) + 1, input_shape=tuple(X.shape[1:]), indices=pos, classes_known=False)
+    return Dataset(
+        X=X.contiguous(),
+        y=y[pos].contiguous(),
+        name=spec,
+        split="test",
+        num_classes=int(y.max()) + 1,
+        input_shape=tuple(X.shape[1:]),
+        indices=pos,
+        classes_known=False,
+    )
 
 
-def load_data(spec: str, split: str = "test", *, every: int = 1, max_inputs: int | None = None,
-              data_dir=None, rotate: int | None = None) -> Dataset:
+def load_data(
+    spec: str,
+    split: str = "test",
+    *,
+    every: int = 1,
+    max_inputs: int | None = None,
+    data_dir=None,
+    rotate: int | None = None,
+) -> Dataset:
     """A built-in data set (``load_dataset`` then ``subset``) or your own (see the module docstring),
     subset to every ``every``-th input, at most ``max_inputs``. Raises :class:`BadInput` naming --dataset."""
     spec = check_data_spec(spec)
@@ -461,8 +505,9 @@ def load_data(spec: str, split: str = "test", *, every: int = 1, max_inputs: int
         return subset(load_dataset(spec, split, data_dir=data_dir, rotate=rotate), every, max_inputs)
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
         raise BadInput(f"--every: expected an int >= 1, got {every!r}")
-    if max_inputs is not None and (isinstance(max_inputs, bool) or not isinstance(max_inputs, (int, np.integer))
-                                   or max_inputs < 1):
+    if max_inputs is not None and (
+        isinstance(max_inputs, bool) or not isinstance(max_inputs, (int, np.integer)) or max_inputs < 1
+    ):
         raise BadInput(f"--max-inputs: expected None or an int >= 1, got {max_inputs!r}")
     kind, rest = spec.split(":", 1)
     if kind == "imagefolder":

@@ -7,6 +7,7 @@ Prints a table and writes benchmarks/results/manifold_ops.csv (section, metric, 
 geometry_share). The target is a geometry share under 20 % of an RDDRS step at d = 784; Geomstats
 operations are replaced by own code only where this benchmark shows them to be the bottleneck.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,15 +62,33 @@ def op_rows(dims, repeats_small: int, repeats_large: int) -> list[dict]:
             for op, fn in ops.items():
                 if metric != "affine-invariant" and op == "retr":
                     continue  # retr == exp for these metrics
-                rows.append({"section": "op", "metric": metric, "d": d, "op": op, "n": "",
-                             "median_ms": round(timeit(fn, reps), 3), "geometry_share": ""})
+                rows.append(
+                    {
+                        "section": "op",
+                        "metric": metric,
+                        "d": d,
+                        "op": op,
+                        "n": "",
+                        "median_ms": round(timeit(fn, reps), 3),
+                        "geometry_share": "",
+                    }
+                )
                 print(f"  op d={d:4d} {metric:18s} {op:22s} {rows[-1]['median_ms']:10.2f} ms", flush=True)
     for d in (64, 784) if max(dims) >= 784 else (64,):  # per-matrix batching: 16 points at once
         m = manifolds.SPD(d)
         x = m.random_point(16 if d == 64 else 2, generator=gen)
         u = 0.01 * m.egrad2rgrad(x, torch.randn(x.shape, generator=gen, dtype=F64) / d)
-        rows.append({"section": "op", "metric": "affine-invariant", "d": d, "op": f"exp batch={x.shape[0]}", "n": "",
-                     "median_ms": round(timeit(lambda: m.exp(x, u), repeats_large), 3), "geometry_share": ""})
+        rows.append(
+            {
+                "section": "op",
+                "metric": "affine-invariant",
+                "d": d,
+                "op": f"exp batch={x.shape[0]}",
+                "n": "",
+                "median_ms": round(timeit(lambda: m.exp(x, u), repeats_large), 3),
+                "geometry_share": "",
+            }
+        )
     return rows
 
 
@@ -127,12 +146,33 @@ def rddrs_step_rows(n: int, chunk: int, repeats: int) -> list[dict]:
         tm, tg = 1e3 * statistics.median(t_model), 1e3 * statistics.median(t_geo)
         share = tg / (tm + tg)
         tag = f"RDDRS step ({method})"
-        rows.append({"section": "rddrs_step", "metric": metric, "d": d, "op": tag + " model+MC", "n": n,
-                     "median_ms": round(tm, 1), "geometry_share": ""})
-        rows.append({"section": "rddrs_step", "metric": metric, "d": d, "op": tag + " geometry", "n": n,
-                     "median_ms": round(tg, 1), "geometry_share": round(share, 4)})
-        print(f"  RDDRS step n={n} {metric:18s} {method:5s} model+MC {tm:9.1f} ms  geometry {tg:8.1f} ms  "
-              f"share {100 * share:5.1f} %", flush=True)
+        rows.append(
+            {
+                "section": "rddrs_step",
+                "metric": metric,
+                "d": d,
+                "op": tag + " model+MC",
+                "n": n,
+                "median_ms": round(tm, 1),
+                "geometry_share": "",
+            }
+        )
+        rows.append(
+            {
+                "section": "rddrs_step",
+                "metric": metric,
+                "d": d,
+                "op": tag + " geometry",
+                "n": n,
+                "median_ms": round(tg, 1),
+                "geometry_share": round(share, 4),
+            }
+        )
+        print(
+            f"  RDDRS step n={n} {metric:18s} {method:5s} model+MC {tm:9.1f} ms  geometry {tg:8.1f} ms  "
+            f"share {100 * share:5.1f} %",
+            flush=True,
+        )
     return rows
 
 
@@ -140,21 +180,31 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="d = 64, 196 and n = 2,000 (about a minute)")
     ap.add_argument("--n", type=int, default=None, help="MC samples in the RDDRS step (default 20,000)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (default: torch's). On a loaded 2-core machine use 1: MKL/OpenMP "
-                         "threads spin-wait under oversubscription and small eigh/Cholesky calls stall 100x")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's). On a loaded 2-core machine use 1: MKL/OpenMP "
+        "threads spin-wait under oversubscription and small eigh/Cholesky calls stall 100x",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "manifold_ops.csv")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1) and torch.get_num_threads() > 1:
-        print(f"warning: load average {load:.1f} exceeds {os.cpu_count()} cores; multi-threaded LAPACK "
-              "calls stall under oversubscription -- consider --threads 1", flush=True)
+        print(
+            f"warning: load average {load:.1f} exceeds {os.cpu_count()} cores; multi-threaded LAPACK "
+            "calls stall under oversubscription -- consider --threads 1",
+            flush=True,
+        )
     dims = (64, 196) if args.quick else (64, 196, 784)
     n = args.n or (2000 if args.quick else 20000)
-    print(f"manifolds benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}, dims {dims}, n = {n}", flush=True)
+    print(
+        f"manifolds benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.1f}, dims {dims}, n = {n}",
+        flush=True,
+    )
     rows = op_rows(dims, repeats_small=5, repeats_large=3)
     rows += rddrs_step_rows(n, chunk=1000, repeats=1 if not args.quick else 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -165,8 +215,10 @@ def main(argv=None) -> int:
     print(f"\n{'section':11s} {'metric':18s} {'d':>4s} {'op':32s} {'n':>6s} {'ms':>10s} {'geo share':>9s}")
     for r in rows:
         share = f"{100 * r['geometry_share']:.1f} %" if r["geometry_share"] != "" else ""
-        print(f"{r['section']:11s} {r['metric']:18s} {r['d']:4d} {r['op']:32s} {str(r['n']):>6s} "
-              f"{r['median_ms']:10.2f} {share:>9s}")
+        print(
+            f"{r['section']:11s} {r['metric']:18s} {r['d']:4d} {r['op']:32s} {str(r['n']):>6s} "
+            f"{r['median_ms']:10.2f} {share:>9s}"
+        )
     print(f"\nwrote {args.out}")
     return 0
 

@@ -19,6 +19,7 @@ the file, so it is accepted only with ``trust_pickle=True`` (``--trust-pickle``)
 
 Every error is a :class:`benchmarks.data.BadInput` whose message starts with the argument's name.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -58,8 +59,9 @@ def resolve_device(text: str | torch.device | None = "auto") -> torch.device:
         if count == 0:
             raise BadInput(f"--device: {text} is not usable: torch {torch.__version__} sees no CUDA device")
         if device.index is not None and device.index >= count:
-            raise BadInput(f"--device: {text} is not usable: torch sees {count} CUDA device(s), "
-                           f"cuda:0..cuda:{count - 1}")
+            raise BadInput(
+                f"--device: {text} is not usable: torch sees {count} CUDA device(s), cuda:0..cuda:{count - 1}"
+            )
         return device
     if device.type == "mps":
         if not _mps_available():
@@ -101,8 +103,9 @@ def split_normalize(values: Sequence[float] | None) -> tuple[list[float], list[f
     if not values:
         return None
     if len(values) % 2:
-        raise BadInput(f"--normalize: expected MEAN... STD... (one of each per channel, an even count), "
-                       f"got {len(values)} numbers")
+        raise BadInput(
+            f"--normalize: expected MEAN... STD... (one of each per channel, an even count), got {len(values)} numbers"
+        )
     half = len(values) // 2
     return list(values[:half]), list(values[half:])
 
@@ -143,8 +146,10 @@ def model_from_arch(arch: str) -> nn.Module:
     if cnn:
         c, h, w, k = (int(g) for g in cnn.groups())
         return SmallCNN((c, h, w), k)
-    raise BadInput(f"--model: checkpoint arch {arch!r} is not one this project ships (expected mlp-D-H...-K or "
-                   "smallcnn-CxHxW-16-32-K); for any other network use package.module:factory with --weights")
+    raise BadInput(
+        f"--model: checkpoint arch {arch!r} is not one this project ships (expected mlp-D-H...-K or "
+        "smallcnn-CxHxW-16-32-K); for any other network use package.module:factory with --weights"
+    )
 
 
 def _load_state(model: nn.Module, state, what: str, source: str) -> nn.Module:
@@ -172,8 +177,10 @@ def _factory(spec: str) -> nn.Module:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as err:
-        raise BadInput(f"--model: cannot import {spec!r} (expected package.module:factory, an importable callable "
-                       f"returning an nn.Module; {_first_line(err)})") from None
+        raise BadInput(
+            f"--model: cannot import {spec!r} (expected package.module:factory, an importable callable "
+            f"returning an nn.Module; {_first_line(err)})"
+        ) from None
     finally:
         if added:
             sys.path.remove(cwd)
@@ -191,19 +198,27 @@ def _is_torchscript(path: Path) -> bool:
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
     return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in names) and not any(
-        n.endswith("/models/model.json") or "/serialized_exported_program" in n for n in names)
+        n.endswith("/models/model.json") or "/serialized_exported_program" in n for n in names
+    )
 
 
 def _is_export(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as z:
-        return any("serialized_exported_program" in n or n.endswith("models/model.json") or "/models/" in n
-                   for n in z.namelist())
+        return any(
+            "serialized_exported_program" in n or n.endswith("models/model.json") or "/models/" in n
+            for n in z.namelist()
+        )
 
 
-def load_model(spec: str, *, weights: str | os.PathLike | None = None, trust_pickle: bool = False,
-               normalize: Sequence[float] | None = None) -> nn.Module:
+def load_model(
+    spec: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    trust_pickle: bool = False,
+    normalize: Sequence[float] | None = None,
+) -> nn.Module:
     """The model ``spec`` names (see the module docstring), in eval mode, float32, on the CPU.
 
     ``normalize`` is ``MEAN... STD...`` (``--normalize``). Raises BadInput naming --model/--weights/
@@ -224,12 +239,16 @@ def load_model(spec: str, *, weights: str | os.PathLike | None = None, trust_pic
             try:
                 state = _load_weights_only(wpath, "--weights")
             except _PickledObject:
-                raise BadInput(f"--weights: {wpath} holds pickled Python objects, expected a state_dict of tensors "
-                               "(torch.save(model.state_dict(), ...))") from None
+                raise BadInput(
+                    f"--weights: {wpath} holds pickled Python objects, expected a state_dict of tensors "
+                    "(torch.save(model.state_dict(), ...))"
+                ) from None
             model = _load_state(model, state, "--weights", str(wpath))
     else:
-        raise BadInput(f"--model: {spec} does not exist; expected a model file (.pt2, TorchScript, checkpoint) "
-                       "or package.module:factory")
+        raise BadInput(
+            f"--model: {spec} does not exist; expected a model file (.pt2, TorchScript, checkpoint) "
+            "or package.module:factory"
+        )
     means_stds = split_normalize(normalize)
     if means_stds is not None:
         model = Normalize(model, *means_stds)
@@ -261,10 +280,12 @@ def _load_file(path: Path, trust_pickle: bool) -> nn.Module:
         blob = _load_weights_only(path, "--model")
     except _PickledObject:
         if not trust_pickle:
-            raise BadInput(f"--model: {path} holds a pickled Python object (e.g. a whole nn.Module); unpickling runs "
-                           "any code stored in the file, so it is refused unless you pass --trust-pickle (only for "
-                           "files you trust); safer: save a state_dict, a {'arch', 'state_dict'} checkpoint or "
-                           "torch.export") from None
+            raise BadInput(
+                f"--model: {path} holds a pickled Python object (e.g. a whole nn.Module); unpickling runs "
+                "any code stored in the file, so it is refused unless you pass --trust-pickle (only for "
+                "files you trust); safer: save a state_dict, a {'arch', 'state_dict'} checkpoint or "
+                "torch.export"
+            ) from None
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:
@@ -277,8 +298,10 @@ def _load_file(path: Path, trust_pickle: bool) -> nn.Module:
             raise BadInput(f"--model: checkpoint {path} has arch {blob['arch']!r}, expected a string")
         return _load_state(model_from_arch(blob["arch"]), blob["state_dict"], "--model", str(path))
     if isinstance(blob, dict):
-        raise BadInput(f"--model: {path} holds a dict without 'arch' (keys {sorted(map(str, blob))[:6]}); a bare "
-                       "state_dict needs its architecture: use --model package.module:factory --weights FILE")
+        raise BadInput(
+            f"--model: {path} holds a dict without 'arch' (keys {sorted(map(str, blob))[:6]}); a bare "
+            "state_dict needs its architecture: use --model package.module:factory --weights FILE"
+        )
     raise BadInput(f"--model: {path} holds {type(blob).__name__}, expected a model (.pt2, TorchScript, checkpoint)")
 
 
@@ -288,26 +311,35 @@ def check_model(model, data: Dataset, device: torch.device, batch: int = 2) -> i
     to the data's number of classes (K above the largest label for ``tensors:`` files), and its channel
     count must match ``--normalize``. Returns K."""
     if isinstance(model, Normalize) and len(data.input_shape) >= 2 and data.input_shape[0] != model.channels:
-        raise BadInput(f"--normalize: {model.channels} MEAN/STD pair(s) given, but the inputs have "
-                       f"{data.input_shape[0]} channel(s) (shape {tuple(data.input_shape)})")
+        raise BadInput(
+            f"--normalize: {model.channels} MEAN/STD pair(s) given, but the inputs have "
+            f"{data.input_shape[0]} channel(s) (shape {tuple(data.input_shape)})"
+        )
     if isinstance(model, Normalize) and len(data.input_shape) < 2 and model.channels != 1:
-        raise BadInput(f"--normalize: inputs of shape {tuple(data.input_shape)} have no channel axis; "
-                       "expected one MEAN and one STD")
+        raise BadInput(
+            f"--normalize: inputs of shape {tuple(data.input_shape)} have no channel axis; "
+            "expected one MEAN and one STD"
+        )
     x = data.X[:batch].to(device)
     try:
         with torch.no_grad():
             out = model(x)
     except Exception as err:
-        raise BadInput(f"--model: the forward pass on inputs of shape {tuple(x.shape)} from --dataset failed "
-                       f"({_first_line(err)[:300]})") from None
+        raise BadInput(
+            f"--model: the forward pass on inputs of shape {tuple(x.shape)} from --dataset failed "
+            f"({_first_line(err)[:300]})"
+        ) from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise BadInput(f"--model: expected (batch, classes) scores for inputs {tuple(x.shape)}, got {shape}")
     k = int(out.shape[1])
     if data.classes_known and k != data.num_classes:
-        raise BadInput(f"--model: the model outputs {k} scores per input but --dataset {data.name} has "
-                       f"{data.num_classes} classes")
+        raise BadInput(
+            f"--model: the model outputs {k} scores per input but --dataset {data.name} has {data.num_classes} classes"
+        )
     if not data.classes_known and k < data.num_classes:
-        raise BadInput(f"--model: the model outputs {k} scores per input but --dataset {data.name} has labels up "
-                       f"to {data.num_classes - 1}")
+        raise BadInput(
+            f"--model: the model outputs {k} scores per input but --dataset {data.name} has labels up "
+            f"to {data.num_classes - 1}"
+        )
     return k

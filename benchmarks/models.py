@@ -8,6 +8,7 @@
 Each model has an ``arch`` string attribute that identifies its architecture in training-cache
 keys.
 """
+
 from __future__ import annotations
 
 import math

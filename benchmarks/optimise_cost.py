@@ -9,6 +9,7 @@ count), RDDRS steps on one input x 20,000 samples (the seed paper's) and on 8 in
     python3 -m benchmarks.optimise_cost [--quick] [--skip-batched-rddrs]
 Writes benchmarks/results/optimise_cost.csv and .png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,11 +59,13 @@ def _one_step(method, model, x, generator) -> float:
 
 def ddrs_module():
     import ddrs
+
     return ddrs
 
 
-def run(quick: bool = False, repeats: int = 3, out_dir: Path | None = RESULTS_DIR,
-        batched_rddrs: bool = True) -> list[dict]:
+def run(
+    quick: bool = False, repeats: int = 3, out_dir: Path | None = RESULTS_DIR, batched_rddrs: bool = True
+) -> list[dict]:
     import ddrs
     from benchmarks.models import SmallCNN
 
@@ -70,12 +73,22 @@ def run(quick: bool = False, repeats: int = 3, out_dir: Path | None = RESULTS_DI
     model = SmallCNN().eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    configs = [("ddrs", 32, 100, lambda s, it: ddrs.DDRS(iterations=it, samples=s)),
-               ("ancer", 32, 100, lambda s, it: ddrs.ANCER(iterations=it, samples=s)),
-               ("rddrs (1 x 20000, exp)", 1, 5000 if quick else 20000,
-                lambda s, it: ddrs.RDDRS(iterations=it, samples=s, chunk_size=s)),
-               ("rddrs (8 x 2500, retr)", 8, 1000 if quick else 2500,
-                lambda s, it: ddrs.RDDRS(iterations=it, samples=s, method="retr", chunk_size=8 * s))]
+    configs = [
+        ("ddrs", 32, 100, lambda s, it: ddrs.DDRS(iterations=it, samples=s)),
+        ("ancer", 32, 100, lambda s, it: ddrs.ANCER(iterations=it, samples=s)),
+        (
+            "rddrs (1 x 20000, exp)",
+            1,
+            5000 if quick else 20000,
+            lambda s, it: ddrs.RDDRS(iterations=it, samples=s, chunk_size=s),
+        ),
+        (
+            "rddrs (8 x 2500, retr)",
+            8,
+            1000 if quick else 2500,
+            lambda s, it: ddrs.RDDRS(iterations=it, samples=s, method="retr", chunk_size=8 * s),
+        ),
+    ]
     if not batched_rddrs:
         configs = configs[:3]
     rows = []
@@ -89,10 +102,20 @@ def run(quick: bool = False, repeats: int = 3, out_dir: Path | None = RESULTS_DI
             best_bare = min(best_bare, _bare_fwd_bwd(model, batch))
         thr_step = B * samples / best_step
         thr_bare = B * samples / best_bare
-        rows.append({"method": name, "inputs": B, "samples_per_input": samples, "step_seconds": best_step,
-                     "bare_fwd_bwd_seconds": best_bare, "ratio": thr_step / thr_bare})
-        print(f"{name:26s} B={B:3d} n={samples:6d}  step {best_step:7.3f} s  bare fwd+bwd {best_bare:7.3f} s  "
-              f"ratio {thr_step / thr_bare:5.2f}  (target >= 0.8)")
+        rows.append(
+            {
+                "method": name,
+                "inputs": B,
+                "samples_per_input": samples,
+                "step_seconds": best_step,
+                "bare_fwd_bwd_seconds": best_bare,
+                "ratio": thr_step / thr_bare,
+            }
+        )
+        print(
+            f"{name:26s} B={B:3d} n={samples:6d}  step {best_step:7.3f} s  bare fwd+bwd {best_bare:7.3f} s  "
+            f"ratio {thr_step / thr_bare:5.2f}  (target >= 0.8)"
+        )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "optimise_cost.csv", "w", newline="") as f:
@@ -100,8 +123,10 @@ def run(quick: bool = False, repeats: int = 3, out_dir: Path | None = RESULTS_DI
             w.writeheader()
             w.writerows(rows)
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(7, 3.2))
         ax.barh([r["method"] for r in rows], [r["ratio"] for r in rows], color="tab:blue")
         ax.axvline(0.8, color="red", ls="--", label="target 0.8")
@@ -117,9 +142,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--skip-batched-rddrs", action="store_true",
-                   help="skip the 8 x 2,500 RDDRS configuration (on the CPU build of torch 2.14 here, its batched "
-                        "784 x 784 LU solves print MKL 'DLASWP parameter 6' errors and run very slowly)")
+    p.add_argument(
+        "--skip-batched-rddrs",
+        action="store_true",
+        help="skip the 8 x 2,500 RDDRS configuration (on the CPU build of torch 2.14 here, its batched "
+        "784 x 784 LU solves print MKL 'DLASWP parameter 6' errors and run very slowly)",
+    )
     args = p.parse_args(argv)
     run(quick=args.quick, repeats=args.repeats, batched_rddrs=not args.skip_batched_rddrs)
     return 0

@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -45,9 +45,17 @@ class PairedDifference:
     verdict: str  # for the claim "a > b"
 
     def row(self) -> dict:
-        return {"statistic": self.statistic, "n": self.n_inputs, "a": self.a, "b": self.b,
-                "difference": self.difference, "ci_low": self.low, "ci_high": self.high,
-                "p_value": self.p_value, "verdict": self.verdict}
+        return {
+            "statistic": self.statistic,
+            "n": self.n_inputs,
+            "a": self.a,
+            "b": self.b,
+            "difference": self.difference,
+            "ci_low": self.low,
+            "ci_high": self.high,
+            "p_value": self.p_value,
+            "verdict": self.verdict,
+        }
 
 
 def align(log_a: certify.Log, log_b: certify.Log) -> tuple[np.ndarray, np.ndarray]:
@@ -90,9 +98,17 @@ def mcnemar_exact(sa: np.ndarray, sb: np.ndarray) -> float:
     return float(stats.binomtest(b, b + c, 0.5).pvalue)
 
 
-def paired_difference(log_a: certify.Log, log_b: certify.Log, *, column: str = "radius",
-                      radius: float | None = None, column_b: str | None = None, level: float = 0.95,
-                      resamples: int = 10_000, seed: int = 0) -> PairedDifference:
+def paired_difference(
+    log_a: certify.Log,
+    log_b: certify.Log,
+    *,
+    column: str = "radius",
+    radius: float | None = None,
+    column_b: str | None = None,
+    level: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> PairedDifference:
     """Difference a - b of certified accuracy at ``radius`` (or of ACR when ``radius`` is None).
 
     ``column`` names the radius column of ``log_a`` (``radius`` = l2, ``proxy_radius``); ``column_b``
@@ -119,23 +135,40 @@ def paired_difference(log_a: certify.Log, log_b: certify.Log, *, column: str = "
     else:
         p = mcnemar_exact(sa, sb)
         name = f"certified accuracy @ {column} {radius:g}"
-    return PairedDifference(name, m, float(sa.mean()), float(sb.mean()), float(diff.mean()),
-                            float(low), float(high), level, p, _verdict(float(low), float(high)))
+    return PairedDifference(
+        name,
+        m,
+        float(sa.mean()),
+        float(sb.mean()),
+        float(diff.mean()),
+        float(low),
+        float(high),
+        level,
+        p,
+        _verdict(float(low), float(high)),
+    )
 
 
 def claims_table(rows: Sequence[tuple[str, PairedDifference]]) -> str:
     """A Markdown table: claim, statistic, a, b, difference [95 % CI], p, verdict."""
-    out = ["| claim (a > b) | statistic | n | a | b | a - b [95 % CI] | p | verdict |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| claim (a > b) | statistic | n | a | b | a - b [95 % CI] | p | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for claim, d in rows:
-        out.append(f"| {claim} | {d.statistic} | {d.n_inputs} | {d.a:.3f} | {d.b:.3f} | "
-                   f"{d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {d.p_value:.3g} | {d.verdict} |")
+        out.append(
+            f"| {claim} | {d.statistic} | {d.n_inputs} | {d.a:.3f} | {d.b:.3f} | "
+            f"{d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {d.p_value:.3g} | {d.verdict} |"
+        )
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.paired", allow_abbrev=False,
-                                description="paired difference of two certification logs (a - b)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.paired",
+        allow_abbrev=False,
+        description="paired difference of two certification logs (a - b)",
+    )
     p.add_argument("log_a")
     p.add_argument("log_b")
     p.add_argument("--column", default="radius", help="radius column (radius = l2, proxy_radius)")
@@ -146,8 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("log_a", "log_b"):
         if not os.path.isfile(getattr(args, name)):
             p.error(f"{name}: no such file {getattr(args, name)!r}")
-    d = paired_difference(certify.read_log(args.log_a), certify.read_log(args.log_b), column=args.column,
-                          radius=args.radius, resamples=args.resamples, seed=args.seed)
+    d = paired_difference(
+        certify.read_log(args.log_a),
+        certify.read_log(args.log_b),
+        column=args.column,
+        radius=args.radius,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
     print(claims_table([(f"{os.path.basename(args.log_a)} > {os.path.basename(args.log_b)}", d)]), end="")
     return 0
 

@@ -1,4 +1,5 @@
 """PNG figures of a comparison (matplotlib, Agg backend: headless)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,13 @@ import torch  # noqa: E402
 
 import certify  # noqa: E402
 
-COLORS = {"rs": "tab:gray", "ddrs": "tab:blue", "ancer": "tab:orange", "rddrs": "tab:green",
-          "rddrs-log-euclidean": "tab:olive"}
+COLORS = {
+    "rs": "tab:gray",
+    "ddrs": "tab:blue",
+    "ancer": "tab:orange",
+    "rddrs": "tab:green",
+    "rddrs-log-euclidean": "tab:olive",
+}
 
 
 def accuracy_curve(log_path: Path, column: str, grid: np.ndarray) -> np.ndarray:
@@ -53,15 +59,27 @@ def _save(fig, out: Path, title: str) -> Path:
 
 def mog_panels(logs: dict, out: Path, title: str) -> Path:
     """Mixture runs: sound certificate (solid) and the paper's max-sigma claim (dashed, NOT a certificate)."""
-    ranges = sorted({tuple(map(float, k[0].split("[")[1].rstrip("]").split(","))) for k in logs if k[0].startswith("mog")})
+    ranges = sorted(
+        {tuple(map(float, k[0].split("[")[1].rstrip("]").split(","))) for k in logs if k[0].startswith("mog")}
+    )
     fig, axes = plt.subplots(1, max(len(ranges), 1), figsize=(5 * max(len(ranges), 1), 3.8), squeeze=False)
     for ax, (lo, hi) in zip(axes[0], ranges):
-        entries = sorted(((k, v) for k, v in logs.items() if k[0].startswith("mog") and k[0].endswith(f"[{lo:g},{hi:g}]")),
-                         key=lambda kv: int(kv[0][0].split("-K")[1].split("-")[0]))
+        entries = sorted(
+            ((k, v) for k, v in logs.items() if k[0].startswith("mog") and k[0].endswith(f"[{lo:g},{hi:g}]")),
+            key=lambda kv: int(kv[0][0].split("-K")[1].split("-")[0]),
+        )
         read = {key: certify.read_log(path) for key, path in entries}  # each log read once
-        top = max([float(np.nanmax(np.concatenate([log["radius"],
-                                                    np.nan_to_num(log.columns.get("paper_radius", np.zeros(1)))])))
-                   for log in read.values()] + [1e-3])
+        top = max(
+            [
+                float(
+                    np.nanmax(
+                        np.concatenate([log["radius"], np.nan_to_num(log.columns.get("paper_radius", np.zeros(1)))])
+                    )
+                )
+                for log in read.values()
+            ]
+            + [1e-3]
+        )
         grid = np.linspace(0, 1.05 * top, 200)
         for i, ((label, _), log) in enumerate(read.items()):
             K = label.split("-K")[1].split("-")[0]
@@ -69,8 +87,13 @@ def mog_panels(logs: dict, out: Path, title: str) -> Path:
             ax.plot(grid, certify.certified_accuracy(log, grid), color=color, label=f"K={K} sound")
             if "paper_radius" in log.columns and int(K) > 1:
                 claim = {"correct": log["correct"], "radius": np.nan_to_num(log["paper_radius"])}
-                ax.plot(grid, certify.certified_accuracy(certify.Log(claim), grid), color=color, ls="--",
-                        label=f"K={K} max-sigma claim (not a certificate)")
+                ax.plot(
+                    grid,
+                    certify.certified_accuracy(certify.Log(claim), grid),
+                    color=color,
+                    ls="--",
+                    label=f"K={K} max-sigma claim (not a certificate)",
+                )
         _style_accuracy_axis(ax, f"mixture over [{lo:g}, {hi:g}]", "l2 radius", 6)
     return _save(fig, out, title)
 
@@ -97,8 +120,9 @@ def run_suffix(budget, inputs: int | None) -> str:
     return f"n = {budget.n}, alpha = {budget.alpha:g}" + (f", {inputs} inputs" if inputs is not None else "")
 
 
-def toy2d_regions(logs: dict, test, out: Path, sigma: float, model_dir=None, seed: int = 0,
-                  num_points: int = 6, suffix: str = "") -> Path:
+def toy2d_regions(
+    logs: dict, test, out: Path, sigma: float, model_dir=None, seed: int = 0, num_points: int = 6, suffix: str = ""
+) -> Path:
     """Decision regions of the base model with each method's certified region around a few test
     points (the RDDRS paper's Figure 1)."""
     from .training import load_or_train
@@ -111,15 +135,16 @@ def toy2d_regions(logs: dict, test, out: Path, sigma: float, model_dir=None, see
     fig, ax = plt.subplots(figsize=(6, 6))
     from matplotlib.colors import to_rgba
     from matplotlib.patches import Patch
+
     # one colour per class, shared by the test points (solid) and the base classifier's regions (light)
-    ax.contourf(xs, xs, pred, levels=[-0.5, 0.5, 1.5, 2.5],
-                colors=[to_rgba(c, 0.18) for c in CLASS_COLORS])
+    ax.contourf(xs, xs, pred, levels=[-0.5, 0.5, 1.5, 2.5], colors=[to_rgba(c, 0.18) for c in CLASS_COLORS])
     X = test.X.numpy()
     y = test.y.numpy()
     for k, c in enumerate(CLASS_COLORS):
         ax.scatter(X[y == k, 0], X[y == k, 1], color=c, s=6, alpha=0.6)
-    class_handles = [Patch(facecolor=to_rgba(c, 0.35), edgecolor=c, label=f"class {k}")
-                     for k, c in enumerate(CLASS_COLORS)]
+    class_handles = [
+        Patch(facecolor=to_rgba(c, 0.35), edgecolor=c, label=f"class {k}") for k, c in enumerate(CLASS_COLORS)
+    ]
     for label in ("rs", "ddrs", "ancer", "rddrs"):
         path = logs.get((label, sigma))
         if path is None:
@@ -149,29 +174,55 @@ def toy2d_regions(logs: dict, test, out: Path, sigma: float, model_dir=None, see
     ax.legend(handles=class_handles + handles, loc="upper right", fontsize=8)
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
-    ax.set_title(f"toy2d: certified regions (sigma = {sigma:g}) over the base classifier's regions"
-                 + (f"\n{suffix}" if suffix else ""), fontsize=10)
+    ax.set_title(
+        f"toy2d: certified regions (sigma = {sigma:g}) over the base classifier's regions"
+        + (f"\n{suffix}" if suffix else ""),
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
 
 
-def write_all(dataset: str, rows, logs: dict, out_dir: Path, radii, test=None, sigmas=(), model_dir=None,
-              seed: int = 0, budget=None) -> list[Path]:
+def write_all(
+    dataset: str,
+    rows,
+    logs: dict,
+    out_dir: Path,
+    radii,
+    test=None,
+    sigmas=(),
+    model_dir=None,
+    seed: int = 0,
+    budget=None,
+) -> list[Path]:
     figures = []
     inputs = max((int(r["inputs"]) for r in rows if "inputs" in r), default=None)
     suffix = run_suffix(budget, inputs)
     tail = f" ({suffix})" if suffix else ""
     if any(not k[0].startswith("mog") for k in logs):
-        figures.append(curves_by_sigma(logs, out_dir / "certified_accuracy_l2.png", "radius",
-                                       f"{dataset}: certified accuracy vs l2 radius{tail}", sigmas))
-        figures.append(curves_by_sigma(logs, out_dir / "certified_accuracy_proxy.png", "proxy_radius",
-                                       f"{dataset}: certified accuracy vs proxy radius{tail}", sigmas))
+        figures.append(
+            curves_by_sigma(
+                logs,
+                out_dir / "certified_accuracy_l2.png",
+                "radius",
+                f"{dataset}: certified accuracy vs l2 radius{tail}",
+                sigmas,
+            )
+        )
+        figures.append(
+            curves_by_sigma(
+                logs,
+                out_dir / "certified_accuracy_proxy.png",
+                "proxy_radius",
+                f"{dataset}: certified accuracy vs proxy radius{tail}",
+                sigmas,
+            )
+        )
     if any(k[0].startswith("mog") for k in logs):
         figures.append(mog_panels(logs, out_dir / "mixture.png", f"{dataset}: mixture-of-Gaussians smoothing{tail}"))
     if dataset == "toy2d" and test is not None:
         mid = sorted(sigmas)[len(sigmas) // 2] if sigmas else 0.25
-        figures.append(toy2d_regions(logs, test, out_dir / "toy2d_regions.png", mid, model_dir, seed,
-                                     suffix=suffix))
+        figures.append(toy2d_regions(logs, test, out_dir / "toy2d_regions.png", mid, model_dir, seed, suffix=suffix))
     return figures

@@ -12,6 +12,7 @@ abstentions, and (uncapped paper recipe) the eigenvalue ratios lambda / sigma_x*
     python -m benchmarks.rddrs_efficiency --dataset digits --sigma 0.25 --inputs 50 --recipes paper-capped
     python -m benchmarks.rddrs_efficiency --dataset digits --summary      # tables and plot from the logs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,15 @@ def recipes() -> dict:
     paper = lambda **kw: ddrs.RDDRS.paper(objective=ddrs.paper_objective("rddrs", 1e-8), **kw)  # noqa: E731
     old_dd = ddrs.DDRS(iterations=150, samples=64, objective=ddrs.Radius("gap"), **gap)
     old_an = ddrs.ANCER(iterations=100, samples=64, objective=ddrs.paper_objective("ancer"), **gap)
-    old_rd = ddrs.RDDRS(iterations=60, samples=128, step_size=0.5, kappa=2.0, max_ratio=4.0,
-                        objective=ddrs.paper_objective("rddrs", 2.0), **gap)
+    old_rd = ddrs.RDDRS(
+        iterations=60,
+        samples=128,
+        step_size=0.5,
+        kappa=2.0,
+        max_ratio=4.0,
+        objective=ddrs.paper_objective("rddrs", 2.0),
+        **gap,
+    )
     new = ddrs.RDDRS()
     out = {
         "paper-capped": [paper_dd, paper(max_ratio=4.0, select=False)],
@@ -52,8 +60,11 @@ def recipes() -> dict:
     }
     # ablation: one lever of the new default switched at a time
     from dataclasses import replace
-    out["abl: gap objective"] = [ddrs.DDRS(objective=ddrs.Radius("gap")),
-                                 replace(new, objective=ddrs.paper_objective("rddrs", new.kappa))]
+
+    out["abl: gap objective"] = [
+        ddrs.DDRS(objective=ddrs.Radius("gap")),
+        replace(new, objective=ddrs.paper_objective("rddrs", new.kappa)),
+    ]
     out["abl: no selection"] = [ddrs.DDRS(select=False), replace(new, select=False)]
     out["abl: no antithetic"] = [ddrs.DDRS(), replace(new, antithetic=False)]
     out["abl: exp map"] = [ddrs.DDRS(), replace(new, method="exp")]
@@ -114,21 +125,34 @@ def run(dataset: str, sigma: float, inputs: int = 50, names=MAIN, seed: int = 0,
             fit_seconds = time.perf_counter() - t0
             noise = res.noises()[0]
             cert = certify.Smooth(model, noise, data.num_classes).certify(
-                xi, 100, n, 0.001, batch_size=min(n, 10_000),
-                generator=torch.Generator().manual_seed(10_000_019 + idx))
+                xi, 100, n, 0.001, batch_size=min(n, 10_000), generator=torch.Generator().manual_seed(10_000_019 + idx)
+            )
             eig = res.manifold.eigenvalues(res.points[0]).flatten()
             star = float(res.sigma_star.flatten()[0])
-            row = {"idx": idx, "label": int(yi), "prediction": int(cert.prediction),
-                   "correct": int(cert.prediction == int(yi)), "proxy": float(cert.proxy_radius),
-                   "l2": float(cert.l2_radius), "p_lower": float(cert.p_lower), "forward": int(fwd),
-                   "backward": int(bwd), "fit_seconds": fit_seconds, "seconds": time.perf_counter() - t0,
-                   "sigma_star": star, "eig_min_ratio": float(eig.min()) / star,
-                   "eig_max_ratio": float(eig.max()) / star,
-                   "kept_new": None if res.kept_new is None else bool(res.kept_new[0])}
+            row = {
+                "idx": idx,
+                "label": int(yi),
+                "prediction": int(cert.prediction),
+                "correct": int(cert.prediction == int(yi)),
+                "proxy": float(cert.proxy_radius),
+                "l2": float(cert.l2_radius),
+                "p_lower": float(cert.p_lower),
+                "forward": int(fwd),
+                "backward": int(bwd),
+                "fit_seconds": fit_seconds,
+                "seconds": time.perf_counter() - t0,
+                "sigma_star": star,
+                "eig_min_ratio": float(eig.min()) / star,
+                "eig_max_ratio": float(eig.max()) / star,
+                "kept_new": None if res.kept_new is None else bool(res.kept_new[0]),
+            }
             with open(path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{dataset} sigma {sigma:g} {name} [{k + 1}/{len(data)}] idx {idx}: proxy {row['proxy']:.3f} "
-                  f"evals {fwd + bwd} {row['seconds']:.1f}s", flush=True)
+            print(
+                f"{dataset} sigma {sigma:g} {name} [{k + 1}/{len(data)}] idx {idx}: proxy {row['proxy']:.3f} "
+                f"evals {fwd + bwd} {row['seconds']:.1f}s",
+                flush=True,
+            )
     del ddrs
 
 
@@ -137,8 +161,7 @@ def summarise_rows(dataset: str, sigma: float, names=None, limit: set | None = N
     out = log_dir(dataset, sigma)
     rows = []
     known = list(recipes())
-    paths = sorted(out.glob("*.jsonl"), key=lambda p: next(
-        (i for i, k in enumerate(known) if _slug(k) == p.stem), 99))
+    paths = sorted(out.glob("*.jsonl"), key=lambda p: next((i for i, k in enumerate(known) if _slug(k) == p.stem), 99))
     slug_to_name = {_slug(k): k for k in known}
     for path in paths:
         name = slug_to_name.get(path.stem, path.stem)
@@ -149,10 +172,14 @@ def summarise_rows(dataset: str, sigma: float, names=None, limit: set | None = N
             continue
         correct = np.array([r["correct"] for r in log], dtype=bool)
         proxy = np.array([r["proxy"] for r in log]) * correct
-        row = {"recipe": name, "inputs": len(log),
-               "evals_per_input": float(np.mean([r["forward"] + r["backward"] for r in log])),
-               "seconds_per_input": float(np.mean([r["seconds"] for r in log])),
-               "median_proxy": float(np.median(proxy)), "mean_proxy": float(np.mean(proxy))}
+        row = {
+            "recipe": name,
+            "inputs": len(log),
+            "evals_per_input": float(np.mean([r["forward"] + r["backward"] for r in log])),
+            "seconds_per_input": float(np.mean([r["seconds"] for r in log])),
+            "median_proxy": float(np.median(proxy)),
+            "mean_proxy": float(np.mean(proxy)),
+        }
         for q in PROXY_RADII:
             row[f"acc@{q:g}"] = float(np.mean(correct & (proxy >= q)))
         row["abstain"] = float(np.mean([r["prediction"] < 0 for r in log]))
@@ -168,6 +195,7 @@ def summarise_rows(dataset: str, sigma: float, names=None, limit: set | None = N
 
 def write_summary(dataset: str, sigmas=(0.12, 0.25), head: str = "") -> Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -175,8 +203,10 @@ def write_summary(dataset: str, sigmas=(0.12, 0.25), head: str = "") -> Path:
     all_rows = []
     fig, axes = plt.subplots(1, len(sigmas), figsize=(5.5 * len(sigmas), 4), squeeze=False)
     with open(md, "w") as f:
-        f.write("```\n" + head + f"certification: Cohen CERTIFY, n0 = 100, n = {N_CERT}, alpha = 0.001, fresh "
-                "samples; one input at a time, one torch thread, machine shared (seconds are indicative)\n```\n")
+        f.write(
+            "```\n" + head + f"certification: Cohen CERTIFY, n0 = 100, n = {N_CERT}, alpha = 0.001, fresh "
+            "samples; one input at a time, one torch thread, machine shared (seconds are indicative)\n```\n"
+        )
         for ax, sigma in zip(axes[0], sigmas):
             full = summarise_rows(dataset, sigma)
             ref = next((r for r in full if r["recipe"] == "paper-capped"), None)
@@ -188,13 +218,16 @@ def write_summary(dataset: str, sigmas=(0.12, 0.25), head: str = "") -> Path:
                 continue
             f.write(f"\n## sigma = {sigma:g}\n\n")
             if ref is not None:
-                f.write(f"Ratios are to `paper-capped` on the {ref['inputs']} inputs it has finished "
-                        "(every recipe restricted to the same inputs).\n\n")
+                f.write(
+                    f"Ratios are to `paper-capped` on the {ref['inputs']} inputs it has finished "
+                    "(every recipe restricted to the same inputs).\n\n"
+                )
             keys = list(rows[0])
             f.write("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n")
             for r in rows:
-                f.write("| " + " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k])
-                                          for k in keys) + " |\n")
+                f.write(
+                    "| " + " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |\n"
+                )
                 all_rows.append({"sigma": sigma, **r})
             for r in rows:
                 abl = r["recipe"].startswith("abl")
@@ -232,8 +265,10 @@ def main(argv=None) -> int:
         for sigma in sigmas:
             run(args.dataset, sigma, args.inputs, names)
     from benchmarks.compare import header
-    md = write_summary(args.dataset, tuple(sigmas), header(f"python -m benchmarks.rddrs_efficiency --dataset "
-                                                           f"{args.dataset}"))
+
+    md = write_summary(
+        args.dataset, tuple(sigmas), header(f"python -m benchmarks.rddrs_efficiency --dataset {args.dataset}")
+    )
     print(md.read_text())
     return 0
 

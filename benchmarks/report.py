@@ -10,6 +10,7 @@ the fraction of rows with ``correct == 1`` and ``radius >= r``. ``write_report``
 * ``report.csv``: one row per log: label, path, rows, abstention, ACR, accuracy at every radius;
 * ``certified_accuracy.png``: certified accuracy against the l2 radius, one line per log.
 """
+
 from __future__ import annotations
 
 import csv
@@ -60,9 +61,14 @@ def summary_rows(logs: dict[str, certify.Log], radii: Sequence[float]) -> list[d
     rows = []
     for label, log in logs.items():
         acc = certify.certified_accuracy(log, radii)
-        row = {"label": label, "path": log.path, "rows": len(log),
-               "abstention": certify.abstention_rate(log), "acr": certify.average_certified_radius(log),
-               "accuracy_r0": float(certify.certified_accuracy(log, [0.0])[0])}
+        row = {
+            "label": label,
+            "path": log.path,
+            "rows": len(log),
+            "abstention": certify.abstention_rate(log),
+            "acr": certify.average_certified_radius(log),
+            "accuracy_r0": float(certify.certified_accuracy(log, [0.0])[0]),
+        }
         row.update({f"r={r:g}": float(a) for r, a in zip(radii, acc)})
         rows.append(row)
     return rows
@@ -70,13 +76,24 @@ def summary_rows(logs: dict[str, certify.Log], radii: Sequence[float]) -> list[d
 
 def markdown_report(logs: dict[str, certify.Log], radii: Sequence[float]) -> str:
     """Cohen's table, then a summary table."""
-    lines = ["# Certified accuracy", "", certify.cohen_markdown_table(logs, radii), "",
-             "| log | rows | abstention | ACR | accuracy at r = 0 |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Certified accuracy",
+        "",
+        certify.cohen_markdown_table(logs, radii),
+        "",
+        "| log | rows | abstention | ACR | accuracy at r = 0 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for row in summary_rows(logs, radii):
-        lines.append(f"| {row['label']} | {row['rows']} | {row['abstention']:.3f} | {row['acr']:.3f} "
-                     f"| {row['accuracy_r0']:.3f} |")
-    lines += ["", "Certified accuracy at r: fraction of rows with correct = 1 and radius >= r "
-              "(Cohen et al.'s analyze.py); ACR: mean of radius * correct; * marks the best value per radius."]
+        lines.append(
+            f"| {row['label']} | {row['rows']} | {row['abstention']:.3f} | {row['acr']:.3f} "
+            f"| {row['accuracy_r0']:.3f} |"
+        )
+    lines += [
+        "",
+        "Certified accuracy at r: fraction of rows with correct = 1 and radius >= r "
+        "(Cohen et al.'s analyze.py); ACR: mean of radius * correct; * marks the best value per radius.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -93,9 +110,13 @@ def plot_report(logs: dict[str, certify.Log], out: Path) -> Path:
     return _save(fig, out, "certified accuracy")
 
 
-def write_report(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike = "runs/report",
-                 radii: Sequence[float] = DEFAULT_RADII, labels: Sequence[str] | None = None,
-                 plot: bool = True) -> dict[str, Path]:
+def write_report(
+    paths: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike = "runs/report",
+    radii: Sequence[float] = DEFAULT_RADII,
+    labels: Sequence[str] | None = None,
+    plot: bool = True,
+) -> dict[str, Path]:
     """Tables (Markdown, CSV) and a plot for the logs ``paths``; returns the files written."""
     radii = [float(r) for r in radii]
     if not radii or any(not np.isfinite(r) or r < 0 for r in radii):

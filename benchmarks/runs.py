@@ -7,6 +7,7 @@ Data-dependent methods (ddrs, ancer, rddrs) go through the memory-based certifie
 in query order; the region each input finally holds is saved beside the log
 (``<log>.regions/<idx>.pt``) so that a resumed run rebuilds the memory exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +34,19 @@ from .training import dataset_hash, model_hash
 METHODS = ("rs", "ddrs", "ancer", "rddrs", "mog")
 DATA_DEPENDENT = ("ddrs", "ancer", "rddrs")
 LOG_COLUMNS = list(certify.COHEN_COLUMNS) + [
-    "l2_radius", "proxy_radius", "p_lower", "noise", "min_sigma", "gm_sigma", "paper_radius",
-    "memory_action", "memory_reason", "choose_seconds", "forward_evals", "backward_evals"]
+    "l2_radius",
+    "proxy_radius",
+    "p_lower",
+    "noise",
+    "min_sigma",
+    "gm_sigma",
+    "paper_radius",
+    "memory_action",
+    "memory_reason",
+    "choose_seconds",
+    "forward_evals",
+    "backward_evals",
+]
 
 
 @dataclass
@@ -71,9 +84,14 @@ class MethodConfig:
         return self.method
 
 
-def choose_noise(config: MethodConfig, model, x: torch.Tensor, generator: torch.Generator,
-                 sigma_star: torch.Tensor | None = None, cache: dict | None = None
-                 ) -> tuple[list, ddrs.NetworkCounter, torch.Tensor | None]:
+def choose_noise(
+    config: MethodConfig,
+    model,
+    x: torch.Tensor,
+    generator: torch.Generator,
+    sigma_star: torch.Tensor | None = None,
+    cache: dict | None = None,
+) -> tuple[list, ddrs.NetworkCounter, torch.Tensor | None]:
     """Noise objects for a batch of inputs, the network work spent, and the DDRS sigma_x* (if any).
 
     ``sigma_star`` (from a DDRS run on the same inputs) skips the DDRS stage of ANCER/RDDRS. RDDRS with
@@ -97,8 +115,9 @@ def choose_noise(config: MethodConfig, model, x: torch.Tensor, generator: torch.
     if config.method == "ancer":
         res = ddrs.ANCER(**options).fit(model, x, init=sigma_star, generator=generator)
         if cache is not None:
-            cache["ancer"] = [(theta, res.network.forward / len(x), res.network.backward / len(x))
-                              for theta in res.points]
+            cache["ancer"] = [
+                (theta, res.network.forward / len(x), res.network.backward / len(x)) for theta in res.points
+            ]
         counter.add(res.network.forward, res.network.backward)
         return res.noises(), counter, sigma_star
     init = sigma_star
@@ -112,7 +131,8 @@ def choose_noise(config: MethodConfig, model, x: torch.Tensor, generator: torch.
             init = ddrs.ANCER(**ancer_options).fit(model, x, init=sigma_star, generator=generator)
             counter.add(init.network.forward, init.network.backward)
     res = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).fit(
-        model, x, init=init, generator=generator)
+        model, x, init=init, generator=generator
+    )
     counter.add(res.network.forward, res.network.backward)
     return res.noises(), counter, sigma_star
 
@@ -120,7 +140,7 @@ def choose_noise(config: MethodConfig, model, x: torch.Tensor, generator: torch.
 def _region_record(prediction: int, region: certify.Ellipsoid | None) -> dict:
     if region is None:
         return {"prediction": prediction, "scale": None, "radius": 0.0}
-    scale = region.scale if np.ndim(region.scale) == 0 else torch.as_tensor(region.scale, dtype=torch.float64)
+    scale = region.scale if np.ndim(region.scale) == 0 else torch.tensor(np.array(region.scale, dtype=np.float64))
     return {"prediction": prediction, "scale": scale, "radius": region.radius}
 
 
@@ -166,10 +186,22 @@ def input_seed(seed: int, idx: int) -> int:
     return seed * 1_000_003 + 7919 * idx + 1
 
 
-def compute_batch(config: MethodConfig, model, data: Dataset, positions: list[int], *, n0: int, n: int,
-                  alpha: float, batch_size: int, seed: int, sigma_star: list[float] | None = None,
-                  ancer_cache: list[tuple] | None = None, skip: set[int] | frozenset = frozenset(),
-                  on_input: Callable[[BatchResult, int], None] | None = None) -> BatchResult:
+def compute_batch(
+    config: MethodConfig,
+    model,
+    data: Dataset,
+    positions: list[int],
+    *,
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    seed: int,
+    sigma_star: list[float] | None = None,
+    ancer_cache: list[tuple] | None = None,
+    skip: set[int] | frozenset = frozenset(),
+    on_input: Callable[[BatchResult, int], None] | None = None,
+) -> BatchResult:
     """Choose noise for the batch ``positions`` of ``data`` and certify each of its inputs.
 
     A pure, deterministic function of (positions, config, seed, the model and data): no file I/O, no
@@ -189,17 +221,23 @@ def compute_batch(config: MethodConfig, model, data: Dataset, positions: list[in
     noises, counter, star_out = choose_noise(config, model, xb, gen, star, cache)
     choose_seconds = (time.perf_counter() - t0) / len(positions)
     result = BatchResult(
-        positions=list(positions), indices=idxs, certificates=[None] * len(positions),
-        noise_kinds=[nz.kind for nz in noises], choose_seconds=choose_seconds,
-        forward_evals=counter.forward // len(positions), backward_evals=counter.backward // len(positions),
+        positions=list(positions),
+        indices=idxs,
+        certificates=[None] * len(positions),
+        noise_kinds=[nz.kind for nz in noises],
+        choose_seconds=choose_seconds,
+        forward_evals=counter.forward // len(positions),
+        backward_evals=counter.backward // len(positions),
         sigma_star=None if star_out is None else star_out.tolist(),
-        ancer=cache.get("ancer") if config.method == "ancer" else None)
+        ancer=cache.get("ancer") if config.method == "ancer" else None,
+    )
     for j, p in enumerate(positions):
         if p in skip:
             continue
         cgen = torch.Generator().manual_seed(input_seed(seed, idxs[j]))
         result.certificates[j] = certify.Smooth(model, noises[j], data.num_classes).certify(
-            data.X[p], n0, n, alpha, batch_size=batch_size, generator=cgen)
+            data.X[p], n0, n, alpha, batch_size=batch_size, generator=cgen
+        )
         if on_input is not None:
             on_input(result, j)
     return result
@@ -219,6 +257,7 @@ class FingerprintMismatch(ValueError):
 
 def library_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("ddrs")
     except PackageNotFoundError:
@@ -235,19 +274,46 @@ def _jsonable(value):
     return value
 
 
-def fingerprint(config: MethodConfig, model, data: Dataset, *, n0: int, n: int, alpha: float, batch_size: int,
-                opt_batch: int, seed: int, memory: bool) -> dict:
+def fingerprint(
+    config: MethodConfig,
+    model,
+    data: Dataset,
+    *,
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    opt_batch: int,
+    seed: int,
+    memory: bool,
+) -> dict:
     """Everything that determines a run's rows: method and all its options, noise parameters, sample
     budget, batch sizes, seed, data set with a hash of the inputs certified, model hash, version."""
-    return _jsonable({
-        "method": config.method, "label": config.label, "sigma": float(config.sigma),
-        "sigmas": [float(x) for x in config.sigmas], "kind": config.kind, "metric": config.metric,
-        "backend": config.backend, "ddrs_options": config.ddrs_options, "options": config.options,
-        "memory": bool(memory and config.method in DATA_DEPENDENT),
-        "n0": int(n0), "n": int(n), "alpha": float(alpha), "batch_size": int(batch_size),
-        "opt_batch": int(opt_batch), "seed": int(seed),
-        "dataset": data.name, "inputs": len(data.indices), "inputs_hash": dataset_hash(data),
-        "model_hash": model_hash(model), "version": library_version()})
+    return _jsonable(
+        {
+            "method": config.method,
+            "label": config.label,
+            "sigma": float(config.sigma),
+            "sigmas": [float(x) for x in config.sigmas],
+            "kind": config.kind,
+            "metric": config.metric,
+            "backend": config.backend,
+            "ddrs_options": config.ddrs_options,
+            "options": config.options,
+            "memory": bool(memory and config.method in DATA_DEPENDENT),
+            "n0": int(n0),
+            "n": int(n),
+            "alpha": float(alpha),
+            "batch_size": int(batch_size),
+            "opt_batch": int(opt_batch),
+            "seed": int(seed),
+            "dataset": data.name,
+            "inputs": len(data.indices),
+            "inputs_hash": dataset_hash(data),
+            "model_hash": model_hash(model),
+            "version": library_version(),
+        }
+    )
 
 
 def fingerprint_path(out: str | os.PathLike) -> Path:
@@ -262,23 +328,30 @@ def differing_fields(old: dict, new: dict) -> list[str]:
 def check_fingerprint(out: Path, expected: dict) -> None:
     """Refuse (one line) to resume ``out`` if it was made by another run; write the sidecar if new."""
     side = fingerprint_path(out)
-    has_rows = out.is_file() and out.stat().st_size > 0 and b"\n" in out.read_bytes()[:1 << 16]
+    has_rows = out.is_file() and out.stat().st_size > 0 and b"\n" in out.read_bytes()[: 1 << 16]
     if has_rows and side.is_file():
         try:
             old = json.loads(side.read_text())
         except (ValueError, UnicodeDecodeError):
-            raise FingerprintMismatch(f"cannot resume {out}: its fingerprint {side} is not valid JSON; "
-                                      "start a new --out (or delete the log)") from None
+            raise FingerprintMismatch(
+                f"cannot resume {out}: its fingerprint {side} is not valid JSON; start a new --out (or delete the log)"
+            ) from None
         diff = differing_fields(old, expected)
         if diff:
-            shown = ", ".join(f"{k} ({old.get(k)!r} -> {expected.get(k)!r})" if k not in
-                              ("inputs_hash", "model_hash") else k for k in diff)
-            raise FingerprintMismatch(f"cannot resume {out}: it was made by another run (differs in {shown}); "
-                                      "give a new --out to start a new run, or delete the log to redo it")
+            shown = ", ".join(
+                f"{k} ({old.get(k)!r} -> {expected.get(k)!r})" if k not in ("inputs_hash", "model_hash") else k
+                for k in diff
+            )
+            raise FingerprintMismatch(
+                f"cannot resume {out}: it was made by another run (differs in {shown}); "
+                "give a new --out to start a new run, or delete the log to redo it"
+            )
         return
     if has_rows:
-        raise FingerprintMismatch(f"cannot resume {out}: it has no fingerprint {side.name} (another or an older "
-                                  "run made it); give a new --out to start a new run, or delete the log")
+        raise FingerprintMismatch(
+            f"cannot resume {out}: it has no fingerprint {side.name} (another or an older "
+            "run made it); give a new --out to start a new run, or delete the log"
+        )
     side.parent.mkdir(parents=True, exist_ok=True)
     side.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
 
@@ -327,14 +400,16 @@ def validate_log(out: Path, data: Dataset, regions_dir: Path | None) -> list[str
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"{out} is not a text certification log (binary or garbled bytes); "
-                         "give a new --out or delete it") from None
+        raise ValueError(
+            f"{out} is not a text certification log (binary or garbled bytes); give a new --out or delete it"
+        ) from None
     if "\n" not in text:
         return []  # a header cut short: LogWriter starts over
     lines = text.split("\n")
     if lines[0].split("\t") != LOG_COLUMNS:
-        raise ValueError(f"{out} line 1: not a log of this runner (header {lines[0][:80]!r}); "
-                         "give a new --out or delete it")
+        raise ValueError(
+            f"{out} line 1: not a log of this runner (header {lines[0][:80]!r}); give a new --out or delete it"
+        )
     positions = {idx: pos for pos, idx in enumerate(data.indices.tolist())}
     keep, last, notes = [lines[0]], -1, []
     body = lines[1:-1] if lines[-1] == "" else lines[1:]  # a trailing partial line is dropped below
@@ -369,8 +444,15 @@ class Driver:
     ``finish_input`` turns one raw certificate into its log row, after the memory-based certifier
     (data-dependent methods) and saving the region the input finally holds."""
 
-    def __init__(self, config: MethodConfig, data: Dataset, out: str | os.PathLike, *, memory: bool = True,
-                 fingerprint: dict | None = None):
+    def __init__(
+        self,
+        config: MethodConfig,
+        data: Dataset,
+        out: str | os.PathLike,
+        *,
+        memory: bool = True,
+        fingerprint: dict | None = None,
+    ):
         self.config, self.data, self.out = config, data, Path(out)
         self.regions_dir = Path(str(self.out) + ".regions")
         use_memory = memory and config.method in DATA_DEPENDENT
@@ -395,14 +477,23 @@ class Driver:
             if idx in self.writer.done and path.is_file():
                 rec = torch.load(path, weights_only=False)
                 x = self.data.X[pos].reshape(-1).double().numpy()
-                region = None if rec["scale"] is None else certify.Ellipsoid(
-                    x, np.asarray(rec["scale"], dtype=np.float64) if np.ndim(rec["scale"]) else rec["scale"],
-                    rec["radius"])
-                stored = certify.Certificate(prediction=rec["prediction"], p_lower=0.0,
-                                             radius=0.0 if region is None else region.radius,
-                                             l2_radius=0.0 if region is None else region.l2_radius,
-                                             proxy_radius=0.0 if region is None else region.proxy_radius,
-                                             region=region)
+                region = (
+                    None
+                    if rec["scale"] is None
+                    else certify.Ellipsoid(
+                        x,
+                        np.asarray(rec["scale"], dtype=np.float64) if np.ndim(rec["scale"]) else rec["scale"],
+                        rec["radius"],
+                    )
+                )
+                stored = certify.Certificate(
+                    prediction=rec["prediction"],
+                    p_lower=0.0,
+                    radius=0.0 if region is None else region.radius,
+                    l2_radius=0.0 if region is None else region.l2_radius,
+                    proxy_radius=0.0 if region is None else region.proxy_radius,
+                    region=region,
+                )
                 self.mem.add(stored, x=x, idx=idx)
 
     def todo(self, positions: list[int]) -> list[int]:
@@ -419,15 +510,28 @@ class Driver:
             cert, action = answer.certificate, answer.action
             reason = ",".join(str(r) for r in answer.reason)
             torch.save(_region_record(cert.prediction, cert.region), self.regions_dir / f"{idx}.pt")
-        self.writer.write({
-            "idx": idx, "label": label, "predict": cert.prediction, "radius": cert.l2_radius,
-            "correct": int(cert.prediction == label), "time": cert.seconds + result.choose_seconds,
-            "l2_radius": cert.l2_radius, "proxy_radius": cert.proxy_radius, "p_lower": cert.p_lower,
-            "noise": cert.noise or result.noise_kinds[j], "min_sigma": cert.min_sigma, "gm_sigma": cert.gm_sigma,
-            "paper_radius": cert.extras.get("paper_radius", math.nan),
-            "memory_action": action or "-", "memory_reason": reason or "-",
-            "choose_seconds": result.choose_seconds,
-            "forward_evals": result.forward_evals, "backward_evals": result.backward_evals})
+        self.writer.write(
+            {
+                "idx": idx,
+                "label": label,
+                "predict": cert.prediction,
+                "radius": cert.l2_radius,
+                "correct": int(cert.prediction == label),
+                "time": cert.seconds + result.choose_seconds,
+                "l2_radius": cert.l2_radius,
+                "proxy_radius": cert.proxy_radius,
+                "p_lower": cert.p_lower,
+                "noise": cert.noise or result.noise_kinds[j],
+                "min_sigma": cert.min_sigma,
+                "gm_sigma": cert.gm_sigma,
+                "paper_radius": cert.extras.get("paper_radius", math.nan),
+                "memory_action": action or "-",
+                "memory_reason": reason or "-",
+                "choose_seconds": result.choose_seconds,
+                "forward_evals": result.forward_evals,
+                "backward_evals": result.backward_evals,
+            }
+        )
 
     def finish_batch(self, result: BatchResult) -> int:
         """Finish every certified input of a batch in idx order; returns how many rows were written."""
@@ -442,13 +546,13 @@ class Driver:
         self.writer.close()
 
 
-def shared_stages(positions: list[int], indices: list[int], sigma_star_cache: dict, stage_cache: dict
-                  ) -> tuple[list | None, list | None]:
+def shared_stages(
+    positions: list[int], indices: list[int], sigma_star_cache: dict, stage_cache: dict
+) -> tuple[list | None, list | None]:
     """The position-aligned sigma_x* and ANCER entries of a batch, if every input has one."""
     star = [sigma_star_cache.get(indices[p]) for p in positions]
     thetas = [stage_cache.get(indices[p]) for p in positions]
-    return (star if all(s is not None for s in star) else None,
-            thetas if all(t is not None for t in thetas) else None)
+    return (star if all(s is not None for s in star) else None, thetas if all(t is not None for t in thetas) else None)
 
 
 def record_stages(result: BatchResult, sigma_star_cache: dict, stage_cache: dict) -> None:
@@ -461,11 +565,24 @@ def record_stages(result: BatchResult, sigma_star_cache: dict, stage_cache: dict
             sigma_star_cache[idx] = s
 
 
-def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.PathLike, *,
-                      n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
-                      opt_batch: int = 64, seed: int = 0, memory: bool = True, progress: bool = True,
-                      sigma_star_cache: dict | None = None, stage_cache: dict | None = None,
-                      restart_on_mismatch: bool = False) -> Path:
+def run_certification(
+    config: MethodConfig,
+    model,
+    data: Dataset,
+    out: str | os.PathLike,
+    *,
+    n0: int = 100,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    batch_size: int = 1000,
+    opt_batch: int = 64,
+    seed: int = 0,
+    memory: bool = True,
+    progress: bool = True,
+    sigma_star_cache: dict | None = None,
+    stage_cache: dict | None = None,
+    restart_on_mismatch: bool = False,
+) -> Path:
     """Certify every input of ``data`` with ``config``, appending to the log ``out`` (resumable).
 
     The log's fingerprint (:func:`fingerprint`, in ``<out>.fingerprint.json``) must match this run's,
@@ -477,8 +594,18 @@ def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.
     between methods of one comparison; ``stage_cache`` (idx -> ANCER (theta, forward, backward)) shares
     the ANCER stage with RDDRS. Returns the log path."""
     out = Path(out)
-    fp = fingerprint(config, model, data, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
-                     opt_batch=opt_batch, seed=seed, memory=memory)
+    fp = fingerprint(
+        config,
+        model,
+        data,
+        n0=n0,
+        n=n,
+        alpha=alpha,
+        batch_size=batch_size,
+        opt_batch=opt_batch,
+        seed=seed,
+        memory=memory,
+    )
     try:
         driver = Driver(config, data, out, memory=memory, fingerprint=fp)
     except FingerprintMismatch:
@@ -489,8 +616,14 @@ def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.
     sigma_star_cache = {} if sigma_star_cache is None else sigma_star_cache
     stage_cache = {} if stage_cache is None else stage_cache
     indices = driver.indices
-    bar = tqdm(total=len(indices), initial=sum(i in driver.done for i in indices), disable=not progress,
-               desc=f"certify {data.name} {config.label} sigma={config.sigma:g}", unit="input", leave=False)
+    bar = tqdm(
+        total=len(indices),
+        initial=sum(i in driver.done for i in indices),
+        disable=not progress,
+        desc=f"certify {data.name} {config.label} sigma={config.sigma:g}",
+        unit="input",
+        leave=False,
+    )
     try:
         for positions in plan_batches(data, opt_batch):
             todo = driver.todo(positions)
@@ -505,9 +638,21 @@ def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.
                 bar.update(1)
 
             todo_first = [positions.index(todo[0])]
-            result = compute_batch(config, model, data, positions, n0=n0, n=n, alpha=alpha,
-                                   batch_size=batch_size, seed=seed, sigma_star=star, ancer_cache=thetas,
-                                   skip=set(positions) - set(todo), on_input=finish)
+            result = compute_batch(
+                config,
+                model,
+                data,
+                positions,
+                n0=n0,
+                n=n,
+                alpha=alpha,
+                batch_size=batch_size,
+                seed=seed,
+                sigma_star=star,
+                ancer_cache=thetas,
+                skip=set(positions) - set(todo),
+                on_input=finish,
+            )
             record_stages(result, sigma_star_cache, stage_cache)
     except KeyboardInterrupt:
         raise Interrupted(sum(i in driver.done for i in indices), len(indices), driver.out) from None
@@ -520,6 +665,7 @@ def run_certification(config: MethodConfig, model, data: Dataset, out: str | os.
 def remove_run(out: str | os.PathLike) -> None:
     """Delete a log, its fingerprint and its region files."""
     import shutil
+
     out = Path(out)
     for f in (out, fingerprint_path(out)):
         if f.is_file():

@@ -9,9 +9,9 @@ optimizer) exists in the model directory (``model_dir``, else ``$DDRS_MODEL_DIR`
 Defaults are sized for 2 CPU cores (Adam): toy2d 20 epochs, digits 40 epochs (seconds each),
 fashion-mnist / mnist 3 epochs at batch 256 (a few minutes), as ``DEFAULTS``.
 """
+
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -72,10 +72,20 @@ def _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer) ->
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     from .data import INPUT_SHAPES, NUM_CLASSES
+
     arch = make_model(name, NUM_CLASSES[name], INPUT_SHAPES[name]).arch
-    return {"dataset": name, "sigma": sigma, "rotate": rotate, "epochs": epochs, "seed": seed,
-            "arch": arch, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-            "format": CACHE_FORMAT}
+    return {
+        "dataset": name,
+        "sigma": sigma,
+        "rotate": rotate,
+        "epochs": epochs,
+        "seed": seed,
+        "arch": arch,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "format": CACHE_FORMAT,
+    }
 
 
 def dataset_hash(data: Dataset) -> str:
@@ -120,18 +130,29 @@ def evaluate(model: nn.Module, data: Dataset, sigma: float = 0.0, seed: int = 0,
     g = torch.Generator().manual_seed(int(seed))
     correct = 0
     for i in range(0, len(data), batch_size):
-        x = data.X[i:i + batch_size]
+        x = data.X[i : i + batch_size]
         if sigma > 0:
             x = x + sigma * torch.randn(x.shape, generator=g, dtype=x.dtype)
-        correct += int((model(x).argmax(dim=1) == data.y[i:i + batch_size]).sum())
+        correct += int((model(x).argmax(dim=1) == data.y[i : i + batch_size]).sum())
     model.train(was_training)
     return correct / max(len(data), 1)
 
 
-def train(dataset: str, sigma: float, epochs: int | None = None, seed: int = 0, model_dir=None,
-          progress: bool = True, rotate: int | None = None, *, batch_size: int | None = None,
-          lr: float | None = None, optimizer: str = "adam", data_dir=None, save: bool = True
-          ) -> tuple[nn.Module, dict]:
+def train(
+    dataset: str,
+    sigma: float,
+    epochs: int | None = None,
+    seed: int = 0,
+    model_dir=None,
+    progress: bool = True,
+    rotate: int | None = None,
+    *,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str = "adam",
+    data_dir=None,
+    save: bool = True,
+) -> tuple[nn.Module, dict]:
     """Train the base classifier of ``dataset`` (a name of ``benchmarks.data.DATASETS``) with
     Gaussian noise augmentation at ``sigma`` (0: clean training), reproducibly from ``seed``.
 
@@ -160,14 +181,15 @@ def train(dataset: str, sigma: float, epochs: int | None = None, seed: int = 0, 
 
     start = time.perf_counter()
     model.train()
-    bar = tqdm(total=epochs * steps, disable=not progress, desc=f"train {name} sigma={sigma:g}",
-               unit="batch", leave=False)
+    bar = tqdm(
+        total=epochs * steps, disable=not progress, desc=f"train {name} sigma={sigma:g}", unit="batch", leave=False
+    )
     try:
         for epoch in range(epochs):
             perm = torch.randperm(n, generator=shuffle_gen)
             total = 0.0
             for i in range(steps):
-                idx = perm[i * bs:(i + 1) * bs]
+                idx = perm[i * bs : (i + 1) * bs]
                 x, y = train_set.X[idx], train_set.y[idx]
                 if sigma > 0:  # fresh noise for every batch (Cohen et al.)
                     x = x + sigma * torch.randn(x.shape, generator=noise_gen, dtype=x.dtype)
@@ -184,11 +206,17 @@ def train(dataset: str, sigma: float, epochs: int | None = None, seed: int = 0, 
     model.eval()
 
     info = dict(key)
-    info.update(num_classes=train_set.num_classes, input_shape=list(train_set.input_shape),
-                train_seconds=seconds, clean_accuracy=evaluate(model, test_set, 0.0),
-                noisy_accuracy=evaluate(model, test_set, sigma, seed=seed + 2) if sigma > 0 else None,
-                torch_version=str(torch.__version__), cached=False, path=None,
-                test_data=dataset_hash(test_set))
+    info.update(
+        num_classes=train_set.num_classes,
+        input_shape=list(train_set.input_shape),
+        train_seconds=seconds,
+        clean_accuracy=evaluate(model, test_set, 0.0),
+        noisy_accuracy=evaluate(model, test_set, sigma, seed=seed + 2) if sigma > 0 else None,
+        torch_version=str(torch.__version__),
+        cached=False,
+        path=None,
+        test_data=dataset_hash(test_set),
+    )
     if save:
         path = cache_path(key, model_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,10 +228,20 @@ def train(dataset: str, sigma: float, epochs: int | None = None, seed: int = 0, 
     return model, info
 
 
-def load_or_train(dataset: str, sigma: float, epochs: int | None = None, seed: int = 0, model_dir=None,
-                  progress: bool = True, rotate: int | None = None, *, batch_size: int | None = None,
-                  lr: float | None = None, optimizer: str = "adam", data_dir=None
-                  ) -> tuple[nn.Module, dict]:
+def load_or_train(
+    dataset: str,
+    sigma: float,
+    epochs: int | None = None,
+    seed: int = 0,
+    model_dir=None,
+    progress: bool = True,
+    rotate: int | None = None,
+    *,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str = "adam",
+    data_dir=None,
+) -> tuple[nn.Module, dict]:
     """The cached model for this key if ``model_dir`` holds one (``info["cached"] is True``, no
     training), else ``train(...)`` (which saves it). Arguments as for ``train``."""
     key = _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer)
@@ -223,14 +261,38 @@ def load_or_train(dataset: str, sigma: float, epochs: int | None = None, seed: i
             test_set = load_dataset(key["dataset"], "test", data_dir=data_dir, rotate=key["rotate"])
             test_data = dataset_hash(test_set)
             if info.get("test_data") != test_data:  # accuracy of the data given, not of the cached run's
-                info.update(clean_accuracy=evaluate(model, test_set, 0.0), test_data=test_data,
-                            noisy_accuracy=evaluate(model, test_set, key["sigma"], seed=key["seed"] + 2)
-                            if key["sigma"] > 0 else None)
+                info.update(
+                    clean_accuracy=evaluate(model, test_set, 0.0),
+                    test_data=test_data,
+                    noisy_accuracy=evaluate(model, test_set, key["sigma"], seed=key["seed"] + 2)
+                    if key["sigma"] > 0
+                    else None,
+                )
             info.update(cached=True, path=str(path))
             return model, info
-    return train(key["dataset"], key["sigma"], key["epochs"], key["seed"], model_dir, progress,
-                 key["rotate"], batch_size=key["batch_size"], lr=key["lr"], optimizer=optimizer,
-                 data_dir=data_dir, save=True)
+    return train(
+        key["dataset"],
+        key["sigma"],
+        key["epochs"],
+        key["seed"],
+        model_dir,
+        progress,
+        key["rotate"],
+        batch_size=key["batch_size"],
+        lr=key["lr"],
+        optimizer=optimizer,
+        data_dir=data_dir,
+        save=True,
+    )
 
 
-__all__ = ["DEFAULTS", "cache_path", "dataset_hash", "model_hash", "default_model_dir", "evaluate", "load_or_train", "train"]
+__all__ = [
+    "DEFAULTS",
+    "cache_path",
+    "dataset_hash",
+    "model_hash",
+    "default_model_dir",
+    "evaluate",
+    "load_or_train",
+    "train",
+]

@@ -1,23 +1,65 @@
 """certify: Monte Carlo certification of smoothed classifiers (Gaussian, anisotropic, full-covariance
 and mixture-of-Gaussians noise), plain-data certificates, logs and certified accuracy."""
+
 from .bounds import clopper_pearson_lower, empirical_bernstein_lower, hoeffding_lower
 from .certificate import ABSTAIN, Certificate
 from .intersection import ellipsoids_intersect, max_disjoint_radius, separating_direction
-from .log import (COHEN_COLUMNS, Log, LogWriter, abstention_rate, average_certified_radius,
-                  certified_accuracy, cohen_markdown_table, read_log)
-from .memory import (Memory, MemoryLogResult, MemoryResult, alpha_schedule, apply_memory_to_log,
-                     memory_failure_bound, per_certificate_alpha)
+from .log import (
+    COHEN_COLUMNS,
+    Log,
+    LogWriter,
+    abstention_rate,
+    average_certified_radius,
+    certified_accuracy,
+    cohen_markdown_table,
+    read_log,
+)
+from .memory import (
+    Memory,
+    MemoryLogResult,
+    MemoryResult,
+    alpha_schedule,
+    apply_memory_to_log,
+    memory_failure_bound,
+    per_certificate_alpha,
+)
 from .noise import DiagonalGaussian, FullGaussian, GaussianNoise, IsotropicGaussian, MixtureOfGaussians
 from .radius import gaussian_radius, max_sigma_radius, mixture_radius
 from .region import Ellipsoid
 from .smooth import Smooth
 
 __all__ = [
-    "ABSTAIN", "Certificate", "COHEN_COLUMNS", "DiagonalGaussian", "Ellipsoid", "FullGaussian",
-    "GaussianNoise", "IsotropicGaussian", "Log", "LogWriter", "MixtureOfGaussians", "Smooth",
-    "abstention_rate", "average_certified_radius", "certified_accuracy", "clopper_pearson_lower",
-    "cohen_markdown_table", "empirical_bernstein_lower", "gaussian_radius", "hoeffding_lower",
-    "max_sigma_radius", "mixture_radius", "read_log", "Memory", "MemoryLogResult", "MemoryResult",
-    "alpha_schedule", "apply_memory_to_log", "memory_failure_bound", "per_certificate_alpha",
-    "ellipsoids_intersect", "max_disjoint_radius", "separating_direction",
+    "ABSTAIN",
+    "Certificate",
+    "COHEN_COLUMNS",
+    "DiagonalGaussian",
+    "Ellipsoid",
+    "FullGaussian",
+    "GaussianNoise",
+    "IsotropicGaussian",
+    "Log",
+    "LogWriter",
+    "MixtureOfGaussians",
+    "Smooth",
+    "abstention_rate",
+    "average_certified_radius",
+    "certified_accuracy",
+    "clopper_pearson_lower",
+    "cohen_markdown_table",
+    "empirical_bernstein_lower",
+    "gaussian_radius",
+    "hoeffding_lower",
+    "max_sigma_radius",
+    "mixture_radius",
+    "read_log",
+    "Memory",
+    "MemoryLogResult",
+    "MemoryResult",
+    "alpha_schedule",
+    "apply_memory_to_log",
+    "memory_failure_bound",
+    "per_certificate_alpha",
+    "ellipsoids_intersect",
+    "max_disjoint_radius",
+    "separating_direction",
 ]

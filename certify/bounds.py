@@ -1,4 +1,5 @@
 """Confidence bounds used by the certifiers (one formula per function, with its source)."""
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,9 @@ def empirical_bernstein_lower(mean: float, sample_var: float, trials: int, alpha
     if trials < 2:
         return 0.0
     log_term = math.log(2.0 / alpha)
-    return float(mean - math.sqrt(2.0 * max(sample_var, 0.0) * log_term / trials)
-                 - 7.0 * log_term / (3.0 * (trials - 1)))
+    return float(
+        mean - math.sqrt(2.0 * max(sample_var, 0.0) * log_term / trials) - 7.0 * log_term / (3.0 * (trials - 1))
+    )
 
 
 def soft_lower(mean: float, sample_var: float, trials: int, alpha: float, method: str) -> float:

@@ -1,4 +1,5 @@
 """The result of CERTIFY as plain data."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,8 +42,10 @@ class Certificate:
     def __repr__(self) -> str:  # short: the region (d x d scale) and extras are not printed
         if self.abstained:
             return f"Certificate(abstain, p_lower={self.p_lower:.4g}, noise={self.noise!r})"
-        return (f"Certificate(prediction={self.prediction}, radius={self.radius:.4g}, l2_radius={self.l2_radius:.4g}, "
-                f"proxy_radius={self.proxy_radius:.4g}, p_lower={self.p_lower:.4g}, noise={self.noise!r})")
+        return (
+            f"Certificate(prediction={self.prediction}, radius={self.radius:.4g}, l2_radius={self.l2_radius:.4g}, "
+            f"proxy_radius={self.proxy_radius:.4g}, p_lower={self.p_lower:.4g}, noise={self.noise!r})"
+        )
 
     @property
     def samples(self) -> int:
@@ -68,13 +71,26 @@ class Certificate:
 
     def log_row(self) -> dict[str, Any]:
         """Our log columns (after Cohen's), see ``certify.log``."""
-        row = {"l2_radius": self.l2_radius, "proxy_radius": self.proxy_radius, "p_lower": self.p_lower,
-               "noise": self.noise, "min_sigma": self.min_sigma, "gm_sigma": self.gm_sigma}
+        row = {
+            "l2_radius": self.l2_radius,
+            "proxy_radius": self.proxy_radius,
+            "p_lower": self.p_lower,
+            "noise": self.noise,
+            "min_sigma": self.min_sigma,
+            "gm_sigma": self.gm_sigma,
+        }
         if "paper_radius" in self.extras:
             row["paper_radius"] = self.extras["paper_radius"]
         return row
 
     @classmethod
-    def abstain(cls, **kwargs) -> "Certificate":
-        return cls(prediction=ABSTAIN, p_lower=kwargs.pop("p_lower", 0.0), radius=0.0, l2_radius=0.0,
-                   proxy_radius=0.0, region=None, **kwargs)
+    def abstain(cls, **kwargs) -> Certificate:
+        return cls(
+            prediction=ABSTAIN,
+            p_lower=kwargs.pop("p_lower", 0.0),
+            radius=0.0,
+            l2_radius=0.0,
+            proxy_radius=0.0,
+            region=None,
+            **kwargs,
+        )

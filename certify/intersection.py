@@ -35,6 +35,7 @@ check (O(d^2) for a full scale) whose closed form gives the largest radius that 
 ``F`` is concave with ``F(0) = F(1) = 0`` (both radii > 0): bisection on the sign of ``F'`` plus a
 17-point grid (``PairSpectrum.sup``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ class PairSpectrum:
         inv = 1.0 / (a / tg + b / (1.0 - tg))
         vals = inv @ w2
         q = inv * inv * w2
-        slopes = a / _GRID ** 2 * q.sum(axis=1) - (q @ b) / (1.0 - _GRID) ** 2
+        slopes = a / _GRID**2 * q.sum(axis=1) - (q @ b) / (1.0 - _GRID) ** 2
         k = int(np.argmax(vals))
         best, best_t = float(vals[k]), float(_GRID[k])
         if threshold is not None and best > threshold:
@@ -149,7 +150,7 @@ class PairSpectrum:
         return best, best_t
 
 
-_UNIT = 2.0 ** -53  # unit roundoff of float64 (round to nearest)
+_UNIT = 2.0**-53  # unit roundoff of float64 (round to nearest)
 
 
 def _gamma(n: int) -> float:
@@ -289,8 +290,9 @@ def _ordered(e1: Ellipsoid, e2: Ellipsoid) -> tuple[Ellipsoid, Ellipsoid, bool]:
     return (e2, e1, True) if swapped else (e1, e2, False)
 
 
-def _prove(first: Ellipsoid, second: Ellipsoid, rtol: float, spec: PairSpectrum | None = None
-           ) -> tuple[np.ndarray | None, PairSpectrum | None]:
+def _prove(
+    first: Ellipsoid, second: Ellipsoid, rtol: float, spec: PairSpectrum | None = None
+) -> tuple[np.ndarray | None, PairSpectrum | None]:
     """A direction proving (first, second) disjoint (``separation_gap > 0``), or None."""
     delta = second.center - first.center
     if _proves(first, second, delta, rtol):  # the centre line (the bounding-ball screen)
@@ -342,8 +344,9 @@ def separating_direction(e1: Ellipsoid, e2: Ellipsoid) -> np.ndarray | None:
     return -v if swapped else v
 
 
-def max_disjoint_radius(region: Ellipsoid, obstacle: Ellipsoid, rtol: float = DEFAULT_RTOL,
-                        iterations: int = 50) -> float:
+def max_disjoint_radius(
+    region: Ellipsoid, obstacle: Ellipsoid, rtol: float = DEFAULT_RTOL, iterations: int = 50
+) -> float:
     """Largest ``r' <= region.radius`` such that ``region.with_radius(r')`` is *proved* disjoint from
     ``obstacle`` (bisection on ``r'`` with the spectrum, then the radius the final direction
     proves); ``region.radius`` iff ``ellipsoids_intersect`` is False; 0.0 if even the centre is

@@ -4,12 +4,14 @@ Cohen's `certify.py` writes ``idx label predict radius correct time`` (tab-separ
 ``h:mm:ss.micro`` or, in older logs, plain seconds; predict -1 = abstain). We write the same columns
 first (``radius`` = the certified l2 radius) and then ours (``proxy_radius``, ``p_lower``, ...).
 """
+
 from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,17 +57,23 @@ class LogWriter:
         self.path = os.fspath(path)
         self.columns = columns
         self.done: set[int] = set()
-        if resume and os.path.exists(self.path) and os.path.getsize(self.path) > 0 \
-                and b"\n" in open(self.path, "rb").read(1 << 16):  # a header cut short = start over
+        if (
+            resume
+            and os.path.exists(self.path)
+            and os.path.getsize(self.path) > 0
+            and b"\n" in open(self.path, "rb").read(1 << 16)
+        ):  # a header cut short = start over
             try:
-                with open(self.path, "r", encoding="utf-8") as f:
+                with open(self.path, encoding="utf-8") as f:
                     text = f.read()
             except UnicodeDecodeError:
                 raise ValueError(f"cannot resume {self.path}: not a text log (binary or garbled bytes)") from None
             lines = text.split("\n")
             if lines[0].split("\t") != columns:
-                raise ValueError(f"cannot resume {self.path}: its header {lines[0].split(chr(9))} differs "
-                                 f"from the expected {columns}")
+                raise ValueError(
+                    f"cannot resume {self.path}: its header {lines[0].split(chr(9))} differs "
+                    f"from the expected {columns}"
+                )
             complete = [ln for ln in lines[1:-1] if ln]  # the last piece after '\n' may be a partial line
             if lines[-1]:
                 complete_text = "\n".join([lines[0]] + complete) + "\n"
@@ -120,7 +128,7 @@ class Log:
 def read_log(path: str | os.PathLike) -> Log:
     """Read a Cohen-format (or our extended) log; numeric columns become float arrays."""
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             lines = [ln.rstrip("\n") for ln in f if ln.strip()]
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text certification log (binary or garbled bytes)") from None
@@ -167,7 +175,8 @@ def cohen_markdown_table(logs: Mapping[str, Log], radii: Sequence[float]) -> str
     acc = np.array([certified_accuracy(log, radii) for log in logs.values()])
     out = ["|  | " + "".join(f"r = {r:.3} |" for r in radii), "| --- | " + " --- |" * len(radii)]
     for i, legend in enumerate(logs):
-        cells = "".join(f"{acc[i, j]:.2f}<b>*</b> |" if i == acc[:, j].argmax() else f"{acc[i, j]:.2f} |"
-                        for j in range(len(radii)))
+        cells = "".join(
+            f"{acc[i, j]:.2f}<b>*</b> |" if i == acc[:, j].argmax() else f"{acc[i, j]:.2f} |" for j in range(len(radii))
+        )
         out.append(f"<b> {legend} </b>| " + cells)
     return "\n".join(out) + "\n"

@@ -64,12 +64,14 @@ What is (and is not) guaranteed.
   Stored regions are kept by reference: they are immutable (read-only data owned by the
   region), so no copies of full scale matrices are needed.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +105,7 @@ def alpha_schedule(alpha_total: float, i: int) -> float:
     which sums to alpha_total over all i."""
     if i < 1:
         raise ValueError("i is 1-based")
-    return 6.0 * alpha_total / (math.pi ** 2 * i * i)
+    return 6.0 * alpha_total / (math.pi**2 * i * i)
 
 
 # ---------------------------------------------------------------------------- results
@@ -142,8 +144,7 @@ class Memory:
     ``rtol``: relative tolerance of every geometric decision, always resolved towards "conflict".
     """
 
-    def __init__(self, policy: str = "adopt", abstentions_constrain: bool = True,
-                 rtol: float = DEFAULT_RTOL):
+    def __init__(self, policy: str = "adopt", abstentions_constrain: bool = True, rtol: float = DEFAULT_RTOL):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         self.policy = policy
@@ -272,8 +273,10 @@ class Memory:
                 raise ValueError("x contains NaN or infinite entries")
             want = region.dim if region is not None else dim
             if want is not None and x.shape[0] != want:
-                raise ValueError(f"x has {x.shape[0]} entries but the "
-                                 f"{'certificate.region' if region is not None else 'memory'} has dimension {want}")
+                raise ValueError(
+                    f"x has {x.shape[0]} entries but the "
+                    f"{'certificate.region' if region is not None else 'memory'} has dimension {want}"
+                )
         if region is not None:
             x = region.center
         elif x is None:
@@ -300,10 +303,20 @@ class Memory:
                 if best is None or adopted.l2_radius > best[1].l2_radius:
                     best = (j, adopted)
             j, adopted = best
-            new = replace(certificate, prediction=self.entries[j].prediction, radius=adopted.radius,
-                          l2_radius=adopted.l2_radius, proxy_radius=adopted.proxy_radius, region=adopted,
-                          extras={**certificate.extras, "memory_action": ADOPTED,
-                                  "memory_reason": reason, "memory_source": self.entries[j].idx})
+            new = replace(
+                certificate,
+                prediction=self.entries[j].prediction,
+                radius=adopted.radius,
+                l2_radius=adopted.l2_radius,
+                proxy_radius=adopted.proxy_radius,
+                region=adopted,
+                extras={
+                    **certificate.extras,
+                    "memory_action": ADOPTED,
+                    "memory_reason": reason,
+                    "memory_source": self.entries[j].idx,
+                },
+            )
             self._append(idx, new.prediction, adopted)
             return MemoryResult(idx, new, certificate, ADOPTED, reason)
 
@@ -335,9 +348,14 @@ class Memory:
                 return MemoryResult(idx, new, certificate, ABSTAINED, reason, stored=self.abstentions_constrain)
             shrunk = region.with_radius(radius)
             factor = radius / region.radius
-            new = replace(certificate, radius=certificate.radius * factor, l2_radius=shrunk.l2_radius,
-                          proxy_radius=shrunk.proxy_radius, region=shrunk,
-                          extras={**certificate.extras, "memory_action": SHRUNK, "memory_reason": reason})
+            new = replace(
+                certificate,
+                radius=certificate.radius * factor,
+                l2_radius=shrunk.l2_radius,
+                proxy_radius=shrunk.proxy_radius,
+                region=shrunk,
+                extras={**certificate.extras, "memory_action": SHRUNK, "memory_reason": reason},
+            )
             self._append(idx, own, shrunk)
             return MemoryResult(idx, new, certificate, SHRUNK, reason)
 
@@ -363,11 +381,15 @@ class Memory:
                 if ea.prediction == eb.prediction:
                     continue
                 for p, q in ((ea, eb), (eb, ea)):
-                    if q.prediction != ABSTAIN and q.region.radius > 0 and \
-                            q.region.norm(p.region.center - q.region.center) <= q.region.radius:
+                    if (
+                        q.prediction != ABSTAIN
+                        and q.region.radius > 0
+                        and q.region.norm(p.region.center - q.region.center) <= q.region.radius
+                    ):
                         bad.append((p.idx, q.idx, "input inside region of another class"))
-                if ABSTAIN not in (ea.prediction, eb.prediction) and \
-                        ellipsoids_intersect(ea.region, eb.region, rtol=-self.rtol):
+                if ABSTAIN not in (ea.prediction, eb.prediction) and ellipsoids_intersect(
+                    ea.region, eb.region, rtol=-self.rtol
+                ):
                     bad.append((ea.idx, eb.idx, "regions of different classes intersect"))
         return bad
 
@@ -378,8 +400,15 @@ class Memory:
 
 
 def _abstained(certificate: Certificate, why: str) -> Certificate:
-    return replace(certificate, prediction=ABSTAIN, radius=0.0, l2_radius=0.0, proxy_radius=0.0, region=None,
-                   extras={**certificate.extras, "memory_action": ABSTAINED, "memory_why": why})
+    return replace(
+        certificate,
+        prediction=ABSTAIN,
+        radius=0.0,
+        l2_radius=0.0,
+        proxy_radius=0.0,
+        region=None,
+        extras={**certificate.extras, "memory_action": ABSTAINED, "memory_why": why},
+    )
 
 
 # ---------------------------------------------------------------------------- logs
@@ -421,14 +450,27 @@ def _as_certificate(record, x=None) -> Certificate:
         if x is None:
             raise ValueError("a non-abstaining record without a region needs its input")
         region = Ellipsoid(np.asarray(x, dtype=np.float64), 1.0, 0.0)
-    return Certificate(prediction=prediction, p_lower=0.0, radius=region.radius, l2_radius=region.l2_radius,
-                       proxy_radius=region.proxy_radius, region=region)
+    return Certificate(
+        prediction=prediction,
+        p_lower=0.0,
+        radius=region.radius,
+        l2_radius=region.l2_radius,
+        proxy_radius=region.proxy_radius,
+        region=region,
+    )
 
 
-def apply_memory_to_log(log, certificates, out_path: str | os.PathLike | None = None, *,
-                        inputs: Mapping[int, Any] | Sequence | None = None, policy: str = "adopt",
-                        abstentions_constrain: bool = True, rtol: float = DEFAULT_RTOL,
-                        check: bool = True) -> MemoryLogResult:
+def apply_memory_to_log(
+    log,
+    certificates,
+    out_path: str | os.PathLike | None = None,
+    *,
+    inputs: Mapping[int, Any] | Sequence | None = None,
+    policy: str = "adopt",
+    abstentions_constrain: bool = True,
+    rtol: float = DEFAULT_RTOL,
+    check: bool = True,
+) -> MemoryLogResult:
     """Post-process a finished certification log with the memory, in the log's row order.
 
     ``log``: a ``Log``, a path, or a sequence of row dicts (Cohen's columns first).

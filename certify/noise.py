@@ -3,10 +3,11 @@
 Each class is plain data (its parameters, float64) plus a sampler that draws batches on the
 model's device and dtype from an explicitly passed ``torch.Generator``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -60,11 +61,14 @@ class GaussianNoise:
 
     def check_dim(self, d: int) -> None:
         if self.dim is not None and self.dim != d:
-            raise ValueError(f"shape mismatch between x and {self.param_name}: {self.param_name} defines noise on "
-                             f"dimension {self.dim} but x has {d} entries")
+            raise ValueError(
+                f"shape mismatch between x and {self.param_name}: {self.param_name} defines noise on "
+                f"dimension {self.dim} but x has {d} entries"
+            )
 
-    def sample(self, count: int, dim: int, generator: torch.Generator | None, device, dtype
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def sample(
+        self, count: int, dim: int, generator: torch.Generator | None, device, dtype
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Draw ``count`` noise vectors (count, dim) and the component index of each (or None)."""
         raise NotImplementedError
 
@@ -184,8 +188,9 @@ class FullGaussian(GaussianNoise):
         return {"min_sigma": float(self.eigenvalues[0]), "gm_sigma": float(self.eigenvalues.log().mean().exp())}
 
     def __repr__(self):
-        return (f"FullGaussian(d={self.dim}, eig in [{float(self.eigenvalues[0]):.4g}, "
-                f"{float(self.eigenvalues[-1]):.4g}])")
+        return (
+            f"FullGaussian(d={self.dim}, eig in [{float(self.eigenvalues[0]):.4g}, {float(self.eigenvalues[-1]):.4g}])"
+        )
 
 
 class MixtureOfGaussians(GaussianNoise):
@@ -248,7 +253,10 @@ class MixtureOfGaussians(GaussianNoise):
             s = self.effective_sigma
             return {"min_sigma": s, "gm_sigma": s}
         # smallest constituent; weighted geometric mean of the constituents
-        return {"min_sigma": float(self.sigmas.min()), "gm_sigma": float((self.weights * self.sigmas.log()).sum().exp())}
+        return {
+            "min_sigma": float(self.sigmas.min()),
+            "gm_sigma": float((self.weights * self.sigmas.log()).sum().exp()),
+        }
 
     def __repr__(self):
         return f"MixtureOfGaussians(sigmas={self.sigmas.tolist()}, weights={self.weights.tolist()}, kind={self.kind!r})"

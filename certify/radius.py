@@ -1,10 +1,10 @@
 """Certified radii from lower confidence bounds (one formula each, with its source)."""
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
-import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import norm
 
@@ -17,8 +17,9 @@ def gaussian_radius(p_lower: float) -> float:
     return float(norm.ppf(p_lower))
 
 
-def mixture_lower_bound_at(t: float, p_lowers: Sequence[float], weights: Sequence[float],
-                           sigmas: Sequence[float]) -> float:
+def mixture_lower_bound_at(
+    t: float, p_lowers: Sequence[float], weights: Sequence[float], sigmas: Sequence[float]
+) -> float:
     """Lower bound on p_A(x + delta) for every ||delta||_2 <= t under the mixture noise.
 
     p_A = sum_k w_k p_k with p_k the component-k smoothed score; Phi^-1(p_k) is 1/sigma_k-Lipschitz

@@ -6,15 +6,15 @@ ellipsoid, noise theta * z) or a symmetric positive definite matrix (ellipsoid o
 noise C z).  Its semi-axes are ``radius * eig(S)``.  Every other representation (the quadratic form
 ``(y - c)^T Q (y - c) <= 1`` with ``Q = S^{-2} / radius^2``) is derived here and nowhere else.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Union
 
 import numpy as np
 
-Scale = Union[float, np.ndarray]
+Scale = float | np.ndarray
 
 #: a full scale S is accepted if max |S - S^T| <= SYMMETRY_RTOL * max |S| (then symmetrised).
 SYMMETRY_RTOL = 1e-8
@@ -82,8 +82,9 @@ class Ellipsoid:
         set than ``radius * eig(S)`` claims (the inscribed-ball radius would over-claim)."""
         asym = float(np.max(np.abs(scale - scale.T)))
         if asym > SYMMETRY_RTOL * float(np.max(np.abs(scale))):
-            raise ValueError(f"scale must be symmetric (max |S - S^T| = {asym:.3g}, tolerance "
-                             f"{SYMMETRY_RTOL:g} relative to max |S|)")
+            raise ValueError(
+                f"scale must be symmetric (max |S - S^T| = {asym:.3g}, tolerance {SYMMETRY_RTOL:g} relative to max |S|)"
+            )
         if asym > 0:
             scale = 0.5 * (scale + scale.T)
         scale = _owned(scale)
@@ -182,11 +183,13 @@ class Ellipsoid:
             raise ValueError("a region of radius 0 has no quadratic form")
         vals, vecs = self.eigh
         if vecs is None:
-            diag = (1.0 / (self.radius * (self.scale if self.kind == "diagonal" else np.full(self.dim, self.scale)))) ** 2
+            diag = (
+                1.0 / (self.radius * (self.scale if self.kind == "diagonal" else np.full(self.dim, self.scale)))
+            ) ** 2
             return np.diag(diag)
         return (vecs / (self.radius * vals) ** 2) @ vecs.T
 
-    def with_radius(self, radius: float) -> "Ellipsoid":
+    def with_radius(self, radius: float) -> Ellipsoid:
         """The same centre and shape with another radius (validated data and caches shared)."""
         radius = float(radius)
         if not (radius >= 0 and np.isfinite(radius)):
@@ -196,7 +199,7 @@ class Ellipsoid:
         object.__setattr__(new, "radius", radius)
         return new
 
-    def as_ball(self, l2_radius: float | None = None) -> "Ellipsoid":
+    def as_ball(self, l2_radius: float | None = None) -> Ellipsoid:
         """A ball about the same centre (default: the inscribed ball)."""
         return Ellipsoid(self.center, 1.0, self.l2_radius if l2_radius is None else l2_radius)
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.stats import beta, norm
 
-from .bounds import check_alpha
 from .certificate import Certificate
 from .noise import IsotropicGaussian, MixtureOfGaussians
 from .radius import gaussian_radius
@@ -82,15 +81,27 @@ def thresholds(noise, radii: np.ndarray) -> np.ndarray:
     return norm.cdf(radii)
 
 
-def certify_sequential(smooth: Smooth, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
-                       generator: torch.Generator | None, radii: Sequence[float], *, start: int = 100,
-                       growth: float = 1.1) -> Certificate:
+def certify_sequential(
+    smooth: Smooth,
+    x: torch.Tensor,
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    generator: torch.Generator | None,
+    radii: Sequence[float],
+    *,
+    start: int = 100,
+    growth: float = 1.1,
+) -> Certificate:
     """Sequential CERTIFY (see the module docstring); ``n`` is the maximum number of samples."""
     r = check_radii(radii)
     noise = smooth.noise
     if isinstance(noise, MixtureOfGaussians) and noise.kind == "mixture":
-        raise ValueError("radii: sequential certification of a true mixture (kind='mixture') is not "
-                         "supported; certify it with a fixed n (radii=None)")
+        raise ValueError(
+            "radii: sequential certification of a true mixture (kind='mixture') is not "
+            "supported; certify it with a fixed n (radii=None)"
+        )
     if smooth.smoothing != "hard":
         raise ValueError("radii: sequential certification needs smoothing='hard' (counts)")
     if not (growth > 1.0):
@@ -119,8 +130,12 @@ def certify_sequential(smooth: Smooth, x: torch.Tensor, n0: int, n: int, alpha: 
         if all(d is not None for d in decided):
             break
     common = dict(n0=n0, n=drawn, alpha=alpha, noise=noise.kind, **noise.scale_summary())
-    extras = {"samples": n0 + drawn, "decided": tuple(decided), "radii": tuple(r.tolist()),
-              "looks": looks.index(drawn) + 1}
+    extras = {
+        "samples": n0 + drawn,
+        "decided": tuple(decided),
+        "radii": tuple(r.tolist()),
+        "looks": looks.index(drawn) + 1,
+    }
     radius = gaussian_radius(lower)
     seconds = time.perf_counter() - t0
     if radius <= 0.0:
@@ -128,7 +143,15 @@ def certify_sequential(smooth: Smooth, x: torch.Tensor, n0: int, n: int, alpha: 
     else:
         center = x.detach().reshape(-1).to("cpu").double().numpy()
         region = noise.region(center, radius)
-        cert = Certificate(prediction=label, p_lower=lower, radius=radius, l2_radius=region.l2_radius,
-                           proxy_radius=region.proxy_radius, region=region, seconds=seconds, extras=extras,
-                           **common)
+        cert = Certificate(
+            prediction=label,
+            p_lower=lower,
+            radius=radius,
+            l2_radius=region.l2_radius,
+            proxy_radius=region.proxy_radius,
+            region=region,
+            seconds=seconds,
+            extras=extras,
+            **common,
+        )
     return cert

@@ -3,14 +3,14 @@
 Cohen et al. 2019 (`core.py`): selection with n0 samples, estimation with n fresh samples, a
 one-sided Clopper-Pearson bound at level alpha, abstain below 1/2, PREDICT's binomial test.
 """
+
 from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import time
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -61,10 +61,14 @@ def _untouched(model):
     if not _training_modules(model):
         yield
         return
-    warnings.warn("the model is in training mode: BatchNorm/Dropout behave as in training (BatchNorm "
-                  "normalises with batch statistics, so noisy samples are not independent and the "
-                  "certificate may not hold); call model.eval() before certifying. The model's buffers "
-                  "are restored after the call.", UserWarning, stacklevel=3)
+    warnings.warn(
+        "the model is in training mode: BatchNorm/Dropout behave as in training (BatchNorm "
+        "normalises with batch statistics, so noisy samples are not independent and the "
+        "certificate may not hold); call model.eval() before certifying. The model's buffers "
+        "are restored after the call.",
+        UserWarning,
+        stacklevel=3,
+    )
     saved = [(b, b.detach().clone()) for b in model.buffers()]
     try:
         yield
@@ -82,8 +86,15 @@ class Smooth:
     'hoeffding'), which is valid for [0, 1]-valued means (Salman et al. 2019 for the radius).
     """
 
-    def __init__(self, model: Callable, noise: GaussianNoise, num_classes: int, *,
-                 smoothing: str = "hard", soft_bound: str = "bernstein"):
+    def __init__(
+        self,
+        model: Callable,
+        noise: GaussianNoise,
+        num_classes: int,
+        *,
+        smoothing: str = "hard",
+        soft_bound: str = "bernstein",
+    ):
         if not callable(model):
             raise TypeError(f"model must be callable, got {type(model).__name__}")
         if not isinstance(noise, GaussianNoise):
@@ -129,13 +140,16 @@ class Smooth:
                         raise ValueError(
                             f"the model failed on a batch of noisy copies of x, shape {tuple(noisy.shape)}: "
                             f"x must be ONE input without a batch dimension (got x of shape {shape}); "
-                            f"certify a batch one input at a time. Model error: {err}") from err
+                            f"certify a batch one input at a time. Model error: {err}"
+                        ) from err
                 else:
                     logits = self.model(noisy)
                 if not isinstance(logits, torch.Tensor) or logits.shape != (b, C):
                     got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                    raise ValueError(f"model must return logits of shape ({b}, {C}) = (batch, num_classes); got {got} "
-                                     f"(x must be ONE input without a batch dimension; got x of shape {shape})")
+                    raise ValueError(
+                        f"model must return logits of shape ({b}, {C}) = (batch, num_classes); got {got} "
+                        f"(x must be ONE input without a batch dimension; got x of shape {shape})"
+                    )
                 if not torch.isfinite(logits).all():
                     raise ValueError("model returned NaN or infinite logits; no certificate from bad data")
                 comp = torch.zeros(b, dtype=torch.int64, device=device) if comp is None else comp
@@ -146,8 +160,12 @@ class Smooth:
                     probs = torch.softmax(logits.to(torch.float64), dim=1)
                     sums.index_add_(0, comp, probs)
                     squares.index_add_(0, comp, probs * probs)
-        return {"counts": counts.reshape(K, C).cpu(), "per_comp": per_comp.cpu(), "sums": sums.cpu(),
-                "squares": squares.cpu()}
+        return {
+            "counts": counts.reshape(K, C).cpu(),
+            "per_comp": per_comp.cpu(),
+            "sums": sums.cpu(),
+            "squares": squares.cpu(),
+        }
 
     def _scores(self, stats) -> torch.Tensor:
         """Per-class score used for selection: total count (hard) or summed probability (soft)."""
@@ -165,8 +183,9 @@ class Smooth:
         return soft_lower(mean, var, m, alpha, self.soft_bound)
 
     # ------------------------------------------------------------------ public API
-    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int = 1000,
-                generator: torch.Generator | None = None) -> int:
+    def predict(
+        self, x: torch.Tensor, n: int, alpha: float, batch_size: int = 1000, generator: torch.Generator | None = None
+    ) -> int:
         """Cohen's PREDICT: the top class if a two-sided binomial test of its count against the
         runner-up rejects p = 1/2 at level alpha, else ``ABSTAIN``. Returns g(x) or abstains with
         probability >= 1 - alpha. Soft smoothing: the top class if its mean's lower bound at
@@ -186,8 +205,16 @@ class Smooth:
         p = self._component_lower(merged, 0, top2[0], alpha / self.num_classes)
         return int(top2[0]) if p > 0.5 else ABSTAIN
 
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int = 1000,
-                generator: torch.Generator | None = None, radii: Sequence[float] | None = None) -> Certificate:
+    def certify(
+        self,
+        x: torch.Tensor,
+        n0: int,
+        n: int,
+        alpha: float,
+        batch_size: int = 1000,
+        generator: torch.Generator | None = None,
+        radii: Sequence[float] | None = None,
+    ) -> Certificate:
         """Cohen's CERTIFY with this noise: guess the class from n0 samples, bound its probability
         from n fresh samples, abstain if the bound is <= 1/2, else certify the region of
         ``certify.region.Ellipsoid`` given by the noise. Wrong with probability <= alpha.
@@ -220,22 +247,35 @@ class Smooth:
             p_lower = float(sum(w * p for w, p in zip(weights, p_lowers)))
             merged = {k: v.sum(dim=0, keepdim=True) for k, v in estimation.items()}
             pooled = self._component_lower(merged, 0, label, alpha)
-            extras = {"component_p_lowers": p_lowers, "paper_radius": max_sigma_radius(pooled, sigmas),
-                      "paper_radius_is_certificate": False}
+            extras = {
+                "component_p_lowers": p_lowers,
+                "paper_radius": max_sigma_radius(pooled, sigmas),
+                "paper_radius_is_certificate": False,
+            }
         else:
             merged = {k: v.sum(dim=0, keepdim=True) for k, v in estimation.items()}
             p_lower = self._component_lower(merged, 0, label, alpha)
             radius = gaussian_radius(p_lower)
             if isinstance(noise, MixtureOfGaussians):  # convolution: Cohen at sqrt(sum sigma^2) and Thm 2
-                extras = {"paper_radius": max_sigma_radius(p_lower, noise.sigmas.tolist()),
-                          "paper_radius_is_certificate": True}
+                extras = {
+                    "paper_radius": max_sigma_radius(p_lower, noise.sigmas.tolist()),
+                    "paper_radius_is_certificate": True,
+                }
         seconds = time.perf_counter() - start
         if radius <= 0.0:
             return Certificate.abstain(p_lower=p_lower, seconds=seconds, extras=extras, **common)
         region = noise.region(center, radius)
-        return Certificate(prediction=label, p_lower=p_lower, radius=radius, l2_radius=region.l2_radius,
-                           proxy_radius=region.proxy_radius, region=region, seconds=seconds,
-                           extras=extras, **common)
+        return Certificate(
+            prediction=label,
+            p_lower=p_lower,
+            radius=radius,
+            l2_radius=region.l2_radius,
+            proxy_radius=region.proxy_radius,
+            region=region,
+            seconds=seconds,
+            extras=extras,
+            **common,
+        )
 
     def _check_x(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):

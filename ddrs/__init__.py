@@ -1,16 +1,50 @@
 """ddrs: per-input optimisation of the smoothing noise (sigma: DDRS, Theta: ANCER, C: RDDRS) with
 pluggable objectives and swappable metric / optimiser."""
+
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator, Terms, gap_from_probabilities
 from .methods import ANCER, DDRS, RDDRS, RS, SmoothingResult, certify_inputs, run_chain
-from .objectives import (FORMS, EigenvalueFloor, KappaPenalty, Objective, Radius, Sum, VolumeProxy, ancer_objective,
-                         paper_objective)
-from .selection import hard_vote_radius, select
+from .objectives import (
+    FORMS,
+    EigenvalueFloor,
+    KappaPenalty,
+    Objective,
+    Radius,
+    Sum,
+    VolumeProxy,
+    ancer_objective,
+    paper_objective,
+)
 from .optimizers import AdamAscent, EuclideanAscent, RiemannianAscent, StepRule, Trace, ascend
+from .selection import hard_vote_radius, select
 
 __all__ = [
-    "ANCER", "AdamAscent", "FORMS", "DDRS", "EigenvalueFloor", "EuclideanAscent", "KappaPenalty", "NetworkCounter",
-    "Objective", "PROBABILITY_CLAMP", "RDDRS", "RS", "Radius", "RiemannianAscent", "SmoothingResult",
-    "SoftSmoothingEstimator", "StepRule", "Sum", "Terms", "Trace", "VolumeProxy", "ancer_objective",
-    "ascend", "certify_inputs", "gap_from_probabilities", "hard_vote_radius", "paper_objective", "run_chain",
+    "ANCER",
+    "AdamAscent",
+    "FORMS",
+    "DDRS",
+    "EigenvalueFloor",
+    "EuclideanAscent",
+    "KappaPenalty",
+    "NetworkCounter",
+    "Objective",
+    "PROBABILITY_CLAMP",
+    "RDDRS",
+    "RS",
+    "Radius",
+    "RiemannianAscent",
+    "SmoothingResult",
+    "SoftSmoothingEstimator",
+    "StepRule",
+    "Sum",
+    "Terms",
+    "Trace",
+    "VolumeProxy",
+    "ancer_objective",
+    "ascend",
+    "certify_inputs",
+    "gap_from_probabilities",
+    "hard_vote_radius",
+    "paper_objective",
+    "run_chain",
     "select",
 ]

@@ -5,10 +5,11 @@ x + noise(theta, z) (z standard normal) so that gradients flow to sigma, Theta o
 network (DDRS; RDDRS eq. (3), errata rddrs item 4: the Euclidean gradient in C is E[sym(grad F z^T)],
 which is what autograd through ``z @ C`` computes).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -51,8 +52,9 @@ class NetworkCounter:
         self.backward += int(backward)
 
 
-def gap_from_probabilities(probs: torch.Tensor, clamp: float = PROBABILITY_CLAMP
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gap_from_probabilities(
+    probs: torch.Tensor, clamp: float = PROBABILITY_CLAMP
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """R = Phi^-1(G_A) - Phi^-1(G_B) for the top two classes of averaged probabilities (B, C)."""
     top2 = torch.topk(probs.detach(), k=2, dim=1).indices
     p_a = probs.gather(1, top2[:, :1]).squeeze(1).clamp(clamp, 1 - clamp)
@@ -84,19 +86,27 @@ class SoftSmoothingEstimator:
         if not (0.0 <= self.clamp < 0.5):
             raise ValueError(f"clamp must lie in [0, 0.5), got {self.clamp}")
 
-    def _probs(self, model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, z: torch.Tensor,
-               num_classes: int | None) -> torch.Tensor:
+    def _probs(
+        self, model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, z: torch.Tensor, num_classes: int | None
+    ) -> torch.Tensor:
         """Summed softmax probabilities (B, C) over the noise draws z (B, m, d)."""
         B, m, d = z.shape
         dtype = sampling_dtype(x.dtype)  # noise drawn and added in >= float32, cast to x's (model) dtype
         noise = manifold.noise_matrix_apply(point.to(dtype), z.to(dtype))
         noisy = (x.to(dtype).reshape(B, 1, d) + noise).to(x.dtype).reshape((B * m,) + tuple(x.shape[1:]))
         logits = model(noisy)
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != B * m \
-                or logits.shape[1] < 2 or (num_classes is not None and logits.shape[1] != num_classes):
+        if (
+            not isinstance(logits, torch.Tensor)
+            or logits.ndim != 2
+            or logits.shape[0] != B * m
+            or logits.shape[1] < 2
+            or (num_classes is not None and logits.shape[1] != num_classes)
+        ):
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"model must return logits of shape (batch, num_classes) = ({B * m}, "
-                             f"{num_classes if num_classes is not None else 'C'}); got {got}")
+            raise ValueError(
+                f"model must return logits of shape (batch, num_classes) = ({B * m}, "
+                f"{num_classes if num_classes is not None else 'C'}); got {got}"
+            )
         probs = torch.softmax(logits.to(torch.float64), dim=1)
         return probs.reshape(B, m, -1).sum(dim=1)
 
@@ -114,10 +124,17 @@ class SoftSmoothingEstimator:
             z = torch.randn((batch, self.samples, dim), generator=generator, device=gen_device, dtype=dtype)
         return z.to(device)
 
-    def evaluate(self, model: Callable, manifold, x: torch.Tensor, point: torch.Tensor,
-                 objective: Callable[[Terms], torch.Tensor], z: torch.Tensor,
-                 num_classes: int | None = None, with_grad: bool = True
-                 ) -> tuple[torch.Tensor, torch.Tensor | None, Terms]:
+    def evaluate(
+        self,
+        model: Callable,
+        manifold,
+        x: torch.Tensor,
+        point: torch.Tensor,
+        objective: Callable[[Terms], torch.Tensor],
+        z: torch.Tensor,
+        num_classes: int | None = None,
+        with_grad: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Terms]:
         """Objective values (B,), the Euclidean gradient w.r.t. ``point`` (or None) and the terms."""
         B, n, d = z.shape
         per_chunk = max(1, self.chunk_size // max(B, 1))
@@ -125,13 +142,21 @@ class SoftSmoothingEstimator:
 
         def terms_from(probs_mean: torch.Tensor) -> Terms:
             gap, p_a, p_b = gap_from_probabilities(probs_mean, self.clamp)
-            return Terms(gap=gap, log_volume=manifold.log_volume(point),
-                         min_eigenvalue=manifold.min_eigenvalue(point), p_top=p_a, p_second=p_b, point=point)
+            return Terms(
+                gap=gap,
+                log_volume=manifold.log_volume(point),
+                min_eigenvalue=manifold.min_eigenvalue(point),
+                p_top=p_a,
+                p_second=p_b,
+                point=point,
+            )
 
         if not with_grad:
             with torch.no_grad():
-                total = sum(self._probs(model, manifold, x, point, z[:, s:s + per_chunk], num_classes)
-                            for s in range(0, n, per_chunk))
+                total = sum(
+                    self._probs(model, manifold, x, point, z[:, s : s + per_chunk], num_classes)
+                    for s in range(0, n, per_chunk)
+                )
                 self.counter.add(forward=B * n)
                 terms = terms_from(total / n)
                 return objective(terms).detach(), None, terms
@@ -141,13 +166,15 @@ class SoftSmoothingEstimator:
                 probs = self._probs(model, manifold, x, point, z, num_classes) / n
                 terms = terms_from(probs)
                 value = objective(terms)
-                egrad, = torch.autograd.grad(value.sum(), point)
+                (egrad,) = torch.autograd.grad(value.sum(), point)
             self.counter.add(forward=B * n, backward=B * n)
             return value.detach(), egrad, _detach_terms(terms)
 
         with torch.no_grad():  # pass 1: the probabilities
-            total = sum(self._probs(model, manifold, x, point, z[:, s:s + per_chunk], num_classes)
-                        for s in range(0, n, per_chunk))
+            total = sum(
+                self._probs(model, manifold, x, point, z[:, s : s + per_chunk], num_classes)
+                for s in range(0, n, per_chunk)
+            )
         probs = (total / n).requires_grad_(True)
         with torch.enable_grad():
             terms = terms_from(probs)
@@ -155,8 +182,8 @@ class SoftSmoothingEstimator:
             dprobs, direct = torch.autograd.grad(value.sum(), [probs, point], allow_unused=True)
             egrad = torch.zeros_like(point) if direct is None else direct.clone()
             for s in range(0, n, per_chunk):  # pass 2: back-propagate dObjective/dG chunk by chunk
-                chunk = self._probs(model, manifold, x, point, z[:, s:s + per_chunk], num_classes)
-                g, = torch.autograd.grad((chunk * dprobs).sum() / n, point)
+                chunk = self._probs(model, manifold, x, point, z[:, s : s + per_chunk], num_classes)
+                (g,) = torch.autograd.grad((chunk * dprobs).sum() / n, point)
                 egrad += g
         self.counter.add(forward=2 * B * n, backward=B * n)
         return value.detach(), egrad, _detach_terms(terms)

@@ -7,11 +7,13 @@ explicit: ``RS(0.25) -> DDRS -> ANCER / RDDRS`` with ``init=`` the previous stag
 ``run_chain``). Choosing the noise uses its own samples; certification (``certify_inputs``) draws
 fresh ones through ``certify.Smooth``, which is what keeps Cohen's statistics valid.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -125,30 +127,56 @@ class _Optimised:
             raise ValueError(f"selection_alpha must lie in (0, 1), got {self.selection_alpha}")
 
     def _estimator(self) -> SoftSmoothingEstimator:
-        return SoftSmoothingEstimator(samples=self.samples, chunk_size=self.chunk_size, clamp=self.clamp,
-                                      antithetic=self.antithetic)
+        return SoftSmoothingEstimator(
+            samples=self.samples, chunk_size=self.chunk_size, clamp=self.clamp, antithetic=self.antithetic
+        )
 
-    def _run(self, name, model, x, manifold, point, sigma_star, objective, rule, constraint, generator,
-             progress=None) -> SmoothingResult:
+    def _run(
+        self, name, model, x, manifold, point, sigma_star, objective, rule, constraint, generator, progress=None
+    ) -> SmoothingResult:
         start = time.perf_counter()
         x = _model_dtype(model, _check_batch(x))
         estimator = self._estimator()
-        best, trace = ascend(model, manifold, x, point, objective, estimator, rule, self.iterations,
-                             generator=generator, constraint=constraint, num_classes=self.num_classes,
-                             keep_best=self.keep_best, common_random_numbers=self.common_random_numbers,
-                             callback=progress)
+        best, trace = ascend(
+            model,
+            manifold,
+            x,
+            point,
+            objective,
+            estimator,
+            rule,
+            self.iterations,
+            generator=generator,
+            constraint=constraint,
+            num_classes=self.num_classes,
+            keep_best=self.keep_best,
+            common_random_numbers=self.common_random_numbers,
+            callback=progress,
+        )
         kept = None
         if self.select and self.iterations > 0:
             B, d = x.shape[0], x[0].numel()
             draw = lambda: SoftSmoothingEstimator(samples=self.selection_samples).draw(  # noqa: E731
-                B, d, generator, x.device, x.dtype)
+                B, d, generator, x.device, x.dtype
+            )
             start_point = point.detach().to(torch.float64)
             if constraint is not None:
                 start_point = constraint.project(manifold, start_point)
-            best, kept = _select(model, manifold, x, start_point, best, draw, self.selection_alpha,
-                                 "l2" if name == "ddrs" else "proxy", estimator.counter, self.chunk_size)
-        return SmoothingResult(name, manifold, best, sigma_star, trace, estimator.counter,
-                               time.perf_counter() - start, kept)
+            best, kept = _select(
+                model,
+                manifold,
+                x,
+                start_point,
+                best,
+                draw,
+                self.selection_alpha,
+                "l2" if name == "ddrs" else "proxy",
+                estimator.counter,
+                self.chunk_size,
+            )
+        return SmoothingResult(
+            name, manifold, best, sigma_star, trace, estimator.counter, time.perf_counter() - start, kept
+        )
 
 
 def _objective(objective, method: str, kappa: float = 2.0) -> Objective:
@@ -165,9 +193,12 @@ def _objective(objective, method: str, kappa: float = 2.0) -> Objective:
 def _step_rule(step: str | StepRule, lr: float) -> StepRule:
     if isinstance(step, StepRule):
         return step
-    rules = {"adam": lambda: AdamAscent(lr), "euclidean": lambda: EuclideanAscent(lr),
-             "riemannian": lambda: RiemannianAscent(lr, method="exp"),
-             "retraction": lambda: RiemannianAscent(lr, method="retr")}
+    rules = {
+        "adam": lambda: AdamAscent(lr),
+        "euclidean": lambda: EuclideanAscent(lr),
+        "riemannian": lambda: RiemannianAscent(lr, method="exp"),
+        "retraction": lambda: RiemannianAscent(lr, method="retr"),
+    }
     if step not in rules:
         raise ValueError(f"step must be one of {sorted(rules)} or a StepRule, got {step!r}")
     return rules[step]()
@@ -196,8 +227,19 @@ class DDRS(_Optimised):
         sig0 = _sigma_from(init, x, self.sigma0)
         manifold = manifolds.get_manifold("scalar", x[0].numel())
         bounds = None if self.max_ratio is None else EigenvalueFloor(1e-6, self.max_ratio * sig0)
-        result = self._run("ddrs", model, x, manifold, sig0, sig0, _objective(self.objective, "ddrs"),
-                           _step_rule(self.step, self.lr), bounds, generator, progress)
+        result = self._run(
+            "ddrs",
+            model,
+            x,
+            manifold,
+            sig0,
+            sig0,
+            _objective(self.objective, "ddrs"),
+            _step_rule(self.step, self.lr),
+            bounds,
+            generator,
+            progress,
+        )
         result.sigma_star = result.points.clone()
         return result
 
@@ -223,8 +265,19 @@ class ANCER(_Optimised):
         manifold = manifolds.get_manifold("diagonal", d)
         theta0 = sigma_star[:, None].expand(-1, d).clone()
         objective = _objective(self.objective, "ancer", self.kappa)
-        return self._run("ancer", model, x, manifold, theta0, sigma_star, objective,
-                         _step_rule(self.step, self.lr), _bounds(sigma_star, self.max_ratio), generator, progress)
+        return self._run(
+            "ancer",
+            model,
+            x,
+            manifold,
+            theta0,
+            sigma_star,
+            objective,
+            _step_rule(self.step, self.lr),
+            _bounds(sigma_star, self.max_ratio),
+            generator,
+            progress,
+        )
 
 
 @dataclass
@@ -256,10 +309,11 @@ class RDDRS(_Optimised):
     max_ratio: float | None = 4.0  # every eigenvalue <= max_ratio * sigma_x* (None: unbounded, the paper)
 
     @classmethod
-    def paper(cls, **overrides) -> "RDDRS":
+    def paper(cls, **overrides) -> RDDRS:
         """The seed paper's recipe (98 steps, step 1, kappa 1e-8, 20,000 samples, exp map)."""
-        params = dict(iterations=98, step_size=1.0, samples=20000, kappa=1e-8, method="exp", keep_best=False,
-                      max_ratio=None)
+        params = dict(
+            iterations=98, step_size=1.0, samples=20000, kappa=1e-8, method="exp", keep_best=False, max_ratio=None
+        )
         params.update(overrides)
         return cls(**params)
 
@@ -279,8 +333,7 @@ class RDDRS(_Optimised):
         floor = _bounds(sigma_star, self.max_ratio)
         if self.backend == "rgd":
             rule = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
-            return self._run("rddrs", model, x, manifold, C0, sigma_star, objective, rule, floor, generator,
-                             progress)
+            return self._run("rddrs", model, x, manifold, C0, sigma_star, objective, rule, floor, generator, progress)
         return self._fit_pymanopt(model, x, manifold, C0, sigma_star, objective, floor, generator)
 
     def _fit_pymanopt(self, model, x, manifold, C0, sigma_star, objective, floor, generator):
@@ -299,11 +352,18 @@ class RDDRS(_Optimised):
                 raise FloatingPointError("objective or its gradient is not finite (pymanopt backend)")
             return float(value.sum()), manifold.egrad2rgrad(C, egrad)
 
-        point, trace = pymanopt_backend.maximize(cost_and_rgrad, C0, manifold, solver=self.pymanopt_solver,
-                                                 step_size=self.step_size, max_iterations=self.iterations)
+        point, trace = pymanopt_backend.maximize(
+            cost_and_rgrad,
+            C0,
+            manifold,
+            solver=self.pymanopt_solver,
+            step_size=self.step_size,
+            max_iterations=self.iterations,
+        )
         point = floor.project(manifold, point.reshape(B, d, d))
-        result = SmoothingResult("rddrs", manifold, point, sigma_star, None, estimator.counter,
-                                 time.perf_counter() - start)
+        result = SmoothingResult(
+            "rddrs", manifold, point, sigma_star, None, estimator.counter, time.perf_counter() - start
+        )
         result.pymanopt_trace = trace
         return result
 
@@ -323,10 +383,19 @@ def run_chain(model, x, stages: Sequence, generator: torch.Generator | None = No
     return results
 
 
-def certify_inputs(model, x: torch.Tensor, result: SmoothingResult, num_classes: int, n0: int = 100,
-                   n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
-                   generator: torch.Generator | None = None) -> list[certify.Certificate]:
+def certify_inputs(
+    model,
+    x: torch.Tensor,
+    result: SmoothingResult,
+    num_classes: int,
+    n0: int = 100,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    batch_size: int = 1000,
+    generator: torch.Generator | None = None,
+) -> list[certify.Certificate]:
     """Cohen's CERTIFY for each input with the noise chosen for it, on FRESH samples."""
-    return [certify.Smooth(model, noise, num_classes).certify(xi, n0, n, alpha, batch_size=batch_size,
-                                                             generator=generator)
-            for xi, noise in zip(x, result.noises())]
+    return [
+        certify.Smooth(model, noise, num_classes).certify(xi, n0, n, alpha, batch_size=batch_size, generator=generator)
+        for xi, noise in zip(x, result.noises())
+    ]

@@ -10,6 +10,7 @@ Phi^-1(p_A) - Phi^-1(p_B) with the soft runner-up p_B (DDRS, ANCER, RDDRS eq. (5
 the runner-up lies far below 1 - p_A, so the gap rewards noise on which the certificate then
 abstains (issue 13: DDRS's ACR at sigma 0.5 goes from 0.221 to 0.465 with the certificate form).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 import torch
 
 from .estimator import Terms
-
 
 FORMS = ("certificate", "gap")
 
@@ -42,7 +42,7 @@ class Objective:
     def __call__(self, terms: Terms) -> torch.Tensor:
         raise NotImplementedError
 
-    def __add__(self, other: "Objective") -> "Objective":
+    def __add__(self, other: Objective) -> Objective:
         return Sum(self, other)
 
 

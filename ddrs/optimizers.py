@@ -3,11 +3,12 @@
 A step rule only talks to the manifold interface (``egrad2rgrad``, ``step``, ``project_floor``), like
 geoopt's optimisers; the loop draws noise, evaluates the objective, keeps the trace and the best iterate.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -98,15 +99,17 @@ class AdamAscent(StepRule):
         self._t += 1
         self._m = b1 * self._m + (1 - b1) * egrad
         self._v = b2 * self._v + (1 - b2) * egrad * egrad
-        m_hat = self._m / (1 - b1 ** self._t)
-        v_hat = self._v / (1 - b2 ** self._t)
+        m_hat = self._m / (1 - b1**self._t)
+        v_hat = self._v / (1 - b2**self._t)
         return _keep_positive(manifold, point + self.lr * m_hat / (v_hat.sqrt() + self.eps))
 
 
 def _keep_positive(manifold, point: torch.Tensor) -> torch.Tensor:
     if getattr(manifold, "kind", None) == "spd" or point.ndim >= 3:
-        raise ValueError("Euclidean and Adam steps are for the scalar and diagonal parameterisations; "
-                         "use RiemannianAscent (or the pymanopt backend) for SPD matrices")
+        raise ValueError(
+            "Euclidean and Adam steps are for the scalar and diagonal parameterisations; "
+            "use RiemannianAscent (or the pymanopt backend) for SPD matrices"
+        )
     return point.clamp_min(1e-6)
 
 
@@ -132,11 +135,22 @@ class Trace:
         return len(self.objective)
 
 
-def ascend(model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, objective: Callable,
-           estimator: SoftSmoothingEstimator, rule: StepRule, iterations: int,
-           generator: torch.Generator | None = None, constraint: EigenvalueFloor | None = None,
-           num_classes: int | None = None, keep_best: bool = True, common_random_numbers: bool = False,
-           callback: Callable | None = None) -> tuple[torch.Tensor, Trace]:
+def ascend(
+    model: Callable,
+    manifold,
+    x: torch.Tensor,
+    point: torch.Tensor,
+    objective: Callable,
+    estimator: SoftSmoothingEstimator,
+    rule: StepRule,
+    iterations: int,
+    generator: torch.Generator | None = None,
+    constraint: EigenvalueFloor | None = None,
+    num_classes: int | None = None,
+    keep_best: bool = True,
+    common_random_numbers: bool = False,
+    callback: Callable | None = None,
+) -> tuple[torch.Tensor, Trace]:
     """Maximise ``objective`` over the noise parameter, one point per input (batched).
 
     Every step draws fresh noise from ``generator`` (or reuses one draw if ``common_random_numbers``),
@@ -164,12 +178,15 @@ def ascend(model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, obje
             z = fixed_z
         else:
             z = estimator.draw(B, d, generator, x.device, x.dtype)
-        value, egrad, terms = estimator.evaluate(model, manifold, x, point, objective, z, num_classes,
-                                                 with_grad=not last)
+        value, egrad, terms = estimator.evaluate(
+            model, manifold, x, point, objective, z, num_classes, with_grad=not last
+        )
         if not torch.isfinite(value).all() or (egrad is not None and not torch.isfinite(egrad).all()):
             bad = (~torch.isfinite(value)).nonzero().flatten().tolist()
-            raise FloatingPointError(f"objective or its gradient is not finite at step {step} "
-                                     f"(inputs {bad or 'gradient only'}); stopping instead of returning garbage")
+            raise FloatingPointError(
+                f"objective or its gradient is not finite at step {step} "
+                f"(inputs {bad or 'gradient only'}); stopping instead of returning garbage"
+            )
         trace.record(value, terms)
         better = value > best_value
         best_value = torch.where(better, value, best_value)

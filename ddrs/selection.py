@@ -7,9 +7,10 @@ smallest axis (``kind="l2"``, DDRS) or its geometric mean (``kind="proxy"``, ANC
 al. Thm 1, ANCER's proxy radius). These draws come from the fitting generator, never from the
 certification samples (errata rddrs item 5), so certification's statistics are untouched.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from scipy.stats import beta
@@ -19,8 +20,16 @@ from .estimator import NetworkCounter
 KINDS = ("l2", "proxy")
 
 
-def hard_vote_radius(model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, z: torch.Tensor,
-                     alpha: float, kind: str, chunk_size: int = 20000) -> torch.Tensor:
+def hard_vote_radius(
+    model: Callable,
+    manifold,
+    x: torch.Tensor,
+    point: torch.Tensor,
+    z: torch.Tensor,
+    alpha: float,
+    kind: str,
+    chunk_size: int = 20000,
+) -> torch.Tensor:
     """Radius (B,) of the hard-vote certificate with noise ``point`` on draws z (B, m, d); 0 where
     p_A_lower <= 1/2 (the certifier would abstain)."""
     if kind not in KINDS:
@@ -31,9 +40,10 @@ def hard_vote_radius(model: Callable, manifold, x: torch.Tensor, point: torch.Te
     with torch.no_grad():
         noise_point = point.to(x.dtype)
         for s in range(0, m, per_chunk):
-            zc = z[:, s:s + per_chunk]
+            zc = z[:, s : s + per_chunk]
             noisy = (x.reshape(B, 1, d) + manifold.noise_matrix_apply(noise_point, zc)).reshape(
-                (B * zc.shape[1],) + tuple(x.shape[1:]))
+                (B * zc.shape[1],) + tuple(x.shape[1:])
+            )
             logits = model(noisy)
             labels = logits.argmax(dim=1).reshape(B, -1)
             c = torch.nn.functional.one_hot(labels, num_classes=logits.shape[1]).sum(1)
@@ -46,9 +56,18 @@ def hard_vote_radius(model: Callable, manifold, x: torch.Tensor, point: torch.Te
     return torch.where(lower > 0.5, margin * scale, torch.zeros_like(margin))
 
 
-def select(model: Callable, manifold, x: torch.Tensor, start: torch.Tensor, new: torch.Tensor,
-           draw: Callable[[], torch.Tensor], alpha: float, kind: str, counter: NetworkCounter,
-           chunk_size: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
+def select(
+    model: Callable,
+    manifold,
+    x: torch.Tensor,
+    start: torch.Tensor,
+    new: torch.Tensor,
+    draw: Callable[[], torch.Tensor],
+    alpha: float,
+    kind: str,
+    counter: NetworkCounter,
+    chunk_size: int = 20000,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per input, ``new`` if its fresh-sample radius beats ``start``'s strictly, else ``start``.
     Returns (points, kept_new mask (B,)); the forward passes are added to ``counter``."""
     z = draw()

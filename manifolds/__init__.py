@@ -9,6 +9,7 @@ or ``manifolds.pymanopt_backend.maximize`` (Pymanopt solvers). Use ``solver="sgd
 for Monte-Carlo objectives -- Pymanopt's Armijo line search rejects steps on noisy costs --
 and ``"steepest"``/``"cg"`` only for deterministic objectives.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,6 +35,7 @@ def __getattr__(name: str):
     # submodules with optional heavy imports (pymanopt, hypothesis) load on first access
     if name in ("pymanopt_backend", "testing"):
         import importlib
+
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

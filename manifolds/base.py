@@ -3,6 +3,7 @@
 A point parameterises the noise scale: sigma (scalar), theta (diagonal) or C (SPD); the
 noise is ``C z``. Points live in float64 and may carry one leading batch axis.
 """
+
 from __future__ import annotations
 
 import abc
@@ -117,7 +118,10 @@ class Manifold(abc.ABC):
         """Raise ValueError naming the problem if ``x`` is not a point of this manifold."""
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"point must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim not in (self.point_ndim, self.point_ndim + 1) or tuple(x.shape[x.ndim - self.point_ndim:]) != self.point_shape:
+        if (
+            x.ndim not in (self.point_ndim, self.point_ndim + 1)
+            or tuple(x.shape[x.ndim - self.point_ndim :]) != self.point_shape
+        ):
             raise ValueError(f"wrong shape {tuple(x.shape)}: expected {self.point_shape} or (B, *{self.point_shape})")
         if not torch.isfinite(x).all():
             raise ValueError("point contains NaN or infinite entries")
@@ -128,8 +132,9 @@ class Manifold(abc.ABC):
         """Manifold-specific membership test (shape already checked)."""
 
     # ---- optimiser helper ----------------------------------------------------------
-    def step(self, x: torch.Tensor, rgrad: torch.Tensor, step_size, method: str = "exp",
-             max_norm: float | None = None) -> torch.Tensor:
+    def step(
+        self, x: torch.Tensor, rgrad: torch.Tensor, step_size, method: str = "exp", max_norm: float | None = None
+    ) -> torch.Tensor:
         """Move x along ``step_size * rgrad`` by exp or retr, the step's Riemannian norm clipped to ``max_norm``.
 
         Clipping in the metric's own norm keeps a large exp step inside the cone (Manopt's warning).

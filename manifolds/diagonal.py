@@ -5,6 +5,7 @@ Metric: on diagonal matrices the affine-invariant and log-Euclidean metrics coin
 Euclidean metric of log theta, so exp_theta(u) = theta exp(u / theta) and
 dist = ||log theta' - log theta||_2.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,10 @@ _SAME_ON_DIAGONALS = ("affine-invariant", "ai", "log-euclidean", "le")
 
 def _check_metric(metric) -> str:
     if not isinstance(metric, str) or metric.lower().replace("_", "-") not in _SAME_ON_DIAGONALS:
-        raise ValueError(f"diagonal and scalar manifolds support metric 'affine-invariant' or 'log-euclidean' "
-                         f"(identical on commuting matrices), got {metric!r}")
+        raise ValueError(
+            f"diagonal and scalar manifolds support metric 'affine-invariant' or 'log-euclidean' "
+            f"(identical on commuting matrices), got {metric!r}"
+        )
     return "affine-invariant"
 
 
@@ -81,6 +84,7 @@ class PositiveDiagonal(Manifold):
 
     def _to_noise_single(self, x):
         from certify import DiagonalGaussian
+
         return DiagonalGaussian(x)
 
     def _check_values(self, x):

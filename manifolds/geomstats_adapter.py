@@ -3,6 +3,7 @@
 Importing ``geomstats.backend`` calls ``torch.set_default_dtype(torch.float64)``; we import it
 lazily, on first use, and restore the caller's default dtype afterwards (anchors note, 1.3).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,14 +35,17 @@ def _check_backend() -> None:
         if name != "pytorch":
             raise RuntimeError(
                 f"geomstats was already imported with the {name!r} backend; manifolds needs "
-                "GEOMSTATS_BACKEND=pytorch set before the first geomstats import")
+                "GEOMSTATS_BACKEND=pytorch set before the first geomstats import"
+            )
         return
     env = os.environ.get("GEOMSTATS_BACKEND")
     if env is None:
         os.environ["GEOMSTATS_BACKEND"] = "pytorch"
     elif env != "pytorch":
-        raise RuntimeError(f"GEOMSTATS_BACKEND={env!r}; manifolds needs the 'pytorch' backend "
-                           "(unset the variable or set it to 'pytorch')")
+        raise RuntimeError(
+            f"GEOMSTATS_BACKEND={env!r}; manifolds needs the 'pytorch' backend "
+            "(unset the variable or set it to 'pytorch')"
+        )
 
 
 def spd_module():
@@ -68,8 +72,10 @@ def make_metric(dim: int, metric: Any):
     if isinstance(metric, str):
         key = metric.lower().replace("_", "-")
         if key not in METRIC_NAMES:
-            raise ValueError(f"unknown SPD metric {metric!r}; choose one of {sorted(set(METRIC_NAMES))} "
-                             "or pass a Geomstats SPD metric class/instance")
+            raise ValueError(
+                f"unknown SPD metric {metric!r}; choose one of {sorted(set(METRIC_NAMES))} "
+                "or pass a Geomstats SPD metric class/instance"
+            )
         metric = getattr(mod, METRIC_NAMES[key])
     if isinstance(metric, type):
         space = mod.SPDMatrices(dim, equip=False)
@@ -86,8 +92,11 @@ def make_metric(dim: int, metric: Any):
 def metric_kind(metric) -> str:
     """'affine-invariant', 'log-euclidean', 'bures-wasserstein' or 'other' for a Geomstats metric."""
     mod = spd_module()
-    for name, cls in (("affine-invariant", mod.SPDAffineMetric), ("log-euclidean", mod.SPDLogEuclideanMetric),
-                      ("bures-wasserstein", mod.SPDBuresWassersteinMetric)):
+    for name, cls in (
+        ("affine-invariant", mod.SPDAffineMetric),
+        ("log-euclidean", mod.SPDLogEuclideanMetric),
+        ("bures-wasserstein", mod.SPDBuresWassersteinMetric),
+    ):
         if type(metric) is cls:
             return name
     return "other"

@@ -11,9 +11,10 @@ SPD with the affine-invariant metric runs on Pymanopt's own ``SymmetricPositiveD
 other manifolds (log-Euclidean, diagonal, scalar, user-defined) through a thin adapter class.
 The model keeps its own dtype: the callback receives a float64 torch tensor and casts itself.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -95,10 +96,17 @@ def _pymanopt_adapter(manifold: Manifold, batch: int | None):
     return _Adapter()
 
 
-def maximize(cost_and_rgrad: Callable[[torch.Tensor], tuple[float, torch.Tensor]], x0: torch.Tensor,
-             manifold: Manifold, solver: str = "sgd", step_size: float = 0.1, max_iterations: int = 100,
-             callback: Callable[[int, torch.Tensor, float], None] | None = None,
-             max_norm: float | None = None, verbosity: int = 0) -> tuple[torch.Tensor, list[dict]]:
+def maximize(
+    cost_and_rgrad: Callable[[torch.Tensor], tuple[float, torch.Tensor]],
+    x0: torch.Tensor,
+    manifold: Manifold,
+    solver: str = "sgd",
+    step_size: float = 0.1,
+    max_iterations: int = 100,
+    callback: Callable[[int, torch.Tensor, float], None] | None = None,
+    max_norm: float | None = None,
+    verbosity: int = 0,
+) -> tuple[torch.Tensor, list[dict]]:
     """Maximise ``cost_and_rgrad(x) -> (value, Riemannian gradient)`` from ``x0`` with a Pymanopt solver.
 
     Returns the final point (float64 torch tensor, shape of x0) and a trace (one dict per iteration:
@@ -148,8 +156,9 @@ def maximize(cost_and_rgrad: Callable[[torch.Tensor], tuple[float, torch.Tensor]
     problem = pymanopt.Problem(pm_manifold, cost, riemannian_gradient=rgrad)
     common = dict(max_iterations=int(max_iterations), verbosity=verbosity)
     if solver == "sgd":
-        opt = SteepestDescent(line_searcher=FixedStepLineSearcher(step_size, max_norm),
-                              min_gradient_norm=0.0, min_step_size=0.0, **common)
+        opt = SteepestDescent(
+            line_searcher=FixedStepLineSearcher(step_size, max_norm), min_gradient_norm=0.0, min_step_size=0.0, **common
+        )
     elif solver == "steepest":
         opt = SteepestDescent(**common)
     elif solver == "cg":

@@ -4,6 +4,7 @@ Metric: the affine-invariant (= log-Euclidean) metric of SPD(dim) restricted to 
 <u, v>_sigma = dim u v / sigma^2, so dist(s, t) = sqrt(dim) |log t - log s| (= d_SPD(sI, tI)),
 exp_sigma(u) = sigma exp(u / sigma). egrad2rgrad takes the derivative g = df/dsigma.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,7 +42,7 @@ class PositiveScalar(Manifold):
         return x * torch.log(y.to(F64) / x)
 
     def dist(self, x, y):
-        return self.dim ** 0.5 * (torch.log(y.to(F64)) - torch.log(x.to(F64))).abs()
+        return self.dim**0.5 * (torch.log(y.to(F64)) - torch.log(x.to(F64))).abs()
 
     def eigenvalues(self, x):
         return x.to(F64).unsqueeze(-1).expand(x.shape + (self.dim,))
@@ -65,6 +66,7 @@ class PositiveScalar(Manifold):
 
     def _to_noise_single(self, x):
         from certify import IsotropicGaussian
+
         return IsotropicGaussian(float(x))
 
     def _check_values(self, x):

@@ -4,6 +4,7 @@ Geomstats supplies exp, log and dist for whatever SPD metric is chosen (affine-i
 log-Euclidean, Bures-Wasserstein, or any Geomstats SPD metric); we add what it lacks:
 ``egrad2rgrad``, the second-order AI retraction, the eigenvalue floor and safe spectral gradients.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,9 +79,9 @@ class SPD(Manifold):
         b = basis[None, :].expand(k, k, n, n)
         xb = x.reshape((-1, 1, 1, n, n)).expand(-1, k, k, n, n)
         m = xb.shape[0]
-        gram = self.gs_metric.inner_product(a.expand(m, k, k, n, n).reshape(-1, n, n),
-                                            b.expand(m, k, k, n, n).reshape(-1, n, n),
-                                            xb.reshape(-1, n, n)).reshape(m, k, k)
+        gram = self.gs_metric.inner_product(
+            a.expand(m, k, k, n, n).reshape(-1, n, n), b.expand(m, k, k, n, n).reshape(-1, n, n), xb.reshape(-1, n, n)
+        ).reshape(m, k, k)
         rhs = (g.reshape(-1, 1, n, n) * basis).sum((-2, -1))
         coef = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
         return sym(torch.einsum("mk,kij->mij", coef, basis)).reshape(bshape + (n, n))
@@ -202,6 +203,7 @@ class SPD(Manifold):
 
     def _to_noise_single(self, x):
         from certify import FullGaussian
+
         return FullGaussian(x)
 
     def _check_values(self, x):

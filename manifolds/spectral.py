@@ -3,6 +3,7 @@
 ``torch.linalg.eigh``'s backward divides by eigenvalue gaps and is NaN at C = sigma I (pytorch
 #47599, geomstats #982); the two functions the objectives differentiate get closed-form backwards.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,7 +47,7 @@ class _MinEigenvalueSPD(torch.autograd.Function):
         lam, vec = torch.linalg.eigh(c)
         lmin = lam[..., :1]
         tol = rtol * lam.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(lam.dtype).tiny)
-        mask = (lam - lmin <= tol).to(lam.dtype)                      # the (near-)repeated eigenspace
+        mask = (lam - lmin <= tol).to(lam.dtype)  # the (near-)repeated eigenspace
         proj = (vec * (mask / mask.sum(-1, keepdim=True)).unsqueeze(-2)) @ vec.transpose(-1, -2)
         ctx.save_for_backward(proj)
         return lmin[..., 0]

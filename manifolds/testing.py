@@ -7,10 +7,11 @@
 Strategies for well- and ill-conditioned SPD matrices (bounded log-eigenvalues, random orthogonal
 eigenvectors) are exported too: ``spd_points``, ``commuting_spd_pair``, ``gl_matrices``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
@@ -37,8 +38,12 @@ def spd_points(draw, n: int, max_log_eig: float = 2.0, log_scale: float = 2.0, e
     """
     q = _orthogonal_from(draw(st.lists(st.floats(-1, 1), min_size=n * n, max_size=n * n)), n)
     shift = draw(st.floats(-log_scale, log_scale))
-    lam = torch.tensor(eigvals if eigvals is not None else
-                       draw(st.lists(st.floats(-max_log_eig, max_log_eig), min_size=n, max_size=n)), dtype=F64)
+    lam = torch.tensor(
+        eigvals
+        if eigvals is not None
+        else draw(st.lists(st.floats(-max_log_eig, max_log_eig), min_size=n, max_size=n)),
+        dtype=F64,
+    )
     x = (q * (lam + shift).exp()) @ q.T
     return 0.5 * (x + x.T)
 
@@ -94,9 +99,16 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, what: str, scale: floa
 
 
 # ---- the suite ------------------------------------------------------------------------------
-def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, max_examples: int = 20,
-                   tangent_radius: float = 0.5, rtol: float = 1e-9, derandomize: bool = True,
-                   shrink: bool = True, retraction_order: int = 2) -> None:
+def check_manifold(
+    manifold: Manifold,
+    points: st.SearchStrategy | None = None,
+    max_examples: int = 20,
+    tangent_radius: float = 0.5,
+    rtol: float = 1e-9,
+    derandomize: bool = True,
+    shrink: bool = True,
+    retraction_order: int = 2,
+) -> None:
     """Run the property suite on ``manifold``; raises AssertionError naming the failed property.
 
     ``points``: a strategy of single float64 points (default: ``manifold_points``, which includes
@@ -113,9 +125,14 @@ def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, 
         raise ValueError(f"retraction_order must be 1 or 2, got {retraction_order!r}")
     order = retraction_order  # the property below is also called retraction_order
     pts = points if points is not None else manifold_points(manifold)
-    cfg = settings(max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
-                   suppress_health_check=list(HealthCheck),
-                   phases=[p for p in Phase if shrink or p is not Phase.shrink])
+    cfg = settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=derandomize,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[p for p in Phase if shrink or p is not Phase.shrink],
+    )
     radii = st.floats(0.05, tangent_radius)
     dtype_before = torch.get_default_dtype()
     m = manifold
@@ -155,8 +172,7 @@ def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, 
         inj = getattr(m, "injectivity_radius", None)  # exp is a minimising geodesic only inside it
         r = min(r, 0.5 * float(inj(x))) if inj is not None else r
         u = _tangent(m, x, seed, r)
-        assert abs(float(m.dist(x, m.exp(x, u))) - r) <= 1e2 * rtol * max(1.0, r), \
-            "dist(x, exp(x, u)) != ||u||_x"
+        assert abs(float(m.dist(x, m.exp(x, u))) - r) <= 1e2 * rtol * max(1.0, r), "dist(x, exp(x, u)) != ||u||_x"
 
     @cfg
     @given(x=pts, seed=_SEEDS)
@@ -166,9 +182,9 @@ def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, 
         err = [float((m.retr(x, t * u) - m.exp(x, t * u)).abs().max()) for t in (1e-1, 1e-2)]
         floor = 1e-13 * max(1.0, float(x.abs().max()))
         if order == 2 and err[0] > 1e3 * floor:  # slope test: a second-order retraction differs from exp by O(t^3)
-            assert err[1] <= err[0] * 10 ** -2.5 + 10 * floor, f"retraction not second order: {err}"
+            assert err[1] <= err[0] * 10**-2.5 + 10 * floor, f"retraction not second order: {err}"
         first = [float((m.retr(x, t * u) - x - t * u).abs().max()) for t in (1e-2, 1e-3)]
-        assert first[1] <= first[0] * 10 ** -1.5 + 10 * floor, f"retraction not first order: {first}"
+        assert first[1] <= first[0] * 10**-1.5 + 10 * floor, f"retraction not first order: {first}"
 
     def _test_fn(x: torch.Tensor, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)
@@ -190,8 +206,9 @@ def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, 
         with torch.no_grad():
             fd = (f(m.exp(x, t * u)) - f(m.exp(x, -t * u))) / (2 * t)
         an = float(m.inner(x, rg, u))
-        assert abs(float(fd) - an) <= 1e-5 * max(1.0, abs(an), float(m.norm(x, rg))), \
+        assert abs(float(fd) - an) <= 1e-5 * max(1.0, abs(an), float(m.norm(x, rg))), (
             f"<rgrad, u>_x = {an} but the finite difference along the geodesic is {float(fd)}"
+        )
 
     @cfg
     @given(x=pts)
@@ -222,11 +239,17 @@ def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, 
         hi = float(lam.max() - 0.25 * (1 - frac) * (lam.max() - lam.min()))
         c = m.project_floor(x, lo, hi)
         m.check_point(c)
-        _close(m.eigenvalues(c), lam.clamp(min=lo, max=hi), 1e-9, "floor with lambda_max: eigenvalues != "
-               "clamp(lambda_min, lambda_max)", scale=float(lam.max()))
+        _close(
+            m.eigenvalues(c),
+            lam.clamp(min=lo, max=hi),
+            1e-9,
+            "floor with lambda_max: eigenvalues != clamp(lambda_min, lambda_max)",
+            scale=float(lam.max()),
+        )
         assert float(m.eigenvalues(c).max()) <= hi * (1 + 1e-9), "lambda_max ceiling ignored"
-        assert torch.equal(m.project_floor(x, 0.5 * float(lam.min()), 2 * float(lam.max())), x), \
+        assert torch.equal(m.project_floor(x, 0.5 * float(lam.min()), 2 * float(lam.max())), x), (
             "floor with lambda_max changed a point inside the bounds"
+        )
         if m.point_ndim == 2:  # eigenvectors kept <=> f commutes with x
             _close(f @ x, x @ f, 1e-9, "floor changed eigenvectors", scale=float(lam.max()) ** 2)
 
@@ -235,17 +258,27 @@ def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, 
     def batching(x, y, seed):
         xb, yb = torch.stack([x, y]), torch.stack([y, x])
         ub = torch.stack([_tangent(m, x, seed, 0.3), _tangent(m, y, seed, 0.3)])
-        for name, fn, args in (("exp", m.exp, (xb, ub)), ("retr", m.retr, (xb, ub)), ("log", m.log, (xb, yb)),
-                               ("dist", m.dist, (xb, yb)), ("inner", lambda a, b: m.inner(a, b, b), (xb, ub)),
-                               ("egrad2rgrad", m.egrad2rgrad, (xb, ub)), ("log_volume", m.log_volume, (xb,)),
-                               ("min_eigenvalue", m.min_eigenvalue, (xb,))):
+        for name, fn, args in (
+            ("exp", m.exp, (xb, ub)),
+            ("retr", m.retr, (xb, ub)),
+            ("log", m.log, (xb, yb)),
+            ("dist", m.dist, (xb, yb)),
+            ("inner", lambda a, b: m.inner(a, b, b), (xb, ub)),
+            ("egrad2rgrad", m.egrad2rgrad, (xb, ub)),
+            ("log_volume", m.log_volume, (xb,)),
+            ("min_eigenvalue", m.min_eigenvalue, (xb,)),
+        ):
             out = fn(*args)
             single = torch.stack([fn(*(a[i] for a in args)) for i in range(2)])
             tol = 1e-7 if name == "dist" else 1e-9  # sqrt amplifies round-off near dist = 0
             _close(out, single, tol, f"batched {name} != stacked single results")
         lm = torch.stack([m.eigenvalues(x).mean(), m.eigenvalues(y).mean()])
-        _close(m.project_floor(xb, lm), torch.stack([m.project_floor(x, lm[0]), m.project_floor(y, lm[1])]),
-               1e-9, "batched floor")
+        _close(
+            m.project_floor(xb, lm),
+            torch.stack([m.project_floor(x, lm[0]), m.project_floor(y, lm[1])]),
+            1e-9,
+            "batched floor",
+        )
 
     @cfg
     @given(x=pts, seed=_SEEDS)
@@ -260,8 +293,17 @@ def check_manifold(manifold: Manifold, points: st.SearchStrategy | None = None, 
         assert abs(float(m.dist(x, y)) - 0.5) <= 1e2 * rtol, "step not clipped to max_norm in the metric"
         m.check_point(m.step(x, u, 0.1, method="retr"))
 
-    for prop in (points_and_exp, exp_log_inverse, distance_axioms, retraction_order, riemannian_gradient,
-                 spectral_functions, floor, batching, noise_and_step):
+    for prop in (
+        points_and_exp,
+        exp_log_inverse,
+        distance_axioms,
+        retraction_order,
+        riemannian_gradient,
+        spectral_functions,
+        floor,
+        batching,
+        noise_and_step,
+    ):
         try:
             prop()
         except Exception as err:  # noqa: BLE001 - any failure is reported with the property's name

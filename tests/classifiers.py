@@ -1,4 +1,5 @@
 """Base classifiers with smoothed decision boundaries known in closed form (shared by the tests)."""
+
 from __future__ import annotations
 
 import numpy as np

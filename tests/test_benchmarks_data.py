@@ -1,5 +1,6 @@
 """Benchmark data loaders: real files (scikit-learn digits, Debian Fashion-MNIST IDX files),
 shapes, ranges, class counts, the seeded rotation and the subset helper."""
+
 import os
 from pathlib import Path
 
@@ -9,8 +10,12 @@ import torch
 from benchmarks.data import DEBIAN_DIRS, load_dataset, rotation_matrix, subset
 
 FMNIST_DIR = Path(DEBIAN_DIRS["fashion-mnist"])
-FMNIST_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+FMNIST_FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
 HAVE_FMNIST = all((FMNIST_DIR / f).is_file() for f in FMNIST_FILES)
 if not HAVE_FMNIST:
     print(f"Fashion-MNIST IDX files not found in {FMNIST_DIR}: fashion-mnist tests will be skipped")
@@ -109,11 +114,14 @@ def test_subset_every_and_max():
         subset(te, every=0)
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    (dict(name="cifar10", split="test"), "name"),
-    (dict(name="digits", split="valid"), "split"),
-    (dict(name="digits", split="test", rotate=-1), "rotate"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(name="cifar10", split="test"), "name"),
+        (dict(name="digits", split="valid"), "split"),
+        (dict(name="digits", split="test", rotate=-1), "rotate"),
+    ],
+)
 def test_bad_arguments(kwargs, word):
     with pytest.raises(ValueError, match=word):
         load_dataset(**kwargs)
@@ -164,8 +172,12 @@ def test_tensors_spec_errors_name_the_argument(tmp_path):
     torch.save({"x": torch.zeros(3, 2), "y": torch.zeros(2, dtype=torch.int64)}, tmp_path / "short.pt")
     torch.save({"x": torch.zeros(3, 2), "y": torch.zeros(3)}, tmp_path / "float_y.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    for name, match in [("no_y.pt", "keys x and y"), ("short.pt", "shape"), ("float_y.pt", "integer labels"),
-                        ("junk.pt", "cannot read")]:
+    for name, match in [
+        ("no_y.pt", "keys x and y"),
+        ("short.pt", "shape"),
+        ("float_y.pt", "integer labels"),
+        ("junk.pt", "cannot read"),
+    ]:
         with pytest.raises(BadInput, match=match) as info:
             load_data(f"tensors:{tmp_path / name}")
         assert str(info.value).startswith("--dataset")

@@ -1,12 +1,12 @@
 """Every bad input raises the named error with a message that names the argument."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from certify import (DiagonalGaussian, FullGaussian, IsotropicGaussian, LogWriter, MixtureOfGaussians,
-                     Smooth)
+from certify import DiagonalGaussian, FullGaussian, IsotropicGaussian, LogWriter, MixtureOfGaussians, Smooth
 
 
 class Lin(torch.nn.Module):
@@ -19,7 +19,9 @@ class Lin(torch.nn.Module):
 
 
 def smooth(noise=None, model=None, **kw):
-    return Smooth(model if model is not None else Lin(), noise if noise is not None else IsotropicGaussian(0.5), 2, **kw)
+    return Smooth(
+        model if model is not None else Lin(), noise if noise is not None else IsotropicGaussian(0.5), 2, **kw
+    )
 
 
 X = torch.zeros(3, dtype=torch.float64)
@@ -60,19 +62,22 @@ def test_predict_n_below_one_and_batch_size():
         smooth().certify(X, 1, 1, 0.01, batch_size=0)
 
 
-@pytest.mark.parametrize("factory,name", [
-    (lambda: IsotropicGaussian(0.0), "sigma"),
-    (lambda: IsotropicGaussian(-0.5), "sigma"),
-    (lambda: IsotropicGaussian(float("inf")), "sigma"),
-    (lambda: IsotropicGaussian(float("nan")), "sigma"),
-    (lambda: DiagonalGaussian([0.5, 0.0, 0.5]), "theta"),
-    (lambda: DiagonalGaussian([0.5, -1.0]), "theta"),
-    (lambda: DiagonalGaussian([0.5, float("nan")]), "theta"),
-    (lambda: DiagonalGaussian([]), "theta"),
-    (lambda: MixtureOfGaussians([0.25, 0.0]), "sigmas"),
-    (lambda: MixtureOfGaussians([0.25, -0.5]), "sigmas"),
-    (lambda: MixtureOfGaussians([]), "sigmas"),
-])
+@pytest.mark.parametrize(
+    "factory,name",
+    [
+        (lambda: IsotropicGaussian(0.0), "sigma"),
+        (lambda: IsotropicGaussian(-0.5), "sigma"),
+        (lambda: IsotropicGaussian(float("inf")), "sigma"),
+        (lambda: IsotropicGaussian(float("nan")), "sigma"),
+        (lambda: DiagonalGaussian([0.5, 0.0, 0.5]), "theta"),
+        (lambda: DiagonalGaussian([0.5, -1.0]), "theta"),
+        (lambda: DiagonalGaussian([0.5, float("nan")]), "theta"),
+        (lambda: DiagonalGaussian([]), "theta"),
+        (lambda: MixtureOfGaussians([0.25, 0.0]), "sigmas"),
+        (lambda: MixtureOfGaussians([0.25, -0.5]), "sigmas"),
+        (lambda: MixtureOfGaussians([]), "sigmas"),
+    ],
+)
 def test_nonpositive_scales(factory, name):
     with pytest.raises(ValueError, match=name):
         factory()
@@ -83,23 +88,27 @@ def test_sigma_wrong_type():
         IsotropicGaussian("big")
 
 
-@pytest.mark.parametrize("C,what", [
-    (np.array([[1.0, 0.5], [0.0, 1.0]]), "symmetric"),
-    (np.array([[1.0, 2.0], [2.0, 1.0]]), "positive definite"),  # eigenvalues 3, -1
-    (np.array([[1.0, 0.0], [0.0, 0.0]]), "positive definite"),  # singular
-    (-np.eye(2), "positive definite"),
-    (np.ones((2, 3)), "square"),
-    (np.ones(3), "square"),
-    (np.array([[1.0, np.nan], [np.nan, 1.0]]), "NaN"),
-])
+@pytest.mark.parametrize(
+    "C,what",
+    [
+        (np.array([[1.0, 0.5], [0.0, 1.0]]), "symmetric"),
+        (np.array([[1.0, 2.0], [2.0, 1.0]]), "positive definite"),  # eigenvalues 3, -1
+        (np.array([[1.0, 0.0], [0.0, 0.0]]), "positive definite"),  # singular
+        (-np.eye(2), "positive definite"),
+        (np.ones((2, 3)), "square"),
+        (np.ones(3), "square"),
+        (np.array([[1.0, np.nan], [np.nan, 1.0]]), "NaN"),
+    ],
+)
 def test_bad_covariance_factor(C, what):
     with pytest.raises(ValueError, match="C") as info:
         FullGaussian(C)
     assert what in str(info.value)
 
 
-@pytest.mark.parametrize("weights", [[0.5, 0.6], [1.2, -0.2], [0.3, 0.3], [1.0], [0.5, 0.25, 0.25],
-                                     [float("nan"), 1.0]])
+@pytest.mark.parametrize(
+    "weights", [[0.5, 0.6], [1.2, -0.2], [0.3, 0.3], [1.0], [0.5, 0.25, 0.25], [float("nan"), 1.0]]
+)
 def test_weights_not_a_distribution(weights):
     with pytest.raises(ValueError, match="weights"):
         MixtureOfGaussians([0.25, 0.5], weights=weights)
@@ -112,10 +121,13 @@ def test_mixture_kind_and_convolution_weights():
         MixtureOfGaussians([0.25, 0.5], weights=[0.5, 0.5], kind="convolution")
 
 
-@pytest.mark.parametrize("noise,param", [
-    (FullGaussian(np.eye(4)), "C"),
-    (DiagonalGaussian(np.ones(2)), "theta"),
-])
+@pytest.mark.parametrize(
+    "noise,param",
+    [
+        (FullGaussian(np.eye(4)), "C"),
+        (DiagonalGaussian(np.ones(2)), "theta"),
+    ],
+)
 def test_shape_mismatch_between_x_and_noise(noise, param):
     with pytest.raises(ValueError, match=r"\bx\b"):
         smooth(noise).certify(X, 5, 5, 0.01)
@@ -123,10 +135,13 @@ def test_shape_mismatch_between_x_and_noise(noise, param):
         smooth(noise).predict(X, 5, 0.01)
 
 
-@pytest.mark.parametrize("noise,param", [
-    (FullGaussian(np.eye(4)), "C"),
-    (DiagonalGaussian(np.ones(2)), "theta"),
-])
+@pytest.mark.parametrize(
+    "noise,param",
+    [
+        (FullGaussian(np.eye(4)), "C"),
+        (DiagonalGaussian(np.ones(2)), "theta"),
+    ],
+)
 def test_BUG_shape_mismatch_message_names_the_noise_argument(noise, param):
     """REPORTED: GaussianNoise.check_dim (certify/noise.py) says 'the noise parameter' instead of
     naming the argument (C / theta), which the issue's acceptance criteria require."""
@@ -144,12 +159,15 @@ class WrongShape(torch.nn.Module):
         return self.out(x)
 
 
-@pytest.mark.parametrize("out", [
-    lambda x: torch.zeros(x.shape[0], 3, dtype=torch.float64),   # too many classes
-    lambda x: torch.zeros(x.shape[0], dtype=torch.float64),      # 1-D
-    lambda x: torch.zeros(1, 2, dtype=torch.float64),            # wrong batch
-    lambda x: np.zeros((x.shape[0], 2)),                         # not a tensor
-])
+@pytest.mark.parametrize(
+    "out",
+    [
+        lambda x: torch.zeros(x.shape[0], 3, dtype=torch.float64),  # too many classes
+        lambda x: torch.zeros(x.shape[0], dtype=torch.float64),  # 1-D
+        lambda x: torch.zeros(1, 2, dtype=torch.float64),  # wrong batch
+        lambda x: np.zeros((x.shape[0], 2)),  # not a tensor
+    ],
+)
 @pytest.mark.parametrize("method", ["certify", "predict"])
 def test_model_wrong_shape(out, method):
     s = smooth(model=WrongShape(out))
@@ -163,6 +181,7 @@ def test_model_nan_logits(bad):
         y = torch.zeros(x.shape[0], 2, dtype=torch.float64)
         y[-1, 0] = bad
         return y
+
     s = smooth(model=WrongShape(out))
     with pytest.raises(ValueError, match="model.*(NaN|infinite)"):
         s.certify(X, 4, 10, 0.01, batch_size=3)

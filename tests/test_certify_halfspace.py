@@ -6,6 +6,7 @@ same plane, the true l2 distance is (b - w.x) / ||w|| and the largest region {||
 that stays on class 0 has r = (b - w.x) / ||S w||. For the isotropic mixture, P(class 0) =
 sum_k w_k Phi((b - w.x) / (sigma_k ||w||)): again the same plane.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,18 +14,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from classifiers import HalfSpace  # noqa: E402  (tests/classifiers.py)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from certify import DiagonalGaussian, FullGaussian, IsotropicGaussian, MixtureOfGaussians, Smooth
 
-
-from classifiers import HalfSpace  # noqa: E402  (tests/classifiers.py)
-
-
 N = 100_000
 ALPHA = 1e-4
-GAUSS_TOL = 0.05    # relative tightness for a single Gaussian (CP at n=1e5, alpha=1e-4: <= ~4.5% for r in [0.5, 2])
+GAUSS_TOL = 0.05  # relative tightness for a single Gaussian (CP at n=1e5, alpha=1e-4: <= ~4.5% for r in [0.5, 2])
 MIXTURE_TOL = 0.10  # the mixture splits n and alpha over K components
 
 

@@ -1,4 +1,5 @@
 """Logs: Cohen et al.'s published tables reproduced byte for byte, resumable writer, accuracy columns."""
+
 from __future__ import annotations
 
 import datetime
@@ -8,8 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from certify import (COHEN_COLUMNS, IsotropicGaussian, LogWriter, Smooth, abstention_rate,
-                     average_certified_radius, certified_accuracy, cohen_markdown_table, read_log)
+from certify import (
+    COHEN_COLUMNS,
+    IsotropicGaussian,
+    LogWriter,
+    Smooth,
+    abstention_rate,
+    average_certified_radius,
+    certified_accuracy,
+    cohen_markdown_table,
+    read_log,
+)
 from certify.log import format_seconds, parse_time
 
 # Cohen et al.'s published logs and tables, copied unchanged into the repository (tests/data/README.md).
@@ -17,8 +27,10 @@ SHARED = Path(__file__).resolve().parent / "data" / "cohen2019"
 
 
 def _cohen_logs(dataset, arch, sigmas):
-    return {f"&sigma; = {s}": read_log(SHARED / "certify" / dataset / arch / f"noise_{s}" / "test" / f"sigma_{s}")
-            for s in sigmas}
+    return {
+        f"&sigma; = {s}": read_log(SHARED / "certify" / dataset / arch / f"noise_{s}" / "test" / f"sigma_{s}")
+        for s in sigmas
+    }
 
 
 def test_vary_noise_cifar10_table_exact():
@@ -63,9 +75,17 @@ COLUMNS = list(COHEN_COLUMNS) + ["proxy_radius", "p_lower", "noise"]
 
 
 def _row(i):
-    return {"idx": i, "label": i % 3, "predict": -1 if i % 4 == 3 else i % 3, "radius": 0.1 * i,
-            "correct": int(i % 4 != 3), "time": 1.5 + i, "proxy_radius": 0.25 * i, "p_lower": 0.5 + 0.01 * i,
-            "noise": "diagonal"}
+    return {
+        "idx": i,
+        "label": i % 3,
+        "predict": -1 if i % 4 == 3 else i % 3,
+        "radius": 0.1 * i,
+        "correct": int(i % 4 != 3),
+        "time": 1.5 + i,
+        "proxy_radius": 0.25 * i,
+        "p_lower": 0.5 + 0.01 * i,
+        "noise": "diagonal",
+    }
 
 
 def test_log_writer_resume_after_crash_equals_uninterrupted(tmp_path):
@@ -122,7 +142,9 @@ def test_round_trip_and_proxy_radius_accuracy(tmp_path):
     # correct rows: i in {0,1,2,4,5,6}; radius 0.1 i, proxy 0.25 i
     radii = [0.0, 0.3, 0.5, 1.0, 1.3, 2.0]
     np.testing.assert_allclose(certified_accuracy(log, radii), [6, 3, 2, 0, 0, 0] / np.float64(8))
-    np.testing.assert_allclose(certified_accuracy(log, radii, column="proxy_radius"), [6, 4, 4, 3, 1, 0] / np.float64(8))
+    np.testing.assert_allclose(
+        certified_accuracy(log, radii, column="proxy_radius"), [6, 4, 4, 3, 1, 0] / np.float64(8)
+    )
     assert average_certified_radius(log, "proxy_radius") == pytest.approx(0.25 * 18 / 8)
     assert abstention_rate(log) == pytest.approx(2 / 8)
 
@@ -143,11 +165,21 @@ def test_certificate_rows_through_the_writer(tmp_path):
     cols = list(COHEN_COLUMNS) + ["l2_radius", "proxy_radius", "p_lower", "noise", "min_sigma", "gm_sigma"]
     with LogWriter(path, cols) as w:
         for i, x0 in enumerate([0.0, 0.4, 0.8]):
-            cert = smooth.certify(torch.tensor([x0, 0.0], dtype=torch.float64), 50, 2000, 0.01,
-                                  generator=torch.Generator().manual_seed(i))
+            cert = smooth.certify(
+                torch.tensor([x0, 0.0], dtype=torch.float64), 50, 2000, 0.01, generator=torch.Generator().manual_seed(i)
+            )
             certs.append(cert)
-            w.write({"idx": i, "label": 0, "predict": cert.prediction, "radius": cert.l2_radius,
-                     "correct": cert.prediction == 0, "time": cert.seconds, **cert.log_row()})
+            w.write(
+                {
+                    "idx": i,
+                    "label": 0,
+                    "predict": cert.prediction,
+                    "radius": cert.l2_radius,
+                    "correct": cert.prediction == 0,
+                    "time": cert.seconds,
+                    **cert.log_row(),
+                }
+            )
     log = read_log(path)
     assert log["predict"].tolist() == [0, -1, 1]
     assert log["correct"].tolist() == [1, 0, 0]

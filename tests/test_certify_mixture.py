@@ -1,9 +1,11 @@
 """Mixture-of-Gaussians certificates: the sound mixture radius vs the MoG paper's max-sigma formula."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from classifiers import HalfSpace  # noqa: E402  (tests/classifiers.py)
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
@@ -12,15 +14,13 @@ from certify import IsotropicGaussian, MixtureOfGaussians, Smooth, max_sigma_rad
 from certify.radius import mixture_lower_bound_at
 
 
-from classifiers import HalfSpace  # noqa: E402  (tests/classifiers.py)
-
-
 def smoothed_p0(t, weights, sigmas):
     """Exact mixture-smoothed P(class 0) at signed l2 distance t from the plane (t > 0: class-0 side)."""
     return float(sum(w * norm.cdf(t / s) for w, s in zip(weights, sigmas)))
 
 
 # ------------------------------------------------------------------ the errata example
+
 
 def test_errata_example_exact_probabilities():
     sigmas, weights, t = [0.25, 0.5], [0.5, 0.5], 0.5
@@ -38,8 +38,14 @@ def test_errata_example_exact_probabilities():
 def test_errata_example_through_certify():
     sigmas, t = [0.25, 0.5], 0.5
     smooth = Smooth(HalfSpace([0.0, 1.0, 0.0], t), MixtureOfGaussians(sigmas, [0.5, 0.5]), 2)
-    cert = smooth.certify(torch.zeros(3, dtype=torch.float64), 100, 100_000, 0.001, batch_size=100_000,
-                          generator=torch.Generator().manual_seed(0))
+    cert = smooth.certify(
+        torch.zeros(3, dtype=torch.float64),
+        100,
+        100_000,
+        0.001,
+        batch_size=100_000,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert cert.prediction == 0
     assert cert.l2_radius < t and cert.radius == cert.l2_radius
     assert cert.l2_radius > 0.9 * t
@@ -51,6 +57,7 @@ def test_errata_example_through_certify():
 
 
 # ------------------------------------------------------------------ mixture_radius directly
+
 
 @st.composite
 def mixture_case(draw):
@@ -131,9 +138,12 @@ def test_convolution_is_one_gaussian_with_effective_sigma():
     assert noise.num_components == 1
     x = torch.zeros(2, dtype=torch.float64)
     model = HalfSpace([1.0, 0.0], 0.5)
-    a = Smooth(model, noise, 2).certify(x, 50, 20_000, 0.01, batch_size=20_000, generator=torch.Generator().manual_seed(3))
-    b = Smooth(model, IsotropicGaussian(0.5), 2).certify(x, 50, 20_000, 0.01, batch_size=20_000,
-                                                         generator=torch.Generator().manual_seed(3))
+    a = Smooth(model, noise, 2).certify(
+        x, 50, 20_000, 0.01, batch_size=20_000, generator=torch.Generator().manual_seed(3)
+    )
+    b = Smooth(model, IsotropicGaussian(0.5), 2).certify(
+        x, 50, 20_000, 0.01, batch_size=20_000, generator=torch.Generator().manual_seed(3)
+    )
     assert a.p_lower == b.p_lower
     assert a.l2_radius == pytest.approx(b.l2_radius, rel=1e-12)
     assert a.extras["paper_radius"] == pytest.approx(0.4 * norm.ppf(a.p_lower))

@@ -1,19 +1,24 @@
 """Special cases that must reduce to Cohen et al.'s certificate, and the bound/radius formulas."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from classifiers import HalfSpace  # noqa: E402  (tests/classifiers.py)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom, norm
 
-from certify import (DiagonalGaussian, FullGaussian, IsotropicGaussian, MixtureOfGaussians, Smooth,
-                     clopper_pearson_lower, gaussian_radius)
-
-
-from classifiers import HalfSpace  # noqa: E402  (tests/classifiers.py)
-
+from certify import (
+    DiagonalGaussian,
+    FullGaussian,
+    IsotropicGaussian,
+    MixtureOfGaussians,
+    Smooth,
+    clopper_pearson_lower,
+    gaussian_radius,
+)
 
 D, SIGMA = 4, 0.5
 W = np.array([0.5, -1.0, 0.25, 0.8])
@@ -21,18 +26,27 @@ W = np.array([0.5, -1.0, 0.25, 0.8])
 
 def _run(noise, seed, batch_size=20_000, b=0.6):
     smooth = Smooth(HalfSpace(W, b), noise, 2)
-    return smooth.certify(torch.zeros(D, dtype=torch.float64), 100, 20_000, 0.001,
-                          batch_size=batch_size, generator=torch.Generator().manual_seed(seed))
+    return smooth.certify(
+        torch.zeros(D, dtype=torch.float64),
+        100,
+        20_000,
+        0.001,
+        batch_size=batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("batch_size", [20_000, 3_000])
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda: DiagonalGaussian(np.full(D, SIGMA)), id="diagonal"),
-    pytest.param(lambda: FullGaussian(SIGMA * np.eye(D)), id="full"),
-    pytest.param(lambda: MixtureOfGaussians([SIGMA], kind="convolution"), id="mog-convolution-K1"),
-    pytest.param(lambda: MixtureOfGaussians([SIGMA], kind="mixture"), id="mog-mixture-K1"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: DiagonalGaussian(np.full(D, SIGMA)), id="diagonal"),
+        pytest.param(lambda: FullGaussian(SIGMA * np.eye(D)), id="full"),
+        pytest.param(lambda: MixtureOfGaussians([SIGMA], kind="convolution"), id="mog-convolution-K1"),
+        pytest.param(lambda: MixtureOfGaussians([SIGMA], kind="mixture"), id="mog-mixture-K1"),
+    ],
+)
 def test_reduces_to_isotropic_with_same_seed(make, seed, batch_size):
     """C = sigma I, theta = sigma 1 and a one-component MoG are the isotropic Gaussian: with the same
     generator seed they must give the same p_lower and the same l2 radius as IsotropicGaussian.
@@ -90,6 +104,7 @@ def test_full_gaussian_region_axes_follow_eigenvectors():
 
 
 # ------------------------------------------------------------------ formulas
+
 
 def test_gaussian_radius_is_cohen():
     for p in [0.5001, 0.6, 0.9, 0.999]:

@@ -4,6 +4,7 @@ Each test repeats CERTIFY/PREDICT with independent seeds in a setting where the 
 known exactly and asserts, with a one-sided exact binomial test at significance 1e-3, that the
 observed failure count is consistent with a failure rate <= alpha.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,9 @@ def test_soft_false_certification_rate(soft_bound):
     f = lambda z: norm.pdf(z) / (1.0 + math.exp(2 * scale * (sigma * z - b)))
     pA = quad(f, -12, 12, epsabs=1e-13)[0]
     assert 0.75 < pA < 0.95
-    smooth = Smooth(HalfSpace([1.0], b, scale=scale), IsotropicGaussian(sigma), 2,
-                    smoothing="soft", soft_bound=soft_bound)
+    smooth = Smooth(
+        HalfSpace([1.0], b, scale=scale), IsotropicGaussian(sigma), 2, smoothing="soft", soft_bound=soft_bound
+    )
     x = torch.zeros(1, dtype=torch.float64)
     false = 0
     lowers = []
@@ -96,9 +98,9 @@ def test_mixture_false_certification_rate():
 
 # ---------------------------------------------------------------------------------- PREDICT
 
+
 def _predict_many(smooth, x, n, alpha, reps):
-    return np.array([smooth.predict(x, n, alpha, generator=torch.Generator().manual_seed(rep))
-                     for rep in range(reps)])
+    return np.array([smooth.predict(x, n, alpha, generator=torch.Generator().manual_seed(rep)) for rep in range(reps)])
 
 
 def test_predict_far_from_boundary_returns_true_class():

@@ -1,16 +1,16 @@
 """The ``ddrs`` command line and the benchmark runner: resume, argument errors, tables and plots."""
+
 from __future__ import annotations
 
 import csv
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import certify
-from benchmarks.compare import Budget, run_compare
 from benchmarks.cli import main
+from benchmarks.compare import Budget, run_compare
 
 TINY = ["--n0", "50", "--n", "400", "--batch-size", "400", "--every", "40", "--max-inputs", "6", "--quiet"]
 
@@ -29,8 +29,11 @@ def _rows_without_time(path: Path) -> list[list[str]]:
 
 @pytest.mark.parametrize("method", ["rs", "ancer"])
 def test_certify_resumes_a_half_written_log_to_the_same_result(tmp_path, model_dir, method):
-    args = ["certify", "--dataset", "toy2d", "--method", method, "--sigma", "0.1", "--model-dir", model_dir] \
-        + (["--iterations", "5", "--samples", "16"] if method != "rs" else []) + TINY
+    args = (
+        ["certify", "--dataset", "toy2d", "--method", method, "--sigma", "0.1", "--model-dir", model_dir]
+        + (["--iterations", "5", "--samples", "16"] if method != "rs" else [])
+        + TINY
+    )
     full = tmp_path / "full.tsv"
     assert main(args + ["--out", str(full)]) == 0
     lines = full.read_text().splitlines(keepends=True)
@@ -53,29 +56,50 @@ def test_certify_resumes_a_half_written_log_to_the_same_result(tmp_path, model_d
 
 def test_data_dependent_runs_log_what_memory_did(tmp_path, model_dir):
     out = tmp_path / "ddrs.tsv"
-    main(["certify", "--dataset", "toy2d", "--method", "ddrs", "--sigma", "0.1", "--model-dir", model_dir,
-          "--iterations", "5", "--samples", "16", "--out", str(out)] + TINY)
+    main(
+        [
+            "certify",
+            "--dataset",
+            "toy2d",
+            "--method",
+            "ddrs",
+            "--sigma",
+            "0.1",
+            "--model-dir",
+            model_dir,
+            "--iterations",
+            "5",
+            "--samples",
+            "16",
+            "--out",
+            str(out),
+        ]
+        + TINY
+    )
     log = certify.read_log(out)
     assert len(log) == 6
     assert set(log["memory_action"]) <= {"kept", "shrunk", "adopted", "abstained"}
 
 
-@pytest.mark.parametrize("argv, name", [
-    (["certify", "--method", "rs", "--sigma", "-1", "--out", "x.tsv"], "--sigma"),
-    (["certify", "--method", "rs", "--alpha", "1.5", "--out", "x.tsv"], "--alpha"),
-    (["certify", "--method", "rs", "--n", "0", "--out", "x.tsv"], "--n"),
-    (["certify", "--method", "rs", "--n0", "zero", "--out", "x.tsv"], "--n0"),
-    (["certify", "--method", "nope", "--out", "x.tsv"], "--method"),
-    (["certify", "--method", "rs"], "--out"),
-    (["certify", "--dataset", "cifar", "--method", "rs", "--out", "x.tsv"], "--dataset"),
-    (["certify", "--method", "rddrs", "--metric", "euclid", "--out", "x.tsv"], "--metric"),
-    (["certify", "--method", "mog", "--sigmas", "0.25", "-0.5", "--out", "x.tsv"], "--sigmas"),
-    (["certify", "--method", "rs", "--every", "0", "--out", "x.tsv"], "--every"),
-    (["train", "--sigma", "0", "--dataset", "digits"], "--sigma"),
-    (["train", "--dataset", "digits"], "--sigma"),
-    (["compare", "--max-inputs", "-3"], "--max-inputs"),
-    (["compare", "--dataset", "imagenet"], "--dataset"),
-])
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["certify", "--method", "rs", "--sigma", "-1", "--out", "x.tsv"], "--sigma"),
+        (["certify", "--method", "rs", "--alpha", "1.5", "--out", "x.tsv"], "--alpha"),
+        (["certify", "--method", "rs", "--n", "0", "--out", "x.tsv"], "--n"),
+        (["certify", "--method", "rs", "--n0", "zero", "--out", "x.tsv"], "--n0"),
+        (["certify", "--method", "nope", "--out", "x.tsv"], "--method"),
+        (["certify", "--method", "rs"], "--out"),
+        (["certify", "--dataset", "cifar", "--method", "rs", "--out", "x.tsv"], "--dataset"),
+        (["certify", "--method", "rddrs", "--metric", "euclid", "--out", "x.tsv"], "--metric"),
+        (["certify", "--method", "mog", "--sigmas", "0.25", "-0.5", "--out", "x.tsv"], "--sigmas"),
+        (["certify", "--method", "rs", "--every", "0", "--out", "x.tsv"], "--every"),
+        (["train", "--sigma", "0", "--dataset", "digits"], "--sigma"),
+        (["train", "--dataset", "digits"], "--sigma"),
+        (["compare", "--max-inputs", "-3"], "--max-inputs"),
+        (["compare", "--dataset", "imagenet"], "--dataset"),
+    ],
+)
 def test_every_subcommand_rejects_bad_arguments_naming_them(argv, name, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -90,11 +114,25 @@ def test_mog_without_sigmas_is_refused(capsys):
 
 
 def test_compare_writes_tables_and_plots_with_every_method(tmp_path, model_dir):
-    budget = Budget(n0=50, n=400, batch_size=400, max_inputs=5, every=40,
-                    ddrs=dict(iterations=5, samples=16), ancer=dict(iterations=5, samples=16),
-                    rddrs=dict(iterations=5, samples=16, step_size=0.3, kappa=2.0))
-    result = run_compare("toy2d", tmp_path, sigmas=(0.1,), budget=budget, model_dir=model_dir, progress=False,
-                         methods=("rs", "ddrs", "ancer", "rddrs", "mog"))
+    budget = Budget(
+        n0=50,
+        n=400,
+        batch_size=400,
+        max_inputs=5,
+        every=40,
+        ddrs=dict(iterations=5, samples=16),
+        ancer=dict(iterations=5, samples=16),
+        rddrs=dict(iterations=5, samples=16, step_size=0.3, kappa=2.0),
+    )
+    result = run_compare(
+        "toy2d",
+        tmp_path,
+        sigmas=(0.1,),
+        budget=budget,
+        model_dir=model_dir,
+        progress=False,
+        methods=("rs", "ddrs", "ancer", "rddrs", "mog"),
+    )
     with open(result["csv"]) as f:
         rows = list(csv.DictReader(f))
     methods = {r["method"] for r in rows}
@@ -117,8 +155,18 @@ def test_reproducer_5_abbreviated_options_are_errors_not_other_options(tmp_path,
     # `--model my_net.pt` was taken as `--model-dir my_net.pt`; every parser now has allow_abbrev=False
     target = tmp_path / "my_net.pt"
     for abbrev in ("--model-d", "--max-in", "--out-d"):
-        argv = ["certify", "--dataset", "toy2d", "--method", "rs", abbrev, str(target), "--out",
-                str(tmp_path / "x.tsv"), "--quiet"]
+        argv = [
+            "certify",
+            "--dataset",
+            "toy2d",
+            "--method",
+            "rs",
+            abbrev,
+            str(target),
+            "--out",
+            str(tmp_path / "x.tsv"),
+            "--quiet",
+        ]
         if abbrev == "--out-d":
             argv = ["compare", abbrev, str(target), "--quiet"]
         with pytest.raises(SystemExit) as err:
@@ -128,9 +176,17 @@ def test_reproducer_5_abbreviated_options_are_errors_not_other_options(tmp_path,
     assert not target.exists()
 
 
-@pytest.mark.parametrize("method,option", [("rs", ["--sigmas", "0.1", "0.2"]), ("ddrs", ["--backend", "rgd"]),
-                                           ("ancer", ["--metric", "log-euclidean"]), ("rs", ["--iterations", "3"]),
-                                           ("mog", ["--no-memory"]), ("rs", ["--kind=convolution"])])
+@pytest.mark.parametrize(
+    "method,option",
+    [
+        ("rs", ["--sigmas", "0.1", "0.2"]),
+        ("ddrs", ["--backend", "rgd"]),
+        ("ancer", ["--metric", "log-euclidean"]),
+        ("rs", ["--iterations", "3"]),
+        ("mog", ["--no-memory"]),
+        ("rs", ["--kind=convolution"]),
+    ],
+)
 def test_options_that_do_not_apply_to_the_method_are_errors(tmp_path, method, option):
     out = tmp_path / "x.tsv"
     sig = ["--sigmas", "0.1"] if method == "mog" and option[0] != "--sigmas" else []

@@ -1,14 +1,12 @@
 """ddrs: estimators, objectives, optimisers and the four presets on problems with known answers."""
-from __future__ import annotations
 
-import math
+from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import norm
 
-import certify
 import ddrs
 import manifolds
 
@@ -69,8 +67,9 @@ def test_half_space_radius_objective_is_independent_of_sigma():
     values = []
     for sigma in (0.3, 0.5, 1.0):
         z = est.draw(1, 3, gen(1), x.device, x.dtype)
-        value, _, terms = est.evaluate(model, m, x, torch.tensor([sigma], dtype=torch.float64),
-                                       ddrs.Radius(), z, with_grad=False)
+        value, _, terms = est.evaluate(
+            model, m, x, torch.tensor([sigma], dtype=torch.float64), ddrs.Radius(), z, with_grad=False
+        )
         values.append(float(value))
         exact_gap = 2 * D / sigma
         assert float(terms.gap) == pytest.approx(exact_gap, abs=0.03 * exact_gap + 0.02)
@@ -87,10 +86,10 @@ def test_ddrs_finds_a_better_sigma_on_a_slab():
     radius = lambda s: s * norm.ppf(2 * norm.cdf(0.5 / s) - 1)  # exact isotropic radius on the slab
     for s in result.points.tolist():
         assert radius(s) > radius(start) + 0.1
-    certs = ddrs.certify_inputs(model, x, result, 2, n0=100, n=20_000, alpha=0.001, batch_size=20_000,
-                                generator=gen(3))
-    rs = ddrs.certify_inputs(model, x, ddrs.RS(start).fit(model, x), 2, n0=100, n=20_000, alpha=0.001,
-                             batch_size=20_000, generator=gen(3))
+    certs = ddrs.certify_inputs(model, x, result, 2, n0=100, n=20_000, alpha=0.001, batch_size=20_000, generator=gen(3))
+    rs = ddrs.certify_inputs(
+        model, x, ddrs.RS(start).fit(model, x), 2, n0=100, n=20_000, alpha=0.001, batch_size=20_000, generator=gen(3)
+    )
     for c, c0 in zip(certs, rs):
         assert c.l2_radius > c0.l2_radius + 0.05
         assert c.l2_radius <= 0.5 + 1e-9  # never beyond the true distance to the boundary
@@ -114,10 +113,17 @@ def anisotropic_runs():
         dd = ddrs.DDRS(iterations=150, samples=256, sigma0=0.12).fit(model, x, generator=g)
         an = ddrs.ANCER(iterations=250, samples=256).fit(model, x, init=dd, generator=g)
         rd = ddrs.RDDRS(iterations=120, samples=256, step_size=0.3, kappa=2.0).fit(model, x, init=dd, generator=g)
-        cert = lambda r: ddrs.certify_inputs(model, x, r, 2, n0=100, n=50_000, alpha=0.001, batch_size=50_000,
-                                             generator=gen(5))[0]
-        out[name] = {"ddrs": cert(dd), "ancer": cert(an), "rddrs": cert(rd), "rddrs_result": rd, "dd": dd,
-                     "model": model}
+        cert = lambda r: ddrs.certify_inputs(
+            model, x, r, 2, n0=100, n=50_000, alpha=0.001, batch_size=50_000, generator=gen(5)
+        )[0]
+        out[name] = {
+            "ddrs": cert(dd),
+            "ancer": cert(an),
+            "rddrs": cert(rd),
+            "rddrs_result": rd,
+            "dd": dd,
+            "model": model,
+        }
     return out
 
 
@@ -220,8 +226,10 @@ def test_chunked_two_pass_gradient_equals_single_pass():
     assert one.counter.forward == 1000 and two.counter.forward == 2000 and two.counter.backward == 1000
 
 
-@pytest.mark.parametrize("variant", [dict(metric="affine-invariant"), dict(metric="log-euclidean"),
-                                     dict(backend="pymanopt", pymanopt_solver="sgd")])
+@pytest.mark.parametrize(
+    "variant",
+    [dict(metric="affine-invariant"), dict(metric="log-euclidean"), dict(backend="pymanopt", pymanopt_solver="sgd")],
+)
 def test_every_metric_and_backend_improves_the_objective(variant):
     model = Ellipse([1.5, 0.3], scale=30.0)
     x = torch.zeros(1, 2, dtype=torch.float64)
@@ -235,7 +243,8 @@ def test_every_metric_and_backend_improves_the_objective(variant):
         return float(est.evaluate(model, m, x, C, objective, z, with_grad=False)[0])
 
     result = ddrs.RDDRS(iterations=60, samples=512, step_size=0.1, kappa=2.0, keep_best=False, **variant).fit(
-        model, x, init=sigma, generator=gen(1))
+        model, x, init=sigma, generator=gen(1)
+    )
     start = value(sigma[:, None, None] * torch.eye(2, dtype=torch.float64))
     assert value(result.points) > 1.04 * start  # CRN estimate: Monte Carlo error well below 1 %
     assert float(torch.linalg.eigvalsh(result.points).min()) >= 0.1 - 1e-9
@@ -244,8 +253,9 @@ def test_every_metric_and_backend_improves_the_objective(variant):
 def test_results_are_reproducible_bit_for_bit():
     model = Ellipse([1.5, 0.3, 0.6], scale=10.0)
     x = torch.zeros(3, 3, dtype=torch.float64)
-    runs = [ddrs.RDDRS(iterations=10, samples=32, step_size=0.3).fit(model, x, init=0.2, generator=gen(5))
-            for _ in range(2)]
+    runs = [
+        ddrs.RDDRS(iterations=10, samples=32, step_size=0.3).fit(model, x, init=0.2, generator=gen(5)) for _ in range(2)
+    ]
     assert torch.equal(runs[0].points, runs[1].points)
     a = [ddrs.ANCER(iterations=10, samples=32).fit(model, x, init=0.2, generator=gen(5)) for _ in range(2)]
     assert torch.equal(a[0].points, a[1].points)
@@ -257,7 +267,7 @@ def test_batched_optimisation_matches_one_input_at_a_time():
     x = torch.tensor([[0.0, 0.0], [0.3, 0.0]], dtype=torch.float64)
     preset = ddrs.DDRS(iterations=150, samples=256, sigma0=0.3)
     batch = preset.fit(model, x, generator=gen(0)).points
-    alone = torch.cat([preset.fit(model, x[i:i + 1], generator=gen(1)).points for i in range(2)])
+    alone = torch.cat([preset.fit(model, x[i : i + 1], generator=gen(1)).points for i in range(2)])
     assert batch.shape == (2,)
     assert torch.allclose(batch, alone, atol=0.05)  # Monte Carlo: different draws per input
     assert abs(float(batch[1] - batch[0])) > 0.05  # and they are not one shared sigma
@@ -314,9 +324,14 @@ def test_bad_inputs_raise_named_errors():
 def test_certificate_form_is_phi_inverse_of_p_top_and_gap_form_is_the_papers():
     p = torch.tensor([0.9, 0.6], dtype=torch.float64)
     q = torch.tensor([0.02, 0.3], dtype=torch.float64)
-    terms = ddrs.Terms(gap=torch.special.ndtri(p) - torch.special.ndtri(q), log_volume=torch.log(p * 0 + 0.5),
-                       min_eigenvalue=torch.tensor([0.5, 0.5], dtype=torch.float64), p_top=p, p_second=q,
-                       point=torch.zeros(2))
+    terms = ddrs.Terms(
+        gap=torch.special.ndtri(p) - torch.special.ndtri(q),
+        log_volume=torch.log(p * 0 + 0.5),
+        min_eigenvalue=torch.tensor([0.5, 0.5], dtype=torch.float64),
+        p_top=p,
+        p_second=q,
+        point=torch.zeros(2),
+    )
     assert torch.allclose(ddrs.Radius()(terms), 0.5 * torch.special.ndtri(p))
     assert torch.allclose(ddrs.Radius("gap")(terms), 0.5 * terms.gap / 2)
     assert torch.allclose(ddrs.ancer_objective(2.0)(terms), 0.5 * torch.special.ndtri(p) * 3)
@@ -339,9 +354,9 @@ def test_selection_keeps_the_start_when_the_new_point_is_worse():
     assert torch.equal(points, torch.tensor([0.2, 0.2], dtype=torch.float64))
     assert counter.forward == 2 * 2 * 2000 and counter.backward == 0
     # a fitted DDRS never ends below its start on fresh samples: forced bad steps are rejected
-    fitted = ddrs.DDRS(iterations=3, lr=5.0, samples=64, sigma0=0.2, step="euclidean", max_ratio=None,
-                       keep_best=False).fit(model, x[:1], generator=gen(1))
-    start_r = ddrs.hard_vote_radius(model, m, x[:1], torch.tensor([0.2], dtype=torch.float64),
-                                    draw()[:1], 0.001, "l2")
+    fitted = ddrs.DDRS(
+        iterations=3, lr=5.0, samples=64, sigma0=0.2, step="euclidean", max_ratio=None, keep_best=False
+    ).fit(model, x[:1], generator=gen(1))
+    start_r = ddrs.hard_vote_radius(model, m, x[:1], torch.tensor([0.2], dtype=torch.float64), draw()[:1], 0.001, "l2")
     end_r = ddrs.hard_vote_radius(model, m, x[:1], fitted.points, draw()[:1], 0.001, "l2")
     assert float(end_r) >= float(start_r) - 0.02

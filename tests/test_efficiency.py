@@ -1,12 +1,13 @@
 """The levers of the fast RDDRS recipe: unbiased gradients, and each switch does what it claims."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
+from test_ddrs import Ellipse, gen
 
 import ddrs
 import manifolds
-from test_ddrs import Ellipse, gen
 
 
 def _gradients(antithetic: bool, seeds: range) -> np.ndarray:
@@ -80,11 +81,17 @@ def test_retraction_switch_uses_the_retraction(monkeypatch):
 def test_network_evaluations_are_counted_per_sample():
     model = Ellipse([1.5, 0.3], scale=10.0)
     x = torch.zeros(3, 2, dtype=torch.float64)
-    r = ddrs.RDDRS(iterations=4, samples=10, keep_best=False, select=False).fit(model, x, init=0.2,
-                                                                               generator=gen(0))
+    r = ddrs.RDDRS(iterations=4, samples=10, keep_best=False, select=False).fit(model, x, init=0.2, generator=gen(0))
     assert r.network.forward == 4 * 3 * 10 and r.network.backward == 4 * 3 * 10
-    s = ddrs.RDDRS(iterations=4, samples=10, keep_best=False, selection_samples=50).fit(model, x, init=0.2,
-                                                                                       generator=gen(0))
+    s = ddrs.RDDRS(iterations=4, samples=10, keep_best=False, selection_samples=50).fit(
+        model, x, init=0.2, generator=gen(0)
+    )
     assert s.network.forward == 4 * 3 * 10 + 2 * 3 * 50 and s.network.backward == 4 * 3 * 10
     paper = ddrs.RDDRS.paper()
-    assert (paper.iterations, paper.samples, paper.step_size, paper.kappa, paper.method) == (98, 20000, 1.0, 1e-8, "exp")
+    assert (paper.iterations, paper.samples, paper.step_size, paper.kappa, paper.method) == (
+        98,
+        20000,
+        1.0,
+        1e-8,
+        "exp",
+    )

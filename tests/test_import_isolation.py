@@ -5,6 +5,7 @@ names cannot be imported at all (an import hook raises ImportError and records w
 torch`` itself tries ``from tqdm import tqdm`` in ``torch.hub`` (and falls back to a stand-in when it
 fails), so the hook starts recording only after torch is imported.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,14 @@ print(json.dumps({"modules": names, "attempts": attempts, "loaded": loaded}))
 @pytest.mark.parametrize("package", ["certify", "manifolds", "ddrs"])
 def test_library_package_imports_no_benchmarks_torchvision_or_tqdm(package):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT % (FORBIDDEN, package)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT % (FORBIDDEN, package)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"importing {package} with {FORBIDDEN} blocked failed:\n{proc.stderr[-3000:]}"
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(result["modules"]) >= 3, result["modules"]  # the package and its submodules were imported

@@ -1,4 +1,5 @@
 """Import hygiene (default dtype, Geomstats backend) and the Pymanopt backend."""
+
 import os
 import subprocess
 import sys
@@ -22,10 +23,12 @@ def _run(code: str, **env) -> subprocess.CompletedProcess:
 
 
 def test_import_is_lazy_and_leaves_default_dtype_unchanged():
-    code = ("import sys, torch; torch.set_default_dtype(torch.float32)\n"
-            "import manifolds; a = torch.get_default_dtype(); lazy = 'geomstats' not in sys.modules\n"
-            "m = manifolds.SPD(3, 'log-euclidean'); x = m.random_point(); m.exp(x, x); m.dist(x, x)\n"
-            "print(a, torch.get_default_dtype(), lazy, 'geomstats' in sys.modules)")
+    code = (
+        "import sys, torch; torch.set_default_dtype(torch.float32)\n"
+        "import manifolds; a = torch.get_default_dtype(); lazy = 'geomstats' not in sys.modules\n"
+        "m = manifolds.SPD(3, 'log-euclidean'); x = m.random_point(); m.exp(x, x); m.dist(x, x)\n"
+        "print(a, torch.get_default_dtype(), lazy, 'geomstats' in sys.modules)"
+    )
     out = _run(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["torch.float32", "torch.float32", "True", "True"]
@@ -69,8 +72,15 @@ def test_pymanopt_sgd_on_monte_carlo_objective_spd():
     target = (q * torch.tensor([0.5, 1.0, 2.0], dtype=F64)) @ q.T  # the maximiser C
     x0 = torch.eye(3, dtype=F64)
     seen = []
-    x, trace = maximize(_mc_problem(m, target @ target, n_samples=256), x0, m, solver="sgd", step_size=0.1,
-                        max_iterations=150, callback=lambda k, xk, v: seen.append(k))
+    x, trace = maximize(
+        _mc_problem(m, target @ target, n_samples=256),
+        x0,
+        m,
+        solver="sgd",
+        step_size=0.1,
+        max_iterations=150,
+        callback=lambda k, xk, v: seen.append(k),
+    )
     assert x.dtype == F64 and x.shape == (3, 3)
     m.check_point(x)
     assert float(m.dist(x, target)) < 0.15 < float(m.dist(x0, target))
@@ -102,8 +112,9 @@ def test_pymanopt_deterministic_batched_spd(solver):
         (g,) = torch.autograd.grad(val, xr)
         return float(val.detach()), m.egrad2rgrad(x, g)
 
-    x, trace = maximize(f, torch.eye(3, dtype=F64).expand(2, 3, 3).clone(), m, solver=solver, step_size=0.5,
-                        max_iterations=300)
+    x, trace = maximize(
+        f, torch.eye(3, dtype=F64).expand(2, 3, 3).clone(), m, solver=solver, step_size=0.5, max_iterations=300
+    )
     assert x.shape == (2, 3, 3)
     assert float(m.dist(x, p).max()) < 1e-4
 
@@ -114,10 +125,19 @@ def test_pymanopt_adapter_other_manifolds(manifold):
     p = m.random_point(generator=torch.Generator().manual_seed(3))
     if m.point_ndim == 2:
         p = p @ p
-    x, _ = maximize(_mc_problem(m, p, n_samples=512), m.project_floor(m.random_point(), 1.0), m, solver="sgd",
-                    step_size=0.05, max_iterations=200)
-    target = p.sqrt() if m.point_ndim < 2 else torch.linalg.eigh(p)[1] @ torch.diag_embed(
-        torch.linalg.eigvalsh(p).sqrt()) @ torch.linalg.eigh(p)[1].T
+    x, _ = maximize(
+        _mc_problem(m, p, n_samples=512),
+        m.project_floor(m.random_point(), 1.0),
+        m,
+        solver="sgd",
+        step_size=0.05,
+        max_iterations=200,
+    )
+    target = (
+        p.sqrt()
+        if m.point_ndim < 2
+        else torch.linalg.eigh(p)[1] @ torch.diag_embed(torch.linalg.eigvalsh(p).sqrt()) @ torch.linalg.eigh(p)[1].T
+    )
     assert float(m.dist(x, target)) < 0.2
 
 
@@ -126,8 +146,9 @@ def test_armijo_is_the_wrong_tool_for_monte_carlo():
     m = SPD(3)
     target = torch.diag(torch.tensor([0.5, 1.0, 2.0], dtype=F64))
     x0 = torch.eye(3, dtype=F64)
-    x_sgd, _ = maximize(_mc_problem(m, target @ target, 32, seed=1), x0, m, solver="sgd", step_size=0.05,
-                        max_iterations=200)
+    x_sgd, _ = maximize(
+        _mc_problem(m, target @ target, 32, seed=1), x0, m, solver="sgd", step_size=0.05, max_iterations=200
+    )
     x_arm, tr = maximize(_mc_problem(m, target @ target, 32, seed=1), x0, m, solver="steepest", max_iterations=200)
     assert float(m.dist(x_sgd, target)) < float(m.dist(x_arm, target))
 

@@ -1,4 +1,5 @@
 """Issue 12 item 0: no batched LU in the SPD geometry (batched MKL getrf hangs at d = 784, 2 threads)."""
+
 import os
 import subprocess
 import sys
@@ -44,10 +45,11 @@ def test_batched_d784_cold_start_rddrs_steps_finish_with_two_threads():
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     try:
-        out = subprocess.run([sys.executable, "-c", _COLD_START], capture_output=True, text=True, env=env,
-                             timeout=400)
+        out = subprocess.run([sys.executable, "-c", _COLD_START], capture_output=True, text=True, env=env, timeout=400)
     except subprocess.TimeoutExpired:  # the LU path printed DLASWP errors and never returned
-        pytest.fail("batched d = 784 RDDRS steps did not finish within 400 s (the LU path hangs for ever) with 2 threads")
+        pytest.fail(
+            "batched d = 784 RDDRS steps did not finish within 400 s (the LU path hangs for ever) with 2 threads"
+        )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "DLASWP" not in out.stderr and "oneMKL ERROR" not in out.stderr
     assert out.stdout.startswith("ok")
@@ -55,8 +57,10 @@ def test_batched_d784_cold_start_rddrs_steps_finish_with_two_threads():
 
 def test_ai_geometry_calls_no_lu(monkeypatch):
     """inner, norm, step (exp and retr, clipped) and the floor never reach torch.linalg.solve/inv/lu."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("LU-based routine called in the SPD geometry")
+
     for name in ("solve", "inv", "lu_factor", "lu", "solve_ex", "inv_ex"):
         monkeypatch.setattr(torch.linalg, name, refuse)
     m = manifolds.SPD(5)

@@ -1,4 +1,5 @@
 """SPD geometry: invariances, metric agreement, gradients at sigma I, floor, restrictions, pitfalls."""
+
 import math
 
 import pytest
@@ -11,8 +12,14 @@ from manifolds import SPD, PositiveDiagonal, PositiveScalar
 from manifolds.testing import commuting_spd_pair, gl_matrices, spd_points
 
 F64 = torch.float64
-settings.register_profile("manifolds-spd", max_examples=15, deadline=None, derandomize=True, database=None,
-                          suppress_health_check=list(HealthCheck))
+settings.register_profile(
+    "manifolds-spd",
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 PROFILE = settings.get_profile("manifolds-spd")
 
 SIZES = st.sampled_from([2, 3, 5])
@@ -77,8 +84,13 @@ def test_ai_distance_dominates_le(data, n):
 
 
 @PROFILE
-@given(data=st.data(), n=SIZES, metric=st.sampled_from(["affine-invariant", "log-euclidean", "bures-wasserstein"]),
-       sigma=st.floats(0.1, 10.0), seed=st.integers(0, 10**6))
+@given(
+    data=st.data(),
+    n=SIZES,
+    metric=st.sampled_from(["affine-invariant", "log-euclidean", "bures-wasserstein"]),
+    sigma=st.floats(0.1, 10.0),
+    seed=st.integers(0, 10**6),
+)
 def test_rgrad_matches_geodesic_finite_difference_at_sigma_identity(data, n, metric, sigma, seed):
     m = _m(n, metric)
     x = sigma * torch.eye(n, dtype=F64)
@@ -152,8 +164,12 @@ def test_floor_keeps_eigenvectors_idempotent_identity_above(data, n, frac):
 
 
 @PROFILE
-@given(theta=st.lists(st.floats(-2, 2), min_size=2, max_size=5), other=st.lists(st.floats(-2, 2), min_size=5, max_size=5),
-       g=st.lists(st.floats(-3, 3), min_size=5, max_size=5), lm=st.floats(0.1, 5.0))
+@given(
+    theta=st.lists(st.floats(-2, 2), min_size=2, max_size=5),
+    other=st.lists(st.floats(-2, 2), min_size=5, max_size=5),
+    g=st.lists(st.floats(-3, 3), min_size=5, max_size=5),
+    lm=st.floats(0.1, 5.0),
+)
 def test_diagonal_and_scalar_agree_with_spd(theta, other, g, lm):
     n = len(theta)
     th, ot = torch.tensor(theta, dtype=F64).exp(), torch.tensor(other[:n], dtype=F64).exp()
@@ -180,8 +196,7 @@ def test_diagonal_and_scalar_agree_with_spd(theta, other, g, lm):
     assert close(scal.dist(s, t), spd.dist(s * eye, t * eye))
     assert close(scal.inner(s, us, gv[0]), spd.inner(s * eye, us * eye, gv[0] * eye))
     G = D(gv)  # f(sigma) = F(sigma I): df/dsigma = tr G; rgrad_SPD projected on span(I) = rgrad_scalar I
-    assert close(scal.egrad2rgrad(s, torch.trace(G)) * eye,
-                 torch.diagonal(spd.egrad2rgrad(s * eye, G)).mean() * eye)
+    assert close(scal.egrad2rgrad(s, torch.trace(G)) * eye, torch.diagonal(spd.egrad2rgrad(s * eye, G)).mean() * eye)
     assert close(scal.log_volume(s), spd.log_volume(s * eye))
     assert close(scal.project_floor(s, lm) * eye, spd.project_floor(s * eye, lm))
 
@@ -287,6 +302,7 @@ def test_check_point_messages():
 
 def test_to_noise_types_and_factory():
     import certify
+
     x = SPD(3).random_point(2)
     assert isinstance(SPD(3).to_noise(x[0]), certify.FullGaussian)
     assert [type(o) for o in SPD(3).to_noise(x)] == [certify.FullGaussian] * 2
@@ -302,6 +318,7 @@ def test_to_noise_types_and_factory():
 
 def test_geomstats_metric_class_and_instance():
     from manifolds.geomstats_adapter import spd_module
+
     mod = spd_module()
     by_class = SPD(3, mod.SPDBuresWassersteinMetric)
     by_instance = SPD(3, by_class.gs_metric)

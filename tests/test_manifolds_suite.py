@@ -1,4 +1,5 @@
 """The reusable property suite (manifolds.testing.check_manifold) on every shipped manifold."""
+
 import pytest
 import torch
 
@@ -102,8 +103,7 @@ class _ExpRaises(manifolds.SPD):
         raise RuntimeError("boom")
 
 
-PLANTED = [_CeilingIgnored, _CeilingAsSecondFloor, _LogScaled, _LogFloat32, _DistFloat32, _DistAsymmetric,
-           _ExpRaises]
+PLANTED = [_CeilingIgnored, _CeilingAsSecondFloor, _LogScaled, _LogFloat32, _DistFloat32, _DistAsymmetric, _ExpRaises]
 
 
 @pytest.mark.parametrize("cls", PLANTED, ids=lambda c: c.__name__)

@@ -1,25 +1,40 @@
 """Memory-based certification: invariants, constructed conflicts, log post-processing, speed."""
+
 import math
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_memory_intersection import dense_scale, ellipsoids, verified_disjoint
 
 from certify.certificate import ABSTAIN, Certificate
 from certify.log import LogWriter, read_log
-from certify.memory import (ABSTAINED, ADOPTED, KEPT, SHRUNK, Memory, alpha_schedule, apply_memory_to_log,
-                            memory_failure_bound, per_certificate_alpha)
+from certify.memory import (
+    ABSTAINED,
+    ADOPTED,
+    KEPT,
+    SHRUNK,
+    Memory,
+    alpha_schedule,
+    apply_memory_to_log,
+    memory_failure_bound,
+    per_certificate_alpha,
+)
 from certify.region import Ellipsoid
-
-from test_memory_intersection import dense_scale, ellipsoids, verified_disjoint
 
 
 def cert(k, region):
     if k == ABSTAIN:
         return Certificate.abstain()
-    return Certificate(prediction=k, p_lower=0.9, radius=region.radius, l2_radius=region.l2_radius,
-                       proxy_radius=region.proxy_radius, region=region)
+    return Certificate(
+        prediction=k,
+        p_lower=0.9,
+        radius=region.radius,
+        l2_radius=region.l2_radius,
+        proxy_radius=region.proxy_radius,
+        region=region,
+    )
 
 
 def ball(center, r, k):
@@ -30,13 +45,14 @@ def check_sound(memory):
     """Independent pairwise check of the invariants over the stored entries."""
     es = memory.entries
     for i, a in enumerate(es):
-        for b in es[i + 1:]:
+        for b in es[i + 1 :]:
             if a.prediction == b.prediction:
                 continue
             for p, q in ((a, b), (b, a)):
                 if q.prediction != ABSTAIN and q.region.radius > 0:
-                    assert q.region.norm(p.region.center - q.region.center) > q.region.radius, \
+                    assert q.region.norm(p.region.center - q.region.center) > q.region.radius, (
                         f"input {p.idx} lies in region {q.idx} of another class"
+                    )
             if ABSTAIN not in (a.prediction, b.prediction) and a.region.radius > 0 and b.region.radius > 0:
                 assert verified_disjoint(a.region, b.region), f"regions {a.idx}, {b.idx} intersect"
 
@@ -71,8 +87,9 @@ def test_invariants_after_any_sequence(items, policy, constrain):
             assert policy == "adopt" and new.prediction != k and new.prediction != ABSTAIN
             src = next(s for s in m.entries if s.idx == new.extras["memory_source"])
             assert src.prediction == new.prediction
-            assert src.region.contains_point(e.center) or src.region.norm(e.center - src.region.center) <= \
-                src.region.radius * (1 + 1e-6)
+            assert src.region.contains_point(e.center) or src.region.norm(
+                e.center - src.region.center
+            ) <= src.region.radius * (1 + 1e-6)
             # the adopted region lies inside the source region (sampled boundary points)
             rng = np.random.default_rng(i)
             u = rng.normal(size=(64, e.dim))
@@ -141,7 +158,8 @@ def test_two_overlapping_balls_and_ellipsoids_shrink_exactly():
     assert verified_disjoint(res.certificate.region, m.entries[0].region)
     assert not verified_disjoint(new.with_radius(r * 1.001), m.entries[0].region)
     assert res.certificate.l2_radius == pytest.approx(r * 1.0) and res.certificate.proxy_radius == pytest.approx(
-        r * math.sqrt(3.0))
+        r * math.sqrt(3.0)
+    )
 
 
 def test_chain_of_three():
@@ -196,17 +214,31 @@ def _write_log(path, rows, cols):
 
 
 def test_apply_memory_to_log(tmp_path):
-    regions = [Ellipsoid(np.array([0.0, 0.0]), 1.0, 1.0), Ellipsoid(np.array([1.5, 0.0]), 1.0, 1.0),
-               None, Ellipsoid(np.array([10.0, 0.0]), np.array([1.0, 2.0]), 1.0),
-               Ellipsoid(np.array([0.2, 0.0]), 1.0, 0.5)]
+    regions = [
+        Ellipsoid(np.array([0.0, 0.0]), 1.0, 1.0),
+        Ellipsoid(np.array([1.5, 0.0]), 1.0, 1.0),
+        None,
+        Ellipsoid(np.array([10.0, 0.0]), np.array([1.0, 2.0]), 1.0),
+        Ellipsoid(np.array([0.2, 0.0]), 1.0, 0.5),
+    ]
     preds = [0, 1, ABSTAIN, 2, 3]
     labels = [0, 1, 1, 2, 0]
     cols = ["idx", "label", "predict", "radius", "correct", "time", "l2_radius", "proxy_radius", "noise"]
     rows = []
     for i, (e, k, y) in enumerate(zip(regions, preds, labels)):
-        rows.append({"idx": 100 + i, "label": y, "predict": k, "radius": 0.0 if e is None else e.l2_radius,
-                     "correct": int(k == y), "time": 0.5, "l2_radius": 0.0 if e is None else e.l2_radius,
-                     "proxy_radius": 0.0 if e is None else e.proxy_radius, "noise": "iso"})
+        rows.append(
+            {
+                "idx": 100 + i,
+                "label": y,
+                "predict": k,
+                "radius": 0.0 if e is None else e.l2_radius,
+                "correct": int(k == y),
+                "time": 0.5,
+                "l2_radius": 0.0 if e is None else e.l2_radius,
+                "proxy_radius": 0.0 if e is None else e.proxy_radius,
+                "noise": "iso",
+            }
+        )
     src = tmp_path / "log.tsv"
     _write_log(src, rows, cols)
     records = {100 + i: (k, e) for i, (e, k) in enumerate(zip(regions, preds))}
@@ -225,8 +257,7 @@ def test_apply_memory_to_log(tmp_path):
     assert back["idx"].tolist() == [100, 101, 102, 103, 104]
     # no conflicts: zero is a valid answer; aligned sequences are accepted
     far = [Ellipsoid(np.array([10.0 * i, 0.0]), 1.0, 1.0) for i in range(3)]
-    frows = [{"idx": i, "label": 0, "predict": i, "radius": 1.0, "correct": int(i == 0), "time": 0.1}
-             for i in range(3)]
+    frows = [{"idx": i, "label": 0, "predict": i, "radius": 1.0, "correct": int(i == 0), "time": 0.1} for i in range(3)]
     res0 = apply_memory_to_log(frows, [cert(i, e) for i, e in enumerate(far)])
     assert res0.n_changed == 0 and list(res0.log["memory_action"]) == [KEPT] * 3
     # misaligned certificates are caught

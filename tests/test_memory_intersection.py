@@ -1,12 +1,12 @@
 """The exact ellipsoid intersection test against brute force (grid, SLSQP) and constructed cases."""
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from certify.intersection import (ellipsoids_intersect, intersection_value, max_disjoint_radius,
-                                  separating_direction)
+from certify.intersection import ellipsoids_intersect, intersection_value, max_disjoint_radius, separating_direction
 from certify.region import Ellipsoid
 
 KINDS = ("ball", "diagonal", "full")
@@ -53,12 +53,28 @@ def slsqp_distance(e1, e2, restarts=3, seed=0):
         r = delta + m1 @ z[:d] - m2 @ z[d:]
         return np.concatenate([2 * m1.T @ r, -2 * m2.T @ r])
 
-    cons = [{"type": "ineq", "fun": lambda z: 1 - z[:d] @ z[:d], "jac": lambda z: np.concatenate([-2 * z[:d], np.zeros(d)])},
-            {"type": "ineq", "fun": lambda z: 1 - z[d:] @ z[d:], "jac": lambda z: np.concatenate([np.zeros(d), -2 * z[d:]])}]
+    cons = [
+        {
+            "type": "ineq",
+            "fun": lambda z: 1 - z[:d] @ z[:d],
+            "jac": lambda z: np.concatenate([-2 * z[:d], np.zeros(d)]),
+        },
+        {
+            "type": "ineq",
+            "fun": lambda z: 1 - z[d:] @ z[d:],
+            "jac": lambda z: np.concatenate([np.zeros(d), -2 * z[d:]]),
+        },
+    ]
     best = np.sqrt(f(np.zeros(2 * d)))
     for k in range(restarts):
-        res = minimize(f, np.zeros(2 * d) if k == 0 else rng.normal(size=2 * d) * 0.3, jac=g, constraints=cons, method="SLSQP",
-                       options={"ftol": 1e-15, "maxiter": 1000})
+        res = minimize(
+            f,
+            np.zeros(2 * d) if k == 0 else rng.normal(size=2 * d) * 0.3,
+            jac=g,
+            constraints=cons,
+            method="SLSQP",
+            options={"ftol": 1e-15, "maxiter": 1000},
+        )
         z = res.x.copy()
         # project back to feasibility before measuring (SLSQP may end slightly outside)
         for sl in (slice(0, d), slice(d, 2 * d)):
@@ -109,8 +125,11 @@ def test_agrees_with_grid_in_2d_and_3d(pair):
 
 
 @settings(max_examples=60)
-@given(st.integers(4, 8).flatmap(lambda d: st.tuples(ellipsoids(d, thin=False, center_scale=1.5),
-                                                     ellipsoids(d, thin=False, center_scale=1.5))))
+@given(
+    st.integers(4, 8).flatmap(
+        lambda d: st.tuples(ellipsoids(d, thin=False, center_scale=1.5), ellipsoids(d, thin=False, center_scale=1.5))
+    )
+)
 def test_agrees_with_slsqp_in_higher_dimensions(pair):
     e1, e2 = pair
     answer = ellipsoids_intersect(e1, e2)
@@ -126,8 +145,7 @@ def test_agrees_with_slsqp_in_higher_dimensions(pair):
 
 
 @settings(max_examples=100)
-@given(st.integers(2, 10).flatmap(lambda d: st.tuples(ellipsoids(d), ellipsoids(d),
-                                                      st.integers(0, 2**32 - 1))))
+@given(st.integers(2, 10).flatmap(lambda d: st.tuples(ellipsoids(d), ellipsoids(d), st.integers(0, 2**32 - 1))))
 def test_touching_pairs_intersect_and_separated_pairs_do_not(args):
     e1, e2, seed = args
     rng = np.random.default_rng(seed)
@@ -175,8 +193,11 @@ def test_points_and_concentric():
 
 
 @settings(max_examples=60)
-@given(st.integers(2, 6).flatmap(lambda d: st.tuples(ellipsoids(d, thin=False, center_scale=1.0),
-                                                     ellipsoids(d, thin=False, center_scale=1.0))))
+@given(
+    st.integers(2, 6).flatmap(
+        lambda d: st.tuples(ellipsoids(d, thin=False, center_scale=1.0), ellipsoids(d, thin=False, center_scale=1.0))
+    )
+)
 def test_max_disjoint_radius_is_tight_and_safe(pair):
     region, obstacle = pair
     assume(not obstacle.contains_point(region.center))

@@ -2,6 +2,7 @@
 the same inputs to identical logs (time columns aside), through ``tensors:`` (.pt and .npz) and through
 an image folder written here; every kind of bad input is one line naming the argument, exit code 2 and
 no log."""
+
 from __future__ import annotations
 
 import subprocess
@@ -77,6 +78,7 @@ def tiny(tmp_path_factory):
     u8 = torch.round(test.X[pick] * 255).to(torch.uint8)  # (20, 1, 8, 8)
     labels = test.y[pick]
     from PIL import Image
+
     folder = root / "images"
     for i, (img, c) in enumerate(zip(u8, labels.tolist())):
         (folder / str(c)).mkdir(parents=True, exist_ok=True)
@@ -95,10 +97,13 @@ def tiny(tmp_path_factory):
     torch.save(model.state_dict(), root / "state_dict.pt")
     torch.save(model, root / "whole.pt")
     (root / "tinyfactory.py").write_text(FACTORY)
-    files = {"export": [str(root / "model.pt2")], "torchscript": [str(root / "model.ts")],
-             "checkpoint": [str(root / "checkpoint.pt")],
-             "factory": ["tinyfactory:make", "--weights", str(root / "state_dict.pt")],
-             "pickle": [str(root / "whole.pt"), "--trust-pickle"]}
+    files = {
+        "export": [str(root / "model.pt2")],
+        "torchscript": [str(root / "model.ts")],
+        "checkpoint": [str(root / "checkpoint.pt")],
+        "factory": ["tinyfactory:make", "--weights", str(root / "state_dict.pt")],
+        "pickle": [str(root / "whole.pt"), "--trust-pickle"],
+    }
     return {"root": root, "model": model, "files": files, "labels": labels, "u8": u8}
 
 
@@ -137,9 +142,11 @@ def test_image_folder_npz_and_pt_tensors_give_the_same_inputs_and_log(tiny, tmp_
     assert sub.indices.tolist() == [0, 3, 6, 9] and torch.equal(sub.X, folder.X[[0, 3, 6, 9]])
 
     model = tiny["files"]["checkpoint"]
-    runs = [_certify(tiny, tmp_path, monkeypatch, model, f"imagefolder:{tiny['root'] / 'images'}", "folder"),
-            _certify(tiny, tmp_path, monkeypatch, model, f"tensors:{tiny['root'] / 'data.npz'}", "npz"),
-            _certify(tiny, tmp_path, monkeypatch, model, f"tensors:{tiny['root'] / 'data.pt'}", "pt")]
+    runs = [
+        _certify(tiny, tmp_path, monkeypatch, model, f"imagefolder:{tiny['root'] / 'images'}", "folder"),
+        _certify(tiny, tmp_path, monkeypatch, model, f"tensors:{tiny['root'] / 'data.npz'}", "npz"),
+        _certify(tiny, tmp_path, monkeypatch, model, f"tensors:{tiny['root'] / 'data.pt'}", "pt"),
+    ]
     assert _rows_without_time(runs[0]) == _rows_without_time(runs[1]) == _rows_without_time(runs[2])
 
 
@@ -157,10 +164,17 @@ def test_normalize_equals_the_normalisation_inside_the_model(tiny, tmp_path, mon
     data = f"tensors:{tiny['root'] / 'data.pt'}"
     state = ["--weights", str(tiny["root"] / "state_dict.pt")]
     torch.save({"net." + k: v for k, v in tiny["model"].state_dict().items()}, tiny["root"] / "normalised.pt")
-    inside = _certify(tiny, tmp_path, monkeypatch, ["tinyfactory:make_normalised", "--weights",
-                                                    str(tiny["root"] / "normalised.pt")], data, "inside")
-    wrapped = _certify(tiny, tmp_path, monkeypatch, ["tinyfactory:make", *state, "--normalize", "0.25", "0.5"],
-                       data, "wrapped")
+    inside = _certify(
+        tiny,
+        tmp_path,
+        monkeypatch,
+        ["tinyfactory:make_normalised", "--weights", str(tiny["root"] / "normalised.pt")],
+        data,
+        "inside",
+    )
+    wrapped = _certify(
+        tiny, tmp_path, monkeypatch, ["tinyfactory:make", *state, "--normalize", "0.25", "0.5"], data, "wrapped"
+    )
     plain = _certify(tiny, tmp_path, monkeypatch, ["tinyfactory:make", *state], data, "plain")
     assert _rows_without_time(inside) == _rows_without_time(wrapped)
     assert _rows_without_time(plain) != _rows_without_time(wrapped)  # the wrapper does change the network
@@ -194,17 +208,29 @@ def _bad_cases(root: Path):
         ("corrupt checkpoint", ["--model", str(corrupt), "--dataset", data], "--model"),
         ("factory not importable", ["--model", "no_such_module:make", "--dataset", data], "--model"),
         ("factory attribute missing", ["--model", "tinyfactory:nope", "--dataset", data], "--model"),
-        ("mismatched state_dict", ["--model", "tinyfactory:make_wide", "--weights", str(root / "state_dict.pt"),
-                                   "--dataset", data], "--weights"),
-        ("output width != labels", ["--model", str(root / "seven.pt"), "--dataset",
-                                    f"imagefolder:{root / 'images'}"], "--model"),
+        (
+            "mismatched state_dict",
+            ["--model", "tinyfactory:make_wide", "--weights", str(root / "state_dict.pt"), "--dataset", data],
+            "--weights",
+        ),
+        (
+            "output width != labels",
+            ["--model", str(root / "seven.pt"), "--dataset", f"imagefolder:{root / 'images'}"],
+            "--model",
+        ),
         ("image folder without images", ["--model", ckpt, "--dataset", f"imagefolder:{empty}"], "--dataset"),
         ("unusable device", ["--model", ckpt, "--dataset", data, "--device", "cuda:63"], "--device"),
         ("unknown device", ["--model", ckpt, "--dataset", data, "--device", "tpu"], "--device"),
-        ("normalize wrong channels", ["--model", ckpt, "--dataset", data, "--normalize", "0.5", "0.5", "0.5",
-                                      "0.2", "0.2", "0.2"], "--normalize"),
-        ("normalize odd count", ["--model", ckpt, "--dataset", data, "--normalize", "0.5", "0.5", "0.2"],
-         "--normalize"),
+        (
+            "normalize wrong channels",
+            ["--model", ckpt, "--dataset", data, "--normalize", "0.5", "0.5", "0.5", "0.2", "0.2", "0.2"],
+            "--normalize",
+        ),
+        (
+            "normalize odd count",
+            ["--model", ckpt, "--dataset", data, "--normalize", "0.5", "0.5", "0.2"],
+            "--normalize",
+        ),
         ("pickle without trust", ["--model", str(root / "whole.pt"), "--dataset", data], "--trust-pickle"),
         ("bare state_dict", ["--model", str(root / "state_dict.pt"), "--dataset", data], "--model"),
         ("tensors file missing", ["--model", ckpt, "--dataset", f"tensors:{root / 'none.pt'}"], "--dataset"),
@@ -226,17 +252,35 @@ def test_bad_input_is_one_line_naming_the_argument_exit_2_and_no_log(tiny, tmp_p
 
 def test_console_script_exit_code_is_2(tiny, tmp_path):
     out = tmp_path / "x.tsv"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "certify", *RS, "--model", "nope_mod:f",
-                           "--dataset", f"tensors:{tiny['root'] / 'data.pt'}", "--out", str(out)],
-                          capture_output=True, text=True, cwd=tiny["root"],
-                          env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.cli",
+            "certify",
+            *RS,
+            "--model",
+            "nope_mod:f",
+            "--dataset",
+            f"tensors:{tiny['root'] / 'data.pt'}",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tiny["root"],
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--model" in proc.stderr
     assert not out.exists()
 
 
 def test_resolve_device():
-    expected = "cuda" if torch.cuda.is_available() else (
-        "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
+    expected = (
+        "cuda"
+        if torch.cuda.is_available()
+        else ("mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
+    )
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu") == torch.device("cpu")
     for bad in ("gpu", "cuda:x", "tpu:0"):
@@ -263,8 +307,9 @@ def test_python_entry_point_matches_the_command_line(tiny, tmp_path, monkeypatch
     from benchmarks.api import certify_model
     from benchmarks.data import _image_loader
 
-    cli = _certify(tiny, tmp_path, monkeypatch, tiny["files"]["checkpoint"], f"tensors:{tiny['root'] / 'data.pt'}",
-                   "cli")
+    cli = _certify(
+        tiny, tmp_path, monkeypatch, tiny["files"]["checkpoint"], f"tensors:{tiny['root'] / 'data.pt'}", "cli"
+    )
     kw = dict(method="rs", sigma=0.12, n0=40, n=300, batch_size=300, progress=False, device="cpu")
     x = tiny["u8"].float() / 255
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, tiny["labels"]), batch_size=7)

@@ -10,8 +10,13 @@ from benchmarks.paired import claims_table, mcnemar_exact, paired_difference
 
 def _log(idx, correct, radius, proxy=None, path="x.tsv"):
     idx = np.asarray(idx, dtype=np.float64)
-    cols = {"idx": idx, "label": np.zeros_like(idx), "predict": np.zeros_like(idx),
-            "radius": np.asarray(radius, dtype=np.float64), "correct": np.asarray(correct, dtype=np.float64)}
+    cols = {
+        "idx": idx,
+        "label": np.zeros_like(idx),
+        "predict": np.zeros_like(idx),
+        "radius": np.asarray(radius, dtype=np.float64),
+        "correct": np.asarray(correct, dtype=np.float64),
+    }
     cols["proxy_radius"] = cols["radius"] if proxy is None else np.asarray(proxy, dtype=np.float64)
     return certify.Log(cols, path)
 
@@ -28,7 +33,7 @@ def test_dominating_log_is_reproduced_with_exact_mcnemar():
     b = _log(range(50), np.ones(50), np.zeros(50))
     d = paired_difference(a, b, radius=0.5)
     assert d.difference == 1.0 and d.low == 1.0 and d.verdict == "reproduced"
-    assert d.p_value == pytest.approx(2 * 0.5 ** 50, rel=1e-9)
+    assert d.p_value == pytest.approx(2 * 0.5**50, rel=1e-9)
     r = paired_difference(b, a, radius=0.5)
     assert r.verdict == "not reproduced" and r.difference == -1.0
 
@@ -36,7 +41,7 @@ def test_dominating_log_is_reproduced_with_exact_mcnemar():
 def test_mcnemar_matches_hand_computed_binomial():
     sa = np.array([1] * 8 + [0] * 1 + [1] * 5 + [0] * 6)  # 8 a-only, 1 b-only, 5 both, 6 neither
     sb = np.array([0] * 8 + [1] * 1 + [1] * 5 + [0] * 6)
-    assert mcnemar_exact(sa, sb) == pytest.approx(2 * (1 + 9) / 2 ** 9, rel=1e-12)
+    assert mcnemar_exact(sa, sb) == pytest.approx(2 * (1 + 9) / 2**9, rel=1e-12)
 
 
 def test_alignment_uses_idx_not_row_order():

@@ -1,5 +1,6 @@
 """``ddrs report`` on Cohen et al.'s published logs (tests/data/cohen2019, unchanged copies) reproduces
 the certified-accuracy tables they published from those logs, byte for byte."""
+
 from __future__ import annotations
 
 import csv
@@ -22,10 +23,13 @@ def _cohen_table(report_md: Path) -> str:
     return text.split("\n\n")[1] + "\n"  # the block after the title
 
 
-@pytest.mark.parametrize("dataset, arch, sigmas, step, name", [
-    ("cifar10", "resnet110", ["0.12", "0.25", "0.50", "1.00"], 0.25, "vary_noise_cifar10"),
-    ("imagenet", "resnet50", ["0.25", "0.50", "1.00"], 0.5, "vary_noise_imagenet"),
-])
+@pytest.mark.parametrize(
+    "dataset, arch, sigmas, step, name",
+    [
+        ("cifar10", "resnet110", ["0.12", "0.25", "0.50", "1.00"], 0.25, "vary_noise_cifar10"),
+        ("imagenet", "resnet50", ["0.25", "0.50", "1.00"], 0.5, "vary_noise_imagenet"),
+    ],
+)
 def test_report_reproduces_cohens_published_tables(tmp_path, dataset, arch, sigmas, step, name, capsys):
     radii = [f"{step * i:g}" for i in range(1, 7)]
     out = tmp_path / "rep"
@@ -37,8 +41,9 @@ def test_report_reproduces_cohens_published_tables(tmp_path, dataset, arch, sigm
 
 
 def test_report_csv_holds_cohens_numbers(tmp_path):
-    files = write_report(_logs("cifar10", "resnet110", ["0.12", "0.25", "0.50", "1.00"]), tmp_path,
-                         radii=[0.0, 0.5, 1.0], plot=False)
+    files = write_report(
+        _logs("cifar10", "resnet110", ["0.12", "0.25", "0.50", "1.00"]), tmp_path, radii=[0.0, 0.5, 1.0], plot=False
+    )
     rows = list(csv.DictReader(open(files["csv"], encoding="utf-8")))
     assert [r["label"] for r in rows] == ["&sigma; = 0.12", "&sigma; = 0.25", "&sigma; = 0.50", "&sigma; = 1.00"]
     assert [int(r["rows"]) for r in rows] == [500] * 4
@@ -54,8 +59,9 @@ def test_report_labels_and_errors(tmp_path, capsys):
     assert default_label("a/b/sigma_0.25") == "&sigma; = 0.25"
     assert default_label("runs/rs.tsv") == "rs.tsv"
     logs = _logs("cifar10", "resnet110", ["0.12"]) + _logs("imagenet", "resnet50", ["0.25"])
-    files = write_report(logs + [_logs("cifar10", "resnet110", ["0.50"])[0]], tmp_path, plot=False,
-                         labels=["c12", "i25", "c50"])
+    files = write_report(
+        logs + [_logs("cifar10", "resnet110", ["0.50"])[0]], tmp_path, plot=False, labels=["c12", "i25", "c50"]
+    )
     assert "<b> i25 </b>" in files["markdown"].read_text()
     assert main(["report", str(tmp_path / "missing.tsv"), "--out-dir", str(tmp_path / "x")]) == 2
     assert "LOG" in capsys.readouterr().err

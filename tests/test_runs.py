@@ -1,4 +1,5 @@
 """The runner's three pieces (plan, compute, finish) and the logs they write."""
+
 from __future__ import annotations
 
 import pickle
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks.data import load_dataset, subset
-from benchmarks.runs import (BatchResult, MethodConfig, compute_batch, plan_batches, run_certification)
+from benchmarks.runs import BatchResult, MethodConfig, compute_batch, plan_batches, run_certification
 from benchmarks.training import load_or_train
 
 REFERENCE = Path(__file__).parent / "data" / "runs_reference"
@@ -19,11 +20,13 @@ TIME_COLUMNS = ("time", "choose_seconds")
 def reference_configs() -> list[MethodConfig]:
     """The configurations tests/data/runs_reference/*.tsv were written with (by the runner before its
     split into plan_batches / compute_batch / Driver)."""
-    return [MethodConfig("rs", sigma=0.1), MethodConfig("ddrs", sigma=0.1, ddrs_options=DD),
-            MethodConfig("ancer", sigma=0.1, ddrs_options=DD, options=dict(DD)),
-            MethodConfig("rddrs", sigma=0.1, ddrs_options=DD,
-                         options=dict(DD, warm_start="ancer", ancer_options=dict(DD))),
-            MethodConfig("mog", sigma=0.1, sigmas=(0.05, 0.1))]
+    return [
+        MethodConfig("rs", sigma=0.1),
+        MethodConfig("ddrs", sigma=0.1, ddrs_options=DD),
+        MethodConfig("ancer", sigma=0.1, ddrs_options=DD, options=dict(DD)),
+        MethodConfig("rddrs", sigma=0.1, ddrs_options=DD, options=dict(DD, warm_start="ancer", ancer_options=dict(DD))),
+        MethodConfig("mog", sigma=0.1, sigmas=(0.05, 0.1)),
+    ]
 
 
 RUN = dict(n0=50, n=400, alpha=0.001, batch_size=400, opt_batch=3, seed=1, progress=False)
@@ -55,8 +58,9 @@ def test_single_process_driver_writes_the_logs_of_the_runner_before_the_split(to
     model, data = toy
     star, theta = {}, {}
     for config in reference_configs():
-        out = run_certification(config, model, data, tmp_path / f"{config.method}.tsv",
-                                sigma_star_cache=star, stage_cache=theta, **RUN)
+        out = run_certification(
+            config, model, data, tmp_path / f"{config.method}.tsv", sigma_star_cache=star, stage_cache=theta, **RUN
+        )
         assert rows_without_time(out) == rows_without_time(REFERENCE / f"{config.method}.tsv"), config.method
 
 
@@ -77,8 +81,9 @@ def test_compute_batch_is_deterministic_and_picklable(toy):
 
 def test_certificate_repr_is_short(toy):
     model, data = toy
-    cert = compute_batch(reference_configs()[2], model, data, [0], n0=50, n=400, alpha=0.001, batch_size=400,
-                         seed=1).certificates[0]
+    cert = compute_batch(
+        reference_configs()[2], model, data, [0], n0=50, n=400, alpha=0.001, batch_size=400, seed=1
+    ).certificates[0]
     text = repr(cert)
     assert text.startswith("Certificate(prediction=") and len(text) < 160 and "\n" not in text
     assert f"{cert.l2_radius:.4g}" in text
@@ -89,5 +94,6 @@ def test_figure_titles_state_n_alpha_and_inputs_and_classes_have_their_own_colou
 
     from benchmarks.compare import Budget
     from benchmarks.plots import CLASS_COLORS, COLORS, run_suffix
+
     assert run_suffix(Budget(n=10_000, alpha=0.001), 40) == "n = 10000, alpha = 0.001, 40 inputs"
     assert not {to_hex(c) for c in CLASS_COLORS} & {to_hex(c) for c in COLORS.values()}

@@ -1,4 +1,5 @@
 """Resume safety: fingerprints, validated rows and region files, interrupts (issue 16)."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_runs import RUN, reference_configs, rows_without_time, toy  # noqa: F401  (fixture)
 
 import certify
 from benchmarks.cli import main
 from benchmarks.runs import FingerprintMismatch, Interrupted, fingerprint_path, run_certification
-from test_runs import RUN, reference_configs, rows_without_time, toy  # noqa: F401  (fixture)
 
 METHODS = ["rs", "ddrs", "ancer", "rddrs", "mog"]
 
@@ -51,7 +52,7 @@ def test_resume_after_kill_deleted_region_corrupted_row_and_changed_option(toy, 
     k = rng.randrange(1, len(lines) - 1)
     part = tmp_path / "killed.tsv"
     _copy_run(full, part)
-    part.write_text("".join(lines[:1 + k]) + lines[1 + k][: len(lines[1 + k]) // 2])
+    part.write_text("".join(lines[: 1 + k]) + lines[1 + k][: len(lines[1 + k]) // 2])
     assert rows_without_time(_run(config, toy, part)) == want
     # 2. a region file deleted (data-dependent methods rebuild memory from them)
     gone = tmp_path / "region.tsv"
@@ -68,7 +69,7 @@ def test_resume_after_kill_deleted_region_corrupted_row_and_changed_option(toy, 
             shutil.rmtree(str(bad) + ".regions", ignore_errors=True)
         _copy_run(full, bad)
         j = 1 + rng.randrange(0, len(lines) - 1)
-        bad.write_text("".join(lines[:j] + [damage(lines[j])] + lines[j + 1:]))
+        bad.write_text("".join(lines[:j] + [damage(lines[j])] + lines[j + 1 :]))
         assert rows_without_time(_run(config, toy, bad)) == want
         assert len(certify.read_log(bad)) == len(lines) - 1
     # 4. one option changed: refused, naming the field and how to start anew
@@ -80,8 +81,22 @@ def test_resume_after_kill_deleted_region_corrupted_row_and_changed_option(toy, 
 def test_reproducer_1_a_log_of_another_run_is_not_appended_to(tmp_path, capsys):
     md = str(tmp_path / "models")
     out = str(tmp_path / "m.tsv")
-    base = ["certify", "--dataset", "toy2d", "--model-dir", md, "--every", "40", "--n0", "20", "--batch-size",
-            "400", "--quiet", "--out", out]
+    base = [
+        "certify",
+        "--dataset",
+        "toy2d",
+        "--model-dir",
+        md,
+        "--every",
+        "40",
+        "--n0",
+        "20",
+        "--batch-size",
+        "400",
+        "--quiet",
+        "--out",
+        out,
+    ]
     assert main(base + ["--method", "rs", "--sigma", "0.1", "--max-inputs", "3", "--n", "400"]) == 0
     before = Path(out).read_text()
     assert main(base + ["--method", "ddrs", "--sigma", "0.2", "--max-inputs", "5", "--n", "200"]) == 2
@@ -90,8 +105,25 @@ def test_reproducer_1_a_log_of_another_run_is_not_appended_to(tmp_path, capsys):
     for field in ("method", "sigma", "n ", "inputs"):
         assert field in err
     assert Path(out).read_text() == before
-    assert main(base[:-1] + [str(tmp_path / "d.tsv"), "--method", "rs", "--sigma", "0.1", "--max-inputs", "3",
-                             "--n", "400", "--dataset", "digits"]) == 0  # a new --out is fine
+    assert (
+        main(
+            base[:-1]
+            + [
+                str(tmp_path / "d.tsv"),
+                "--method",
+                "rs",
+                "--sigma",
+                "0.1",
+                "--max-inputs",
+                "3",
+                "--n",
+                "400",
+                "--dataset",
+                "digits",
+            ]
+        )
+        == 0
+    )  # a new --out is fine
     fp = json.loads(Path(str(tmp_path / "d.tsv") + ".fingerprint.json").read_text())
     assert fp["dataset"] == "digits" and fp["n"] == 400 and len(fp["inputs_hash"]) == 16
 
@@ -117,6 +149,7 @@ def test_binary_or_garbled_log_names_the_file(toy, tmp_path):
 
 def test_ctrl_c_reports_progress_and_exits_130(toy, tmp_path, monkeypatch, capsys):
     import benchmarks.runs as runs
+
     real, calls, when = runs.compute_batch, [], [2]
 
     def interrupted_second_time(*a, **kw):
@@ -131,18 +164,65 @@ def test_ctrl_c_reports_progress_and_exits_130(toy, tmp_path, monkeypatch, capsy
     calls.clear()
     when[0] = 1
     md = str(tmp_path / "m")
-    code = main(["certify", "--dataset", "toy2d", "--method", "rs", "--sigma", "0.1", "--model-dir", md,
-                 "--every", "40", "--max-inputs", "3", "--n0", "20", "--n", "100", "--batch-size", "100",
-                 "--quiet", "--out", str(tmp_path / "cli.tsv")])
+    code = main(
+        [
+            "certify",
+            "--dataset",
+            "toy2d",
+            "--method",
+            "rs",
+            "--sigma",
+            "0.1",
+            "--model-dir",
+            md,
+            "--every",
+            "40",
+            "--max-inputs",
+            "3",
+            "--n0",
+            "20",
+            "--n",
+            "100",
+            "--batch-size",
+            "100",
+            "--quiet",
+            "--out",
+            str(tmp_path / "cli.tsv"),
+        ]
+    )
     assert code == 130
     assert "interrupted after 0 of 3 inputs; rerun the same command to resume" in capsys.readouterr().err
 
 
 def test_sigkill_loses_at_most_the_input_in_flight(tmp_path):
     md, out = str(tmp_path / "m"), tmp_path / "k.tsv"
-    args = [sys.executable, "-m", "benchmarks.cli", "certify", "--dataset", "toy2d", "--method", "rs",
-            "--sigma", "0.1", "--model-dir", md, "--every", "40", "--max-inputs", "12", "--n0", "20",
-            "--n", "300000", "--batch-size", "50000", "--quiet", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "benchmarks.cli",
+        "certify",
+        "--dataset",
+        "toy2d",
+        "--method",
+        "rs",
+        "--sigma",
+        "0.1",
+        "--model-dir",
+        md,
+        "--every",
+        "40",
+        "--max-inputs",
+        "12",
+        "--n0",
+        "20",
+        "--n",
+        "300000",
+        "--batch-size",
+        "50000",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     assert main(["train", "--dataset", "toy2d", "--sigma", "0.1", "--model-dir", md, "--quiet"]) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -161,20 +241,43 @@ def test_sigkill_loses_at_most_the_input_in_flight(tmp_path):
 def test_reproducer_1_compare_recomputes_stale_logs_and_its_csv_reads_with_pandas(tmp_path):
     pd = pytest.importorskip("pandas")
     from benchmarks.compare import Budget, run_compare
+
     md = str(tmp_path / "models")
     small = dict(n0=20, batch_size=400, max_inputs=3, every=40, ddrs=dict(iterations=2, samples=8))
-    a = run_compare("toy2d", tmp_path, sigmas=(0.1,), budget=Budget(n=200, **small), model_dir=md,
-                    progress=False, methods=("rs", "ddrs"))
-    b = run_compare("toy2d", tmp_path, sigmas=(0.1,), budget=Budget(n=400, **small), model_dir=md,
-                    progress=False, methods=("rs", "ddrs"))
+    a = run_compare(
+        "toy2d",
+        tmp_path,
+        sigmas=(0.1,),
+        budget=Budget(n=200, **small),
+        model_dir=md,
+        progress=False,
+        methods=("rs", "ddrs"),
+    )
+    b = run_compare(
+        "toy2d",
+        tmp_path,
+        sigmas=(0.1,),
+        budget=Budget(n=400, **small),
+        model_dir=md,
+        progress=False,
+        methods=("rs", "ddrs"),
+    )
     for name in ("rs_sigma0.1", "ddrs_sigma0.1"):
         log = b["out_dir"] / "logs" / f"{name}.tsv"
         assert json.loads(Path(str(log) + ".fingerprint.json").read_text())["n"] == 400
-    fresh = run_compare("toy2d", tmp_path / "fresh", sigmas=(0.1,), budget=Budget(n=400, **small), model_dir=md,
-                        progress=False, methods=("rs", "ddrs"))
+    fresh = run_compare(
+        "toy2d",
+        tmp_path / "fresh",
+        sigmas=(0.1,),
+        budget=Budget(n=400, **small),
+        model_dir=md,
+        progress=False,
+        methods=("rs", "ddrs"),
+    )
     for name in ("rs_sigma0.1", "ddrs_sigma0.1"):
-        assert rows_without_time(b["out_dir"] / "logs" / f"{name}.tsv") == \
-            rows_without_time(fresh["out_dir"] / "logs" / f"{name}.tsv")
+        assert rows_without_time(b["out_dir"] / "logs" / f"{name}.tsv") == rows_without_time(
+            fresh["out_dir"] / "logs" / f"{name}.tsv"
+        )
     table = pd.read_csv(b["csv"])
     assert list(table["method"]) == ["rs", "ddrs"] and table["inputs"].tolist() == [3, 3]
     assert "command:" in (b["out_dir"] / "summary.provenance.txt").read_text()

@@ -37,7 +37,8 @@ def test_easy_inputs_stop_early_and_decide_every_radius():
     assert cert.l2_radius >= 0.5
     model, x, sigma = _halfspace_at(0.5)
     cert = certify.Smooth(model, certify.IsotropicGaussian(sigma), 2).certify(
-        x, 100, 100_000, 1e-3, batch_size=10_000, generator=torch.Generator().manual_seed(0), radii=radii)
+        x, 100, 100_000, 1e-3, batch_size=10_000, generator=torch.Generator().manual_seed(0), radii=radii
+    )
     assert cert.decided == (False, False) and cert.samples < 2_000
 
 
@@ -47,8 +48,9 @@ def test_decisions_agree_with_fixed_n_cohen_when_both_decide():
         model, x, sigma = _halfspace_at(p)
         sm = certify.Smooth(model, certify.IsotropicGaussian(sigma), 2)
         fixed = sm.certify(x, 100, 100_000, 1e-3, batch_size=20_000, generator=torch.Generator().manual_seed(1))
-        seq = sm.certify(x, 100, 100_000, 1e-3, batch_size=20_000, generator=torch.Generator().manual_seed(2),
-                         radii=radii)
+        seq = sm.certify(
+            x, 100, 100_000, 1e-3, batch_size=20_000, generator=torch.Generator().manual_seed(2), radii=radii
+        )
         for r, dec in zip(radii, seq.decided):
             if dec is True:
                 assert fixed.l2_radius >= r or abs(sigma * norm.ppf(p) - r) < 0.02
@@ -74,9 +76,16 @@ def test_false_decision_rate_is_below_alpha_at_a_threshold():
     assert stats.binomtest(wrong, runs, alpha, alternative="greater").pvalue > 1e-3, wrong
 
 
-@pytest.mark.parametrize("radii, match", [([-0.1, 0.2], ">= 0"), ([0.5, 0.25], "increasing"),
-                                          ([float("nan")], "finite"), ([], "at least one"),
-                                          ([0.2, 0.2], "increasing")])
+@pytest.mark.parametrize(
+    "radii, match",
+    [
+        ([-0.1, 0.2], ">= 0"),
+        ([0.5, 0.25], "increasing"),
+        ([float("nan")], "finite"),
+        ([], "at least one"),
+        ([0.2, 0.2], "increasing"),
+    ],
+)
 def test_bad_radii_are_refused_by_name(radii, match):
     model, x, sigma = _halfspace_at(0.9)
     sm = certify.Smooth(model, certify.IsotropicGaussian(sigma), 2)
@@ -92,6 +101,7 @@ def test_true_mixture_is_refused_and_anisotropic_radii_use_the_own_norm():
     # diagonal noise with theta = sigma on the boundary axis: own-norm radius r = l2 radius / sigma
     model, x, sigma = _halfspace_at(0.999)
     sm = certify.Smooth(model, certify.DiagonalGaussian(torch.tensor([sigma, 1.0], dtype=torch.float64)), 2)
-    cert = sm.certify(x, 100, 100_000, 1e-3, batch_size=10_000, generator=torch.Generator().manual_seed(0),
-                      radii=[1.0, 2.5, 3.5])
+    cert = sm.certify(
+        x, 100, 100_000, 1e-3, batch_size=10_000, generator=torch.Generator().manual_seed(0), radii=[1.0, 2.5, 3.5]
+    )
     assert cert.decided == (True, True, False)  # own-norm radius of this input: Phi^-1(0.999) = 3.09

@@ -1,4 +1,5 @@
 """Issue 11 (2-4) and issue 16 (door checks): sampling precision, ownership, validation, no mutation."""
+
 from __future__ import annotations
 
 import math
@@ -16,9 +17,11 @@ from ddrs.estimator import SoftSmoothingEstimator
 # ---------------------------------------------------------------------------- 2. half precision
 def _threshold_model(t: float, scale: float = 1e3):
     """Plain callable: class 1 iff v[0] > t (evaluated in float64 on whatever it is given)."""
+
     def m(v):
         s = v[:, 0].double() - t
         return (torch.stack([-s, s], 1) * scale).float()
+
     return m
 
 
@@ -58,7 +61,7 @@ def test_bfloat16_realistic_case():
     assert c.l2_radius > 0.047
 
 
-@pytest.mark.parametrize("dtype,grid", [(torch.float16, 2.0 ** -10), (torch.bfloat16, 2.0 ** -7)])
+@pytest.mark.parametrize("dtype,grid", [(torch.float16, 2.0**-10), (torch.bfloat16, 2.0**-7)])
 def test_half_model_certifies_cast_then_model(dtype, grid):
     # a float16/bfloat16 model is certified as "round x + eps to its dtype, then the model";
     # closed form: with spacing h on [0.5, 1), round(v) > t iff v >= (ceil(t / h) - 1/2) h.
@@ -125,8 +128,9 @@ def test_mutating_theta_changes_no_certificate(as_numpy):
     th = torch.full((4,), 0.5, dtype=torch.float64)
     theta = th.numpy() if as_numpy else th
     noise = certify.DiagonalGaussian(theta)
-    c = certify.Smooth(_linear(4), noise, 2).certify(torch.zeros(4, dtype=torch.float64), 10, 200, 0.01,
-                                                    generator=torch.Generator().manual_seed(0))
+    c = certify.Smooth(_linear(4), noise, 2).certify(
+        torch.zeros(4, dtype=torch.float64), 10, 200, 0.01, generator=torch.Generator().manual_seed(0)
+    )
     l2, scale = c.l2_radius, np.array(c.region.scale)
     probe = np.zeros(4)
     probe[0] = 1.01 * c.l2_radius
@@ -141,8 +145,9 @@ def test_mutating_C_changes_no_certificate():
     C = torch.eye(4, dtype=torch.float64) * 0.5
     C[0, 1] = C[1, 0] = 0.1
     noise = certify.FullGaussian(C)
-    c = certify.Smooth(_linear(4), noise, 2).certify(torch.zeros(4, dtype=torch.float64), 10, 200, 0.01,
-                                                    generator=torch.Generator().manual_seed(0))
+    c = certify.Smooth(_linear(4), noise, 2).certify(
+        torch.zeros(4, dtype=torch.float64), 10, 200, 0.01, generator=torch.Generator().manual_seed(0)
+    )
     scale = np.array(c.region.scale)
     C.mul_(10)
     assert np.array_equal(c.region.scale, scale)

@@ -3,6 +3,7 @@
 Oracles: (a) pairs built around a common point y (y = c + r S u with ||u|| = 1 - margin), checked
 in exact rational arithmetic in d = 2; (b) a convex search (SLSQP on min max(q1, q2)) for a common
 point, used on memory streams after every query."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -61,12 +62,16 @@ def _pair(d, kinds, cond, margin, seed):
 
 
 def test_issue_reproducer():
-    A = Ellipsoid(np.array([-1.1936537405552317, -1.3430612294621291]),
-                  np.array([[0.09255045259443391, -0.2897612586709364],
-                            [-0.2897612586709364, 0.9074752009446533]]), 0.07465064351097764)
-    B = Ellipsoid(np.array([-1.0764146147973757, -1.2736033538698779]),
-                  np.array([[0.3114741842828259, 0.4630219266911037],
-                            [0.4630219266911037, 0.6886256118466203]]), 0.36577362437450767)
+    A = Ellipsoid(
+        np.array([-1.1936537405552317, -1.3430612294621291]),
+        np.array([[0.09255045259443391, -0.2897612586709364], [-0.2897612586709364, 0.9074752009446533]]),
+        0.07465064351097764,
+    )
+    B = Ellipsoid(
+        np.array([-1.0764146147973757, -1.2736033538698779]),
+        np.array([[0.3114741842828259, 0.4630219266911037], [0.4630219266911037, 0.6886256118466203]]),
+        0.36577362437450767,
+    )
     y = np.array([-1.170950101925151, -1.4141625444313664])
     assert _exact_contains(A, y) and _exact_contains(B, y)
     assert ellipsoids_intersect(A, B) and ellipsoids_intersect(B, A)
@@ -80,8 +85,13 @@ KIND_PAIRS = [("ball", "ball"), ("ball", "full"), ("diagonal", "full"), ("full",
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(KIND_PAIRS), st.sampled_from([1.0, 1e2, 1e4, 1e6, 1e8]),
-       st.sampled_from([1e-6, 1e-4, 1e-2]), st.integers(0, 2**32 - 1), st.booleans())
+@given(
+    st.sampled_from(KIND_PAIRS),
+    st.sampled_from([1.0, 1e2, 1e4, 1e6, 1e8]),
+    st.sampled_from([1e-6, 1e-4, 1e-2]),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
 def test_no_false_disjoint_exact_2d(kinds, cond, margin, seed, swap):
     y, a, b = _pair(2, kinds[::-1] if swap else kinds, cond, margin, seed)
     assert _exact_contains(a, y) and _exact_contains(b, y)  # the oracle: a common point, exactly
@@ -155,7 +165,6 @@ def test_verdict_is_symmetric():
 def _common_point(e1, e2):
     """Convex search for a common point: min s s.t. q_i(y) = ||S_i^{-1}(y - c_i)|| / r_i <= s;
     returns y with max(q1, q2) as small as found (the sets meet iff the minimum is <= 1)."""
-    d = e1.dim
     inv = [np.linalg.inv(_dense(e)) for e in (e1, e2)]
 
     def q(y, i, e):
@@ -181,8 +190,9 @@ def test_memory_stream_invariant_after_every_query(d, cond):
         kind = ("ball", "diagonal", "full")[i % 3]
         center = rng.normal(size=d) * 0.6
         region = Ellipsoid(center, _scale(kind, d, cond, rng), 10.0 ** rng.uniform(-0.5, 0.5))
-        cert = certify.Certificate(int(rng.integers(3)), 0.9, region.radius, region.l2_radius,
-                                   region.proxy_radius, region)
+        cert = certify.Certificate(
+            int(rng.integers(3)), 0.9, region.radius, region.l2_radius, region.proxy_radius, region
+        )
         mem.add(cert, idx=i)
         stored = [e for e in mem.entries if e.prediction != certify.ABSTAIN and e.region.radius > 0]
         new = mem.entries[-1]

@@ -1,4 +1,5 @@
 """Base models and noise-augmented training: reproducibility, cache reuse, accuracy, arguments."""
+
 import time
 
 import pytest
@@ -47,8 +48,10 @@ def test_training_reproducible_for_seed():
 
 def test_digits_noise_training_accuracy(tmp_path):
     model, info = train("digits", 0.25, seed=0, model_dir=tmp_path, progress=False)
-    print(f"digits sigma=0.25: clean {info['clean_accuracy']:.3f}, noisy {info['noisy_accuracy']:.3f}, "
-          f"{info['train_seconds']:.1f} s")
+    print(
+        f"digits sigma=0.25: clean {info['clean_accuracy']:.3f}, noisy {info['noisy_accuracy']:.3f}, "
+        f"{info['train_seconds']:.1f} s"
+    )
     assert info["clean_accuracy"] > 0.85 and info["noisy_accuracy"] > 0.80
     assert not model.training
 
@@ -61,8 +64,25 @@ def test_toy2d_trains(tmp_path):
 def test_cache_reused_and_keyed(tmp_path):
     m1, i1 = load_or_train("digits", 0.5, epochs=1, seed=3, model_dir=tmp_path, progress=False)
     assert i1["cached"] is False
-    path = cache_path({k: i1[k] for k in ("dataset", "sigma", "rotate", "epochs", "seed", "arch",
-                                         "batch_size", "lr", "optimizer", "format", "train_data")}, tmp_path)
+    path = cache_path(
+        {
+            k: i1[k]
+            for k in (
+                "dataset",
+                "sigma",
+                "rotate",
+                "epochs",
+                "seed",
+                "arch",
+                "batch_size",
+                "lr",
+                "optimizer",
+                "format",
+                "train_data",
+            )
+        },
+        tmp_path,
+    )
     assert str(path) == i1["path"] and path.is_file()
     t = time.perf_counter()
     m2, i2 = load_or_train("digits", 0.5, epochs=1, seed=3, model_dir=tmp_path, progress=False)
@@ -88,14 +108,17 @@ def test_model_dir_from_environment(tmp_path, monkeypatch):
     assert again["cached"] is True
 
 
-@pytest.mark.parametrize("args, kwargs, word", [
-    (("digits", -0.1), {}, "sigma"),
-    (("digits", float("nan")), {}, "sigma"),
-    (("cifar10", 0.25), {}, "dataset"),
-    (("digits", 0.25), dict(epochs=0), "epochs"),
-    (("digits", 0.25), dict(optimizer="lbfgs"), "optimizer"),
-    (("digits", 0.25), dict(rotate="x"), "rotate"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, word",
+    [
+        (("digits", -0.1), {}, "sigma"),
+        (("digits", float("nan")), {}, "sigma"),
+        (("cifar10", 0.25), {}, "dataset"),
+        (("digits", 0.25), dict(epochs=0), "epochs"),
+        (("digits", 0.25), dict(optimizer="lbfgs"), "optimizer"),
+        (("digits", 0.25), dict(rotate="x"), "rotate"),
+    ],
+)
 def test_bad_arguments(args, kwargs, word, tmp_path):
     for fn in (train, load_or_train):
         with pytest.raises(ValueError, match=word):
@@ -121,10 +144,19 @@ def test_reproducer_2_the_model_cache_is_keyed_on_the_training_data(tmp_path, mo
     assert b["cached"] is False and b["path"] != a["path"] and b["train_data"] != a["train_data"]
     assert a["clean_accuracy"] > 0.8 and b["clean_accuracy"] > 0.8  # each measured on its own data
     # a model cached for A, evaluated on a test set that differs: accuracy recomputed on that set
-    monkeypatch.setattr(training, "load_dataset", lambda name, split, *args, **kw: real(name, split, *args, **kw)
-                        if split == "train" else other_data(name, split, *args, **kw))
+    monkeypatch.setattr(
+        training,
+        "load_dataset",
+        lambda name, split, *args, **kw: (
+            real(name, split, *args, **kw) if split == "train" else other_data(name, split, *args, **kw)
+        ),
+    )
     _, c = load_or_train("toy2d", 0.1, epochs=1, model_dir=tmp_path, progress=False)
     assert c["cached"] is True and c["path"] == a["path"] and c["clean_accuracy"] < 0.5
-    assert main(["train", "--dataset", "toy2d", "--sigma", "0.1", "--epochs", "1", "--model-dir", str(tmp_path),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            ["train", "--dataset", "toy2d", "--sigma", "0.1", "--epochs", "1", "--model-dir", str(tmp_path), "--quiet"]
+        )
+        == 0
+    )
     assert f"clean accuracy {c['clean_accuracy']:.3f}" in capsys.readouterr().out
