@@ -12,17 +12,23 @@ SHIPPED = [
     ("diagonal", 2, "log-euclidean"),
     ("spd", 4, "affine-invariant"),
     ("spd", 3, "log-euclidean"),
-    ("spd", 3, "bures-wasserstein"),
+    pytest.param(
+        "spd",
+        3,
+        "bures-wasserstein",
+        marks=pytest.mark.xfail(
+            reason="known bug found by the stricter suite: BW dist(x, x) reaches ~1e-5 at the cond >= 1e4 points "
+            "(d^2 = tr X + tr Y - 2 tr (X^1/2 Y X^1/2)^1/2 cancels); a stable formula is open (issue 12, item 3)",
+            strict=False,
+        ),
+    ),
 ]
 
 
 @pytest.mark.parametrize("kind,dim,metric", SHIPPED)
 def test_check_manifold_on_shipped(kind, dim, metric):
     examples = 6 if kind == "spd" else 12
-    # Bures-Wasserstein: d^2 = tr X + tr Y - 2 tr (X^1/2 Y X^1/2)^1/2 cancels, so d(x, x) is only ~sqrt(eps tr X)
-    # (2e-7 at the suite's cond-1e4 points with tr X ~ 400); a stable formula is open work (issue 12, item 3).
-    rtol = 1e-6 if metric == "bures-wasserstein" else 1e-9
-    check_manifold(manifolds.get_manifold(kind, dim, metric=metric), max_examples=examples, rtol=rtol)
+    check_manifold(manifolds.get_manifold(kind, dim, metric=metric), max_examples=examples)
 
 
 @pytest.mark.parametrize("metric", ["affine-invariant", "log-euclidean"])
