@@ -24,15 +24,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from scipy.stats import beta, norm
 
 from .certificate import Certificate
 from .noise import IsotropicGaussian, MixtureOfGaussians
 from .radius import gaussian_radius
+from .smooth import certificate_for
 
 if TYPE_CHECKING:
-    import torch
-
     from .smooth import Smooth
 
 
@@ -138,20 +138,5 @@ def certify_sequential(
     }
     radius = gaussian_radius(lower)
     seconds = time.perf_counter() - t0
-    if radius <= 0.0:
-        cert = Certificate.abstain(p_lower=lower, seconds=seconds, extras=extras, **common)
-    else:
-        center = x.detach().reshape(-1).to("cpu").double().numpy()
-        region = noise.region(center, radius)
-        cert = Certificate(
-            prediction=label,
-            p_lower=lower,
-            radius=radius,
-            l2_radius=region.l2_radius,
-            proxy_radius=region.proxy_radius,
-            region=region,
-            seconds=seconds,
-            extras=extras,
-            **common,
-        )
-    return cert
+    center = x.detach().reshape(-1).to("cpu", torch.float64).numpy()
+    return certificate_for(noise, center, label, lower, radius, seconds, extras, common)

@@ -78,6 +78,33 @@ def _untouched(model):
                 b.copy_(copy)
 
 
+def certificate_for(
+    noise: GaussianNoise,
+    center: np.ndarray,
+    label: int,
+    p_lower: float,
+    radius: float,
+    seconds: float,
+    extras: dict,
+    common: dict,
+) -> Certificate:
+    """The certificate for ``label`` at ``radius`` (noise's own norm) around ``center``; abstain if radius <= 0."""
+    if radius <= 0.0:
+        return Certificate.abstain(p_lower=p_lower, seconds=seconds, extras=extras, **common)
+    region = noise.region(center, radius)
+    return Certificate(
+        prediction=label,
+        p_lower=p_lower,
+        radius=radius,
+        l2_radius=region.l2_radius,
+        proxy_radius=region.proxy_radius,
+        region=region,
+        seconds=seconds,
+        extras=extras,
+        **common,
+    )
+
+
 class Smooth:
     """The classifier ``g(x) = argmax_c P(F(x + eps) = c)`` for ``eps ~ noise``.
 
@@ -262,20 +289,7 @@ class Smooth:
                     "paper_radius_is_certificate": True,
                 }
         seconds = time.perf_counter() - start
-        if radius <= 0.0:
-            return Certificate.abstain(p_lower=p_lower, seconds=seconds, extras=extras, **common)
-        region = noise.region(center, radius)
-        return Certificate(
-            prediction=label,
-            p_lower=p_lower,
-            radius=radius,
-            l2_radius=region.l2_radius,
-            proxy_radius=region.proxy_radius,
-            region=region,
-            seconds=seconds,
-            extras=extras,
-            **common,
-        )
+        return certificate_for(noise, center, label, p_lower, radius, seconds, extras, common)
 
     def _check_x(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
