@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the memory-based certifier (certificates then hold only per input)",
     )
     c.add_argument("--out", required=True, help="the log (tab-separated; resumed if it exists)")
+    _add_sequential_args(c)
 
     m = sub.add_parser("compare", allow_abbrev=False, help="every method on the same inputs: tables and plots")
     m.add_argument(
@@ -156,8 +157,61 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
     m.add_argument("--quiet", action="store_true")
     _add_device_arg(m)
+    _add_sequential_args(m)
     _add_report_parser(sub)
     return parser
+
+
+def _add_sequential_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="anytime-valid sequential certification: stop drawing samples once every --radii radius is "
+        "decided (--n is then the maximum); logs gain samples and cert@r columns",
+    )
+    p.add_argument(
+        "--radii",
+        type=_radius,
+        nargs="+",
+        default=None,
+        help="radii to decide with --sequential (increasing; l2 for isotropic noise, the noise's own norm "
+        "for ancer/rddrs); default the data set's table radii",
+    )
+
+
+def _fail(message: str):
+    """Print ``message`` as a command-line error and exit with code 2 (bad input; nothing written)."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
+def sequential_radii(args, command: str) -> tuple | None:
+    """The radii of a --sequential run (None without it); a clear error for --radii alone, bad radii or
+    an unsupported method."""
+    from benchmarks.compare import L2_RADII
+
+    if args.radii is not None and not args.sequential:
+        _fail(f"ddrs {command}: error: --radii needs --sequential")
+    if not args.sequential:
+        return None
+    if getattr(args, "method", None) == "mog" and getattr(args, "kind", None) == "mixture":
+        _fail(
+            f"ddrs {command}: error: --sequential: a true mixture (--kind mixture) has no sequential "
+            "certificate; use --kind convolution or drop --sequential"
+        )
+    radii = args.radii
+    if radii is None:
+        name = getattr(args, "dataset", None)
+        name = name[0] if isinstance(name, list) else name
+        if name not in L2_RADII:
+            _fail(f"ddrs {command}: error: --sequential: give --radii (no default radii for this data)")
+        radii = L2_RADII[name]
+    from certify.sequential import check_radii
+
+    try:
+        return tuple(float(r) for r in check_radii(radii))
+    except ValueError as err:
+        _fail(f"ddrs {command}: error: --{err}")
 
 
 # ---------------------------------------------------------------------------------- ddrs report
@@ -397,6 +451,7 @@ def _cmd_certify(args) -> int:
         options=options,
     )
     train_sigma = max(args.sigmas) if args.method == "mog" else args.sigma
+    radii = sequential_radii(args, "certify")
     try:
         model, data, _ = _user_model_and_data(args, train_sigma)
     except BadInput as err:  # before any log exists: nothing partial is left behind
@@ -414,10 +469,20 @@ def _cmd_certify(args) -> int:
         seed=args.seed,
         memory=not args.no_memory,
         progress=not args.quiet,
+        radii=radii,
     )
     import certify
 
     log = certify.read_log(out)
+    if radii is not None:
+        from benchmarks.compare import summarise_sequential
+
+        seq = summarise_sequential(log, radii)
+        print(
+            f"{out}: sequential, samples per input mean {seq['samples_mean']:.0f}, median "
+            f"{seq['samples_median']:.0f}, p90 {seq['samples_p90']:.0f} (max {args.n0 + args.n}); certified "
+            "accuracy " + ", ".join(f"r={r:g}: {seq[f'seq@{r:g}']:.3f}" for r in radii)
+        )
     print(
         f"{out}: {len(log)} inputs, certified accuracy at r=0 {certify.certified_accuracy(log, [0.0])[0]:.3f}, "
         f"average certified radius {certify.average_certified_radius(log):.3f}"
@@ -438,6 +503,16 @@ def _cmd_compare(args) -> int:
         print(f"ddrs compare: error: {err}", file=sys.stderr)
         return 2
     datasets = args.dataset or ["digits", "toy2d"]
+    if args.sequential and args.radii is None and len(datasets) > 1:
+        _fail("ddrs compare: error: --sequential with several data sets needs --radii")
+    if args.sequential and args.methods is None:  # a true mixture has no sequential certificate
+        args.methods = list(DD_METHODS)
+    if args.sequential and "mog" in args.methods:
+        _fail(
+            "ddrs compare: error: --sequential: the mixture method (mog) has no sequential certificate; "
+            "leave it out of --methods"
+        )
+    radii = sequential_radii(args, "compare")
     command = "ddrs " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "ddrs compare"
     for name in datasets:
         budget = BUDGETS.get(name, Budget())
@@ -458,6 +533,7 @@ def _cmd_compare(args) -> int:
             progress=not args.quiet,
             command=command,
             device=device,
+            radii=radii,
         )
         print(
             f"{name}: table {result['markdown']} (and {result['csv'].name}); plots: "

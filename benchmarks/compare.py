@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import certify
+from certify.sequential import check_radii
 
 from .data import load_dataset, subset
 from .runs import MethodConfig, differing_fields, fingerprint, fingerprint_path, library_version, run_certification
@@ -133,9 +134,31 @@ def header(command: str) -> str:
     return f"command: {command}\nversions: {versions}\nmachine: {machine}\ndate: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
 
 
-def summarise(log_path: Path, radii, proxy_radii) -> dict:
+def sequential_accuracy(log, radii) -> np.ndarray:
+    """Fraction of rows classified correctly and decided certified (``cert@r`` = 1) at each radius."""
+    correct = log["correct"] == 1
+    certified = lambda r: np.array([str(v) in ("1", "1.0") for v in log[f"cert@{r:g}"]])  # noqa: E731
+    return np.array([float(np.mean(correct & certified(r))) for r in radii])
+
+
+def summarise_sequential(log, radii) -> dict:
+    """``seq@r`` (certified accuracy from the sequential decisions) and samples per input (mean,
+    median, 90th percentile, n0 included)."""
+    row = {f"seq@{r:g}": a for r, a in zip(radii, sequential_accuracy(log, radii))}
+    samples = np.asarray(log["samples"], dtype=np.float64)
+    row.update(
+        samples_mean=float(samples.mean()),
+        samples_median=float(np.median(samples)),
+        samples_p90=float(np.percentile(samples, 90)),
+    )
+    return row
+
+
+def summarise(log_path: Path, radii, proxy_radii, seq_radii=None) -> dict:
     log = certify.read_log(log_path)
     row = {"inputs": len(log)}
+    if seq_radii is not None:
+        row.update(summarise_sequential(log, seq_radii))
     for r, a in zip(radii, certify.certified_accuracy(log, radii)):
         row[f"l2@{r:g}"] = a
     for r, a in zip(proxy_radii, certify.certified_accuracy(log, proxy_radii, column="proxy_radius")):
@@ -159,7 +182,10 @@ COLUMN_LEGEND = (
     "ball of equal volume to the certified ellipsoid: not an l2 guarantee); `acr` / `acr_proxy` average "
     "certified (proxy) radius over correct inputs; `abstain` fraction of abstentions; `sec_per_input` noise "
     "choice + certification seconds per input; `memory_changed` inputs whose certificate the memory-based "
-    "certifier shrank, replaced or abstained.\n"
+    "certifier shrank, replaced or abstained. Sequential runs (`--sequential`): `seq@r` fraction of inputs "
+    "classified correctly and decided certified at radius r (l2 for isotropic noise, the noise's own norm for "
+    "ANCER/RDDRS: its l2 / proxy equivalents are r * min_sigma / r * gm_sigma of each row); `samples_mean`, "
+    "`samples_median`, `samples_p90` samples drawn per input (n0 included; n is the maximum).\n"
 )
 
 
@@ -271,20 +297,25 @@ def run_compare(
     progress: bool = True,
     command: str = "",
     device: str | torch.device | None = None,
+    radii=None,
 ) -> dict:
     """Run every configuration on the same inputs and models; write logs, tables and plots.
 
-    ``device`` is where the models certify (None: the CPU; training and its cache stay on the CPU)."""
+    ``device`` is where the models certify (None: the CPU; training and its cache stay on the CPU).
+    ``radii`` certifies sequentially at those radii (``budget.n`` the maximum sample count): the logs
+    gain ``samples`` and ``cert@r`` columns, the tables ``seq@r`` and samples per input."""
     from . import plots
 
     budget = budget or BUDGETS.get(dataset, Budget())
     out_dir = Path(out_dir) / (dataset + (f"-rot{rotate}" if rotate is not None else ""))
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     test = subset(load_dataset(dataset, "test", data_dir=data_dir, rotate=rotate), budget.every, budget.max_inputs)
+    seq_radii = None if radii is None else tuple(float(r) for r in check_radii(radii))
     radii = L2_RADII.get(dataset, L2_RADII["digits"])
     check_out_dir(
         out_dir,
-        {
+        ({} if seq_radii is None else {"radii": list(seq_radii)})
+        | {
             "dataset": dataset,
             "rotate": rotate,
             "seed": seed,
@@ -315,7 +346,7 @@ def run_compare(
         )
         if config.method == "rddrs" and not theta_caches.get(config.sigma):
             ancer_log = out_dir / "logs" / f"ancer_sigma{config.sigma:g}.tsv"
-            if same_stage_run(ancer_log, fingerprint(config, model, test, memory=True, **run)):
+            if same_stage_run(ancer_log, fingerprint(config, model, test, memory=True, radii=seq_radii, **run)):
                 theta_caches[config.sigma] = ancer_thetas_from_log(ancer_log)
         # a log made by another run (other budget, data, model, ...) is recomputed, never reused
         run_certification(
@@ -327,6 +358,7 @@ def run_compare(
             restart_on_mismatch=True,
             sigma_star_cache=star_caches.setdefault(config.sigma, {}),
             stage_cache=theta_caches.setdefault(config.sigma, {}),
+            radii=seq_radii,
             **run,
         )
         row = {
@@ -335,7 +367,7 @@ def run_compare(
             "sigma": config.sigma,
             "sigmas": "/".join(f"{s:g}" for s in config.sigmas) if config.sigmas else "",
         }
-        row.update(summarise(log_path, radii, radii))
+        row.update(summarise(log_path, radii, radii, seq_radii))
         rows.append(row)
         logs[(config.label, config.sigma)] = log_path
     head = header(command or f"ddrs compare --dataset {dataset}")
@@ -358,4 +390,6 @@ def run_compare(
         seed=seed,
         budget=budget,
     )
+    if seq_radii is not None:
+        figures.append(plots.sequential_panels(rows, out_dir / "sequential.png", seq_radii, f"{dataset}: sequential"))
     return {"out_dir": out_dir, "csv": csv_path, "markdown": md_path, "figures": figures, "rows": rows}

@@ -40,6 +40,26 @@ def curves_by_sigma(logs: dict, out: Path, column: str, title: str, sigmas) -> P
     return _save(fig, out, title)
 
 
+def sequential_panels(rows, out: Path, radii, title: str) -> Path:
+    """Sequential runs: certified accuracy at the asked radii (``seq@r``) and samples per input."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    labels = []
+    for i, row in enumerate(rows):
+        label = f"{row['method']} sigma={row['sigma']:g}"
+        color = COLORS.get(row["method"])
+        left.plot(radii, [row[f"seq@{r:g}"] for r in radii], marker="o", label=label, color=color)
+        right.bar(i, row["samples_mean"], color=color or "tab:purple", alpha=0.7)
+        right.plot([i - 0.3, i + 0.3], [row["samples_median"]] * 2, color="black")
+        right.plot([i - 0.3, i + 0.3], [row["samples_p90"]] * 2, color="black", linestyle="--")
+        labels.append(label)
+    _style_accuracy_axis(left, "certified accuracy (sequential decisions)", "radius", 7)
+    right.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+    right.set_yscale("log")
+    right.set_ylabel("samples per input (bar mean, - median, -- p90)")
+    right.grid(alpha=0.3, axis="y")
+    return _save(fig, out, title)
+
+
 def _style_accuracy_axis(ax, title: str, xlabel: str, legend_size: int) -> None:
     ax.set_title(title)
     ax.set_xlabel(xlabel)

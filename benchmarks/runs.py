@@ -27,6 +27,7 @@ from tqdm import tqdm
 import certify
 import ddrs
 from certify.log import parse_time
+from certify.sequential import check_radii
 
 from .data import Dataset
 from .training import dataset_hash, model_hash
@@ -47,6 +48,34 @@ LOG_COLUMNS = list(certify.COHEN_COLUMNS) + [
     "forward_evals",
     "backward_evals",
 ]
+
+
+def log_columns(radii: tuple | None = None) -> list[str]:
+    """The log's columns: ``LOG_COLUMNS``, and for a sequential run (``radii``) ``samples`` (drawn, n0
+    included) and one decision column ``cert@r`` per radius (1 certified, 0 not robust, - undecided)."""
+    if radii is None:
+        return list(LOG_COLUMNS)
+    return list(LOG_COLUMNS) + ["samples"] + [decision_column(r) for r in radii]
+
+
+def decision_column(r: float) -> str:
+    return f"cert@{r:g}"
+
+
+def decisions_after_memory(cert, raw, radii: tuple, action: str) -> list[str]:
+    """The log values of ``raw``'s per-radius decisions after the memory-based certifier turned it
+    into ``cert``: a True decision the memory did not keep (shrunk below that radius, abstained, or
+    replaced by another input's region of another shape) is logged undecided. Radii are l2 for
+    isotropic noise and in the noise's own norm otherwise (as ``Smooth.certify(radii=...)``)."""
+    if action in ("", "-", "kept"):
+        held = math.inf
+    elif cert.prediction < 0:
+        held = -math.inf
+    elif raw.noise in ("isotropic", "convolution"):
+        held = cert.l2_radius
+    else:  # own norm: comparable only if the region kept the noise's shape
+        held = cert.radius if action == "shrunk" else -math.inf
+    return ["-" if d is None or (d and held < r) else str(int(d)) for d, r in zip(raw.decided, radii)]
 
 
 @dataclass
@@ -201,6 +230,7 @@ def compute_batch(
     ancer_cache: list[tuple] | None = None,
     skip: set[int] | frozenset = frozenset(),
     on_input: Callable[[BatchResult, int], None] | None = None,
+    radii: tuple | None = None,
 ) -> BatchResult:
     """Choose noise for the batch ``positions`` of ``data`` and certify each of its inputs.
 
@@ -210,7 +240,8 @@ def compute_batch(
     positions in ``skip`` get noise (the batch's choice needs all of them) but no certificate.
     ``on_input(result, j)`` (optional) is called as soon as certificate j is made (the single-process
     driver writes its row then, so that a SIGKILL loses at most the input in flight); the stage
-    outputs are set before the first call."""
+    outputs are set before the first call. ``radii`` (a tuple) certifies sequentially at those radii
+    (``Smooth.certify(radii=...)``; n is then the maximum sample count)."""
     indices = data.indices.tolist()
     idxs = [indices[p] for p in positions]
     xb = data.X[positions]
@@ -236,7 +267,7 @@ def compute_batch(
             continue
         cgen = torch.Generator().manual_seed(input_seed(seed, idxs[j]))
         result.certificates[j] = certify.Smooth(model, noises[j], data.num_classes).certify(
-            data.X[p], n0, n, alpha, batch_size=batch_size, generator=cgen
+            data.X[p], n0, n, alpha, batch_size=batch_size, generator=cgen, radii=radii
         )
         if on_input is not None:
             on_input(result, j)
@@ -286,11 +317,15 @@ def fingerprint(
     opt_batch: int,
     seed: int,
     memory: bool,
+    radii: tuple | None = None,
 ) -> dict:
     """Everything that determines a run's rows: method and all its options, noise parameters, sample
-    budget, batch sizes, seed, data set with a hash of the inputs certified, model hash, version."""
+    budget, batch sizes, seed, data set with a hash of the inputs certified, model hash, version, and
+    (sequential runs only, so that older fingerprints stay valid) the radii."""
+    sequential = {} if radii is None else {"radii": [float(r) for r in radii]}
     return _jsonable(
-        {
+        sequential
+        | {
             "method": config.method,
             "label": config.label,
             "sigma": float(config.sigma),
@@ -361,11 +396,13 @@ _FINITE_COLUMNS = ("radius", "l2_radius", "proxy_radius", "p_lower", "min_sigma"
 _ACTIONS = ("-", "kept", "shrunk", "adopted", "abstained")
 
 
-def _row_problem(fields: list[str], positions: dict[int, int], last_pos: int) -> str | None:
+def _row_problem(
+    fields: list[str], positions: dict[int, int], last_pos: int, columns: list[str] = LOG_COLUMNS
+) -> str | None:
     """Why a log row cannot be kept (None if it can)."""
-    if len(fields) != len(LOG_COLUMNS):
-        return f"{len(fields)} columns instead of {len(LOG_COLUMNS)}"
-    row = dict(zip(LOG_COLUMNS, fields))
+    if len(fields) != len(columns):
+        return f"{len(fields)} columns instead of {len(columns)}"
+    row = dict(zip(columns, fields))
     try:
         for c in _INT_COLUMNS:
             int(row[c])
@@ -386,10 +423,15 @@ def _row_problem(fields: list[str], positions: dict[int, int], last_pos: int) ->
         return f"memory_action {row['memory_action']!r} unknown"
     if int(row["correct"]) != int(int(row["predict"]) == int(row["label"])):
         return "correct does not match predict and label"
+    if "samples" in row and not row["samples"].isdigit():
+        return f"samples is not a count ({row['samples']})"
+    bad = [c for c in columns if c.startswith("cert@") and row[c] not in ("1", "0", "-")]
+    if bad:
+        return f"{bad[0]} is not 1, 0 or - ({row[bad[0]]})"
     return None
 
 
-def validate_log(out: Path, data: Dataset, regions_dir: Path | None) -> list[str]:
+def validate_log(out: Path, data: Dataset, regions_dir: Path | None, columns: list[str] = LOG_COLUMNS) -> list[str]:
     """Keep the longest prefix of valid rows of ``out`` (with their region files, if ``regions_dir``),
     truncating the log after it so that the rest is recomputed from its seeds (exactly: rows are
     written in input order). Returns the notes on what was dropped. Raises ValueError naming the
@@ -406,7 +448,7 @@ def validate_log(out: Path, data: Dataset, regions_dir: Path | None) -> list[str
     if "\n" not in text:
         return []  # a header cut short: LogWriter starts over
     lines = text.split("\n")
-    if lines[0].split("\t") != LOG_COLUMNS:
+    if lines[0].split("\t") != columns:
         raise ValueError(
             f"{out} line 1: not a log of this runner (header {lines[0][:80]!r}); give a new --out or delete it"
         )
@@ -414,7 +456,7 @@ def validate_log(out: Path, data: Dataset, regions_dir: Path | None) -> list[str
     keep, last, notes = [lines[0]], -1, []
     body = lines[1:-1] if lines[-1] == "" else lines[1:]  # a trailing partial line is dropped below
     for lineno, ln in enumerate(body, start=2):
-        problem = _row_problem(ln.split("\t"), positions, last)
+        problem = _row_problem(ln.split("\t"), positions, last, columns)
         if problem is None and regions_dir is not None:
             idx = int(ln.split("\t", 1)[0])
             region = regions_dir / f"{idx}.pt"
@@ -452,15 +494,17 @@ class Driver:
         *,
         memory: bool = True,
         fingerprint: dict | None = None,
+        radii: tuple | None = None,
     ):
         self.config, self.data, self.out = config, data, Path(out)
+        self.radii, self.columns = radii, log_columns(radii)
         self.regions_dir = Path(str(self.out) + ".regions")
         use_memory = memory and config.method in DATA_DEPENDENT
         if fingerprint is not None:
             check_fingerprint(self.out, fingerprint)
-        for note in validate_log(self.out, data, self.regions_dir if use_memory else None):
+        for note in validate_log(self.out, data, self.regions_dir if use_memory else None, self.columns):
             print(note, file=sys.stderr)
-        self.writer = certify.LogWriter(self.out, LOG_COLUMNS, resume=True)
+        self.writer = certify.LogWriter(self.out, self.columns, resume=True)
         self.mem = certify.Memory() if use_memory else None
         self.indices = data.indices.tolist()
         if self.mem is not None:
@@ -505,13 +549,19 @@ class Driver:
         p, idx, cert = result.positions[j], result.indices[j], result.certificates[j]
         x, label = self.data.X[p], int(self.data.y[p])
         action, reason = "", ""
+        raw = cert
         if self.mem is not None:
             answer = self.mem.add(cert, x=x.reshape(-1).double().numpy(), idx=idx)
             cert, action = answer.certificate, answer.action
             reason = ",".join(str(r) for r in answer.reason)
             torch.save(_region_record(cert.prediction, cert.region), self.regions_dir / f"{idx}.pt")
+        sequential = {}
+        if self.radii is not None:
+            decisions = decisions_after_memory(cert, raw, self.radii, action)
+            sequential = {"samples": raw.samples} | dict(zip(map(decision_column, self.radii), decisions))
         self.writer.write(
-            {
+            sequential
+            | {
                 "idx": idx,
                 "label": label,
                 "predict": cert.prediction,
@@ -582,6 +632,7 @@ def run_certification(
     sigma_star_cache: dict | None = None,
     stage_cache: dict | None = None,
     restart_on_mismatch: bool = False,
+    radii: tuple | None = None,
 ) -> Path:
     """Certify every input of ``data`` with ``config``, appending to the log ``out`` (resumable).
 
@@ -592,7 +643,9 @@ def run_certification(
     The single-process driver: for each batch of :func:`plan_batches`, :func:`compute_batch`, then
     :meth:`Driver.finish_batch` in order. ``sigma_star_cache`` (idx -> sigma_x*) shares the DDRS stage
     between methods of one comparison; ``stage_cache`` (idx -> ANCER (theta, forward, backward)) shares
-    the ANCER stage with RDDRS. Returns the log path."""
+    the ANCER stage with RDDRS. ``radii`` makes the run sequential (``Smooth.certify(radii=...)``, n
+    the maximum sample count; the log gains :func:`log_columns`). Returns the log path."""
+    radii = None if radii is None else tuple(float(r) for r in check_radii(radii))
     out = Path(out)
     fp = fingerprint(
         config,
@@ -605,14 +658,15 @@ def run_certification(
         opt_batch=opt_batch,
         seed=seed,
         memory=memory,
+        radii=radii,
     )
     try:
-        driver = Driver(config, data, out, memory=memory, fingerprint=fp)
+        driver = Driver(config, data, out, memory=memory, fingerprint=fp, radii=radii)
     except FingerprintMismatch:
         if not restart_on_mismatch:
             raise
         remove_run(out)
-        driver = Driver(config, data, out, memory=memory, fingerprint=fp)
+        driver = Driver(config, data, out, memory=memory, fingerprint=fp, radii=radii)
     sigma_star_cache = {} if sigma_star_cache is None else sigma_star_cache
     stage_cache = {} if stage_cache is None else stage_cache
     indices = driver.indices
@@ -652,6 +706,7 @@ def run_certification(
                 ancer_cache=thetas,
                 skip=set(positions) - set(todo),
                 on_input=finish,
+                radii=radii,
             )
             record_stages(result, sigma_star_cache, stage_cache)
     except KeyboardInterrupt:

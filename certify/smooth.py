@@ -137,9 +137,12 @@ class Smooth:
         self.soft_bound = soft_bound
 
     # ------------------------------------------------------------------ sampling
-    def _statistics(self, x: torch.Tensor, num: int, batch_size: int, generator) -> dict[str, torch.Tensor]:
+    def _statistics(
+        self, x: torch.Tensor, num: int, batch_size: int, generator, labels: list | None = None
+    ) -> dict[str, torch.Tensor]:
         """Draw ``num`` noisy copies of x; per component: label counts (hard) or summed
-        probabilities and squares (soft), and the number of samples per component."""
+        probabilities and squares (soft), and the number of samples per component. ``labels`` (a
+        list, hard smoothing) receives each batch's per-sample argmax labels, in draw order."""
         device, dtype = model_device_dtype(self.model, x)
         sdtype = sampling_dtype(dtype)  # noise drawn and added in >= float32, then cast to dtype
         shape = tuple(x.shape)
@@ -182,7 +185,10 @@ class Smooth:
                 comp = torch.zeros(b, dtype=torch.int64, device=device) if comp is None else comp
                 per_comp += torch.bincount(comp, minlength=K)
                 if self.smoothing == "hard":
-                    counts += torch.bincount(comp * C + logits.argmax(dim=1), minlength=K * C)
+                    top = logits.argmax(dim=1)
+                    counts += torch.bincount(comp * C + top, minlength=K * C)
+                    if labels is not None:
+                        labels.append(top.cpu())
                 else:
                     probs = torch.softmax(logits.to(torch.float64), dim=1)
                     sums.index_add_(0, comp, probs)
