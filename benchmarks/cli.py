@@ -505,13 +505,6 @@ def _cmd_compare(args) -> int:
     datasets = args.dataset or ["digits", "toy2d"]
     if args.sequential and args.radii is None and len(datasets) > 1:
         _fail("ddrs compare: error: --sequential with several data sets needs --radii")
-    if args.sequential and args.methods is None:  # a true mixture has no sequential certificate
-        args.methods = list(DD_METHODS)
-    if args.sequential and "mog" in args.methods:
-        _fail(
-            "ddrs compare: error: --sequential: the mixture method (mog) has no sequential certificate; "
-            "leave it out of --methods"
-        )
     radii = sequential_radii(args, "compare")
     command = "ddrs " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "ddrs compare"
     for name in datasets:

@@ -185,7 +185,8 @@ COLUMN_LEGEND = (
     "certifier shrank, replaced or abstained. Sequential runs (`--sequential`): `seq@r` fraction of inputs "
     "classified correctly and decided certified at radius r (l2 for isotropic noise, the noise's own norm for "
     "ANCER/RDDRS: its l2 / proxy equivalents are r * min_sigma / r * gm_sigma of each row); `samples_mean`, "
-    "`samples_median`, `samples_p90` samples drawn per input (n0 included; n is the maximum).\n"
+    "`samples_median`, `samples_p90` samples drawn per input (n0 included; n is the maximum); true-mixture rows "
+    "(mog-mixture) have no sequential certificate and are certified at fixed n (their seq@r and samples blank).\n"
 )
 
 
@@ -335,6 +336,8 @@ def run_compare(
         if device is not None:
             model = model.to(device)
         name = f"{config.label}_sigma{config.sigma:g}"
+        # a true mixture has no sequential certificate: its rows are certified at fixed n (seq@r blank)
+        config_radii = None if config.method == "mog" and config.kind == "mixture" else seq_radii
         log_path = out_dir / "logs" / f"{name}.tsv"
         run = dict(
             n0=budget.n0,
@@ -346,7 +349,7 @@ def run_compare(
         )
         if config.method == "rddrs" and not theta_caches.get(config.sigma):
             ancer_log = out_dir / "logs" / f"ancer_sigma{config.sigma:g}.tsv"
-            if same_stage_run(ancer_log, fingerprint(config, model, test, memory=True, radii=seq_radii, **run)):
+            if same_stage_run(ancer_log, fingerprint(config, model, test, memory=True, radii=config_radii, **run)):
                 theta_caches[config.sigma] = ancer_thetas_from_log(ancer_log)
         # a log made by another run (other budget, data, model, ...) is recomputed, never reused
         run_certification(
@@ -358,7 +361,7 @@ def run_compare(
             restart_on_mismatch=True,
             sigma_star_cache=star_caches.setdefault(config.sigma, {}),
             stage_cache=theta_caches.setdefault(config.sigma, {}),
-            radii=seq_radii,
+            radii=config_radii,
             **run,
         )
         row = {
@@ -367,7 +370,7 @@ def run_compare(
             "sigma": config.sigma,
             "sigmas": "/".join(f"{s:g}" for s in config.sigmas) if config.sigmas else "",
         }
-        row.update(summarise(log_path, radii, radii, seq_radii))
+        row.update(summarise(log_path, radii, radii, config_radii))
         rows.append(row)
         logs[(config.label, config.sigma)] = log_path
     head = header(command or f"ddrs compare --dataset {dataset}")

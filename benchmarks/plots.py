@@ -44,6 +44,7 @@ def sequential_panels(rows, out: Path, radii, title: str) -> Path:
     """Sequential runs: certified accuracy at the asked radii (``seq@r``) and samples per input."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8))
     labels = []
+    rows = [row for row in rows if "samples_mean" in row]  # fixed-n rows (true mixtures) have none
     for i, row in enumerate(rows):
         label = f"{row['method']} sigma={row['sigma']:g}"
         color = COLORS.get(row["method"])

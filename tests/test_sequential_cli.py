@@ -91,9 +91,29 @@ def test_true_mixture_with_sequential_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv + ["--sequential", "--radii", "0.1", "--out", str(tmp_path / "m.tsv")])
     assert info.value.code == 2 and "--kind convolution" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as info:
-        main(["compare", "--dataset", "toy2d", "--methods", "rs", "mog", "--sequential", "--out-dir", str(tmp_path)])
-    assert info.value.code == 2 and "mog" in capsys.readouterr().err
+
+
+def test_compare_sequential_certifies_true_mixtures_at_fixed_n_in_the_same_table(tmp_path, model_dir):
+    budget = Budget(n0=50, n=1000, batch_size=1000, max_inputs=4, every=40)
+    result = run_compare(
+        "toy2d",
+        tmp_path,
+        sigmas=(0.1,),
+        budget=budget,
+        model_dir=model_dir,
+        progress=False,
+        methods=("rs", "mog"),
+        radii=(0.0, 0.05),
+    )
+    with open(result["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    mog = [r for r in rows if r["method"].startswith("mog-mixture")]
+    rs = [r for r in rows if r["method"] == "rs"]
+    assert mog and rs and all(r["seq@0.05"] == "" and r["samples_mean"] == "" for r in mog)
+    assert rs[0]["seq@0.05"] != "" and float(rs[0]["samples_mean"]) <= 1050
+    logs = tmp_path / "toy2d" / "logs"
+    mixture_log = next(p for p in logs.glob("mog-mixture*.tsv"))
+    assert "samples" not in mixture_log.read_text().splitlines()[0].split("\t")
 
 
 def test_compare_sequential_writes_decision_tables_and_plot(tmp_path, model_dir):
