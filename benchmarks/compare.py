@@ -115,7 +115,6 @@ def configs_for(
 
 def header(command: str) -> str:
     """Command, package versions and machine: the first lines of every results file."""
-    import geomstats  # noqa: F401  (version only; lazy elsewhere)
     import pymanopt
     import scipy
 
