@@ -15,6 +15,7 @@ resumed when it exists, the memory-based certifier for the data-dependent method
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -116,20 +117,34 @@ def certify_model(
     ddrs_options: dict | None = None,
     radii: Sequence[float] = DEFAULT_RADII,
     report_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    worker_threads: int = 1,
 ) -> dict[str, Any]:
     """Certify ``model`` on ``data`` with ``method`` (rs, ddrs, ancer, rddrs, mog) into the log ``out``
     (resumed if it exists), then write the tables and the plot into ``report_dir`` (default
     ``<out>.report/``). ``normalize`` is ``MEAN... STD...`` (noise is added before it, in [0, 1] space);
     ``device`` is ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. CPU and GPU runs may draw different
-    noise and round differently: each device's log is reproducible on that device.
+    noise and round differently: each device's log is reproducible on that device. ``workers`` certifies
+    on that many Ray actors (a local Ray cluster, or the one at ``ray_address``; ``worker_threads`` torch
+    threads each; one GPU each with ``device="cuda"``): the same log, time columns aside.
 
     Returns ``{"log": path, "report": {markdown, csv, plot}, "summary": {...}, "num_classes": K}``.
     Raises :class:`benchmarks.data.BadInput` (naming the argument) before any log is written."""
     from .runs import MethodConfig, run_certification
 
-    dev = resolve_device(device)
+    cluster = None
+    if workers is None and ray_address is not None:
+        raise BadInput("ray_address: only used with workers")
+    if workers is not None:
+        from .cluster import Cluster, checkpoint_loader
+
+        cluster = Cluster(workers, address=ray_address, device=device, threads=worker_threads)
+    dev = resolve_device("cpu" if cluster is not None else device)
     dataset = as_dataset(data, every=every, max_inputs=max_inputs)
+    loader = None
     if isinstance(model, (str, os.PathLike)):
+        loader = checkpoint_loader(os.fspath(model), normalize=normalize)
         model = load_model(os.fspath(model), normalize=normalize)
     elif normalize:
         model = Normalize(model, *split_normalize(normalize))  # type: ignore[misc]
@@ -141,19 +156,23 @@ def certify_model(
     config = MethodConfig(
         method, sigma=sigma, sigmas=tuple(sigmas), options=dict(options or {}), ddrs_options=dict(ddrs_options or {})
     )
-    log_path = run_certification(
-        config,
-        model,
-        dataset,
-        out,
-        n0=n0,
-        n=n,
-        alpha=alpha,
-        batch_size=batch_size,
-        seed=seed,
-        memory=memory,
-        progress=progress,
-    )
+    with cluster or contextlib.nullcontext() as cl:
+        if cl is not None and loader is not None:
+            cl.register(model, loader)
+        log_path = run_certification(
+            config,
+            model,
+            dataset,
+            out,
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            batch_size=batch_size,
+            seed=seed,
+            memory=memory,
+            progress=progress,
+            cluster=cl,
+        )
     report_dir = Path(report_dir) if report_dir is not None else Path(str(log_path) + ".report")
     files = write_report([log_path], report_dir, radii=radii, labels=[config.label])
     log = certify.read_log(log_path)

@@ -7,6 +7,7 @@ plots under ``runs/compare/`` in a few minutes on two CPU cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--out", required=True, help="the log (tab-separated; resumed if it exists)")
     _add_sequential_args(c)
+    _add_cluster_args(c)
 
     m = sub.add_parser("compare", allow_abbrev=False, help="every method on the same inputs: tables and plots")
     m.add_argument(
@@ -158,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true")
     _add_device_arg(m)
     _add_sequential_args(m)
+    _add_cluster_args(m)
     _add_report_parser(sub)
     return parser
 
@@ -383,14 +386,56 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     _add_device_arg(p)
 
 
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=_int_at_least("--workers", 1),
+        default=None,
+        metavar="N",
+        help="certify on N Ray workers, each with one model replica (one GPU each with --device cuda); "
+        "a local Ray cluster starts and stops with the command unless --ray-address; the log is the "
+        "single-process one (time columns aside)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join this running Ray cluster (e.g. HEAD:6379 after `ray start --head`, or auto) with --workers",
+    )
+    p.add_argument(
+        "--worker-threads",
+        type=_int_at_least("--worker-threads", 1),
+        default=None,
+        metavar="T",
+        help="torch threads (and Ray CPUs) per worker (default 1)",
+    )
+
+
+def _cluster(args):
+    """The (not yet started) :class:`benchmarks.cluster.Cluster` of --workers; None without it
+    (Ray is then never imported)."""
+    from benchmarks.data import BadInput
+
+    if args.workers is None:
+        for name in ("ray_address", "worker_threads"):
+            if getattr(args, name) is not None:
+                raise BadInput(f"--{name.replace('_', '-')}: only used with --workers")
+        return None
+    from benchmarks.cluster import Cluster
+
+    return Cluster(args.workers, address=args.ray_address, device=args.device, threads=args.worker_threads or 1)
+
+
 def _user_model_and_data(args, train_sigma: float):
-    """(model on the device, data, device) for ``ddrs certify``; BadInput on anything unusable."""
+    """(model on the device, data, device, loader) for ``ddrs certify``; BadInput on anything unusable.
+    ``loader`` is how Ray workers load the same model (with --workers the driver's copy stays on the CPU)."""
     from dataclasses import replace
 
+    from benchmarks.cluster import CachedModel, checkpoint_loader
     from benchmarks.data import DATASETS, BadInput, load_data
     from benchmarks.model_io import check_model, load_model, resolve_device
 
-    device = resolve_device(args.device)
+    device = resolve_device("cpu" if getattr(args, "workers", None) else args.device)
     if args.model is None:
         for name in ("weights", "normalize"):
             if getattr(args, name) not in (None, False):
@@ -406,7 +451,7 @@ def _user_model_and_data(args, train_sigma: float):
     if args.model is None:
         from benchmarks.training import load_or_train
 
-        model, _ = load_or_train(
+        model, info = load_or_train(
             args.dataset,
             train_sigma,
             seed=args.seed,
@@ -415,13 +460,16 @@ def _user_model_and_data(args, train_sigma: float):
             rotate=args.rotate,
             data_dir=args.data_dir,
         )
+        loader = CachedModel(info["path"]) if info.get("path") else None
     else:
-        model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, normalize=args.normalize)
+        spec = dict(weights=args.weights, trust_pickle=args.trust_pickle, normalize=args.normalize)
+        model = load_model(args.model, **spec)
+        loader = checkpoint_loader(args.model, **spec)
     model = model.to(device)
     classes = check_model(model, data, device)
     if not data.classes_known:
         data = replace(data, num_classes=classes, classes_known=True)
-    return model, data, device
+    return model, data, device, loader
 
 
 def _cmd_certify(args) -> int:
@@ -453,24 +501,29 @@ def _cmd_certify(args) -> int:
     train_sigma = max(args.sigmas) if args.method == "mog" else args.sigma
     radii = sequential_radii(args, "certify")
     try:
-        model, data, _ = _user_model_and_data(args, train_sigma)
+        cluster = _cluster(args)
+        model, data, _, loader = _user_model_and_data(args, train_sigma)
     except BadInput as err:  # before any log exists: nothing partial is left behind
         print(f"ddrs certify: error: {err}", file=sys.stderr)
         return 2
-    out = run_certification(
-        config,
-        model,
-        data,
-        args.out,
-        n0=args.n0,
-        n=args.n,
-        alpha=args.alpha,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        memory=not args.no_memory,
-        progress=not args.quiet,
-        radii=radii,
-    )
+    with cluster or contextlib.nullcontext() as cl:
+        if cl is not None and loader is not None:
+            cl.register(model, loader)
+        out = run_certification(
+            config,
+            model,
+            data,
+            args.out,
+            n0=args.n0,
+            n=args.n,
+            alpha=args.alpha,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            memory=not args.no_memory,
+            progress=not args.quiet,
+            radii=radii,
+            cluster=cl,
+        )
     import certify
 
     log = certify.read_log(out)
@@ -491,14 +544,12 @@ def _cmd_certify(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from dataclasses import replace
-
-    from benchmarks.compare import BUDGETS, DD_METHODS, Budget, run_compare
     from benchmarks.data import BadInput
     from benchmarks.model_io import resolve_device
 
     try:
-        device = resolve_device(args.device)
+        cluster = _cluster(args)
+        device = resolve_device("cpu" if cluster is not None else args.device)
     except BadInput as err:
         print(f"ddrs compare: error: {err}", file=sys.stderr)
         return 2
@@ -507,6 +558,15 @@ def _cmd_compare(args) -> int:
         _fail("ddrs compare: error: --sequential with several data sets needs --radii")
     radii = sequential_radii(args, "compare")
     command = "ddrs " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "ddrs compare"
+    with cluster or contextlib.nullcontext() as cl:
+        return _compare_datasets(args, datasets, command, device, radii, cl)
+
+
+def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
+    from dataclasses import replace
+
+    from benchmarks.compare import BUDGETS, DD_METHODS, Budget, run_compare
+
     for name in datasets:
         budget = BUDGETS.get(name, Budget())
         changes = {k: getattr(args, k) for k in ("max_inputs", "every", "n") if getattr(args, k) is not None}
@@ -527,6 +587,7 @@ def _cmd_compare(args) -> int:
             command=command,
             device=device,
             radii=radii,
+            cluster=cluster,
         )
         print(
             f"{name}: table {result['markdown']} (and {result['csv'].name}); plots: "
@@ -541,10 +602,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     commands = {"train": _cmd_train, "certify": _cmd_certify, "compare": _cmd_compare, "report": _cmd_report}
+    from benchmarks.cluster import ClusterError
     from benchmarks.runs import FingerprintMismatch, Interrupted
 
     try:
         return commands[args.command](args)
+    except ClusterError as err:
+        print(f"ddrs {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except Interrupted as err:  # Ctrl-C in a run: the log is resumable
         print(f"ddrs {args.command}: {err}", file=sys.stderr)
         return 130

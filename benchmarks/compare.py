@@ -298,12 +298,14 @@ def run_compare(
     command: str = "",
     device: str | torch.device | None = None,
     radii=None,
+    cluster=None,
 ) -> dict:
     """Run every configuration on the same inputs and models; write logs, tables and plots.
 
     ``device`` is where the models certify (None: the CPU; training and its cache stay on the CPU).
     ``radii`` certifies sequentially at those radii (``budget.n`` the maximum sample count): the logs
-    gain ``samples`` and ``cert@r`` columns, the tables ``seq@r`` and samples per input."""
+    gain ``samples`` and ``cert@r`` columns, the tables ``seq@r`` and samples per input. ``cluster`` (a started
+    ``benchmarks.cluster.Cluster``) computes the runs' batches on Ray workers."""
     from . import plots
 
     budget = budget or BUDGETS.get(dataset, Budget())
@@ -334,6 +336,8 @@ def run_compare(
         )
         if device is not None:
             model = model.to(device)
+        if cluster is not None and info.get("path"):
+            cluster.register_cache_file(model, info["path"])
         name = f"{config.label}_sigma{config.sigma:g}"
         # a true mixture has no sequential certificate: its rows are certified at fixed n (seq@r blank)
         config_radii = None if config.method == "mog" and config.kind == "mixture" else seq_radii
@@ -361,6 +365,7 @@ def run_compare(
             sigma_star_cache=star_caches.setdefault(config.sigma, {}),
             stage_cache=theta_caches.setdefault(config.sigma, {}),
             radii=config_radii,
+            cluster=cluster,
             **run,
         )
         row = {

@@ -633,6 +633,7 @@ def run_certification(
     stage_cache: dict | None = None,
     restart_on_mismatch: bool = False,
     radii: tuple | None = None,
+    cluster=None,
 ) -> Path:
     """Certify every input of ``data`` with ``config``, appending to the log ``out`` (resumable).
 
@@ -644,7 +645,9 @@ def run_certification(
     :meth:`Driver.finish_batch` in order. ``sigma_star_cache`` (idx -> sigma_x*) shares the DDRS stage
     between methods of one comparison; ``stage_cache`` (idx -> ANCER (theta, forward, backward)) shares
     the ANCER stage with RDDRS. ``radii`` makes the run sequential (``Smooth.certify(radii=...)``, n
-    the maximum sample count; the log gains :func:`log_columns`). Returns the log path."""
+    the maximum sample count; the log gains :func:`log_columns`). ``cluster`` (a started
+    :class:`benchmarks.cluster.Cluster`) computes the same batches on Ray actors; this driver still
+    finishes them in order. Returns the log path."""
     radii = None if radii is None else tuple(float(r) for r in check_radii(radii))
     out = Path(out)
     fp = fingerprint(
@@ -679,7 +682,28 @@ def run_certification(
         leave=False,
     )
     try:
-        for positions in plan_batches(data, opt_batch):
+        if cluster is not None:
+
+            def finish_result(result: BatchResult) -> None:
+                record_stages(result, sigma_star_cache, stage_cache)
+                bar.update(driver.finish_batch(result))
+
+            cluster.run(
+                config,
+                model,
+                data,
+                [(positions, driver.todo(positions)) for positions in plan_batches(data, opt_batch)],
+                fingerprint=fp,
+                finish=finish_result,
+                stages=lambda positions: shared_stages(positions, indices, sigma_star_cache, stage_cache),
+                n0=n0,
+                n=n,
+                alpha=alpha,
+                batch_size=batch_size,
+                seed=seed,
+                radii=radii,
+            )
+        for positions in plan_batches(data, opt_batch) if cluster is None else []:  # the single process
             todo = driver.todo(positions)
             if not todo:
                 continue
