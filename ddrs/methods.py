@@ -220,12 +220,13 @@ class DDRS(_Optimised):
     step: Any = "adam"
     objective: Objective = field(default_factory=Radius)
     max_ratio: float | None = 2.0  # sigma_x <= max_ratio * start (None: unbounded, as the package)
+    manifold: manifolds.Manifold | None = None  # any scalar-point Manifold (default PositiveScalar)
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         self._validate()
         x = _check_batch(x)
         sig0 = _sigma_from(init, x, self.sigma0)
-        manifold = manifolds.get_manifold("scalar", x[0].numel())
+        manifold = manifolds.resolve_manifold(self.manifold, "scalar", x[0].numel())
         bounds = None if self.max_ratio is None else EigenvalueFloor(1e-6, self.max_ratio * sig0)
         result = self._run(
             "ddrs",
@@ -256,13 +257,14 @@ class ANCER(_Optimised):
     step: Any = "adam"
     objective: Objective | None = None
     max_ratio: float | None = 4.0  # every axis <= max_ratio * sigma_x* (None: unbounded, as the ANCER code)
+    manifold: manifolds.Manifold | None = None  # any diagonal-point Manifold (default PositiveDiagonal)
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         self._validate()
         x = _check_batch(x)
         sigma_star = _sigma_from(init, x, None)
         d = x[0].numel()
-        manifold = manifolds.get_manifold("diagonal", d)
+        manifold = manifolds.resolve_manifold(self.manifold, "diagonal", d)
         theta0 = sigma_star[:, None].expand(-1, d).clone()
         objective = _objective(self.objective, "ancer", self.kappa)
         return self._run(
@@ -284,8 +286,10 @@ class ANCER(_Optimised):
 class RDDRS(_Optimised):
     """Per-input SPD C_x maximising H(C) = R(C) P(C) + kappa K(C) R(C) by Riemannian gradient ascent
     (Labarbarie, Hajri, Arnaudon 2022), initialised at sigma_x* I with the eigenvalue floor
-    lambda_i >= sigma_x*. ``metric``: 'affine-invariant' (the paper) | 'log-euclidean' | a Geomstats
-    SPD metric; ``backend``: 'rgd' (ours) | 'pymanopt' (``pymanopt_solver`` 'sgd' for Monte Carlo
+    lambda_i >= sigma_x*. ``metric``: 'affine-invariant' (the paper) | 'log-euclidean' |
+    'bures-wasserstein' | a ``manifolds.SPDMetric`` | a Geomstats SPD metric; ``manifold``: any
+    ``manifolds.Manifold`` with matrix points (e.g. your own), overriding ``metric``; ``backend``:
+    'rgd' (ours) | 'pymanopt' (``pymanopt_solver`` 'sgd' for Monte Carlo
     objectives, 'steepest'/'cg' with line searches for deterministic ones).
 
     ``RDDRS.paper()`` is the seed paper's recipe: 98 exp-map steps of size 1, kappa 1e-8, 20,000
@@ -307,6 +311,7 @@ class RDDRS(_Optimised):
     pymanopt_solver: str = "sgd"
     objective: Objective | None = None
     max_ratio: float | None = 4.0  # every eigenvalue <= max_ratio * sigma_x* (None: unbounded, the paper)
+    manifold: manifolds.Manifold | None = None  # any matrix-point Manifold (overrides ``metric``)
 
     @classmethod
     def paper(cls, **overrides) -> RDDRS:
@@ -324,7 +329,7 @@ class RDDRS(_Optimised):
         x = _check_batch(x)
         sigma_star = _sigma_from(init, x, None)
         d = x[0].numel()
-        manifold = manifolds.get_manifold("spd", d, metric=self.metric)
+        manifold = manifolds.resolve_manifold(self.manifold, "spd", d, self.metric)
         eye = torch.eye(d, dtype=torch.float64)
         C0 = sigma_star[:, None, None] * eye
         if isinstance(init, SmoothingResult) and init.points.ndim == 2:  # warm start from ANCER's Theta

@@ -105,7 +105,7 @@ class AdamAscent(StepRule):
 
 
 def _keep_positive(manifold, point: torch.Tensor) -> torch.Tensor:
-    if getattr(manifold, "kind", None) == "spd" or point.ndim >= 3:
+    if getattr(manifold, "point_ndim", 0) >= 2 or point.ndim >= 3:  # any matrix manifold, batched or not
         raise ValueError(
             "Euclidean and Adam steps are for the scalar and diagonal parameterisations; "
             "use RiemannianAscent (or the pymanopt backend) for SPD matrices"

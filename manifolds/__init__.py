@@ -1,8 +1,10 @@
 """manifolds: the geometry of the smoothing noise's parameter.
 
 ``PositiveScalar`` (sigma, DDRS), ``PositiveDiagonal`` (theta, ANCER) and ``SPD`` (C, RDDRS) share
-one point-first interface (``Manifold``); ``to_noise`` hands the point to ``certify``.
-Geomstats (for SPD exp/log/dist) is imported lazily, leaving torch's default dtype alone.
+one point-first interface (``Manifold``); ``to_noise`` hands the point to ``certify``. ``SPD`` takes a
+metric object (``AffineInvariant``, ``LogEuclidean``, ``BuresWasserstein``, a user's ``SPDMetric``
+subclass, or any Geomstats SPD metric via ``GeomstatsMetric``); names stay as shortcuts.
+Geomstats is imported lazily (only for Geomstats metrics), leaving torch's default dtype alone.
 
 Optimiser backends: ``Manifold.step`` (own Riemannian SGD step, exp or retraction, norm-clipped)
 or ``manifolds.pymanopt_backend.maximize`` (Pymanopt solvers). Use ``solver="sgd"`` (fixed step)
@@ -16,19 +18,46 @@ from typing import Any
 
 from .base import Manifold
 from .diagonal import PositiveDiagonal
+from .metrics import METRICS, AffineInvariant, BuresWasserstein, GeomstatsMetric, LogEuclidean, SPDMetric
 from .scalar import PositiveScalar
 from .spd import SPD
+from .spectral import eigh, log_volume_spd, min_eigenvalue_spd, sym
 
-_KINDS = {"scalar": PositiveScalar, "diagonal": PositiveDiagonal, "spd": SPD}
+_KINDS: dict[str, type[PositiveScalar] | type[PositiveDiagonal] | type[SPD]] = {
+    "scalar": PositiveScalar,
+    "diagonal": PositiveDiagonal,
+    "spd": SPD,
+}
+_POINT_NDIM = {"scalar": 0, "diagonal": 1, "spd": 2}
 
 
-def get_manifold(kind: str, dim: int, metric: Any = "affine-invariant") -> Manifold:
-    """Factory: kind in {"scalar", "diagonal", "spd"}; ``metric`` as in ``SPD``."""
+def get_manifold(kind: str | Manifold, dim: int, metric: Any = "affine-invariant") -> Manifold:
+    """Factory: kind in {"scalar", "diagonal", "spd"} (``metric`` as in ``SPD``), or a ``Manifold``
+    instance, returned as is after checking that its ``dim`` matches."""
+    if isinstance(kind, Manifold):
+        if kind.dim != int(dim):
+            raise ValueError(f"manifold {kind!r} has dim {kind.dim}, but the inputs have {dim} entries")
+        return kind
     try:
         cls = _KINDS[kind.lower()]
     except (KeyError, AttributeError):
-        raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}") from None
+        raise ValueError(f"kind must be one of {sorted(_KINDS)} or a Manifold, got {kind!r}") from None
     return cls(dim, metric=metric)
+
+
+def resolve_manifold(manifold: Manifold | None, kind: str, dim: int, metric: Any = "affine-invariant") -> Manifold:
+    """The manifold a method runs on: the user's ``manifold`` (checked: a ``Manifold`` of ``dim`` with the
+    point shape ``kind`` needs) or ``get_manifold(kind, dim, metric)``."""
+    if manifold is None:
+        return get_manifold(kind, dim, metric)
+    if not isinstance(manifold, Manifold):
+        raise TypeError(f"manifold must be a manifolds.Manifold instance, got {type(manifold).__name__}")
+    if manifold.point_ndim != _POINT_NDIM[kind]:
+        raise ValueError(
+            f"manifold {manifold!r} has point_ndim {manifold.point_ndim}; this method needs "
+            f"{_POINT_NDIM[kind]} ({kind} points)"
+        )
+    return get_manifold(manifold, dim)
 
 
 def __getattr__(name: str):
@@ -40,4 +69,21 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Manifold", "PositiveDiagonal", "PositiveScalar", "SPD", "get_manifold"]
+__all__ = [
+    "METRICS",
+    "AffineInvariant",
+    "BuresWasserstein",
+    "GeomstatsMetric",
+    "LogEuclidean",
+    "Manifold",
+    "PositiveDiagonal",
+    "PositiveScalar",
+    "SPD",
+    "SPDMetric",
+    "eigh",
+    "get_manifold",
+    "log_volume_spd",
+    "min_eigenvalue_spd",
+    "resolve_manifold",
+    "sym",
+]

@@ -104,15 +104,15 @@ class Manifold(abc.ABC):
         differentiable w.r.t. x (reparameterised Monte Carlo)."""
 
     @abc.abstractmethod
-    def _to_noise_single(self, x: torch.Tensor):
-        """certify noise object for one point."""
+    def point_noise(self, x: torch.Tensor) -> Any:
+        """Hook: the ``certify`` noise object (e.g. ``certify.FullGaussian(x)``) for ONE float64 point."""
 
-    def to_noise(self, x: torch.Tensor):
+    def to_noise(self, x: torch.Tensor) -> Any:
         """The matching ``certify`` noise for a point (a list for a batch of points)."""
         x = x.detach().to(F64)
         if x.ndim == self.point_ndim:
-            return self._to_noise_single(x)
-        return [self._to_noise_single(xi) for xi in x.reshape((-1,) + self.point_shape)]
+            return self.point_noise(x)
+        return [self.point_noise(xi) for xi in x.reshape((-1,) + self.point_shape)]
 
     def check_point(self, x: torch.Tensor) -> None:
         """Raise ValueError naming the problem if ``x`` is not a point of this manifold."""
@@ -125,11 +125,12 @@ class Manifold(abc.ABC):
             raise ValueError(f"wrong shape {tuple(x.shape)}: expected {self.point_shape} or (B, *{self.point_shape})")
         if not torch.isfinite(x).all():
             raise ValueError("point contains NaN or infinite entries")
-        self._check_values(x.detach().to(F64))
+        self.check_values(x.detach().to(F64))
 
     @abc.abstractmethod
-    def _check_values(self, x: torch.Tensor) -> None:
-        """Manifold-specific membership test (shape already checked)."""
+    def check_values(self, x: torch.Tensor) -> None:
+        """Hook: raise ValueError naming the problem if the float64 ``x`` (shape and finiteness already
+        checked by ``check_point``; batched or not) is not on the manifold."""
 
     # ---- optimiser helper ----------------------------------------------------------
     def step(
@@ -142,7 +143,7 @@ class Manifold(abc.ABC):
         if method not in ("exp", "retr"):
             raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
         with torch.no_grad():
-            x = x.detach().to(F64)
+            x = (x.detach() if x.requires_grad else x).to(F64)  # same tensor: its cached eigh is reused
             u = self._expand_scalar(step_size, x) * rgrad.detach().to(F64)
             if max_norm is not None:
                 n = self.norm(x, u)

@@ -8,21 +8,40 @@ dist = ||log theta' - log theta||_2.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .base import F64, Manifold
+from .metrics import AffineInvariant, LogEuclidean
 from .spectral import min_value_vector
 
-_SAME_ON_DIAGONALS = ("affine-invariant", "ai", "log-euclidean", "le")
 
-
-def _check_metric(metric) -> str:
-    if not isinstance(metric, str) or metric.lower().replace("_", "-") not in _SAME_ON_DIAGONALS:
+def _check_metric(metric: Any) -> str:
+    """'affine-invariant' or 'log-euclidean' (a name or the metric class/instance): the two coincide on
+    commuting matrices, so exp/log/dist agree; ``retr`` follows SPD's (the AI retraction, or exp for LE)."""
+    kind = metric if isinstance(metric, str) else getattr(metric, "name", None)
+    if isinstance(metric, type):
+        kind = getattr(metric, "name", None) if issubclass(metric, (AffineInvariant, LogEuclidean)) else None
+    elif not isinstance(metric, (str, AffineInvariant, LogEuclidean)):
+        kind = None
+    key = kind.lower().replace("_", "-") if isinstance(kind, str) else None
+    if key not in ("affine-invariant", "ai", "log-euclidean", "le"):
         raise ValueError(
             f"diagonal and scalar manifolds support metric 'affine-invariant' or 'log-euclidean' "
             f"(identical on commuting matrices), got {metric!r}"
         )
-    return "affine-invariant"
+    return "log-euclidean" if key in ("log-euclidean", "le") else "affine-invariant"
+
+
+def _checked_exp(y: torch.Tensor) -> torch.Tensor:
+    """exp's contract: a point or an error; x exp(u / x) under/overflows for |u| / x > ~700."""
+    if not bool(((y > 0) & torch.isfinite(y)).all()):
+        raise FloatingPointError(
+            "exp left the manifold in float64 (x exp(u / x) underflowed to 0 or overflowed): "
+            "clip the step, e.g. step(..., max_norm=...)"
+        )
+    return y
 
 
 class PositiveDiagonal(Manifold):
@@ -30,7 +49,7 @@ class PositiveDiagonal(Manifold):
 
     point_ndim = 1
 
-    def __init__(self, dim: int, metric: str = "affine-invariant", log_eig_range: float = 1.0):
+    def __init__(self, dim: int, metric: Any = "affine-invariant", log_eig_range: float = 1.0):
         super().__init__(dim)
         self.metric_name = _check_metric(metric)
         self.log_eig_range = float(log_eig_range)
@@ -44,9 +63,11 @@ class PositiveDiagonal(Manifold):
 
     def exp(self, x, u):
         x = x.to(F64)
-        return x * torch.exp(u.to(F64) / x)  # C^1/2 expm(C^-1/2 U C^-1/2) C^1/2 on diagonals
+        return _checked_exp(x * torch.exp(u.to(F64) / x))  # C^1/2 expm(C^-1/2 U C^-1/2) C^1/2 on diagonals
 
     def retr(self, x, u):
+        if self.metric_name == "log-euclidean":
+            return self.exp(x, u)  # SPD(LE).retr is its exp
         x, u = x.to(F64), u.to(F64)
         return x + u + 0.5 * u.square() / x  # X + V + 1/2 V X^-1 V on diagonals (always > 0)
 
@@ -82,11 +103,11 @@ class PositiveDiagonal(Manifold):
     def noise_matrix_apply(self, x, z):
         return z * x.to(z.dtype).unsqueeze(-2)
 
-    def _to_noise_single(self, x):
+    def point_noise(self, x):
         from certify import DiagonalGaussian
 
         return DiagonalGaussian(x)
 
-    def _check_values(self, x):
+    def check_values(self, x):
         if not bool((x > 0).all()):
             raise ValueError(f"theta must be positive (min {float(x.min()):.3g})")

@@ -16,16 +16,6 @@ import torch
 _LOCK = threading.Lock()
 _MODULES: dict[str, Any] = {}
 
-#: short names accepted by ``SPD(metric=...)`` -> Geomstats class name in ``spd_matrices``
-METRIC_NAMES = {
-    "affine-invariant": "SPDAffineMetric",
-    "ai": "SPDAffineMetric",
-    "log-euclidean": "SPDLogEuclideanMetric",
-    "le": "SPDLogEuclideanMetric",
-    "bures-wasserstein": "SPDBuresWassersteinMetric",
-    "bw": "SPDBuresWassersteinMetric",
-}
-
 
 def _check_backend() -> None:
     """Select the pytorch backend, or fail clearly if Geomstats already runs another one."""
@@ -66,37 +56,41 @@ def spd_module():
     return _MODULES["spd"]
 
 
-def make_metric(dim: int, metric: Any):
-    """A Geomstats SPD metric on ``SPDMatrices(dim)`` from a name, a metric class or an instance."""
+def to_metric(metric: Any, dim: int | None):
+    """An ``SPDMetric`` for a Geomstats SPD metric class or instance: Geomstats' affine-invariant,
+    log-Euclidean and Bures-Wasserstein metrics (and subclasses, by ``isinstance``) map to the closed-form
+    classes; any other metric runs through ``GeomstatsMetric`` (its exp/log/dist, a Gram solve for rgrad)."""
+    from .metrics import AffineInvariant, BuresWasserstein, GeomstatsMetric, LogEuclidean
+
     mod = spd_module()
-    if isinstance(metric, str):
-        key = metric.lower().replace("_", "-")
-        if key not in METRIC_NAMES:
-            raise ValueError(
-                f"unknown SPD metric {metric!r}; choose one of {sorted(set(METRIC_NAMES))} "
-                "or pass a Geomstats SPD metric class/instance"
-            )
-        metric = getattr(mod, METRIC_NAMES[key])
+    known = (
+        (mod.SPDAffineMetric, AffineInvariant),
+        (mod.SPDLogEuclideanMetric, LogEuclidean),
+        (mod.SPDBuresWassersteinMetric, BuresWasserstein),
+    )
+    cls = metric if isinstance(metric, type) else type(metric)
+    if not (isinstance(metric, type) or hasattr(metric, "inner_product")):
+        raise TypeError(
+            f"metric must be a name, an SPDMetric, or a Geomstats SPD metric class/instance, got {metric!r}"
+        )
+    for gs_cls, own in known:
+        if issubclass(cls, gs_cls):
+            if not isinstance(metric, type):
+                _check_space(metric, dim)
+            return own()
     if isinstance(metric, type):
+        if dim is None:
+            raise ValueError("a Geomstats metric class needs the manifold's dim")
         space = mod.SPDMatrices(dim, equip=False)
         space.equip_with_metric(metric)  # equip with a class: instances trip a Geomstats bug (note 1.2)
-        return space.metric
+        metric = space.metric
+    _check_space(metric, dim)
+    return GeomstatsMetric(metric)
+
+
+def _check_space(metric: Any, dim: int | None) -> None:
     space = getattr(metric, "_space", None)
-    if space is None or not hasattr(metric, "exp"):
-        raise TypeError(f"metric must be a name, a Geomstats metric class or instance, got {metric!r}")
-    if getattr(space, "n", dim) != dim:
+    if space is None:
+        raise TypeError(f"expected a Geomstats metric bound to an SPDMatrices space, got {metric!r}")
+    if dim is not None and getattr(space, "n", dim) != dim:
         raise ValueError(f"metric is defined on SPD({space.n}) but the manifold has dim={dim}")
-    return metric
-
-
-def metric_kind(metric) -> str:
-    """'affine-invariant', 'log-euclidean', 'bures-wasserstein' or 'other' for a Geomstats metric."""
-    mod = spd_module()
-    for name, cls in (
-        ("affine-invariant", mod.SPDAffineMetric),
-        ("log-euclidean", mod.SPDLogEuclideanMetric),
-        ("bures-wasserstein", mod.SPDBuresWassersteinMetric),
-    ):
-        if type(metric) is cls:
-            return name
-    return "other"

@@ -120,7 +120,10 @@ def maximize(
     manifold.check_point(x0)
     batched = x0.ndim > manifold.point_ndim
     batch = x0.shape[0] if batched else None
-    spd_ai = type(manifold).__name__ == "SPD" and getattr(manifold, "kind", "") == "affine-invariant"
+    from .metrics import AffineInvariant
+    from .spd import SPD
+
+    spd_ai = isinstance(manifold, SPD) and type(manifold.metric) is AffineInvariant
     if spd_ai:
         pm_manifold = pymanopt.manifolds.SymmetricPositiveDefinite(manifold.dim, k=batch or 1)
     else:

@@ -7,10 +7,12 @@ exp_sigma(u) = sigma exp(u / sigma). egrad2rgrad takes the derivative g = df/dsi
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .base import F64, Manifold
-from .diagonal import _check_metric
+from .diagonal import _check_metric, _checked_exp
 
 
 class PositiveScalar(Manifold):
@@ -18,7 +20,7 @@ class PositiveScalar(Manifold):
 
     point_ndim = 0
 
-    def __init__(self, dim: int, metric: str = "affine-invariant", log_eig_range: float = 1.0):
+    def __init__(self, dim: int, metric: Any = "affine-invariant", log_eig_range: float = 1.0):
         super().__init__(dim)
         self.metric_name = _check_metric(metric)
         self.log_eig_range = float(log_eig_range)
@@ -31,9 +33,11 @@ class PositiveScalar(Manifold):
 
     def exp(self, x, u):
         x = x.to(F64)
-        return x * torch.exp(u.to(F64) / x)
+        return _checked_exp(x * torch.exp(u.to(F64) / x))
 
     def retr(self, x, u):
+        if self.metric_name == "log-euclidean":
+            return self.exp(x, u)  # SPD(LE).retr is its exp
         x, u = x.to(F64), u.to(F64)
         return x + u + 0.5 * u.square() / x
 
@@ -64,11 +68,11 @@ class PositiveScalar(Manifold):
     def noise_matrix_apply(self, x, z):
         return z * x.to(z.dtype)[..., None, None]
 
-    def _to_noise_single(self, x):
+    def point_noise(self, x):
         from certify import IsotropicGaussian
 
         return IsotropicGaussian(float(x))
 
-    def _check_values(self, x):
+    def check_values(self, x):
         if not bool((x > 0).all()):
             raise ValueError(f"sigma must be positive (got min {float(x.min()):.3g})")

@@ -176,7 +176,7 @@ def check_manifold(
 
     @cfg
     @given(x=pts, seed=_SEEDS)
-    def retraction_order(x, seed):
+    def retraction(x, seed):
         u = _tangent(m, x, seed, 1.0)
         _close(m.retr(x, 0 * u), x, 1e-12, "retr(x, 0) != x")
         err = [float((m.retr(x, t * u) - m.exp(x, t * u)).abs().max()) for t in (1e-1, 1e-2)]
@@ -293,20 +293,21 @@ def check_manifold(
         assert abs(float(m.dist(x, y)) - 0.5) <= 1e2 * rtol, "step not clipped to max_norm in the metric"
         m.check_point(m.step(x, u, 0.1, method="retr"))
 
-    for prop in (
-        points_and_exp,
-        exp_log_inverse,
-        distance_axioms,
-        retraction_order,
-        riemannian_gradient,
-        spectral_functions,
-        floor,
-        batching,
-        noise_and_step,
-    ):
+    properties: list[tuple[str, Callable[[], None]]] = [
+        ("points_and_exp", points_and_exp),
+        ("exp_log_inverse", exp_log_inverse),
+        ("distance_axioms", distance_axioms),
+        ("retraction_order", retraction),
+        ("riemannian_gradient", riemannian_gradient),
+        ("spectral_functions", spectral_functions),
+        ("floor", floor),
+        ("batching", batching),
+        ("noise_and_step", noise_and_step),
+    ]
+    for name, prop in properties:
         try:
             prop()
         except Exception as err:  # noqa: BLE001 - any failure is reported with the property's name
             kind = "" if isinstance(err, AssertionError) else f"{type(err).__name__}: "
-            raise AssertionError(f"{manifold!r}: property {prop.__name__!r} failed: {kind}{err}") from err
+            raise AssertionError(f"{manifold!r}: property {name!r} failed: {kind}{err}") from err
     assert torch.get_default_dtype() == dtype_before, "the manifold changed torch's default dtype"

@@ -101,4 +101,6 @@ def test_ai_step_uses_one_eigendecomposition_of_x(monkeypatch):
     m.step(x, u, 1.0, method="retr", max_norm=0.3)
     assert len(calls) == 1  # norm, clip and retraction share it
     m.step(x, u, 1.0, method="exp", max_norm=0.3)
-    assert len(calls) == 3  # + the expm of the whitened step
+    assert len(calls) == 2  # x's decomposition is still cached; + the expm of the whitened step
+    m.step(x.clone(), u, 1.0, method="exp", max_norm=0.3)
+    assert len(calls) == 4  # a new tensor: decomposed afresh

@@ -12,16 +12,7 @@ SHIPPED = [
     ("diagonal", 2, "log-euclidean"),
     ("spd", 4, "affine-invariant"),
     ("spd", 3, "log-euclidean"),
-    pytest.param(
-        "spd",
-        3,
-        "bures-wasserstein",
-        marks=pytest.mark.xfail(
-            reason="known bug found by the stricter suite: BW dist(x, x) reaches ~1e-5 at the cond >= 1e4 points "
-            "(d^2 = tr X + tr Y - 2 tr (X^1/2 Y X^1/2)^1/2 cancels); a stable formula is open (issue 12, item 3)",
-            strict=False,
-        ),
-    ),
+    ("spd", 3, "bures-wasserstein"),  # was a non-strict xfail: dist(x, x) ~ 1e-5 (issue 12 item 3)
 ]
 
 
