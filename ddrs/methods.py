@@ -10,8 +10,9 @@ fresh ones through ``certify.Smooth``, which is what keeps Cohen's statistics va
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from certify.smooth import model_device_dtype
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator
 from .objectives import EigenvalueFloor, Objective, Radius, ancer_objective, paper_objective
 from .optimizers import AdamAscent, EuclideanAscent, RiemannianAscent, StepRule, Trace, ascend
+from .pymanopt_ascent import pymanopt_ascend
 from .selection import select as _select
 
 
@@ -132,12 +134,24 @@ class _Optimised:
         )
 
     def _run(
-        self, name, model, x, manifold, point, sigma_star, objective, rule, constraint, generator, progress=None
+        self,
+        name,
+        model,
+        x,
+        manifold,
+        point,
+        sigma_star,
+        objective,
+        rule,
+        constraint,
+        generator,
+        progress=None,
+        driver: Callable = ascend,
     ) -> SmoothingResult:
         start = time.perf_counter()
         x = _model_dtype(model, _check_batch(x))
         estimator = self._estimator()
-        best, trace = ascend(
+        best, trace = driver(
             model,
             manifold,
             x,
@@ -336,41 +350,13 @@ class RDDRS(_Optimised):
             C0 = torch.diag_embed(init.points.to(torch.float64))
         objective = _objective(self.objective, "rddrs", self.kappa)
         floor = _bounds(sigma_star, self.max_ratio)
-        if self.backend == "rgd":
-            rule = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
-            return self._run("rddrs", model, x, manifold, C0, sigma_star, objective, rule, floor, generator, progress)
-        return self._fit_pymanopt(model, x, manifold, C0, sigma_star, objective, floor, generator)
-
-    def _fit_pymanopt(self, model, x, manifold, C0, sigma_star, objective, floor, generator):
-        from manifolds import pymanopt_backend
-
-        start = time.perf_counter()
-        x = _model_dtype(model, x)
-        estimator = self._estimator()
-        B, d = x.shape[0], x[0].numel()
-
-        def cost_and_rgrad(C: torch.Tensor):
-            C = C.reshape(B, d, d)
-            z = estimator.draw(B, d, generator, x.device, x.dtype)
-            value, egrad, _ = estimator.evaluate(model, manifold, x, C, objective, z, self.num_classes)
-            if not torch.isfinite(value).all() or not torch.isfinite(egrad).all():
-                raise FloatingPointError("objective or its gradient is not finite (pymanopt backend)")
-            return float(value.sum()), manifold.egrad2rgrad(C, egrad)
-
-        point, trace = pymanopt_backend.maximize(
-            cost_and_rgrad,
-            C0,
-            manifold,
-            solver=self.pymanopt_solver,
-            step_size=self.step_size,
-            max_iterations=self.iterations,
+        rule = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
+        driver: Callable = ascend
+        if self.backend == "pymanopt":  # Pymanopt drives the same clipped, projected moves (issue 12 item 1)
+            driver = functools.partial(pymanopt_ascend, solver=self.pymanopt_solver)
+        return self._run(
+            "rddrs", model, x, manifold, C0, sigma_star, objective, rule, floor, generator, progress, driver
         )
-        point = floor.project(manifold, point.reshape(B, d, d))
-        result = SmoothingResult(
-            "rddrs", manifold, point, sigma_star, None, estimator.counter, time.perf_counter() - start
-        )
-        result.pymanopt_trace = trace
-        return result
 
 
 def _bounds(sigma_star: torch.Tensor, max_ratio: float | None) -> EigenvalueFloor:

@@ -7,6 +7,7 @@ noise is ``C z``. Points live in float64 and may carry one leading batch axis.
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any
 
 import torch
@@ -75,6 +76,16 @@ class Manifold(abc.ABC):
         """Geodesic distance (default ||Log_x y||_x)."""
         return self.norm(x, self.log(x, y))
 
+    def injectivity_radius(self, x: torch.Tensor) -> torch.Tensor:
+        """Hook: radius (per point) within which exp is a minimising geodesic; ``step`` never moves
+        farther when it clips. Default: infinite (Hadamard manifolds: scalar, diagonal, SPD with AI or LE)."""
+        return torch.full(self.batch_shape(x), math.inf, dtype=F64, device=x.device)
+
+    def step_limit(self, x: torch.Tensor, max_norm: float) -> torch.Tensor:
+        """Hook: the longest step (metric norm, per point) ``step`` takes when asked to clip at ``max_norm``;
+        default min(max_norm, injectivity_radius(x))."""
+        return self.injectivity_radius(x).clamp(max=float(max_norm))
+
     # ---- spectrum ---------------------------------------------------------------
     @abc.abstractmethod
     def eigenvalues(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,9 +147,12 @@ class Manifold(abc.ABC):
     def step(
         self, x: torch.Tensor, rgrad: torch.Tensor, step_size, method: str = "exp", max_norm: float | None = None
     ) -> torch.Tensor:
-        """Move x along ``step_size * rgrad`` by exp or retr, the step's Riemannian norm clipped to ``max_norm``.
+        """Move x along ``step_size * rgrad`` by exp or retr, the step's Riemannian norm clipped to
+        ``step_limit(x, max_norm)`` (``max_norm`` itself, or less inside the injectivity radius).
 
-        Clipping in the metric's own norm keeps a large exp step inside the cone (Manopt's warning).
+        Clipping in the metric's own norm keeps a large exp step inside the cone (Manopt's warning). The
+        limit matters for metrics that are not scale-invariant: Bures-Wasserstein's injectivity radius is
+        sqrt(lambda_min), ~0.4 at sigma ~ 0.2, and exp past it is no longer a geodesic (issue 12 item 3).
         """
         if method not in ("exp", "retr"):
             raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
@@ -147,7 +161,8 @@ class Manifold(abc.ABC):
             u = self._expand_scalar(step_size, x) * rgrad.detach().to(F64)
             if max_norm is not None:
                 n = self.norm(x, u)
-                scale = (float(max_norm) / n.clamp_min(torch.finfo(F64).tiny)).clamp(max=1.0)
+                limit = self.step_limit(x, max_norm)
+                scale = (limit / n.clamp_min(torch.finfo(F64).tiny)).clamp(max=1.0)
                 u = u * scale.reshape(scale.shape + (1,) * self.point_ndim)
             return self.exp(x, u) if method == "exp" else self.retr(x, u)
 

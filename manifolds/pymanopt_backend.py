@@ -7,14 +7,17 @@ When to use which solver:
 * ``"steepest"`` (Armijo backtracking) and ``"cg"`` (conjugate gradient, adaptive line search):
   deterministic objectives only (fixed samples / closed-form costs).
 
-SPD with the affine-invariant metric runs on Pymanopt's own ``SymmetricPositiveDefinite(d, k=B)``;
-other manifolds (log-Euclidean, diagonal, scalar, user-defined) through a thin adapter class.
+Every manifold (any metric, scalar, diagonal, user-defined) runs through one thin adapter whose
+retraction is ``manifold.step`` (``method`` 'exp' or 'retr', the step clipped to ``max_norm`` in the
+metric's own norm) followed by the optional ``project`` (e.g. the eigenvalue floor and ceiling):
+the constraints hold at every iterate Pymanopt sees, not only at the end.
 The model keeps its own dtype: the callback receives a float64 torch tensor and casts itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,22 +26,26 @@ from .base import F64, Manifold
 
 
 class FixedStepLineSearcher:
-    """Constant step: retract x along ``step_size * d`` (turns SteepestDescent into Riemannian SGD)."""
+    """Constant step: retract x along ``step_size * d`` (turns SteepestDescent into Riemannian SGD);
+    the adapter's retraction clips and projects."""
 
-    def __init__(self, step_size: float, max_norm: float | None = None):
+    def __init__(self, step_size: float):
         self.step_size = float(step_size)
-        self.max_norm = max_norm
 
-    def search(self, objective, manifold, x, d, f0, df0):
+    def search(self, objective: Any, manifold: Any, x: Any, d: Any, f0: Any, df0: Any) -> tuple[float, Any]:
         step = self.step_size * d
-        norm = manifold.norm(x, step)
-        if self.max_norm is not None and norm > self.max_norm:
-            step, norm = step * (self.max_norm / norm), self.max_norm
-        return norm, manifold.retraction(x, step)
+        return manifold.norm(x, step), manifold.retraction(x, step)
 
 
-def _pymanopt_adapter(manifold: Manifold, batch: int | None):
-    """A pymanopt ``Manifold`` backed by our torch operations (points as float64 numpy)."""
+def _pymanopt_adapter(
+    manifold: Manifold,
+    batch: int | None,
+    method: str = "retr",
+    max_norm: float | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Any:
+    """A pymanopt ``Manifold`` backed by our torch operations (points as float64 numpy); its retraction is
+    ``manifold.step(x, u, 1, method, max_norm)`` then ``project``."""
     import pymanopt.manifolds.manifold as pm
 
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=F64)  # noqa: E731
@@ -69,7 +76,8 @@ def _pymanopt_adapter(manifold: Manifold, batch: int | None):
             return n(manifold.egrad2rgrad(t(x), t(g)))
 
         def retraction(self, x, u):
-            return n(manifold.retr(t(x), t(u)))
+            y = manifold.step(t(x), t(u), 1.0, method=method, max_norm=max_norm)
+            return n(project(y) if project is not None else y)
 
         def exp(self, x, u):
             return n(manifold.exp(t(x), t(u)))
@@ -106,8 +114,13 @@ def maximize(
     callback: Callable[[int, torch.Tensor, float], None] | None = None,
     max_norm: float | None = None,
     verbosity: int = 0,
+    method: str = "retr",
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, list[dict]]:
     """Maximise ``cost_and_rgrad(x) -> (value, Riemannian gradient)`` from ``x0`` with a Pymanopt solver.
+
+    Every move is ``manifold.step(x, u, 1, method, max_norm)`` (``method`` 'exp' or 'retr', clipped to
+    ``max_norm`` in the metric's norm) followed by ``project`` (e.g. a floor), inside Pymanopt's loop.
 
     Returns the final point (float64 torch tensor, shape of x0) and a trace (one dict per iteration:
     iteration, objective, grad_norm). The value and gradient of an iterate are computed once and cached,
@@ -116,18 +129,13 @@ def maximize(
     import pymanopt
     from pymanopt.optimizers import ConjugateGradient, SteepestDescent
 
+    if method not in ("exp", "retr"):
+        raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
     x0 = x0.detach().to(F64).cpu()
     manifold.check_point(x0)
     batched = x0.ndim > manifold.point_ndim
     batch = x0.shape[0] if batched else None
-    from .metrics import AffineInvariant
-    from .spd import SPD
-
-    spd_ai = isinstance(manifold, SPD) and type(manifold.metric) is AffineInvariant
-    if spd_ai:
-        pm_manifold = pymanopt.manifolds.SymmetricPositiveDefinite(manifold.dim, k=batch or 1)
-    else:
-        pm_manifold = _pymanopt_adapter(manifold, batch)
+    pm_manifold = _pymanopt_adapter(manifold, batch, method, max_norm, project)
     x0_np = x0.numpy()
 
     cache: dict[bytes, tuple[float, np.ndarray]] = {}
@@ -160,7 +168,7 @@ def maximize(
     common = dict(max_iterations=int(max_iterations), verbosity=verbosity)
     if solver == "sgd":
         opt = SteepestDescent(
-            line_searcher=FixedStepLineSearcher(step_size, max_norm), min_gradient_norm=0.0, min_step_size=0.0, **common
+            line_searcher=FixedStepLineSearcher(step_size), min_gradient_norm=0.0, min_step_size=0.0, **common
         )
     elif solver == "steepest":
         opt = SteepestDescent(**common)

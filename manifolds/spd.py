@@ -84,6 +84,10 @@ class SPD(Manifold):
         Bures-Wasserstein, Massart and Absil 2020; infinite for AI and LE, Hadamard manifolds)."""
         return self.metric.injectivity_radius(x.to(F64))
 
+    def step_limit(self, x: torch.Tensor, max_norm: float) -> torch.Tensor:
+        """The metric's longest clipped step (see ``SPDMetric.step_limit``)."""
+        return self.metric.step_limit(x.to(F64), max_norm)
+
     # ---- spectrum ---------------------------------------------------------------
     def eigenvalues(self, x):
         return torch.linalg.eigvalsh(x.to(F64))

@@ -74,9 +74,10 @@ def manifold_points(draw, manifold: Manifold, max_condition: float = 1e6) -> tor
     """Generic points: ``random_point`` from a drawn seed, the isotropic sigma I (via the floor), and for
     matrix manifolds ill-conditioned SPD points (condition number up to ``max_condition``)."""
     x = manifold.random_point(generator=torch.Generator().manual_seed(draw(_SEEDS)))
-    if manifold.point_ndim == 2 and draw(st.booleans()):  # ill-conditioned: condition number up to 1e6
-        n = manifold.dim
-        return draw(spd_points(n, max_log_eig=0.5 * math.log(max_condition), log_scale=1.0))
+    if manifold.point_ndim == 2 and draw(st.booleans()):  # ill-conditioned: condition number exactly max_condition
+        n, half = manifold.dim, 0.5 * math.log(max_condition)
+        inner = draw(st.lists(st.floats(-half, half), min_size=max(n - 2, 0), max_size=max(n - 2, 0)))
+        return draw(spd_points(n, max_log_eig=half, log_scale=1.0, eigvals=([-half, half] + inner)[:n]))
     if draw(st.booleans()):  # C = sigma I: every eigenvalue clamped up to sigma
         sigma = float(manifold.eigenvalues(x).max()) * draw(st.floats(1.0, 2.0))
         x = manifold.project_floor(x, sigma)
@@ -169,8 +170,7 @@ def check_manifold(
         if float((x - y).abs().max()) > 1e-6 * float(x.abs().max()):
             assert dxy > 0, "dist(x, y) = 0 for x != y"
         assert float(m.dist(x, z)) <= dxy + float(m.dist(y, z)) + 1e2 * rtol * (1 + dxy), "triangle inequality"
-        inj = getattr(m, "injectivity_radius", None)  # exp is a minimising geodesic only inside it
-        r = min(r, 0.5 * float(inj(x))) if inj is not None else r
+        r = min(r, 0.5 * float(m.injectivity_radius(x)))  # exp is a minimising geodesic only inside it
         u = _tangent(m, x, seed, r)
         assert abs(float(m.dist(x, m.exp(x, u))) - r) <= 1e2 * rtol * max(1.0, r), "dist(x, exp(x, u)) != ||u||_x"
 
@@ -290,7 +290,9 @@ def check_manifold(
         assert len(m.to_noise(torch.stack([x, x]))) == 2, "to_noise of a batch must return a list"
         u = _tangent(m, x, seed, 2.0)
         y = m.step(x, u, 1.0, method="exp", max_norm=0.5)
-        assert abs(float(m.dist(x, y)) - 0.5) <= 1e2 * rtol, "step not clipped to max_norm in the metric"
+        limit = float(m.step_limit(x, 0.5))  # <= 0.5 and inside the injectivity radius
+        assert limit <= 0.5 * (1 + 1e-12) and limit <= float(m.injectivity_radius(x)), "step_limit too long"
+        assert abs(float(m.dist(x, y)) - limit) <= 1e2 * rtol, "step not clipped to max_norm in the metric"
         m.check_point(m.step(x, u, 0.1, method="retr"))
 
     properties: list[tuple[str, Callable[[], None]]] = [
