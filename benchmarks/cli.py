@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(c, own_data=True)
     _add_model_args(c)
     c.add_argument("--method", choices=("rs", "ddrs", "ancer", "rddrs", "mog"), required=True)
-    c.add_argument("--metric", choices=("affine-invariant", "log-euclidean"), default="affine-invariant")
+    c.add_argument(
+        "--metric", choices=("affine-invariant", "log-euclidean", "bures-wasserstein"), default="affine-invariant"
+    )
     c.add_argument("--backend", choices=("rgd", "pymanopt"), default="rgd")
     c.add_argument(
         "--sigma",

@@ -132,12 +132,16 @@ class AffineInvariant(SPDMetric):
         return self._unwhiten(sym_apply(sym(w), lambda lam: lam.clamp_min(_TINY).log()), s, vec)
 
     def dist(self, x, y):
-        """||log eig(L^-1 Y L^-T)||_2 with X = L L^T (Cholesky-whitened: accurate at condition numbers
-        where the eigh route loses digits), averaged over both argument orders so d(x, y) == d(y, x)."""
-        return 0.5 * (_ai_dist_one_way(x, y) + _ai_dist_one_way(y, x))
+        """||log lambda(X^-1 Y)||_2 from Cholesky-whitened L^-1 Y L^-T (X = L L^T) AND L_y^-1 X L_y^-T: eigh
+        resolves each side's large eigenvalues to relative accuracy, so every log eigenvalue comes from the side
+        where it is >= 0 (accurate at condition numbers where one whitening loses digits); symmetric by
+        construction, d(x, y) == d(y, x) exactly."""
+        mu, nu = _whitened_eigvals(x, y), _whitened_eigvals(y, x)
+        return 0.5 * (_log_norm(mu, nu) + _log_norm(nu, mu))
 
 
-def _ai_dist_one_way(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _whitened_eigvals(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Ascending eigenvalues of L^-1 Y L^-T, X = L L^T (triangular solves: no LU)."""
     chol, info = torch.linalg.cholesky_ex(x)
     if bool((info != 0).any()):
         raise ValueError(
@@ -145,11 +149,16 @@ def _ai_dist_one_way(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             "condition number beyond ~1e15 in float64)"
         )
     a = torch.linalg.solve_triangular(chol, y, upper=False)
-    w = torch.linalg.solve_triangular(chol, a.transpose(-1, -2), upper=False)  # L^-1 Y L^-T
-    lam = torch.linalg.eigvalsh(sym(w))
+    lam = torch.linalg.eigvalsh(sym(torch.linalg.solve_triangular(chol, a.transpose(-1, -2), upper=False)))
     if bool((lam <= 0).any()):
         raise ValueError("affine-invariant distance: a point is not numerically positive definite")
-    return lam.log().square().sum(-1).sqrt()
+    return lam
+
+
+def _log_norm(mu: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    """||log mu||_2 with mu_i < 1 replaced by the reciprocal 1 / nu_(n-1-i) of the reverse whitening."""
+    logs = torch.where(mu >= 1, mu.log(), -nu.flip(-1).log())
+    return logs.square().sum(-1).sqrt()
 
 
 class LogEuclidean(SPDMetric):
