@@ -161,7 +161,7 @@ def _gamma(n: int) -> float:
 def _scaled_norms(e: Ellipsoid, v: np.ndarray) -> tuple[float, float]:
     """``(fl ||S v||, fl || |S| |v| ||)`` from the stored scale (no eigendecomposition)."""
     if e.kind == "ball":
-        n = abs(e.scale) * float(np.linalg.norm(v))
+        n = abs(float(e.scale)) * float(np.linalg.norm(v))
         return n, n
     if e.kind == "diagonal":
         n = float(np.linalg.norm(e.scale * v))
@@ -392,7 +392,7 @@ def max_disjoint_radius(
             best, used = cand, v
         if best >= lo:
             break
-    if best < 0.0:
+    if best < 0.0 or used is None:
         return 0.0
     # the closed form is affine in r; confirm the returned radius with the check itself
     return best if _proves(*pair(best), used, rtol) else 0.0

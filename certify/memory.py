@@ -156,8 +156,8 @@ class Memory:
         self._pred = np.zeros(0, dtype=np.int64)
         self._cn2 = np.zeros(0)
         self._n = 0
-        self._basis = None  # projection screen (built once enough centres are stored)
-        self._proj = None
+        self._basis: np.ndarray | None = None  # projection screen (built once enough centres are stored)
+        self._proj: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -206,7 +206,7 @@ class Memory:
             self._basis = np.ascontiguousarray(vt[:_PROJECT_DIM])
             self._proj = np.zeros((len(self._outer), _PROJECT_DIM))
             self._proj[:n] = c @ self._basis.T
-        if self._basis is None:
+        if self._basis is None or self._proj is None:
             rows = np.arange(n)
             d2 = np.empty(n)
         else:
@@ -302,6 +302,7 @@ class Memory:
                 adopted = Ellipsoid(x, e.scale, r, _eig=e.eigh if e.kind == "full" else None)
                 if best is None or adopted.l2_radius > best[1].l2_radius:
                     best = (j, adopted)
+            assert best is not None  # inside is not empty
             j, adopted = best
             new = replace(
                 certificate,
@@ -326,6 +327,7 @@ class Memory:
             return MemoryResult(idx, certificate, certificate, KEPT, (), stored=self.abstentions_constrain)
 
         # 2. conflicts of the new region with stored regions of other classes
+        assert region is not None  # set above for every prediction but ABSTAIN
         radius = region.radius
         conflicts = []
         for j in self._near(x, region.outer_radius, d2):
@@ -542,12 +544,12 @@ def apply_memory_to_log(
     out_columns = [c for c in columns if c not in MEMORY_COLUMNS] + list(MEMORY_COLUMNS)
     int_columns = {"idx", "label", "predict", "correct"}
     table = {}
-    for c in out_columns:
-        values = [r.get(c) for r in out_rows]
-        if c in MEMORY_COLUMNS or any(isinstance(v, str) for v in values):
-            table[c] = np.array(values, dtype=object)
+    for col in out_columns:
+        values = [r.get(col) for r in out_rows]
+        if col in MEMORY_COLUMNS or any(isinstance(v, str) for v in values):
+            table[col] = np.array(values, dtype=object)
         else:
-            table[c] = np.array(values, dtype=np.float64)
+            table[col] = np.array(values, dtype=np.float64)
     counts = {a: sum(r.action == a for r in results) for a in (KEPT, SHRUNK, ADOPTED, ABSTAINED)}
     n_changed = len(results) - counts[KEPT]
     path = ""

@@ -22,7 +22,7 @@ SYMMETRY_RTOL = 1e-8
 
 def _owned(a: np.ndarray) -> np.ndarray:
     """``a`` itself if it and every array it views are read-only, else a read-only copy."""
-    b = a
+    b: np.ndarray | None = a
     while isinstance(b, np.ndarray):
         if b.flags.writeable:
             break
@@ -42,7 +42,7 @@ class Ellipsoid:
     center: np.ndarray
     scale: Scale
     radius: float
-    _eig: tuple = field(default=None, repr=False, compare=False)
+    _eig: tuple | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The region owns its data: centre and scale are read-only float64 copies (an array that
@@ -154,6 +154,7 @@ class Ellipsoid:
         if self.kind == "diagonal":
             return delta / self.scale
         vals, vecs = self.eigh
+        assert vecs is not None  # a full scale always has its eigenvectors
         return ((delta @ vecs) / vals) @ vecs.T
 
     def norm(self, delta: np.ndarray) -> np.ndarray:
@@ -222,7 +223,7 @@ class Ellipsoid:
         if self.kind == "ball":
             return np.full(self.dim, self.scale), None
         if self.kind == "diagonal":
-            return self.scale, None
+            return np.asarray(self.scale), None
         return self.eigh
 
     def apply_scale(self, v: np.ndarray) -> np.ndarray:
