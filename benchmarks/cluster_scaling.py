@@ -1,6 +1,6 @@
 """Inputs certified per second on 1 and 2 Ray workers (one torch thread each), and in one process.
 
-Two workloads on the digits test set with the cached sigma = 0.25 base model: RS (n = 100,000 samples
+Two workloads on the digits test set with the cached sigma = 0.25 base model: RS (240 inputs, n = 100,000 samples
 per input; its batches split into units of inputs) and DDRS with the memory (150 Adam steps x 64
 samples, then n = 10,000; batches of 4 inputs, the unit of work). Each is run three ways in one
 invocation, interleaved: the single-process runner (1 thread), a 1-worker and a 2-worker cluster, all on
@@ -51,7 +51,7 @@ def workloads(quick: bool) -> dict[str, dict]:
         "rs": dict(
             config=MethodConfig("rs", sigma=0.25),
             run=dict(n0=100, n=100_000, alpha=0.001, batch_size=10_000, opt_batch=64, seed=0),
-            inputs=max(8, int(60 * scale)),
+            inputs=max(8, int(240 * scale)),
         ),
         "ddrs": dict(
             config=MethodConfig("ddrs", sigma=0.25, ddrs_options=dict(iterations=150, samples=64)),
