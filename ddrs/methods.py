@@ -20,11 +20,12 @@ import torch
 
 import certify
 import manifolds
-from certify.smooth import model_device_dtype
+from certify.smooth import _untouched, model_device_dtype
 
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator
 from .objectives import EigenvalueFloor, Objective, Radius, ancer_objective, paper_objective
 from .optimizers import AdamAscent, EuclideanAscent, RiemannianAscent, StepRule, Trace, ascend
+from .progress import callback as progress_callback
 from .pymanopt_ascent import pymanopt_ascend
 from .selection import select as _select
 
@@ -70,7 +71,7 @@ def _sigma_from(init, x: torch.Tensor, default: float | None) -> torch.Tensor:
         sig = init.sigma_star if init.points.ndim != 1 else init.points
     else:
         sig = torch.as_tensor(init, dtype=torch.float64)
-    sig = sig.detach().to(torch.float64).reshape(-1)
+    sig = sig.detach().to(device=x.device, dtype=torch.float64).reshape(-1)  # on the model's device
     if sig.numel() == 1:
         sig = sig.expand(B).clone()
     if sig.numel() != B:
@@ -84,6 +85,32 @@ def _model_dtype(model, x):
     """x on the model's device and in its floating dtype (the network runs in its own dtype)."""
     device, dtype = model_device_dtype(model, x)
     return x.to(device=device, dtype=dtype)
+
+
+def _on_model(model, x) -> torch.Tensor:
+    """A checked batch on the model's device (every tensor of a step is then made beside it)."""
+    return _model_dtype(model, _check_batch(x))
+
+
+class _BatchGuard:
+    """The model, with its first failure reworded: the usual cause is ONE input passed where a batch
+    (B, *input_shape) is expected (e.g. an image (C, H, W) read as C inputs of shape (H, W))."""
+
+    def __init__(self, model: Callable, shape: tuple):
+        self.model, self.shape, self.ok = model, shape, False
+
+    def __call__(self, v: torch.Tensor):
+        if self.ok:
+            return self.model(v)
+        try:
+            out = self.model(v)
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise ValueError(
+                f"the model failed on noisy copies of the batch x of shape {self.shape}: x must be a BATCH "
+                f"of inputs (B, *input_shape); for one input pass x[None]. Model error: {err}"
+            ) from err
+        self.ok = True
+        return out
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -151,6 +178,34 @@ class _Optimised:
         start = time.perf_counter()
         x = _model_dtype(model, _check_batch(x))
         estimator = self._estimator()
+        steps = self.iterations + 1 if self.keep_best else self.iterations
+        on_step, close_bar = progress_callback(progress, steps, f"{name} fit ({x.shape[0]} inputs)")
+        guarded = _BatchGuard(model, tuple(x.shape))
+        try:
+            with _untouched(model):  # warns in training mode; buffers (BatchNorm stats) restored
+                best, trace, kept = self._ascend_and_select(
+                    name,
+                    guarded,
+                    x,
+                    manifold,
+                    point,
+                    objective,
+                    rule,
+                    constraint,
+                    generator,
+                    on_step,
+                    driver,
+                    estimator,
+                )
+        finally:
+            close_bar()
+        return SmoothingResult(
+            name, manifold, best, sigma_star, trace, estimator.counter, time.perf_counter() - start, kept
+        )
+
+    def _ascend_and_select(
+        self, name, model, x, manifold, point, objective, rule, constraint, generator, progress, driver, estimator
+    ):
         best, trace = driver(
             model,
             manifold,
@@ -188,9 +243,7 @@ class _Optimised:
                 estimator.counter,
                 self.chunk_size,
             )
-        return SmoothingResult(
-            name, manifold, best, sigma_star, trace, estimator.counter, time.perf_counter() - start, kept
-        )
+        return best, trace, kept
 
 
 def _objective(objective, method: str, kappa: float = 2.0) -> Objective:
@@ -238,7 +291,7 @@ class DDRS(_Optimised):
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         self._validate()
-        x = _check_batch(x)
+        x = _on_model(model, x)
         sig0 = _sigma_from(init, x, self.sigma0)
         manifold = manifolds.resolve_manifold(self.manifold, "scalar", x[0].numel())
         bounds = None if self.max_ratio is None else EigenvalueFloor(1e-6, self.max_ratio * sig0)
@@ -275,7 +328,7 @@ class ANCER(_Optimised):
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         self._validate()
-        x = _check_batch(x)
+        x = _on_model(model, x)
         sigma_star = _sigma_from(init, x, None)
         d = x[0].numel()
         manifold = manifolds.resolve_manifold(self.manifold, "diagonal", d)
@@ -340,14 +393,14 @@ class RDDRS(_Optimised):
         self._validate()
         if self.backend not in ("rgd", "pymanopt"):
             raise ValueError(f"backend must be 'rgd' or 'pymanopt', got {self.backend!r}")
-        x = _check_batch(x)
+        x = _on_model(model, x)
         sigma_star = _sigma_from(init, x, None)
         d = x[0].numel()
         manifold = manifolds.resolve_manifold(self.manifold, "spd", d, self.metric)
-        eye = torch.eye(d, dtype=torch.float64)
+        eye = torch.eye(d, dtype=torch.float64, device=x.device)
         C0 = sigma_star[:, None, None] * eye
         if isinstance(init, SmoothingResult) and init.points.ndim == 2:  # warm start from ANCER's Theta
-            C0 = torch.diag_embed(init.points.to(torch.float64))
+            C0 = torch.diag_embed(init.points.to(device=x.device, dtype=torch.float64))
         objective = _objective(self.objective, "rddrs", self.kappa)
         floor = _bounds(sigma_star, self.max_ratio)
         rule = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
@@ -384,9 +437,24 @@ def certify_inputs(
     alpha: float = 0.001,
     batch_size: int = 1000,
     generator: torch.Generator | None = None,
+    progress: Any = None,
 ) -> list[certify.Certificate]:
-    """Cohen's CERTIFY for each input with the noise chosen for it, on FRESH samples."""
-    return [
-        certify.Smooth(model, noise, num_classes).certify(xi, n0, n, alpha, batch_size=batch_size, generator=generator)
-        for xi, noise in zip(x, result.noises())
-    ]
+    """Cohen's CERTIFY for each input with the noise chosen for it, on FRESH samples. ``progress``:
+    ``True`` (a text bar on stderr), a bar with ``update(n)`` (e.g. tqdm) or a callable ``(i, certificate)``."""
+    x = _check_batch(x)
+    if len(result) != x.shape[0]:
+        raise ValueError(f"result holds noise for {len(result)} inputs but x is a batch of {x.shape[0]}")
+    on_input, close = progress_callback(progress, x.shape[0], f"certify {result.method} ({x.shape[0]} inputs)")
+    out = []
+    try:
+        for i, (xi, noise) in enumerate(zip(x, result.noises())):
+            out.append(
+                certify.Smooth(model, noise, num_classes).certify(
+                    xi, n0, n, alpha, batch_size=batch_size, generator=generator
+                )
+            )
+            if on_input is not None:
+                on_input(i, out[-1])
+    finally:
+        close()
+    return out

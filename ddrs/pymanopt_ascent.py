@@ -50,11 +50,11 @@ def pymanopt_ascend(
     if project is not None:
         point = project(point)
     trace = Trace()
-    best = {"point": point.clone(), "value": torch.full((B,), -math.inf, dtype=torch.float64)}
+    best = {"point": point.clone(), "value": torch.full((B,), -math.inf, dtype=torch.float64, device=point.device)}
     fixed: dict[str, torch.Tensor] = {}
 
     def cost_and_rgrad(c: torch.Tensor) -> tuple[float, torch.Tensor]:
-        c = c.reshape(shape)
+        c = c.reshape(shape).to(point.device)  # Pymanopt's iterate (host) beside the model
         step = len(trace)
         if common_random_numbers:
             z = fixed.setdefault("z", estimator.draw(B, d, generator, x.device, x.dtype))

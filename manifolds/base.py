@@ -120,7 +120,7 @@ class Manifold(abc.ABC):
 
     def to_noise(self, x: torch.Tensor) -> Any:
         """The matching ``certify`` noise for a point (a list for a batch of points)."""
-        x = x.detach().to(F64)
+        x = x.detach().to("cpu", F64)  # noise objects live on the CPU (float64 geometry)
         if x.ndim == self.point_ndim:
             return self.point_noise(x)
         return [self.point_noise(xi) for xi in x.reshape((-1,) + self.point_shape)]

@@ -83,10 +83,10 @@ class PositiveDiagonal(Manifold):
 
     def project_floor(self, x, lambda_min, lambda_max=None):
         x = x.to(F64)
-        lm = torch.as_tensor(lambda_min, dtype=F64)
+        lm = torch.as_tensor(lambda_min, dtype=F64, device=x.device)
         x = x.clamp(min=lm[..., None] if lm.ndim else lm)
         if lambda_max is not None:
-            hi = torch.as_tensor(lambda_max, dtype=F64)
+            hi = torch.as_tensor(lambda_max, dtype=F64, device=x.device)
             x = x.clamp(max=hi[..., None] if hi.ndim else hi)
         return x
 

@@ -52,8 +52,8 @@ class PositiveScalar(Manifold):
         return x.to(F64).unsqueeze(-1).expand(x.shape + (self.dim,))
 
     def project_floor(self, x, lambda_min, lambda_max=None):
-        x = x.to(F64).clamp(min=torch.as_tensor(lambda_min, dtype=F64))
-        return x if lambda_max is None else x.clamp(max=torch.as_tensor(lambda_max, dtype=F64))
+        x = x.to(F64).clamp(min=torch.as_tensor(lambda_min, dtype=F64, device=x.device))
+        return x if lambda_max is None else x.clamp(max=torch.as_tensor(lambda_max, dtype=F64, device=x.device))
 
     def log_volume(self, x):
         return x.to(F64).log()
