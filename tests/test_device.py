@@ -3,10 +3,11 @@
 No GPU is needed: the model is put on ``device="meta"`` (shapes and dtypes, no data) as a stand-in for
 CUDA. Any tensor left on the CPU and mixed with the model's (a noise parameter, a floor, an identity)
 then fails exactly as on a GPU ("Tensor on device cpu is not on the expected device meta", the issue's
-reproducer). The few host reads a run makes (``bool(...)``, ``.item()``, ``.cpu()``) cannot work on data-free
-tensors, so :class:`MetaReads` answers them with placeholders (ones; identity matrices); every other operation runs for real
-on meta tensors, so the whole ascent (draws, noise, forward, backward, step, projection, selection) and
-the whole CERTIFY loop are exercised. A real GPU test runs when torch sees one and is skipped otherwise.
+reproducer). The few host reads a run makes (``bool(...)``, ``.item()``, ``.cpu()``) cannot work on
+data-free tensors, so :class:`MetaReads` answers them with placeholders (ones; identity matrices); every
+other operation runs for real on meta tensors, so the whole ascent (draws, noise, forward, backward,
+step, projection, selection) and the whole CERTIFY loop are exercised. A real GPU test runs when torch
+sees one and is skipped otherwise.
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ def test_fit_names_one_input_passed_where_a_batch_is_expected(x, method):
         "ancer": lambda: ddrs.ANCER(iterations=1, samples=4).fit(Conv().eval(), x, init=0.2),
         "rddrs": lambda: ddrs.RDDRS(iterations=1, samples=4).fit(Conv().eval(), x, init=0.2),
     }[method]
-    with pytest.raises(ValueError, match=r"x must be a BATCH of inputs \(B, \*input_shape\); for one input pass x\[None\]"):
+    expected = r"x must be a BATCH of inputs \(B, \*input_shape\); for one input pass x\[None\]"
+    with pytest.raises(ValueError, match=expected):
         fit()
 
 
