@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
     t.add_argument("--sigma", type=_positive_float("--sigma"), required=True)
     t.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=None)
+    _add_device_arg(t, training=True)
 
     c = sub.add_parser(
         "certify", allow_abbrev=False, help="certify a test subset with one method; a resumable per-input log"
@@ -270,8 +271,15 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    from benchmarks.data import BadInput
+    from benchmarks.model_io import resolve_device
     from benchmarks.training import load_or_train
 
+    try:
+        device = resolve_device(args.device)
+    except BadInput as err:
+        print(f"ddrs train: error: {err}", file=sys.stderr)
+        return 2
     _, info = load_or_train(
         args.dataset,
         args.sigma,
@@ -281,8 +289,10 @@ def _cmd_train(args) -> int:
         progress=not args.quiet,
         rotate=args.rotate,
         data_dir=args.data_dir,
+        device=device,
     )
-    state = "reused cached model" if info.get("cached") else f"trained in {info['train_seconds']:.1f} s"
+    where = f" on {device}" if device.type != "cpu" else ""
+    state = "reused cached model" if info.get("cached") else f"trained{where} in {info['train_seconds']:.1f} s"
     print(
         f"{args.dataset} sigma={args.sigma:g}: {state}; clean accuracy {info['clean_accuracy']:.3f}, "
         f"noisy accuracy {info.get('noisy_accuracy') or float('nan'):.3f}; {info['path']}"
@@ -344,13 +354,16 @@ def _number(text):
     return value
 
 
-def _add_device_arg(p: argparse.ArgumentParser) -> None:
+def _add_device_arg(p: argparse.ArgumentParser, training: bool = False) -> None:
     from benchmarks.model_io import DEVICE_HELP
 
     p.add_argument(
         "--device",
         default="auto",
-        help=f"where the model runs: {DEVICE_HELP}; CPU and GPU draw different noise, so their "
+        help=f"where the model trains: {DEVICE_HELP}; a model trained off the CPU is cached under its "
+        "own key (a GPU trains other weights)"
+        if training
+        else f"where the model runs: {DEVICE_HELP}; CPU and GPU draw different noise, so their "
         "logs differ (each is reproducible on its own device)",
     )
 
@@ -461,6 +474,7 @@ def _user_model_and_data(args, train_sigma: float):
             progress=not args.quiet,
             rotate=args.rotate,
             data_dir=args.data_dir,
+            device=device,  # trained where it runs (a GPU-trained model has its own cache key)
         )
         loader = CachedModel(info["path"]) if info.get("path") else None
     else:

@@ -50,8 +50,9 @@ def _check_int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer) -> dict:
-    """Validate the arguments and return the cache key (a JSON-able dict)."""
+def _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device="cpu") -> dict:
+    """Validate the arguments and return the cache key (a JSON-able dict). A model trained off the CPU
+    is keyed by its device type too (a GPU trains other weights); CPU keys are unchanged."""
     if not isinstance(dataset, str):
         raise ValueError(f"dataset must be a data set name (str), got {type(dataset).__name__}")
     name = check_name(dataset)
@@ -74,7 +75,8 @@ def _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer) ->
     from .data import INPUT_SHAPES, NUM_CLASSES
 
     arch = make_model(name, NUM_CLASSES[name], INPUT_SHAPES[name]).arch
-    return {
+    kind = torch.device(device).type
+    return ({} if kind == "cpu" else {"device": kind}) | {
         "dataset": name,
         "sigma": sigma,
         "rotate": rotate,
@@ -118,6 +120,7 @@ def cache_path(key: dict, model_dir=None) -> Path:
     directory = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     rot = f"-rot{key['rotate']}" if key["rotate"] is not None else ""
+    rot += f"-{key['device']}" if key.get("device", "cpu") != "cpu" else ""
     return directory / f"{key['dataset']}{rot}-sigma{key['sigma']:g}-e{key['epochs']}-seed{key['seed']}-{digest}.pt"
 
 
@@ -127,13 +130,14 @@ def evaluate(model: nn.Module, data: Dataset, sigma: float = 0.0, seed: int = 0,
     (seeded) when sigma > 0."""
     was_training = model.training
     model.eval()
-    g = torch.Generator().manual_seed(int(seed))
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    g = torch.Generator().manual_seed(int(seed))  # noise drawn on the CPU: the same draws on any device
     correct = 0
     for i in range(0, len(data), batch_size):
         x = data.X[i : i + batch_size]
         if sigma > 0:
             x = x + sigma * torch.randn(x.shape, generator=g, dtype=x.dtype)
-        correct += int((model(x).argmax(dim=1) == data.y[i : i + batch_size]).sum())
+        correct += int((model(x.to(device)).argmax(dim=1).cpu() == data.y[i : i + batch_size]).sum())
     model.train(was_training)
     return correct / max(len(data), 1)
 
@@ -152,15 +156,19 @@ def train(
     optimizer: str = "adam",
     data_dir=None,
     save: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, dict]:
     """Train the base classifier of ``dataset`` (a name of ``benchmarks.data.DATASETS``) with
     Gaussian noise augmentation at ``sigma`` (0: clean training), reproducibly from ``seed``.
 
     Returns the model (eval mode) and an info dict: the cache key fields, ``clean_accuracy`` and
     ``noisy_accuracy`` (test split, one noise draw per input at sigma), ``train_seconds``,
-    ``path`` (where it was saved, if ``save``) and ``cached=False``.
+    ``path`` (where it was saved, if ``save``) and ``cached=False``. ``device`` is where it trains (the
+    model is returned on the CPU); the noise and shuffling are drawn on the CPU either way, but a GPU
+    rounds differently, so a model trained off the CPU is cached under its own key.
     """
-    key = _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer)
+    device = torch.device(device)
+    key = _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device)
     name, sigma, epochs, seed = key["dataset"], key["sigma"], key["epochs"], key["seed"]
     train_set = load_dataset(name, "train", data_dir=data_dir, rotate=key["rotate"])
     test_set = load_dataset(name, "test", data_dir=data_dir, rotate=key["rotate"])
@@ -168,7 +176,7 @@ def train(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = make_model(name, train_set.num_classes, train_set.input_shape)
+        model = make_model(name, train_set.num_classes, train_set.input_shape).to(device)
     if optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=key["lr"])
     else:
@@ -193,7 +201,7 @@ def train(
                 x, y = train_set.X[idx], train_set.y[idx]
                 if sigma > 0:  # fresh noise for every batch (Cohen et al.)
                     x = x + sigma * torch.randn(x.shape, generator=noise_gen, dtype=x.dtype)
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(model(x.to(device)), y.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -204,6 +212,7 @@ def train(
         bar.close()
     seconds = time.perf_counter() - start
     model.eval()
+    info_device = {} if device.type == "cpu" else {"train_device": str(device)}
 
     info = dict(key)
     info.update(
@@ -216,7 +225,9 @@ def train(
         cached=False,
         path=None,
         test_data=dataset_hash(test_set),
+        **info_device,
     )
+    model = model.cpu()
     if save:
         path = cache_path(key, model_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,10 +252,13 @@ def load_or_train(
     lr: float | None = None,
     optimizer: str = "adam",
     data_dir=None,
+    device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, dict]:
     """The cached model for this key if ``model_dir`` holds one (``info["cached"] is True``, no
-    training), else ``train(...)`` (which saves it). Arguments as for ``train``."""
-    key = _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer)
+    training), else ``train(...)`` (which saves it). Arguments as for ``train``; the key includes the
+    training ``device``'s type when it is not the CPU. The model is returned on the CPU."""
+    device = torch.device(device)
+    key = _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device)
     train_set = load_dataset(key["dataset"], "train", data_dir=data_dir, rotate=key["rotate"])
     key["train_data"] = dataset_hash(train_set)  # the cache holds what these data train, nothing else
     path = cache_path(key, model_dir)
@@ -283,6 +297,7 @@ def load_or_train(
         optimizer=optimizer,
         data_dir=data_dir,
         save=True,
+        device=device,
     )
 
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import certify
 from benchmarks.cli import main
@@ -193,3 +194,56 @@ def test_options_that_do_not_apply_to_the_method_are_errors(tmp_path, method, op
     with pytest.raises(SystemExit, match=f"{option[0].split('=')[0]} does not apply to --method {method}"):
         main(["certify", "--dataset", "toy2d", "--method", method, "--out", str(out), "--quiet"] + sig + option)
     assert not out.exists()
+
+
+def test_reproducer_4_a_row_cut_to_its_idx_is_recomputed(tmp_path, model_dir):
+    """Issue 16 item 4: a row cut down to its idx counted as done and ``read_log`` then failed."""
+    args = ["certify", "--dataset", "toy2d", "--method", "rs", "--sigma", "0.1", "--model-dir", model_dir] + TINY
+    full = tmp_path / "full.tsv"
+    assert main(args + ["--out", str(full)]) == 0
+    lines = full.read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut.tsv"
+    shutil.copy(str(full) + ".fingerprint.json", str(cut) + ".fingerprint.json")
+    cut.write_text("".join(lines[:3] + [lines[3].split("\t", 1)[0] + "\n"] + lines[4:]))
+    assert main(args + ["--out", str(cut)]) == 0
+    assert _rows_without_time(cut) == _rows_without_time(full)
+    assert len(certify.read_log(cut)) == len(lines) - 1
+
+
+@pytest.mark.parametrize("device", ["cuda:7", "bogus", "tpu"])
+def test_train_device_that_torch_cannot_use_is_one_line_exit_2(device, tmp_path, capsys):
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    code = main(["train", "--dataset", "toy2d", "--sigma", "0.1", "--device", device, "--model-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("ddrs train: error: --device:")
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing cached
+
+
+def test_train_device_cpu_reuses_the_cpu_cache_and_other_devices_have_their_own_key(tmp_path, model_dir, capsys):
+    from benchmarks.training import _resolve, cache_path
+
+    argv = ["train", "--dataset", "toy2d", "--sigma", "0.1", "--model-dir", model_dir, "--quiet"]
+    assert main(argv + ["--device", "cpu"]) == 0
+    assert main(argv + ["--device", "cpu"]) == 0
+    assert "reused cached model" in capsys.readouterr().out.splitlines()[-1]
+    cpu = _resolve("toy2d", 0.1, None, 0, None, None, None, "adam")
+    assert "device" not in cpu  # CPU keys (and every cached file so far) unchanged
+    assert _resolve("toy2d", 0.1, None, 0, None, None, None, "adam", torch.device("cpu")) == cpu
+    for other in ("cuda", "cuda:1", "mps"):
+        key = _resolve("toy2d", 0.1, None, 0, None, None, None, "adam", torch.device(other))
+        assert key["device"] == torch.device(other).type
+        assert cache_path(key, model_dir) != cache_path(cpu, model_dir)
+        assert f"-{key['device']}-" in cache_path(key, model_dir).name
+    same = _resolve("toy2d", 0.1, None, 0, None, None, None, "adam", torch.device("cuda:1"))
+    assert cache_path(same) == cache_path(_resolve("toy2d", 0.1, None, 0, None, None, None, "adam", "cuda:0"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
+def test_train_on_the_gpu_is_cached_under_its_own_key(tmp_path, capsys):
+    argv = ["train", "--dataset", "toy2d", "--sigma", "0.1", "--model-dir", str(tmp_path), "--quiet"]
+    assert main(argv + ["--device", "cuda"]) == 0
+    assert "trained on cuda" in capsys.readouterr().out
+    assert main(argv + ["--device", "cuda"]) == 0
+    assert "reused cached model" in capsys.readouterr().out
+    assert len(list(tmp_path.glob("toy2d-cuda-*.pt"))) == 1
