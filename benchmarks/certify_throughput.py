@@ -10,7 +10,7 @@ passes took inside that call (median over repeats; robust to load changing betwe
 the certify measurement on a shared machine), and the time of drawing the noise alone (``noise.sample`` for the same batches), which
 is the main overhead certify adds on top of the forward passes.
 
-Writes ``benchmarks/results/certify_throughput.csv`` and ``.png`` (matplotlib, Agg). When a
+Writes ``runs/certify_throughput/certify_throughput.csv`` and ``.png`` (``--results``: ``benchmarks/results/``) (matplotlib, Agg). When a
 target is missed, a cProfile of that certify call is printed.
 
 The model is the cached fashion-mnist sigma=0.25 SmallCNN (``benchmarks.training.load_or_train``)
@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from benchmarks.outputs import add_output_args, prepare
 
 TARGETS = {"isotropic": 1.10, "diagonal": 1.10, "full": 1.5}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -249,9 +251,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    add_output_args(p, "certify_throughput")
     p.add_argument("--no-profile", action="store_true", help="skip the cProfile of missed targets")
     a = p.parse_args(argv)
+    csv_path, _ = prepare(
+        "certify_throughput", ["certify_throughput.csv", "certify_throughput.png"], a.results, a.out_dir
+    )
     torch.set_num_threads(a.threads)
     n, repeats = (2000, 2) if a.quick else (a.n, a.repeats)
     rows = run(
@@ -260,7 +265,7 @@ def main(argv=None) -> int:
         batch_size=a.batch_size,
         repeats=repeats,
         seed=a.seed,
-        out_dir=a.out_dir,
+        out_dir=csv_path.parent,
         profile_misses=not a.no_profile,
     )
     return 0 if all(r["meets_target"] for r in rows) else 1

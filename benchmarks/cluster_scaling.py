@@ -14,11 +14,10 @@ The machine is shared: ``--pause-background`` stops the jobs listed in /work/coo
 children) with SIGSTOP for the measured part only and resumes them with SIGCONT in a ``finally`` block;
 a detached watchdog resumes them after ``--pause-limit`` seconds (default 290) even if this script dies.
 
-    python -m benchmarks.cluster_scaling [--pause-background] [--quick] [--out-dir DIR]
+    python -m benchmarks.cluster_scaling [--pause-background] [--quick] [--results | --out-dir DIR]
 
-Writes ``cluster_scaling.csv`` and ``cluster_scaling.png`` to ``--out-dir`` (default
-``benchmarks/results/``; ``--quick`` defaults to ``runs/cluster_scaling_quick/`` so that a smoke run
-never overwrites the committed results).
+Writes ``cluster_scaling.csv`` and ``cluster_scaling.png`` to ``runs/cluster_scaling/`` (``--results``:
+``benchmarks/results/``, the committed ones; ``--out-dir DIR``: elsewhere; ``benchmarks.outputs``).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 
 from .data import load_dataset, subset
+from .outputs import add_output_args, prepare
 from .runs import MethodConfig, fingerprint, run_certification
 from .training import load_or_train
 
@@ -276,10 +276,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a tenth of the inputs (a smoke run)")
     p.add_argument("--pause-background", action="store_true", help=f"SIGSTOP the jobs of {BG_PIDS} meanwhile")
     p.add_argument("--pause-limit", type=float, default=290.0, help="seconds after which they resume regardless")
-    p.add_argument("--out-dir", default=None)
+    add_output_args(p, "cluster_scaling")
     args = p.parse_args(argv)
-    quick_dir = Path("runs/cluster_scaling_quick")
-    out_dir = Path(args.out_dir) if args.out_dir else (quick_dir if args.quick else RESULTS_DIR)
+    csv_path, _ = prepare("cluster_scaling", ["cluster_scaling.csv", "cluster_scaling.png"], args.results, args.out_dir)
+    out_dir = csv_path.parent
     rows = measure(args.quick, args.pause_background, args.pause_limit)
     for r in rows:
         print(

@@ -3,9 +3,10 @@
     python -m benchmarks.manifold_ops            # d = 64, 196, 784; CNN step at n = 20,000 (~ a few minutes)
     python -m benchmarks.manifold_ops --quick    # d = 64, 196; CNN step at n = 2,000
 
-Prints a table and writes benchmarks/results/manifold_ops.csv (section, metric, d, op, n, median_ms,
-geometry_share). The target is a geometry share under 20 % of an RDDRS step at d = 784; Geomstats
-operations are replaced by own code only where this benchmark shows them to be the bottleneck.
+Prints a table and writes runs/manifold_ops/manifold_ops.csv (``--results``: benchmarks/results/;
+columns section, metric, d, op, n, median_ms, geometry_share). The target is a geometry share under
+20 % of an RDDRS step at d = 784; Geomstats operations are replaced by own code only where this
+benchmark shows them to be the bottleneck.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import manifolds  # noqa: E402
+from benchmarks.outputs import add_output_args, check_writable, prepare  # noqa: E402
 
 F64 = torch.float64
 METRICS = ("affine-invariant", "log-euclidean", "bures-wasserstein")
@@ -187,8 +189,13 @@ def main(argv=None) -> int:
         help="torch threads (default: torch's). On a loaded 2-core machine use 1: MKL/OpenMP "
         "threads spin-wait under oversubscription and small eigh/Cholesky calls stall 100x",
     )
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "manifold_ops.csv")
+    ap.add_argument("--out", type=Path, default=None, help="the CSV (default manifold_ops.csv in the output directory)")
+    add_output_args(ap, "manifold_ops")
     args = ap.parse_args(argv)
+    if args.out is None:
+        (args.out,) = prepare("manifold_ops", ["manifold_ops.csv"], args.results, args.out_dir)
+    else:
+        check_writable([args.out], args.results)
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]

@@ -7,7 +7,7 @@ Configurations: DDRS and ANCER steps on a batch of 32 inputs x 100 samples (thei
 count), RDDRS steps on one input x 20,000 samples (the seed paper's) and on 8 inputs x 2,500.
 
     python3 -m benchmarks.optimise_cost [--quick] [--skip-batched-rddrs]
-Writes benchmarks/results/optimise_cost.csv and .png.
+Writes runs/optimise_cost/optimise_cost.csv and .png (``--results``: benchmarks/results/).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from benchmarks.outputs import add_output_args, prepare
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -148,8 +150,10 @@ def main(argv=None) -> int:
         help="skip the 8 x 2,500 RDDRS configuration (on the CPU build of torch 2.14 here, its batched "
         "784 x 784 LU solves print MKL 'DLASWP parameter 6' errors and run very slowly)",
     )
+    add_output_args(p, "optimise_cost")
     args = p.parse_args(argv)
-    run(quick=args.quick, repeats=args.repeats, batched_rddrs=not args.skip_batched_rddrs)
+    csv_path, _ = prepare("optimise_cost", ["optimise_cost.csv", "optimise_cost.png"], args.results, args.out_dir)
+    run(quick=args.quick, repeats=args.repeats, out_dir=csv_path.parent, batched_rddrs=not args.skip_batched_rddrs)
     return 0
 
 
