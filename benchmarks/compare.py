@@ -44,9 +44,7 @@ class Budget:
     every: int = 1
     ddrs: dict = field(default_factory=lambda: dict(iterations=150, samples=64))
     ancer: dict = field(default_factory=lambda: dict(iterations=100, samples=64))
-    rddrs: dict = field(
-        default_factory=lambda: dict(iterations=60, samples=128, step_size=0.5, kappa=2.0, warm_start="ancer")
-    )
+    rddrs: dict = field(default_factory=dict)  # RDDRS() defaults: cold start at sigma_x* I, 36 Adam steps x 1,000
     opt_batch: int = 64
 
 
@@ -61,7 +59,9 @@ BUDGETS = {
         opt_batch=20,
         ddrs=dict(iterations=100, samples=64),
         ancer=dict(iterations=60, samples=64),
-        rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr", warm_start="ancer"),
+        rddrs=dict(  # plain ascent pinned (adaptive=False): the pre-issue-13 budget, ANCER warm start
+            iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr", warm_start="ancer", adaptive=False
+        ),
     ),
     "mnist": Budget(
         n=10_000,
@@ -71,7 +71,9 @@ BUDGETS = {
         opt_batch=20,
         ddrs=dict(iterations=100, samples=64),
         ancer=dict(iterations=60, samples=64),
-        rddrs=dict(iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr", warm_start="ancer"),
+        rddrs=dict(  # plain ascent pinned (adaptive=False): the pre-issue-13 budget, ANCER warm start
+            iterations=30, samples=128, step_size=0.5, kappa=2.0, method="retr", warm_start="ancer", adaptive=False
+        ),
     ),
 }
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-LOG_ROOT = RESULTS_DIR / "rddrs_efficiency_logs"
+LOG_ROOT = Path(os.environ.get("RDDRS_EFFICIENCY_LOGS", RESULTS_DIR / "rddrs_efficiency_logs"))
 PROXY_RADII = (0.25, 0.5, 0.75, 1.0)
 N_CERT = 10_000
 MAIN = ("paper-capped", "paper-uncapped", "new-default", "old-fast", "ancer", "ddrs")
@@ -33,6 +34,8 @@ MAIN = ("paper-capped", "paper-uncapped", "new-default", "old-fast", "ancer", "d
 
 def recipes() -> dict:
     """name -> list of stage presets (DDRS first; an ANCER stage warm-starts the next RDDRS stage)."""
+    from dataclasses import replace
+
     import ddrs
 
     gap = dict(select=False)
@@ -40,40 +43,51 @@ def recipes() -> dict:
     paper = lambda **kw: ddrs.RDDRS.paper(objective=ddrs.paper_objective("rddrs", 1e-8), **kw)  # noqa: E731
     old_dd = ddrs.DDRS(iterations=150, samples=64, objective=ddrs.Radius("gap"), **gap)
     old_an = ddrs.ANCER(iterations=100, samples=64, objective=ddrs.paper_objective("ancer"), **gap)
-    old_rd = ddrs.RDDRS(
+    old_rd = ddrs.RDDRS(  # the committed compare budget before issue 13 (plain exp-map ascent, ANCER warm start)
         iterations=60,
         samples=128,
         step_size=0.5,
         kappa=2.0,
         max_ratio=4.0,
         objective=ddrs.paper_objective("rddrs", 2.0),
+        adaptive=False,
+        method="exp",
         **gap,
     )
+    dd = ddrs.DDRS(iterations=DDRS_STEPS)  # the new default's DDRS stage (100 of the package's 900 steps)
     new = ddrs.RDDRS()
     out = {
         "paper-capped": [paper_dd, paper(max_ratio=4.0, select=False)],
         "paper-uncapped": [paper_dd, paper(select=False)],
-        "new-default": [ddrs.DDRS(), new],
+        "new-default": [dd, new],
         "old-fast": [old_dd, old_an, old_rd],
         "ancer": [ddrs.DDRS(), ddrs.ANCER()],
         "ddrs": [ddrs.DDRS()],
     }
     # ablation: one lever of the new default switched at a time
-    from dataclasses import replace
-
-    out["abl: gap objective"] = [
-        ddrs.DDRS(objective=ddrs.Radius("gap")),
-        replace(new, objective=ddrs.paper_objective("rddrs", new.kappa)),
+    out["abl: gap objective (papers')"] = [replace(dd, objective=ddrs.Radius("gap")), replace(new, objective="gap")]
+    out["abl: no selection"] = [replace(dd, select=False), replace(new, select=False)]
+    out["abl: antithetic"] = [dd, replace(new, antithetic=True)]
+    out["abl: exp map"] = [dd, replace(new, method="exp")]
+    out["abl: common random numbers"] = [dd, replace(new, common_random_numbers=True)]
+    out["abl: ANCER warm start"] = [dd, ddrs.ANCER(), new]
+    out["abl: DDRS stage 900 steps"] = [ddrs.DDRS(), new]
+    out["abl: plain RGD (no Adam, step 1 clip 2)"] = [
+        dd,
+        replace(new, adaptive=False, step_size=1.0, max_step_norm=2.0),
     ]
-    out["abl: no selection"] = [ddrs.DDRS(select=False), replace(new, select=False)]
-    out["abl: no antithetic"] = [ddrs.DDRS(), replace(new, antithetic=False)]
-    out["abl: exp map"] = [ddrs.DDRS(), replace(new, method="exp")]
-    out["abl: common random numbers"] = [ddrs.DDRS(), replace(new, common_random_numbers=True)]
-    out["abl: ANCER warm start"] = [ddrs.DDRS(), ddrs.ANCER(), new]
-    out["abl: step 0.5"] = [ddrs.DDRS(), replace(new, step_size=0.5)]
-    out["abl: half the samples"] = [ddrs.DDRS(), replace(new, samples=max(1, new.samples // 2))]
-    out["abl: twice the steps"] = [ddrs.DDRS(), replace(new, iterations=2 * new.iterations)]
+    out["abl: Adam unclipped"] = [dd, replace(new, max_step_norm=None)]
+    out["abl: Adam one second moment per matrix (geoopt)"] = [dd, replace(new, per_direction=False)]
+    out["abl: no shared eigenframe"] = [dd, replace(new, shared_frame=False)]
+    out["abl: schedule 250->2500"] = [dd, replace(new, schedule=(250, 2500))]
+    out["abl: early stop (4, 0.5 %)"] = [dd, replace(new, early_stop=(4, 0.005))]
+    out["abl: kappa 2"] = [dd, replace(new, kappa=2.0)]
+    out["abl: moonshot 18 x 500"] = [dd, replace(new, iterations=18, samples=500, selection_samples=500)]
     return out
+
+
+#: the DDRS stage of the new default (``ddrs compare`` uses its own budget)
+DDRS_STEPS = 100
 
 
 def log_dir(dataset: str, sigma: float) -> Path:

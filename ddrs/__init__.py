@@ -1,6 +1,7 @@
 """ddrs: per-input optimisation of the smoothing noise (sigma: DDRS, Theta: ANCER, C: RDDRS) with
 pluggable objectives and swappable metric / optimiser."""
 
+from .eigenframe import EigenFrame
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator, Terms, gap_from_probabilities
 from .methods import ANCER, DDRS, RDDRS, RS, SmoothingResult, certify_inputs, run_chain
 from .objectives import (
@@ -14,7 +15,16 @@ from .objectives import (
     ancer_objective,
     paper_objective,
 )
-from .optimizers import AdamAscent, EuclideanAscent, RiemannianAscent, StepRule, Trace, ascend
+from .optimizers import (
+    AdamAscent,
+    EuclideanAscent,
+    RiemannianAdam,
+    RiemannianAscent,
+    StepRule,
+    Trace,
+    ascend,
+    sample_schedule,
+)
 from .selection import hard_vote_radius, select
 
 __all__ = [
@@ -22,6 +32,7 @@ __all__ = [
     "AdamAscent",
     "FORMS",
     "DDRS",
+    "EigenFrame",
     "EigenvalueFloor",
     "EuclideanAscent",
     "KappaPenalty",
@@ -31,6 +42,7 @@ __all__ = [
     "RDDRS",
     "RS",
     "Radius",
+    "RiemannianAdam",
     "RiemannianAscent",
     "SmoothingResult",
     "SoftSmoothingEstimator",
@@ -46,5 +58,6 @@ __all__ = [
     "hard_vote_radius",
     "paper_objective",
     "run_chain",
+    "sample_schedule",
     "select",
 ]

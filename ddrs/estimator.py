@@ -15,6 +15,8 @@ import torch
 
 from certify.smooth import sampling_dtype
 
+from .eigenframe import EigenFrame
+
 #: Probabilities are clamped to [PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP] before Phi^-1
 #: (the DDRS/ANCER package value; the DDRS paper code used 0.02). It bounds the gap by
 #: 2 Phi^-1(0.999) = 6.18 and keeps gradients finite when a class is (almost) never predicted.
@@ -110,18 +112,30 @@ class SoftSmoothingEstimator:
         probs = torch.softmax(logits.to(torch.float64), dim=1)
         return probs.reshape(B, m, -1).sum(dim=1)
 
-    def draw(self, batch: int, dim: int, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
-        """Standard normal draws (batch, samples, dim) from the explicit generator. ``antithetic``:
-        the second half is the negated first half (each draw is still N(0, I): unbiased estimates,
-        lower variance for the odd part of the integrand)."""
+    def draw(
+        self,
+        batch: int,
+        dim: int,
+        generator: torch.Generator | None,
+        device,
+        dtype,
+        samples: int | None = None,
+    ) -> torch.Tensor:
+        """Standard normal draws (batch, samples, dim) from the explicit generator (``samples``: this
+        draw's count, default ``self.samples``). ``antithetic``: the second half is the negated first
+        half (each draw is still N(0, I): unbiased estimates, lower variance for the odd part of the
+        integrand)."""
+        n = self.samples if samples is None else samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"samples must be an int >= 1, got {n!r}")
         gen_device = generator.device if generator is not None else device
         dtype = sampling_dtype(dtype)  # never draw noise in half precision
         if self.antithetic:
-            half = (self.samples + 1) // 2
+            half = (n + 1) // 2
             z = torch.randn((batch, half, dim), generator=generator, device=gen_device, dtype=dtype)
-            z = torch.cat([z, -z], dim=1)[:, : self.samples]
+            z = torch.cat([z, -z], dim=1)[:, :n]
         else:
-            z = torch.randn((batch, self.samples, dim), generator=generator, device=gen_device, dtype=dtype)
+            z = torch.randn((batch, n, dim), generator=generator, device=gen_device, dtype=dtype)
         return z.to(device)
 
     def evaluate(
@@ -134,32 +148,83 @@ class SoftSmoothingEstimator:
         z: torch.Tensor,
         num_classes: int | None = None,
         with_grad: bool = True,
+        frame: EigenFrame | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Terms]:
-        """Objective values (B,), the Euclidean gradient w.r.t. ``point`` (or None) and the terms."""
+        """Objective values (B,), the Euclidean gradient w.r.t. ``point`` (or None) and the terms.
+
+        The objective must act input by input (every built-in one does): the batch is split into
+        groups of inputs whose samples fit in one ``chunk_size`` network call, each group with ONE
+        forward and one backward pass per sample; only an input whose own samples exceed
+        ``chunk_size`` takes the exact two-pass route (a no-grad forward for the probabilities, then
+        forward and backward chunk by chunk). ``frame``: the points' ``EigenFrame`` (the volume and
+        smallest-eigenvalue terms are then read from it instead of decomposing the point again)."""
+        B, n, d = z.shape
+        group = max(1, self.chunk_size // max(n, 1))
+        if B <= group:
+            return self._evaluate_group(model, manifold, x, point, objective, z, num_classes, with_grad, frame)
+        parts = [
+            self._evaluate_group(
+                model,
+                manifold,
+                x[s : s + group],
+                point[s : s + group],
+                objective,
+                z[s : s + group],
+                num_classes,
+                with_grad,
+                None if frame is None else frame[s : s + group],
+            )
+            for s in range(0, B, group)
+        ]
+        value = torch.cat([p[0] for p in parts])
+        egrads = [p[1] for p in parts]
+        egrad = None if any(g is None for g in egrads) else torch.cat([g for g in egrads if g is not None])
+        terms = Terms(**{k: torch.cat([getattr(p[2], k) for p in parts]) for k in Terms.__dataclass_fields__})
+        return value, egrad, terms
+
+    def _evaluate_group(
+        self,
+        model: Callable,
+        manifold,
+        x: torch.Tensor,
+        point: torch.Tensor,
+        objective: Callable[[Terms], torch.Tensor],
+        z: torch.Tensor,
+        num_classes: int | None,
+        with_grad: bool,
+        frame: EigenFrame | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Terms]:
         B, n, d = z.shape
         per_chunk = max(1, self.chunk_size // max(B, 1))
         point = point.detach().requires_grad_(with_grad)
 
         def terms_from(probs_mean: torch.Tensor) -> Terms:
             gap, p_a, p_b = gap_from_probabilities(probs_mean, self.clamp)
+            if frame is not None:
+                log_volume, min_eigenvalue = frame.log_volume(point), frame.min_eigenvalue(point)
+            else:
+                log_volume, min_eigenvalue = manifold.log_volume(point), manifold.min_eigenvalue(point)
             return Terms(
                 gap=gap,
-                log_volume=manifold.log_volume(point),
-                min_eigenvalue=manifold.min_eigenvalue(point),
+                log_volume=log_volume,
+                min_eigenvalue=min_eigenvalue,
                 p_top=p_a,
                 p_second=p_b,
                 point=point,
             )
 
+        def summed_probs() -> torch.Tensor:
+            total = torch.zeros((), dtype=torch.float64)
+            for s in range(0, n, per_chunk):
+                total = total + self._probs(model, manifold, x, point, z[:, s : s + per_chunk], num_classes)
+            return total
+
         if not with_grad:
             with torch.no_grad():
-                total = sum(
-                    self._probs(model, manifold, x, point, z[:, s : s + per_chunk], num_classes)
-                    for s in range(0, n, per_chunk)
-                )
+                total = summed_probs()
                 self.counter.add(forward=B * n)
                 terms = terms_from(total / n)
-                return objective(terms).detach(), None, terms
+                return objective(terms).detach(), None, _detach_terms(terms)
 
         if n <= per_chunk:  # one forward, one backward
             with torch.enable_grad():
@@ -171,10 +236,7 @@ class SoftSmoothingEstimator:
             return value.detach(), egrad, _detach_terms(terms)
 
         with torch.no_grad():  # pass 1: the probabilities
-            total = sum(
-                self._probs(model, manifold, x, point, z[:, s : s + per_chunk], num_classes)
-                for s in range(0, n, per_chunk)
-            )
+            total = summed_probs()
         probs = (total / n).requires_grad_(True)
         with torch.enable_grad():
             terms = terms_from(probs)

@@ -24,7 +24,17 @@ from certify.smooth import _untouched, model_device_dtype
 
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator
 from .objectives import EigenvalueFloor, Objective, Radius, ancer_objective, paper_objective
-from .optimizers import AdamAscent, EuclideanAscent, RiemannianAscent, StepRule, Trace, ascend
+from .optimizers import (
+    AdamAscent,
+    EuclideanAscent,
+    RiemannianAdam,
+    RiemannianAscent,
+    StepRule,
+    Trace,
+    ascend,
+    sample_schedule,
+    uses_frame,
+)
 from .progress import callback as progress_callback
 from .pymanopt_ascent import pymanopt_ascend
 from .selection import select as _select
@@ -147,11 +157,15 @@ class _Optimised:
     selection_samples: int = 1000
     selection_alpha: float = 0.001
     common_random_numbers: bool = False  # one noise draw for every step (deterministic objective)
+    schedule: tuple[int, int] | None = None  # (first, last) samples per step, geometric ramp; None: ``samples``
+    early_stop: tuple[int, float] | None = None  # (patience, tol): stop when every input's best stalls
 
     def _validate(self) -> None:
         _check_int(self.iterations, "iterations", 0)
         _check_int(self.samples, "samples", 1)
         _check_int(self.selection_samples, "selection_samples", 1)
+        if self.schedule is not None:
+            sample_schedule(self.iterations, self.samples, self.schedule)  # validates
         if not (0 < self.selection_alpha < 1):
             raise ValueError(f"selection_alpha must lie in (0, 1), got {self.selection_alpha}")
 
@@ -174,10 +188,17 @@ class _Optimised:
         generator,
         progress=None,
         driver: Callable = ascend,
+        **driver_options: Any,
     ) -> SmoothingResult:
         start = time.perf_counter()
         x = _model_dtype(model, _check_batch(x))
         estimator = self._estimator()
+        if self.schedule is not None:
+            driver_options["schedule"] = tuple(self.schedule)
+        if self.early_stop is not None:
+            driver_options["early_stop"] = tuple(self.early_stop)
+        if driver_options and driver is not ascend:
+            raise ValueError(f"{sorted(driver_options)} need backend='rgd'")
         steps = self.iterations + 1 if self.keep_best else self.iterations
         on_step, close_bar = progress_callback(progress, steps, f"{name} fit ({x.shape[0]} inputs)")
         guarded = _BatchGuard(model, tuple(x.shape))
@@ -196,6 +217,7 @@ class _Optimised:
                     on_step,
                     driver,
                     estimator,
+                    driver_options,
                 )
         finally:
             close_bar()
@@ -204,7 +226,20 @@ class _Optimised:
         )
 
     def _ascend_and_select(
-        self, name, model, x, manifold, point, objective, rule, constraint, generator, progress, driver, estimator
+        self,
+        name,
+        model,
+        x,
+        manifold,
+        point,
+        objective,
+        rule,
+        constraint,
+        generator,
+        progress,
+        driver,
+        estimator,
+        driver_options: dict[str, Any],
     ):
         best, trace = driver(
             model,
@@ -221,6 +256,7 @@ class _Optimised:
             keep_best=self.keep_best,
             common_random_numbers=self.common_random_numbers,
             callback=progress,
+            **driver_options,
         )
         kept = None
         if self.select and self.iterations > 0:
@@ -351,43 +387,76 @@ class ANCER(_Optimised):
 
 @dataclass
 class RDDRS(_Optimised):
-    """Per-input SPD C_x maximising H(C) = R(C) P(C) + kappa K(C) R(C) by Riemannian gradient ascent
+    """Per-input SPD C_x maximising H(C) = R(C) P(C) + kappa K(C) R(C) on the SPD manifold
     (Labarbarie, Hajri, Arnaudon 2022), initialised at sigma_x* I with the eigenvalue floor
-    lambda_i >= sigma_x*. ``metric``: 'affine-invariant' (the paper) | 'log-euclidean' |
-    'bures-wasserstein' | a ``manifolds.SPDMetric`` | a Geomstats SPD metric; ``manifold``: any
-    ``manifolds.Manifold`` with matrix points (e.g. your own), overriding ``metric``; ``backend``:
-    'rgd' (ours) | 'pymanopt' (``pymanopt_solver`` 'sgd' for Monte Carlo
-    objectives, 'steepest'/'cg' with line searches for deterministic ones).
+    lambda_i >= sigma_x* (and, by default, the ceiling lambda_i <= 4 sigma_x*).
 
-    ``RDDRS.paper()`` is the seed paper's recipe: 98 exp-map steps of size 1, kappa 1e-8, 20,000
-    gradient samples per step.
+    The default (issue 13) starts cold at sigma_x* I from the DDRS stage (no ANCER stage needed) and takes
+    36 Riemannian Adam steps (``adaptive``; lr 0.05, per-direction second moments in the eigenbasis,
+    ``RiemannianAdam``) of 1,000 samples each, with the second-order retraction and one eigendecomposition
+    per step (``shared_frame``, ``ddrs.eigenframe``), then keeps the start unless the new noise is better
+    on fresh samples (``select``). Adam needs the affine-invariant metric; other metrics, user manifolds
+    and the pymanopt backend take plain Riemannian gradient ascent (``step_size``, clipped at
+    ``max_step_norm``). ``RDDRS.paper()`` is the seed paper's recipe.
+
+    ``metric``: 'affine-invariant' (the paper) | 'log-euclidean' | 'bures-wasserstein' | a
+    ``manifolds.SPDMetric`` | a Geomstats SPD metric; ``manifold``: any ``manifolds.Manifold`` with matrix
+    points, overriding ``metric``; ``backend``: 'rgd' (ours) | 'pymanopt' (``pymanopt_solver`` 'sgd' for
+    Monte Carlo objectives, 'steepest'/'cg' with line searches for deterministic ones).
 
     ``init``: a DDRS result or sigmas (C0 = sigma_x* I, the paper), or an ANCER result (C0 =
-    diag(Theta_x), floor still at its sigma_x*): the warm start the benchmarks use, so RDDRS refines
-    ANCER's axis-aligned ellipsoid by rotating and reshaping it.
+    diag(Theta_x), floor still at its sigma_x*): a warm start that refines ANCER's axis-aligned
+    ellipsoid by rotating and reshaping it.
     """
 
-    iterations: int = 98
-    step_size: float = 1.0
-    samples: int = 20000
+    iterations: int = 36
+    step_size: float = 1.0  # plain Riemannian gradient ascent (adaptive=False or no Adam for the metric)
+    samples: int = 1000
     kappa: float = 1e-8
     metric: Any = "affine-invariant"
-    method: str = "exp"
+    method: str = "retr"
     max_step_norm: float | None = 2.0
     backend: str = "rgd"
     pymanopt_solver: str = "sgd"
-    objective: Objective | None = None
+    objective: Objective | str | None = None
     max_ratio: float | None = 4.0  # every eigenvalue <= max_ratio * sigma_x* (None: unbounded, the paper)
     manifold: manifolds.Manifold | None = None  # any matrix-point Manifold (overrides ``metric``)
+    adaptive: bool = True  # Riemannian Adam in the eigenframe (affine-invariant metric, backend 'rgd')
+    lr: float = 0.05  # Adam's step
+    per_direction: bool = True  # Adam's second moment per eigen-direction (False: one per matrix, geoopt's)
+    shared_frame: bool = True  # one eigendecomposition per step (affine-invariant metric)
 
     @classmethod
-    def paper(cls, **overrides) -> RDDRS:
-        """The seed paper's recipe (98 steps, step 1, kappa 1e-8, 20,000 samples, exp map)."""
-        params = dict(
-            iterations=98, step_size=1.0, samples=20000, kappa=1e-8, method="exp", keep_best=False, max_ratio=None
+    def paper(cls, **overrides: Any) -> RDDRS:
+        """The seed paper's recipe: 98 exp-map steps of plain Riemannian gradient ascent, step 1 (clipped
+        at norm 2 to stay in the cone), 20,000 samples per step, kappa 1e-8, the top-two gap objective,
+        the last iterate, no selection and no eigenvalue ceiling."""
+        params: dict[str, Any] = dict(
+            iterations=98,
+            step_size=1.0,
+            samples=20000,
+            kappa=1e-8,
+            method="exp",
+            keep_best=False,
+            max_ratio=None,
+            objective="gap",
+            select=False,
+            max_step_norm=2.0,
+            adaptive=False,
         )
         params.update(overrides)
         return cls(**params)
+
+    def step_rule(self, manifold: manifolds.Manifold) -> StepRule:
+        """Riemannian Adam where it applies (``adaptive``, affine-invariant SPD, backend 'rgd'), else
+        plain Riemannian gradient ascent."""
+        plain = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
+        adam = RiemannianAdam(
+            self.lr, per_direction=self.per_direction, method=self.method, max_step_norm=self.max_step_norm
+        )
+        if self.adaptive and self.backend == "rgd" and uses_frame(manifold, adam):
+            return adam
+        return plain
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         self._validate()
@@ -403,12 +472,15 @@ class RDDRS(_Optimised):
             C0 = torch.diag_embed(init.points.to(device=x.device, dtype=torch.float64))
         objective = _objective(self.objective, "rddrs", self.kappa)
         floor = _bounds(sigma_star, self.max_ratio)
-        rule = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
+        rule = self.step_rule(manifold)
         driver: Callable = ascend
+        options: dict[str, Any] = {}
         if self.backend == "pymanopt":  # Pymanopt drives the same clipped, projected moves (issue 12 item 1)
             driver = functools.partial(pymanopt_ascend, solver=self.pymanopt_solver)
+        elif not self.shared_frame:
+            options["shared_frame"] = False
         return self._run(
-            "rddrs", model, x, manifold, C0, sigma_star, objective, rule, floor, generator, progress, driver
+            "rddrs", model, x, manifold, C0, sigma_star, objective, rule, floor, generator, progress, driver, **options
         )
 
 

@@ -50,12 +50,17 @@ class Sum(Objective):
     """The sum of objectives."""
 
     def __init__(self, *parts: Objective):
-        self.parts = []
+        self.parts: list[Objective] = []
         for p in parts:
             self.parts.extend(p.parts if isinstance(p, Sum) else [p])
 
     def __call__(self, terms: Terms) -> torch.Tensor:
-        return sum(p(terms) for p in self.parts)
+        if not self.parts:
+            raise ValueError("Sum of no objectives")
+        total = self.parts[0](terms)
+        for p in self.parts[1:]:
+            total = total + p(terms)
+        return total
 
     def __repr__(self) -> str:
         return " + ".join(map(repr, self.parts))

@@ -48,6 +48,8 @@ def hard_vote_radius(
             labels = logits.argmax(dim=1).reshape(B, -1)
             c = torch.nn.functional.one_hot(labels, num_classes=logits.shape[1]).sum(1)
             counts = c if counts is None else counts + c
+    if counts is None:
+        raise ValueError("z must hold at least one noise draw per input")
     top = counts.max(dim=1).values.cpu().double().numpy()
     lower = torch.as_tensor(beta.ppf(alpha, top, m - top + 1), dtype=torch.float64).nan_to_num(0.0)
     margin = torch.special.ndtri(lower.clamp(max=1 - 1e-12))

@@ -72,9 +72,13 @@ def test_retraction_switch_uses_the_retraction(monkeypatch):
     monkeypatch.setattr(m, "retr", retr)
     model = Ellipse([1.5, 0.3], scale=10.0)
     x = torch.zeros(1, 2, dtype=torch.float64)
-    ddrs.RDDRS(iterations=3, samples=16, method="retr").fit(model, x, init=0.2, generator=gen(0))
+    ddrs.RDDRS(iterations=3, samples=16, method="retr", adaptive=False, shared_frame=False).fit(
+        model, x, init=0.2, generator=gen(0)
+    )
     assert calls == {"exp": 0, "retr": 3}
-    ddrs.RDDRS(iterations=3, samples=16, method="exp").fit(model, x, init=0.2, generator=gen(0))
+    ddrs.RDDRS(iterations=3, samples=16, method="exp", adaptive=False, shared_frame=False).fit(
+        model, x, init=0.2, generator=gen(0)
+    )
     assert calls == {"exp": 3, "retr": 3}
 
 

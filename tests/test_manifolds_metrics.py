@@ -200,7 +200,9 @@ def test_bures_wasserstein_rddrs_within_5_percent_of_affine_invariant_and_why():
     objective = ddrs.paper_objective("rddrs", 1e-8)
 
     def reached(metric):
-        r = ddrs.RDDRS(iterations=98, samples=2000, metric=metric, select=False, objective="gap")
+        r = ddrs.RDDRS(  # the pre-issue-13 defaults: plain exp-map gradient ascent
+            iterations=98, samples=2000, metric=metric, select=False, objective="gap", adaptive=False, method="exp"
+        )
         res = r.fit(model, x, init=start, generator=torch.Generator().manual_seed(3))
         return est.evaluate(model, SPD(16), x, res.points, objective, z, with_grad=False)[0]
 

@@ -24,7 +24,13 @@ def reference_configs() -> list[MethodConfig]:
         MethodConfig("rs", sigma=0.1),
         MethodConfig("ddrs", sigma=0.1, ddrs_options=DD),
         MethodConfig("ancer", sigma=0.1, ddrs_options=DD, options=dict(DD)),
-        MethodConfig("rddrs", sigma=0.1, ddrs_options=DD, options=dict(DD, warm_start="ancer", ancer_options=dict(DD))),
+        MethodConfig(
+            "rddrs",
+            sigma=0.1,
+            ddrs_options=DD,
+            # the pre-issue-13 RDDRS defaults (plain exp-map gradient ascent) the reference logs were written with
+            options=dict(DD, warm_start="ancer", ancer_options=dict(DD), adaptive=False, method="exp"),
+        ),
         MethodConfig("mog", sigma=0.1, sigmas=(0.05, 0.1)),
     ]
 
