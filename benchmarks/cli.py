@@ -145,10 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("compare", allow_abbrev=False, help="every method on the same inputs: tables and plots")
     m.add_argument(
         "--dataset",
-        choices=DATASET_CHOICES,
+        type=_data_spec,
         action="append",
         default=None,
-        help="data set(s) (default: digits and toy2d)",
+        metavar="DATA",
+        help=f"data set(s): {', '.join(DATASET_CHOICES)} (default: digits and toy2d); with --model also "
+        "your own: imagefolder:PATH, torchvision:NAME:ROOT, tensors:FILE",
     )
     m.add_argument("--out-dir", default="runs/compare")
     m.add_argument("--sigmas", type=_positive_float("--sigmas"), nargs="+", default=None)
@@ -161,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--rotate", type=_int_at_least("--rotate", 0), default=None)
     m.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
     m.add_argument("--quiet", action="store_true")
-    _add_device_arg(m)
+    _add_model_args(m)  # --model, --weights, --trust-pickle, --normalize, --device
     _add_sequential_args(m)
     _add_cluster_args(m)
     _add_report_parser(sub)
@@ -570,6 +572,15 @@ def _cmd_compare(args) -> int:
         print(f"ddrs compare: error: {err}", file=sys.stderr)
         return 2
     datasets = args.dataset or ["digits", "toy2d"]
+    if args.model is None:
+        for name in ("weights", "normalize"):
+            if getattr(args, name) not in (None, False):
+                _fail(f"ddrs compare: error: --{name}: only used with --model")
+        custom = [d for d in datasets if d not in DEFAULT_SIGMAS]
+        if custom:
+            _fail(f"ddrs compare: error: --model: required with --dataset {custom[0]} (your data needs your model)")
+    elif len(datasets) != 1:
+        _fail("ddrs compare: error: --model: give exactly one --dataset for your model")
     if args.sequential and args.radii is None and len(datasets) > 1:
         _fail("ddrs compare: error: --sequential with several data sets needs --radii")
     radii = sequential_radii(args, "compare")
@@ -588,7 +599,16 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
         changes = {k: getattr(args, k) for k in ("max_inputs", "every", "n") if getattr(args, k) is not None}
         budget = replace(budget, **changes)
         methods = tuple(args.methods) if args.methods else (DD_METHODS if name == "toy2d" else DD_METHODS + ("mog",))
-        sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS[name]
+        sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS.get(name, DEFAULT_SIGMAS["digits"])
+        own = {}
+        if args.model is not None:
+            from benchmarks.data import BadInput
+
+            try:
+                own = _compare_user_model(args, name, budget, device, cluster)
+            except BadInput as err:  # before any log exists
+                print(f"ddrs compare: error: {err}", file=sys.stderr)
+                return 2
         result = run_compare(
             name,
             args.out_dir,
@@ -604,6 +624,7 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
             device=device,
             radii=radii,
             cluster=cluster,
+            **own,
         )
         print(
             f"{name}: table {result['markdown']} (and {result['csv'].name}); plots: "
@@ -611,6 +632,28 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
         )
         print(Path(result["markdown"]).read_text().split("```", 2)[-1].strip().split("\n\nColumns")[0])
     return 0
+
+
+def _compare_user_model(args, name: str, budget, device, cluster) -> dict:
+    """``{"model": ..., "data": ...}`` for ``ddrs compare --model``: the user's model on the device (checked
+    against the inputs by one forward pass) and the budget's subset of the data; BadInput otherwise."""
+    from dataclasses import replace
+
+    from benchmarks.cluster import checkpoint_loader
+    from benchmarks.data import load_data
+    from benchmarks.model_io import check_model, load_model
+
+    spec = dict(weights=args.weights, trust_pickle=args.trust_pickle, normalize=args.normalize)
+    data = load_data(
+        name, "test", every=budget.every, max_inputs=budget.max_inputs, data_dir=args.data_dir, rotate=args.rotate
+    )
+    model = load_model(args.model, **spec).to(device)
+    classes = check_model(model, data, device)
+    if not data.classes_known:
+        data = replace(data, num_classes=classes, classes_known=True)
+    if cluster is not None:
+        cluster.register(model, checkpoint_loader(args.model, **spec))
+    return {"model": model, "data": data}
 
 
 def main(argv: list[str] | None = None) -> int:

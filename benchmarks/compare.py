@@ -22,9 +22,9 @@ import torch
 import certify
 from certify.sequential import check_radii
 
-from .data import load_dataset, subset
+from .data import folder_name, load_dataset, subset
 from .runs import MethodConfig, differing_fields, fingerprint, fingerprint_path, library_version, run_certification
-from .training import dataset_hash, load_or_train
+from .training import dataset_hash, load_or_train, model_hash
 
 PAPER_SIGMAS = (0.12, 0.25, 0.5)
 MOG_RANGES = ((0.25, 0.5), (0.5, 1.0))
@@ -301,8 +301,14 @@ def run_compare(
     device: str | torch.device | None = None,
     radii=None,
     cluster=None,
+    model=None,
+    data=None,
 ) -> dict:
     """Run every configuration on the same inputs and models; write logs, tables and plots.
+
+    ``model`` (your own, already on ``device``) certifies every configuration instead of the project's
+    models trained per sigma; ``data`` (a ``benchmarks.data.Dataset``, already subset) replaces the
+    built-in test inputs; ``dataset`` then only names the run (``benchmarks.data.folder_name``).
 
     ``device`` is where the models certify (None: the CPU; training and its cache stay on the CPU).
     ``radii`` certifies sequentially at those radii (``budget.n`` the maximum sample count): the logs
@@ -311,14 +317,17 @@ def run_compare(
     from . import plots
 
     budget = budget or BUDGETS.get(dataset, Budget())
-    out_dir = Path(out_dir) / (dataset + (f"-rot{rotate}" if rotate is not None else ""))
+    out_dir = Path(out_dir) / (folder_name(dataset) + (f"-rot{rotate}" if rotate is not None else ""))
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
-    test = subset(load_dataset(dataset, "test", data_dir=data_dir, rotate=rotate), budget.every, budget.max_inputs)
+    if data is None:
+        data = subset(load_dataset(dataset, "test", data_dir=data_dir, rotate=rotate), budget.every, budget.max_inputs)
+    test = data
     seq_radii = None if radii is None else tuple(float(r) for r in check_radii(radii))
     radii = L2_RADII.get(dataset, L2_RADII["digits"])
     check_out_dir(
         out_dir,
         ({} if seq_radii is None else {"radii": list(seq_radii)})
+        | ({} if model is None else {"model_hash": model_hash(model)})
         | {
             "dataset": dataset,
             "rotate": rotate,
@@ -332,10 +341,15 @@ def run_compare(
     star_caches: dict[float, dict] = {}
     theta_caches: dict[float, dict] = {}
     t_start = time.perf_counter()
+    user_model = model
     for train_sigma, config in configs_for(budget, sigmas, methods):
-        model, info = load_or_train(
-            dataset, train_sigma, rotate=rotate, data_dir=data_dir, model_dir=model_dir, progress=progress, seed=seed
-        )
+        if user_model is not None:
+            model, info = user_model, {}
+        else:
+            model, info = load_or_train(
+                dataset, train_sigma, rotate=rotate, data_dir=data_dir, model_dir=model_dir, progress=progress,
+                seed=seed,
+            )  # fmt: skip
         if device is not None:
             model = model.to(device)
         if cluster is not None and info.get("path"):

@@ -42,6 +42,7 @@ import gzip
 import hashlib
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -325,6 +326,17 @@ def check_data_spec(spec: str) -> str:
         f"--dataset: expected one of {', '.join(DATASETS)}, imagefolder:PATH, torchvision:NAME:ROOT "
         f"or tensors:FILE, got {spec!r}"
     )
+
+
+def folder_name(spec: str) -> str:
+    """A directory name for a ``--dataset`` spec: the name itself for a built-in data set, else
+    ``<kind>-<last path component or class name>`` (``imagefolder:~/data/val`` -> ``imagefolder-val``)."""
+    spec = check_data_spec(spec)
+    if spec in DATASETS:
+        return spec
+    kind, rest = spec.split(":", 1)
+    stem = rest.split(":", 1)[0] if kind == "torchvision" else Path(rest.rstrip("/\\")).stem
+    return f"{kind}-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "data")
 
 
 def _positions(n: int, every: int, max_inputs: int | None) -> torch.Tensor:

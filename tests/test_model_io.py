@@ -322,3 +322,72 @@ def test_python_entry_point_matches_the_command_line(tiny, tmp_path, monkeypatch
     with pytest.raises(BadInput, match="--model"):
         certify_model(MLP((64,), 7, HIDDEN), folder, tmp_path / "bad.tsv", **kw)
     assert not (tmp_path / "bad.tsv").exists()
+
+
+def test_compare_your_model_on_your_data(tiny, tmp_path, monkeypatch, capsys):
+    """``ddrs compare --model M --dataset tensors:FILE``: every method on the user's model and data, the
+    tables and plots; its RS log is the one ``ddrs certify`` writes for the same budget; another model
+    in the same out-dir recomputes the logs (fingerprints), never reuses them."""
+    data = f"tensors:{tiny['root'] / 'data.pt'}"
+    budget = ["--n", "300", "--max-inputs", "6", "--every", "3", "--sigmas", "0.12", "--quiet", "--device", "cpu"]
+    argv = ["compare", "--dataset", data, "--out-dir", str(tmp_path / "cmp"), "--methods", "rs", "ddrs", "ancer"]
+    monkeypatch.chdir(tiny["root"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(argv + ["--model", *tiny["files"]["checkpoint"], *budget]) == 0
+    out = tmp_path / "cmp" / "tensors-data"
+    md = (out / "summary.md").read_text()
+    for method in ("rs", "ddrs", "ancer"):
+        assert f"| {method} |" in md
+        assert len(certify.read_log(out / "logs" / f"{method}_sigma0.12.tsv")) == 6
+    assert (out / "certified_accuracy_l2.png").stat().st_size > 10_000
+    single = tmp_path / "rs.tsv"
+    rs = ["--method", "rs", "--sigma", "0.12", "--n0", "100", "--n", "300", "--batch-size", "10000", "--quiet"]
+    sub = ["--every", "3", "--max-inputs", "6", "--device", "cpu"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert (
+            main(
+                ["certify", "--dataset", data, "--model", *tiny["files"]["checkpoint"], *rs, *sub, "--out", str(single)]
+            )
+            == 0
+        )
+    assert _rows_without_time(single) == _rows_without_time(out / "logs" / "rs_sigma0.12.tsv")
+    # another model, same out-dir: the logs are recomputed for it
+    other = MLP((64,), 10, HIDDEN)
+    torch.save({"arch": other.arch, "state_dict": other.state_dict()}, tmp_path / "other.pt")
+    capsys.readouterr()
+    assert main(argv + ["--model", str(tmp_path / "other.pt"), *budget]) == 0
+    assert "differs in model_hash" in capsys.readouterr().err
+    assert _rows_without_time(out / "logs" / "rs_sigma0.12.tsv") != _rows_without_time(single)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ([], "--model: required with --dataset tensors:"),
+        (["--model", "m.pt", "--dataset", "digits"], "--model: give exactly one --dataset"),
+        (["--normalize", "0.5", "0.5"], "--normalize: only used with --model"),
+    ],
+)
+def test_compare_your_data_bad_input_is_one_line_exit_2(tiny, tmp_path, extra, message, capsys):
+    argv = ["compare", "--dataset", f"tensors:{tiny['root'] / 'data.pt'}", "--out-dir", str(tmp_path / "c"), "--quiet"]
+    if extra[:1] == ["--normalize"]:
+        argv = ["compare", "--dataset", "digits", "--out-dir", str(tmp_path / "c"), "--quiet"]
+    with pytest.raises(SystemExit) as err:
+        main(argv + extra)
+    assert err.value.code == 2
+    text = capsys.readouterr().err
+    assert text.count("\n") == 1 and message in text
+    assert not (tmp_path / "c").exists()
+
+
+def test_folder_names_of_data_specs():
+    from benchmarks.data import folder_name
+
+    assert folder_name("digits") == "digits"
+    assert folder_name("imagefolder:~/data/val/") == "imagefolder-val"
+    assert folder_name("torchvision:CIFAR10:~/data") == "torchvision-CIFAR10"
+    assert folder_name("tensors:/x/my data.npz") == "tensors-my_data"
+    with pytest.raises(BadInput, match="--dataset"):
+        folder_name("imagenet")
