@@ -182,8 +182,9 @@ def _add_sequential_args(p: argparse.ArgumentParser) -> None:
         type=_radius,
         nargs="+",
         default=None,
-        help="radii to decide with --sequential (increasing; l2 for isotropic noise, the noise's own norm "
-        "for ancer/rddrs); default the data set's table radii",
+        help="radii to decide with --sequential (increasing): the table's columns, l2 for isotropic noise "
+        "and ANCER's proxy radius for ancer/rddrs (converted per input to the noise's own norm, r / gm_sigma); "
+        "default the data set's table radii",
     )
 
 

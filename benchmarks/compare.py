@@ -184,8 +184,9 @@ COLUMN_LEGEND = (
     "certified (proxy) radius over correct inputs; `abstain` fraction of abstentions; `sec_per_input` noise "
     "choice + certification seconds per input; `memory_changed` inputs whose certificate the memory-based "
     "certifier shrank, replaced or abstained. Sequential runs (`--sequential`): `seq@r` fraction of inputs "
-    "classified correctly and decided certified at radius r (l2 for isotropic noise, the noise's own norm for "
-    "ANCER/RDDRS: its l2 / proxy equivalents are r * min_sigma / r * gm_sigma of each row); `samples_mean`, "
+    "classified correctly and decided certified at radius r (the table's radius: l2 for isotropic noise, comparable "
+    "with `l2@r`; the proxy radius for ANCER/RDDRS, comparable with `proxy@r`; each input's noise is asked at its "
+    "own-norm radius r / gm_sigma); `samples_mean`, "
     "`samples_median`, `samples_p90` samples drawn per input (n0 included; n is the maximum); true-mixture rows "
     "(mog-mixture) have no sequential certificate and are certified at fixed n (their seq@r and samples blank).\n"
 )

@@ -65,17 +65,30 @@ def decision_column(r: float) -> str:
 def decisions_after_memory(cert, raw, radii: tuple, action: str) -> list[str]:
     """The log values of ``raw``'s per-radius decisions after the memory-based certifier turned it
     into ``cert``: a True decision the memory did not keep (shrunk below that radius, abstained, or
-    replaced by another input's region of another shape) is logged undecided. Radii are l2 for
-    isotropic noise and in the noise's own norm otherwise (as ``Smooth.certify(radii=...)``)."""
+    replaced by another input's region of another shape) is logged undecided. Radii are the table's
+    (``table_radii_in_own_norm``): l2 for isotropic noise, ANCER's proxy radius otherwise."""
     if action in ("", "-", "kept"):
         held = math.inf
     elif cert.prediction < 0:
         held = -math.inf
     elif raw.noise in ("isotropic", "convolution"):
         held = cert.l2_radius
-    else:  # own norm: comparable only if the region kept the noise's shape
-        held = cert.radius if action == "shrunk" else -math.inf
+    else:  # proxy radius: comparable only if the region kept the noise's shape
+        held = cert.proxy_radius if action == "shrunk" else -math.inf
     return ["-" if d is None or (d and held < r) else str(int(d)) for d, r in zip(raw.decided, radii)]
+
+
+def table_radii_in_own_norm(noise, radii: tuple) -> tuple:
+    """A run's ``--radii`` are the table's columns: l2 radii for isotropic noise (RS, DDRS, a
+    convolution mixture) and ANCER's proxy radius (the l2 ball of the certified region's volume) for
+    anisotropic noise (ANCER, RDDRS). ``Smooth.certify(radii=)`` takes the noise's own norm
+    ||S^-1 delta||: a region of own-norm radius rho has proxy radius rho * gm_sigma, gm_sigma the
+    geometric mean of S's eigenvalues (``certify.region.Ellipsoid.proxy_radius``), so the own-norm
+    radius of proxy radius r is r / gm_sigma, per input."""
+    if noise.kind in ("isotropic", "convolution"):
+        return tuple(radii)
+    gm = float(noise.scale_summary()["gm_sigma"])
+    return tuple(float(r) / gm for r in radii)
 
 
 @dataclass
@@ -240,7 +253,8 @@ def compute_batch(
     positions in ``skip`` get noise (the batch's choice needs all of them) but no certificate.
     ``on_input(result, j)`` (optional) is called as soon as certificate j is made (the single-process
     driver writes its row then, so that a SIGKILL loses at most the input in flight); the stage
-    outputs are set before the first call. ``radii`` (a tuple) certifies sequentially at those radii
+    outputs are set before the first call. ``radii`` (a tuple of table radii: l2 for isotropic noise,
+    proxy for anisotropic, see ``table_radii_in_own_norm``) certifies sequentially at those radii
     (``Smooth.certify(radii=...)``; n is then the maximum sample count)."""
     indices = data.indices.tolist()
     idxs = [indices[p] for p in positions]
@@ -267,7 +281,13 @@ def compute_batch(
             continue
         cgen = torch.Generator().manual_seed(input_seed(seed, idxs[j]))
         result.certificates[j] = certify.Smooth(model, noises[j], data.num_classes).certify(
-            data.X[p], n0, n, alpha, batch_size=batch_size, generator=cgen, radii=radii
+            data.X[p],
+            n0,
+            n,
+            alpha,
+            batch_size=batch_size,
+            generator=cgen,
+            radii=None if radii is None else table_radii_in_own_norm(noises[j], radii),
         )
         if on_input is not None:
             on_input(result, j)
@@ -322,7 +342,7 @@ def fingerprint(
     """Everything that determines a run's rows: method and all its options, noise parameters, sample
     budget, batch sizes, seed, data set with a hash of the inputs certified, model hash, version, and
     (sequential runs only, so that older fingerprints stay valid) the radii."""
-    sequential = {} if radii is None else {"radii": [float(r) for r in radii]}
+    sequential = {} if radii is None else {"radii": [float(r) for r in radii], "radii_are": "l2 / proxy"}
     return _jsonable(
         sequential
         | {

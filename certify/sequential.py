@@ -12,15 +12,26 @@ NeurIPS 2024, Sec. 4), and the last look (at the maximum n) the whole unspent re
 bound, with probability >= 1 - alpha every interval of every look holds simultaneously, so every
 decision taken at any (data-dependent) stopping look is right, and the lower bound at the stopping look
 is a valid Clopper-Pearson-type bound for the certificate: P(any wrong decision or wrong certificate
-about this input) <= alpha, with no extra alpha for looking many times. The class is guessed from n0
-separate samples, as in Cohen's CERTIFY; a wrong guess can only lead to abstaining or refuting.
+about this input) <= alpha, with no extra alpha for looking many times (``run_looks`` has the details).
+
+Decisions, per radius: True (certified: the certificate's radius exceeds r), False (not robust at r:
+p_A = max_c P(f(x + eps) = c) < t_r, so no certificate of Cohen's form reaches r at any n), None
+(undecided when the maximum n is reached). Sampling stops as soon as every radius is decided either
+way. The class is guessed from n0 separate samples, as in Cohen's CERTIFY; a wrong guess can only
+lead to abstaining or to undecided radii, never to a wrong decision.
+
+Mixtures: a true mixture (``MixtureOfGaussians(kind="mixture")``) is refused: its certificate
+(``certify.radius.mixture_radius``) combines one bound per component, and this module has no
+sequential version of that bound; certify it at a fixed n. (``ddrs compare --sequential`` does so for
+its mixture rows.) The convolution kind is one Gaussian and is supported.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,7 +66,8 @@ def check_radii(radii: Sequence[float]) -> np.ndarray:
 
 def look_schedule(n: int, start: int = 100, growth: float = 1.1) -> list[int]:
     """Cumulative sample counts of the looks: ceil(start * growth^k), capped at and ending with n."""
-    looks, m = [], float(min(start, n))
+    looks: list[int] = []
+    m = float(min(start, n))
     while int(math.ceil(m)) < n:
         c = int(math.ceil(m))
         if not looks or c > looks[-1]:
@@ -81,6 +93,93 @@ def thresholds(noise, radii: np.ndarray) -> np.ndarray:
     return norm.cdf(radii)
 
 
+def clopper_pearson_interval(hits, m, a) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Clopper-Pearson interval for ``hits`` successes of ``m`` at level ``a`` (each tail
+    a / 2; Clopper and Pearson 1934): the a/2-quantile of Beta(hits, m - hits + 1) (0 if hits = 0) and
+    the (1 - a/2)-quantile of Beta(hits + 1, m - hits) (1 if hits = m). Vectorised over ``hits``."""
+    hits = np.asarray(hits, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lower = np.where(hits > 0, beta.ppf(a / 2, np.maximum(hits, 1), m - hits + 1), 0.0)
+        upper = np.where(hits < m, beta.ppf(1 - a / 2, hits + 1, np.maximum(m - hits, 1)), 1.0)
+    return lower, upper
+
+
+@dataclass
+class Looks:
+    """Outcome of ``run_looks`` for R parallel streams: ``decided`` (R, k) int8 (1 certified, -1 not
+    robust, 0 undecided at the maximum n), ``drawn`` (R,) samples drawn after selection, ``hits`` (R,)
+    and ``lower`` (R,) the Clopper-Pearson lower bound on p_label at the stopping look."""
+
+    decided: np.ndarray
+    drawn: np.ndarray
+    hits: np.ndarray
+    lower: np.ndarray
+    look: np.ndarray
+
+
+def run_looks(
+    draw: Callable[[int], np.ndarray],
+    n: int,
+    alpha: float,
+    need: np.ndarray,
+    *,
+    start: int = 100,
+    growth: float = 1.1,
+    alphas: np.ndarray | None = None,
+) -> Looks:
+    """The sequential decision rule, for R independent Bernoulli streams at once.
+
+    ``draw(k)`` returns, per stream, the number of samples of the guessed class among k new ones
+    (R = 1 for ``certify_sequential``; tests simulate thousands of streams through this same code).
+    At look j (m_j samples, level a_j from ``look_alphas``): with [L, U] the two-sided Clopper-Pearson
+    interval for p_label, radius i is decided certified once L > t_i and not robust once
+    max(U, 1 - L) < t_i. The second bound is an upper bound on p_A = max_c p_c, the smoothed
+    classifier's top-class probability, whichever class the n0 samples guessed: p_label <= U, and any
+    other class has p_c <= 1 - p_label <= 1 - L. So "not robust at r" states that no certificate of
+    Cohen's form (radius sigma Phi^-1(p_A)) reaches r, even at infinite n, and it cannot be made wrong
+    by a wrong guess of the class (a wrong guess only delays the decision or leaves it undecided).
+
+    Alpha: the events "p_label outside [L_j, U_j]" have probabilities <= a_j (two tails of a_j / 2
+    each), and sum_j a_j = alpha (Voracek, NeurIPS 2024, Sec. 4: a_j = 5 alpha / ((j + 4)(j + 5)),
+    whose sum over j >= 1 is alpha; the last look takes the unspent remainder). By the union bound
+    all intervals hold at once with probability >= 1 - alpha, and then every decision of either
+    kind at every look is right, as is the lower bound reported at the stopping look: P(any wrong
+    decision or wrong certificate) <= alpha however the stopping look is chosen. No alpha is split
+    between the two kinds of decision beyond the two tails of each interval, and one interval serves
+    every radius."""
+    need = np.asarray(need, dtype=np.float64)
+    looks = look_schedule(n, start, growth)
+    alphas = look_alphas(len(looks), alpha) if alphas is None else np.asarray(alphas, dtype=np.float64)
+    if len(alphas) < len(looks):
+        raise ValueError(f"alphas: need one level per look ({len(looks)}), got {len(alphas)}")
+    decided: np.ndarray | None = None
+    drawn = hits = lower = look = np.zeros(0)
+    prev = 0
+    for j, (m, a) in enumerate(zip(looks, alphas)):
+        new = np.asarray(draw(m - prev), dtype=np.int64).reshape(-1)
+        if decided is None:
+            R = new.size
+            decided = np.zeros((R, need.size), dtype=np.int8)
+            drawn, hits = np.zeros(R, dtype=np.int64), np.zeros(R, dtype=np.int64)
+            lower, look = np.zeros(R), np.zeros(R, dtype=np.int64)
+        active = np.any(decided == 0, axis=1)
+        hits = np.where(active, hits + new, hits)
+        prev = m
+        if not active.any():
+            break
+        lo, up = clopper_pearson_interval(hits[active], m, a)
+        top = np.maximum(up, 1.0 - lo)  # upper bound on p_A = max_c p_c
+        sub = decided[active]
+        sub[(sub == 0) & (lo[:, None] > need[None, :])] = 1
+        sub[(sub == 0) & (top[:, None] < need[None, :])] = -1
+        decided[active] = sub
+        drawn[active], lower[active], look[active] = m, lo, j + 1
+        if not np.any(decided == 0):
+            break
+    assert decided is not None
+    return Looks(decided=decided, drawn=drawn, hits=hits, lower=lower, look=look)
+
+
 def certify_sequential(
     smooth: Smooth,
     x: torch.Tensor,
@@ -94,7 +193,9 @@ def certify_sequential(
     start: int = 100,
     growth: float = 1.1,
 ) -> Certificate:
-    """Sequential CERTIFY (see the module docstring); ``n`` is the maximum number of samples."""
+    """Sequential CERTIFY (see the module docstring and ``run_looks``); ``n`` is the maximum number
+    of samples. A true mixture (kind='mixture') is refused: its certificate combines one bound per
+    component, and no sequential version of that bound is implemented (certify it at fixed n)."""
     r = check_radii(radii)
     noise = smooth.noise
     if isinstance(noise, MixtureOfGaussians) and noise.kind == "mixture":
@@ -109,33 +210,16 @@ def certify_sequential(
     t0 = time.perf_counter()
     selection = smooth._statistics(x, n0, batch_size, generator)
     label = int(smooth._scores(selection).argmax())
-    need = thresholds(noise, r)
-    looks = look_schedule(n, start, growth)
-    alphas = look_alphas(len(looks), alpha)
-    decided: list[bool | None] = [None] * len(r)
-    drawn, hits, lower = 0, 0, 0.0
-    for m, a_k in zip(looks, alphas):
-        stats = smooth._statistics(x, m - drawn, batch_size, generator)
-        hits += int(stats["counts"].sum(dim=0)[label])
-        drawn = m
-        # two-sided Clopper-Pearson at level a_k: each tail a_k / 2
-        lower = float(beta.ppf(a_k / 2, hits, m - hits + 1)) if hits > 0 else 0.0
-        upper = float(beta.ppf(1 - a_k / 2, hits + 1, m - hits)) if hits < m else 1.0
-        for j in range(len(r)):
-            if decided[j] is None:
-                if lower > need[j]:
-                    decided[j] = True
-                elif upper < need[j]:
-                    decided[j] = False
-        if all(d is not None for d in decided):
-            break
+
+    def draw(k: int) -> np.ndarray:
+        stats = smooth._statistics(x, k, batch_size, generator)
+        return np.array([int(stats["counts"].sum(dim=0)[label])])
+
+    out = run_looks(draw, n, alpha, thresholds(noise, r), start=start, growth=growth)
+    decided: tuple[bool | None, ...] = tuple(None if d == 0 else bool(d > 0) for d in out.decided[0])
+    drawn, lower = int(out.drawn[0]), float(out.lower[0])
     common = dict(n0=n0, n=drawn, alpha=alpha, noise=noise.kind, **noise.scale_summary())
-    extras = {
-        "samples": n0 + drawn,
-        "decided": tuple(decided),
-        "radii": tuple(r.tolist()),
-        "looks": looks.index(drawn) + 1,
-    }
+    extras = {"samples": n0 + drawn, "decided": decided, "radii": tuple(r.tolist()), "looks": int(out.look[0])}
     radius = gaussian_radius(lower)
     seconds = time.perf_counter() - t0
     center = x.detach().reshape(-1).to("cpu", torch.float64).numpy()

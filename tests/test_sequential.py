@@ -7,7 +7,7 @@ from scipy import stats
 from scipy.stats import norm
 
 import certify
-from certify.sequential import look_alphas, look_schedule
+from certify.sequential import look_alphas, look_schedule, run_looks
 from tests.classifiers import HalfSpace
 
 
@@ -105,3 +105,70 @@ def test_true_mixture_is_refused_and_anisotropic_radii_use_the_own_norm():
         x, 100, 100_000, 1e-3, batch_size=10_000, generator=torch.Generator().manual_seed(0), radii=[1.0, 2.5, 3.5]
     )
     assert cert.decided == (True, True, False)  # own-norm radius of this input: Phi^-1(0.999) = 3.09
+
+
+# ---------------------------------------------------------------- simulated streams, same decision code
+def _simulate(p_top, need, *, n0=10, n=20_000, alpha=0.01, runs=4000, seed=0, alphas=None):
+    """``runs`` two-class inputs whose top class has probability ``p_top`` (>= 1/2): the class is
+    guessed from n0 draws (so it is often wrong near 1/2), then the guessed class's Bernoulli stream
+    goes through ``run_looks``. Returns (wrong decision per run, samples per run)."""
+    rng = np.random.default_rng(seed)
+    k = rng.binomial(n0, p_top, runs)
+    right = (k > n0 / 2) | ((k == n0 / 2) & (rng.random(runs) < 0.5))
+    p_label = np.where(right, p_top, 1.0 - p_top)
+    out = run_looks(lambda m: rng.binomial(m, p_label), n, alpha, need, alphas=alphas)
+    need = np.asarray(need)
+    wrong_true = (out.decided == 1) & (p_label[:, None] <= need[None, :])
+    wrong_false = (out.decided == -1) & (p_top >= need[None, :])  # p_A = p_top here
+    return np.any(wrong_true | wrong_false, axis=1), out
+
+
+NEED = norm.cdf(np.array([0.0, 0.25, 0.5, 0.75]) / 0.25)  # t = 1/2, Phi(1), Phi(2), Phi(3)
+
+
+@pytest.mark.parametrize("p_top", [NEED[1], NEED[2], NEED[3], 0.55, 0.5 + 1e-12])
+def test_simulated_false_decision_rate_is_at_most_alpha_with_p_at_a_threshold(p_top):
+    # p exactly at a threshold: both decisions at that radius are wrong (certifying claims more than
+    # p_A gives, "not robust" denies what it gives); 0.55 with n0 = 10 guesses the wrong class ~26 % of
+    # the time, and refuting r = 0 from the wrong class's stream (p_label = 0.45 < 1/2) would be wrong.
+    alpha, runs = 0.01, 4000
+    wrong, out = _simulate(p_top, NEED, alpha=alpha, runs=runs)
+    assert stats.binomtest(int(wrong.sum()), runs, alpha, alternative="greater").pvalue > 1e-3, wrong.sum()
+    # the decisions that are allowed do happen (the test is not vacuous): far radii get refuted
+    assert np.mean(out.decided != 0) > 0.3
+
+
+def test_simulation_detects_alpha_spent_at_every_look():
+    # the harness has teeth: alpha at every look (no spending) exceeds alpha at a threshold
+    alpha, runs = 0.01, 4000
+    looks = len(look_schedule(20_000))
+    wrong, _ = _simulate(NEED[1], NEED, alpha=alpha, runs=runs, alphas=np.full(looks, alpha))
+    assert stats.binomtest(int(wrong.sum()), runs, alpha, alternative="greater").pvalue < 1e-6, wrong.sum()
+
+
+def test_simulated_decisions_agree_with_fixed_n_cohen_whenever_both_decide():
+    # fixed n: certified iff the one-sided Clopper-Pearson lower bound at alpha exceeds t, "not robust"
+    # iff the upper bound on p_A does; each procedure is wrong w.p. <= alpha, so they disagree w.p. <= 2 alpha
+    from certify.bounds import clopper_pearson_lower, clopper_pearson_upper
+
+    alpha, runs, n = 0.01, 1000, 20_000
+    disagree = total = 0
+    rng = np.random.default_rng(3)
+    for p in np.concatenate([NEED[1:3] + 0.002, NEED[1:] - 0.002, [NEED[3] + 0.0005, 0.6, 0.9, 0.99, 0.999]]):
+        _, out = _simulate(p, NEED[1:], alpha=alpha, runs=runs, n0=100, n=n, seed=int(p * 1e6))
+        hits = rng.binomial(n, p, runs)
+        lo = np.array([clopper_pearson_lower(int(h), n, alpha) for h in hits])
+        up = np.array([max(clopper_pearson_upper(int(h), n, alpha), 1 - lo_) for h, lo_ in zip(hits, lo)])
+        fixed = np.where(lo[:, None] > NEED[None, 1:], 1, np.where(up[:, None] < NEED[None, 1:], -1, 0))
+        both = (fixed != 0) & (out.decided != 0)
+        disagree += int(np.any(both & (fixed != out.decided), axis=1).sum())
+        total += runs
+    assert stats.binomtest(disagree, total, 2 * alpha, alternative="greater").pvalue > 1e-3, disagree
+
+
+@pytest.mark.parametrize("p_top, most", [(0.999, 1_000), (0.5, 500), (0.6, 500)])
+def test_simulated_easy_inputs_stop_within_a_few_hundred_samples(p_top, most):
+    # radii 0.25 / 0.5 at sigma 0.25: p = 0.999 certifies both, p = 0.5 / 0.6 refutes both
+    _, out = _simulate(p_top, NEED[1:3], alpha=0.001, runs=500, n0=100, n=100_000)
+    assert np.all(out.decided != 0)
+    assert np.median(out.drawn) <= most and np.percentile(out.drawn, 90) <= 2 * most

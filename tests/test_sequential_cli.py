@@ -11,7 +11,7 @@ import pytest
 import certify
 from benchmarks.cli import main
 from benchmarks.compare import Budget, run_compare
-from benchmarks.runs import decisions_after_memory, log_columns
+from benchmarks.runs import decisions_after_memory, log_columns, table_radii_in_own_norm
 
 TINY = ["--n0", "50", "--n", "3000", "--batch-size", "1000", "--every", "40", "--max-inputs", "6", "--quiet"]
 SEQ = ["--sequential", "--radii", "0", "0.05", "0.1"]
@@ -145,7 +145,7 @@ def test_compare_sequential_writes_decision_tables_and_plot(tmp_path, model_dir)
 
 
 class _Cert:
-    def __init__(self, prediction, radius, l2_radius, noise, decided=None):
+    def __init__(self, prediction, radius, l2_radius, noise, decided=None, proxy_radius=None):
         self.prediction, self.radius, self.l2_radius, self.noise, self.decided = (
             prediction,
             radius,
@@ -153,6 +153,7 @@ class _Cert:
             noise,
             decided,
         )
+        self.proxy_radius = l2_radius if proxy_radius is None else proxy_radius
 
 
 def test_memory_that_shrinks_or_replaces_a_certificate_turns_its_true_decisions_undecided():
@@ -162,5 +163,72 @@ def test_memory_that_shrinks_or_replaces_a_certificate_turns_its_true_decisions_
     assert decisions_after_memory(_Cert(3, 1.2, 0.3, "isotropic"), raw, radii, "shrunk") == ["1", "-", "0"]
     assert decisions_after_memory(_Cert(-1, 0.0, 0.0, None), raw, radii, "abstained") == ["-", "-", "0"]
     diag = _Cert(3, 0.8, 0.2, "diagonal", (True, True, None))
-    assert decisions_after_memory(_Cert(3, 0.3, 0.1, "diagonal"), diag, radii, "shrunk") == ["1", "-", "-"]
+    # anisotropic: the radii are proxy radii (the shrunk region's proxy 0.3 keeps 0.25 only)
+    assert decisions_after_memory(_Cert(3, 3.0, 0.1, "diagonal", proxy_radius=0.3), diag, radii, "shrunk") == [
+        "1",
+        "-",
+        "-",
+    ]
     assert decisions_after_memory(_Cert(3, 9.0, 9.0, None), diag, radii, "adopted") == ["-", "-", "-"]
+
+
+def test_table_radii_are_proxy_radii_for_anisotropic_noise():
+    import torch
+
+    from tests.classifiers import HalfSpace
+
+    theta = torch.tensor([0.1, 0.4], dtype=torch.float64)  # gm_sigma = 0.2
+    noise = certify.DiagonalGaussian(theta)
+    assert table_radii_in_own_norm(noise, (0.1, 0.4)) == pytest.approx((0.5, 2.0))
+    assert table_radii_in_own_norm(certify.IsotropicGaussian(0.3), (0.1, 0.4)) == (0.1, 0.4)
+    # a half-space at distance 0.2 along the small axis: own-norm radius 2, proxy 0.4, l2 0.2
+    model = HalfSpace(np.array([1.0, 0.0]), 0.2).eval()
+    sm = certify.Smooth(model, noise, 2)
+    x = torch.zeros(2, dtype=torch.float64)
+    table = (0.2, 0.3, 0.5)
+    cert = sm.certify(
+        x,
+        100,
+        100_000,
+        1e-3,
+        batch_size=20_000,
+        generator=torch.Generator().manual_seed(0),
+        radii=table_radii_in_own_norm(noise, table),
+    )
+    assert cert.decided == (True, True, False)  # proxy 0.4 > 0.3; in the own norm all three would be certified
+    assert cert.proxy_radius > 0.3 and cert.l2_radius < 0.3
+
+
+def test_compare_sequential_ancer_decisions_are_at_the_proxy_radius(tmp_path, model_dir):
+    budget = Budget(
+        n0=50,
+        n=3000,
+        batch_size=1000,
+        max_inputs=5,
+        every=40,
+        ddrs=dict(iterations=5, samples=16),
+        ancer=dict(iterations=5, samples=16),
+    )
+    radii = (0.05, 0.1, 0.2)
+    run_compare(
+        "toy2d",
+        tmp_path,
+        sigmas=(0.1,),
+        budget=budget,
+        model_dir=model_dir,
+        progress=False,
+        methods=("ancer",),
+        radii=radii,
+    )
+    log = certify.read_log(tmp_path / "toy2d" / "logs" / "ancer_sigma0.1.tsv")
+    kept = np.array([a in ("-", "kept") for a in log["memory_action"]])
+    assert kept.sum() >= 3
+    decided_any = False
+    for r in radii:
+        column = np.array([str(v) for v in log[f"cert@{r:g}"]])
+        yes, no = np.char.startswith(column, "1"), np.char.startswith(column, "0")
+        decided_any |= bool(yes.any())
+        # certified at proxy radius r  =>  the certificate's proxy radius reaches r; refuted => it does not
+        assert np.all(log["proxy_radius"][yes & kept] >= r)
+        assert np.all(log["proxy_radius"][no & kept] < r)
+    assert decided_any
