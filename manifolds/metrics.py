@@ -127,6 +127,26 @@ class AffineInvariant(SPDMetric):
         w, s, vec = self._whiten(x, u)
         return _from_basis(vec, torch.diag_embed(s.square()) + _in_basis(vec, u) + 0.5 * w @ w * _outer(s, s))
 
+    def whitened_step(self, x: torch.Tensor, u: torch.Tensor, limit: torch.Tensor | None, method: str) -> torch.Tensor:
+        """Exp_x(c u) or retr_x(c u), c = min(1, limit / ||u||_x) per point, for symmetric u: the norm's whitening
+        W = D^-1/2 V^T U V D^-1/2 in x's (cached) eigenbasis is reused by the move unless some point is clipped
+        (then U is rescaled and whitened again). Bit for bit the generic ``Manifold.step`` (norm, clip, then
+        ``exp``/``retr``) for symmetric u, minus 2 (exp) or 4 (retr) d^3 matrix products. ``SPD.step`` calls
+        it only when none of inner/norm/exp/retr/step_limit/injectivity_radius is overridden."""
+        lam, vec = eigh(x)
+        s = lam.clamp_min(_TINY).sqrt()
+        raw = _in_basis(vec, u)
+        w = raw / _outer(s, s)
+        if limit is not None:
+            n = (w * w).sum((-2, -1)).clamp_min(0).sqrt()
+            scale = (limit / n.clamp_min(_TINY)).clamp(max=1.0)
+            if bool((scale < 1).any()):  # the same rescaled U the generic step whitens
+                raw = _in_basis(vec, u * scale[..., None, None])
+                w = raw / _outer(s, s)
+        if method == "retr":  # X + U + 1/2 U X^-1 U in the eigenbasis (as ``retr``)
+            return _from_basis(vec, torch.diag_embed(s.square()) + raw + 0.5 * w @ w * _outer(s, s))
+        return self._unwhiten(sym_apply(sym(w), torch.exp), s, vec)
+
     def log(self, x, y):
         w, s, vec = self._whiten(x, y)
         return self._unwhiten(sym_apply(sym(w), lambda lam: lam.clamp_min(_TINY).log()), s, vec)

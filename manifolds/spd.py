@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from .base import F64, Manifold
-from .metrics import SPDMetric, as_metric
-from .spectral import eigh, log_volume_spd, min_eigenvalue_spd, sym
+from .metrics import AffineInvariant, SPDMetric, as_metric
+from .spectral import eigh, log_volume_spd, min_eigenvalue_spd, remember_eigh, sym
 
 
 def random_orthogonal(*shape: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -88,6 +88,35 @@ class SPD(Manifold):
         """The metric's longest clipped step (see ``SPDMetric.step_limit``)."""
         return self.metric.step_limit(x.to(F64), max_norm)
 
+    # ---- optimiser step ------------------------------------------------------------
+    def step(self, x, rgrad, step_size, method="exp", max_norm=None):
+        """``Manifold.step``; with the shipped affine-invariant metric and nothing it relies on overridden
+        (``_ai_fast_path``), norm, clip and move share one whitening (``AffineInvariant.whitened_step``).
+        Otherwise the generic step, which calls this object's own (possibly overridden) norm/exp/retr."""
+        if method not in ("exp", "retr"):
+            raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
+        if not self._ai_fast_path():
+            return super().step(x, rgrad, step_size, method=method, max_norm=max_norm)
+        with torch.no_grad():
+            x = (x.detach() if x.requires_grad else x).to(F64)  # same storage: its cached eigh is reused
+            u = sym(self._expand_scalar(step_size, x) * rgrad.detach().to(F64))
+            x, u = _f64(x, u)
+            limit = None if max_norm is None else self.step_limit(x, max_norm)
+            metric = self.metric
+            assert isinstance(metric, AffineInvariant)
+            return metric.whitened_step(x, u, limit, method)
+
+    def _ai_fast_path(self) -> bool:
+        """True when the metric is the shipped ``AffineInvariant`` and neither this object nor its metric
+        overrides what ``whitened_step`` replaces (class or instance attribute): a user's subclass keeps the
+        generic, override-honouring step."""
+        metric = self.metric
+        if not isinstance(metric, AffineInvariant):
+            return False
+        if any(getattr(type(self), n) is not f or n in vars(self) for n, f in _SPD_OPS.items()):
+            return False
+        return not any(getattr(type(metric), n) is not f or n in vars(metric) for n, f in _AI_OPS.items())
+
     # ---- spectrum ---------------------------------------------------------------
     def eigenvalues(self, x):
         return torch.linalg.eigvalsh(x.to(F64))
@@ -104,8 +133,11 @@ class SPD(Manifold):
         inside = (lam >= lm) if hi is None else (lam >= lm) & (lam <= hi)
         if bool(inside.all()):
             return x  # exactly the identity inside (and the same tensor: its eigh stays cached)
-        floored = sym((vec * lam.clamp(min=lm, max=hi).unsqueeze(-2)) @ vec.transpose(-1, -2))
-        return torch.where(inside.all(-1)[..., None, None], x, floored)
+        clamped = lam.clamp(min=lm, max=hi)  # still ascending: clamping is monotone
+        floored = sym((vec * clamped.unsqueeze(-2)) @ vec.transpose(-1, -2))
+        out = torch.where(inside.all(-1)[..., None, None], x, floored)
+        remember_eigh(out, clamped, vec)  # the next step's eigh of this point (floor exact in min_eigenvalue)
+        return out
 
     def log_volume(self, x):
         return log_volume_spd(x.to(F64))
@@ -129,12 +161,23 @@ class SPD(Manifold):
         return FullGaussian(x)
 
     def check_values(self, x):
-        asym = (x - x.transpose(-1, -2)).abs().amax()
-        if asym > 1e-8 * max(1.0, float(x.abs().amax())):
-            raise ValueError(f"matrix is not symmetric (max |C - C^T| = {float(asym):.3g})")
+        # relative per point: max |C - C^T| <= 1e-8 max |C| (an absolute floor would pass any tiny matrix)
+        asym = (x - x.transpose(-1, -2)).abs().amax((-2, -1))
+        scale = x.abs().amax((-2, -1))
+        bad = asym > 1e-8 * scale
+        if bool(bad.any()):
+            i = int(bad.reshape(-1).nonzero()[0])
+            a, m = float(asym.reshape(-1)[i]), float(scale.reshape(-1)[i])
+            raise ValueError(f"matrix is not symmetric (max |C - C^T| = {a:.3g} > 1e-8 max |C| = {1e-8 * m:.3g})")
         lmin = float(torch.linalg.eigvalsh(sym(x)).amin())
         if not lmin > 0:
             raise ValueError(f"matrix is not positive definite (smallest eigenvalue {lmin:.3g})")
 
     def __repr__(self) -> str:
         return f"SPD(dim={self.dim}, metric={self.metric!r})"
+
+
+#: what ``AffineInvariant.whitened_step`` stands in for; overriding any of them disables the fast step
+_STEP_OPS = ("inner", "norm", "exp", "retr", "step_limit", "injectivity_radius")
+_SPD_OPS = {name: getattr(SPD, name) for name in _STEP_OPS}
+_AI_OPS = {name: getattr(AffineInvariant, name) for name in (*_STEP_OPS, "whitened_step")}

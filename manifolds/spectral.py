@@ -4,7 +4,8 @@ Public, documented building blocks for a user's own metric or manifold:
 
 * ``sym(x)``: the symmetric part of the last two axes.
 * ``eigh(x)``: ``torch.linalg.eigh`` that reuses the last decomposition of the same, unmodified
-  tensor (one step's norm, clipping, exp/retr and floor share one eigendecomposition).
+  storage (one RDDRS step's log-volume, smallest eigenvalue, norm, clipping, exp/retr share one
+  eigendecomposition, and the floor's ``remember_eigh`` hands its result to the next step).
 * ``sym_apply(x, f)``: the matrix function U f(Lambda) U^T.
 * ``log_volume_spd(c)``: mean log eigenvalue, gradient C^-1 / d finite everywhere.
 * ``min_eigenvalue_spd(c)``: smallest eigenvalue with the eigenspace-averaged subgradient at ties.
@@ -31,23 +32,46 @@ def sym(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (x + x.transpose(-1, -2))
 
 
+def _cache_key(x: torch.Tensor) -> tuple | None:
+    """(storage address, offset, shape, strides, dtype, device, version) of ``x``, or None when ``x`` carries
+    no version counter (inference tensors) or no storage. Views of one storage (``x.detach()``, ``x.to(x.dtype)``)
+    share the version counter, so an in-place change through any of them invalidates the entry; the entry keeps
+    a reference to the tensor, so its storage address cannot be reused by another tensor while cached."""
+    if x.numel() == 0:
+        return None
+    try:
+        version = x._version
+    except RuntimeError:  # inference tensors carry no version counter
+        return None
+    return (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), x.stride(), x.dtype, x.device, version)
+
+
 def eigh(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(eigenvalues ascending, eigenvectors) of batched symmetric ``x``, as ``torch.linalg.eigh``.
 
-    The last result is kept (per thread) and returned again while ``x`` is the same tensor object,
-    unmodified (same version counter) and not requiring grad: the values are identical to a fresh
-    call, only the work is saved."""
-    try:
-        version = None if x.requires_grad else x._version
-    except RuntimeError:  # inference tensors carry no version counter
-        version = None
+    The last result is kept (per thread) and returned again while ``x`` views the same, unmodified
+    storage (same version counter; e.g. ``x`` itself or ``x.detach()``): the values are identical to a
+    fresh call (or, after ``remember_eigh``, the decomposition ``x`` was built from), only the work is
+    saved. A tensor that requires grad while grad mode is on is always decomposed afresh (differentiable);
+    inside a ``torch.autograd.Function.forward`` (grad mode off) the cache is used. In-place changes that
+    bypass the version counter (``x.data``, numpy views) are not seen: decompose such tensors afresh."""
+    key = None if (x.requires_grad and torch.is_grad_enabled()) else _cache_key(x)
     last = getattr(_CACHE, "eigh", None)
-    if version is not None and last is not None and last[0] is x and last[1] == version:
+    if key is not None and last is not None and last[1] == key:
         return last[2], last[3]
     lam, vec = torch.linalg.eigh(x)
-    if version is not None:
-        _CACHE.eigh = (x, version, lam, vec)
+    if key is not None:
+        _CACHE.eigh = (x, key, lam, vec)
     return lam, vec
+
+
+def remember_eigh(x: torch.Tensor, lam: torch.Tensor, vec: torch.Tensor) -> None:
+    """Record ``(lam, vec)`` as the eigendecomposition ``eigh(x)`` returns next, for an ``x`` just built as
+    ``sym(vec diag(lam) vec^T)`` with orthonormal ``vec`` and ascending ``lam`` (e.g. the eigenvalue floor):
+    the next step reuses it instead of decomposing ``x`` again."""
+    key = _cache_key(x)
+    if key is not None:
+        _CACHE.eigh = (x, key, lam.detach(), vec.detach())
 
 
 def sym_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -62,7 +86,7 @@ class _LogVolumeSPD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, c: torch.Tensor) -> torch.Tensor:
-        lam, vec = torch.linalg.eigh(c)
+        lam, vec = eigh(c)  # grad mode is off here: shares the cached decomposition of this point
         ctx.save_for_backward(lam, vec)
         return lam.log().mean(-1)
 
@@ -78,7 +102,7 @@ class _MinEigenvalueSPD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, c: torch.Tensor, rtol: float) -> torch.Tensor:
-        lam, vec = torch.linalg.eigh(c)
+        lam, vec = eigh(c)
         lmin = lam[..., :1]
         tol = rtol * lam.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(lam.dtype).tiny)
         mask = (lam - lmin <= tol).to(lam.dtype)  # the (near-)repeated eigenspace

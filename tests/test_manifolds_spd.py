@@ -316,6 +316,18 @@ def test_check_point_messages():
         PositiveScalar(3).check_point(torch.ones(2, 2))
 
 
+def test_symmetry_check_is_relative_per_point():
+    m = SPD(2)
+    tiny = 1e-10 * torch.tensor([[1.0, 0.5], [0.4, 1.0]], dtype=F64)  # 20 % asymmetric, 1e-11 in absolute terms
+    with pytest.raises(ValueError, match="symmetric"):
+        m.check_point(tiny)
+    with pytest.raises(ValueError, match="symmetric"):  # a batch: the tiny point is named, not hidden by a big one
+        m.check_point(torch.stack([1e6 * torch.eye(2, dtype=F64), tiny]))
+    big = 1e6 * torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=F64)
+    big[0, 1] += 1e-4  # rounding-level asymmetry: 5e-11 of the largest entry
+    m.check_point(big)
+
+
 def test_to_noise_types_and_factory():
     import certify
 
