@@ -424,6 +424,7 @@ class RDDRS(_Optimised):
     adaptive: bool = True  # Riemannian Adam in the eigenframe (affine-invariant metric, backend 'rgd')
     lr: float = 0.05  # Adam's step
     per_direction: bool = True  # Adam's second moment per eigen-direction (False: one per matrix, geoopt's)
+    rotation_lr: float | None = None  # Adam's step for rotations (off-diagonal in the eigenframe); None: lr
     shared_frame: bool = True  # one eigendecomposition per step (affine-invariant metric)
 
     @classmethod
@@ -452,7 +453,11 @@ class RDDRS(_Optimised):
         plain Riemannian gradient ascent."""
         plain = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
         adam = RiemannianAdam(
-            self.lr, per_direction=self.per_direction, method=self.method, max_step_norm=self.max_step_norm
+            self.lr,
+            per_direction=self.per_direction,
+            method=self.method,
+            max_step_norm=self.max_step_norm,
+            rotation_lr=self.rotation_lr,
         )
         if self.adaptive and self.backend == "rgd" and uses_frame(manifold, adam):
             return adam

@@ -92,6 +92,7 @@ class RiemannianAdam(StepRule):
     per_direction: bool = True
     method: str = "retr"
     max_step_norm: float | None = 2.0
+    rotation_lr: float | None = None  # step of the off-diagonal (rotation) coordinates; None: lr
     _m: torch.Tensor | None = field(default=None, repr=False)
     _v: torch.Tensor | None = field(default=None, repr=False)
     _vec: torch.Tensor | None = field(default=None, repr=False)
@@ -103,6 +104,8 @@ class RiemannianAdam(StepRule):
             raise ValueError(f"method must be 'exp' or 'retr', got {self.method!r}")
         if self.max_step_norm is not None:
             self.max_step_norm = _positive(self.max_step_norm, "max_step_norm")
+        if self.rotation_lr is not None and not (math.isfinite(self.rotation_lr) and self.rotation_lr >= 0):
+            raise ValueError(f"rotation_lr must be None or a finite float >= 0, got {self.rotation_lr!r}")
         b1, b2 = self.betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
@@ -136,7 +139,12 @@ class RiemannianAdam(StepRule):
         self._v, self._vec = v, frame.vec
         m_hat = frame.from_ambient(self._m) / (1 - b1**self._t)
         v_hat = v / (1 - b2**self._t)
-        w = self.lr * m_hat / (v_hat.clamp_min(0).sqrt() + self.eps)
+        w = m_hat / (v_hat.clamp_min(0).sqrt() + self.eps)
+        if self.rotation_lr is None:
+            w = self.lr * w
+        else:  # eigenvalue coordinates (diagonal) at lr, rotations (off-diagonal) at rotation_lr
+            eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
+            w = w * (self.rotation_lr + (self.lr - self.rotation_lr) * eye)
         return frame.move(_clip_frobenius(w, self.max_step_norm), self.method)
 
 
