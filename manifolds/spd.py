@@ -106,6 +106,12 @@ class SPD(Manifold):
             assert isinstance(metric, AffineInvariant)
             return metric.whitened_step(x, u, limit, method)
 
+    def plain_affine_invariant(self) -> bool:
+        """True when this manifold's geometry is exactly the shipped affine-invariant one: code that re-implements
+        its step in the eigenbasis (``AffineInvariant.whitened_step``, ``ddrs.eigenframe``) may do so only then;
+        otherwise a user's overridden inner/norm/exp/retr/step_limit/injectivity_radius must be called."""
+        return self._ai_fast_path()
+
     def _ai_fast_path(self) -> bool:
         """True when the metric is the shipped ``AffineInvariant`` and neither this object nor its metric
         overrides what ``whitened_step`` replaces (class or instance attribute): a user's subclass keeps the
