@@ -100,15 +100,6 @@ class EigenFrame:
         p = self.vec * self.lam.clamp_min(_TINY).sqrt().unsqueeze(-2)
         return _sym(p @ _sym(f) @ p.transpose(-1, -2))
 
-    def to_ambient(self, w: torch.Tensor) -> torch.Tensor:
-        """V w V^T: whitened frame coordinates -> whitened coordinates in the standard basis
-        (X^-1/2 U X^-1/2); the isometric identification Adam's moments are carried in."""
-        return _sym(self.vec @ w @ self.vec.transpose(-1, -2))
-
-    def from_ambient(self, a: torch.Tensor) -> torch.Tensor:
-        """V^T a V, the inverse of ``to_ambient``."""
-        return _sym(self.vec.transpose(-1, -2) @ a @ self.vec)
-
     # ---- objective terms (differentiable w.r.t. the point) ------------------------------
     def log_volume(self, point: torch.Tensor) -> torch.Tensor:
         """Mean log eigenvalue of ``point`` (which must be this frame's point, possibly requiring grad);

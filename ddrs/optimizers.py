@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .eigenframe import EigenFrame, transport_second_moment
+from .eigenframe import EigenFrame
 from .estimator import SoftSmoothingEstimator, Terms
 from .objectives import EigenvalueFloor
 
@@ -81,10 +81,10 @@ class RiemannianAdam(StepRule):
     the metric is Frobenius. The first moment is carried between points in X^-1/2 U X^-1/2 coordinates (an
     isometric vector transport); the second moment is kept per direction of the current eigenbasis
     (``per_direction=True``: eigenvalue directions on the diagonal, rotations off it; moved to the next
-    eigenbasis by ``transport_second_moment``) or as one scalar per matrix (``per_direction=False``,
-    geoopt's RiemannianAdam: momentum RSGD with a normalised step). Step lr * m_hat / (sqrt(v_hat) + eps)
-    (Kingma and Ba 2015; Becigneul and Ganea 2019 for the Riemannian form), its norm clipped at
-    ``max_step_norm``, then ``method``: 'retr' (second-order retraction) or 'exp'."""
+    eigenbasis as ``ddrs.eigenframe.transport_second_moment`` does) or as one scalar per matrix
+    (``per_direction=False``, geoopt's RiemannianAdam: momentum RSGD with a normalised step). Step
+    lr * m_hat / (sqrt(v_hat) + eps) (Kingma and Ba 2015; Becigneul and Ganea 2019 for the Riemannian
+    form), its norm clipped at ``max_step_norm``, then ``method``: 'retr' (second-order retraction) or 'exp'."""
 
     lr: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
@@ -125,19 +125,25 @@ class RiemannianAdam(StepRule):
         g = frame.whiten_gradient(egrad)
         b1, b2 = self.betas
         self._t += 1
-        m_amb = frame.to_ambient(g)
-        self._m = (1 - b1) * m_amb if self._m is None else b1 * self._m + (1 - b1) * m_amb
+        # moments live in the current frame's coordinates; R = V_new^T V_old moves them between frames
+        # (for the first moment this is the isometric X^-1/2 U X^-1/2 identification: m -> R m R^T)
+        r = None if self._vec is None else frame.vec.transpose(-1, -2) @ self._vec
+        if self._m is None or r is None:
+            self._m = (1 - b1) * g
+        else:
+            self._m = b1 * (r @ self._m @ r.transpose(-1, -2)) + (1 - b1) * g
         if self.per_direction:
             v = g * g
-            if self._v is not None and self._vec is not None:
-                v = b2 * transport_second_moment(self._v, self._vec, frame.vec) + (1 - b2) * v
+            if self._v is not None and r is not None:
+                q = r * r
+                v = b2 * (q @ self._v @ q.transpose(-1, -2)) + (1 - b2) * v
             else:
                 v = (1 - b2) * v
         else:
             v = (g * g).sum((-2, -1))[..., None, None]
             v = (1 - b2) * v if self._v is None else b2 * self._v + (1 - b2) * v
         self._v, self._vec = v, frame.vec
-        m_hat = frame.from_ambient(self._m) / (1 - b1**self._t)
+        m_hat = self._m / (1 - b1**self._t)
         v_hat = v / (1 - b2**self._t)
         w = m_hat / (v_hat.clamp_min(0).sqrt() + self.eps)
         if self.rotation_lr is None:

@@ -104,7 +104,8 @@ def test_shared_frame_gives_the_same_iterates_with_one_decomposition_per_step(mo
     torch.testing.assert_close(shared.points, plain.points, rtol=1e-6, atol=1e-9)  # rounding only
     # one per step, + the start, + Adam's alignment of tied groups in its first two steps (one per input)
     assert n_shared <= kw["iterations"] + 1 + (2 * len(x) if adaptive else 0)
-    assert calls["n"] >= 3 * kw["iterations"]
+    if adaptive:  # Adam decomposes again for its frame; plain ascent shares the manifold's cached eigh anyway
+        assert calls["n"] >= 2 * kw["iterations"] and calls["n"] > n_shared
 
 
 # ---- the chunk fix: a batch larger than chunk_size pays one forward per sample ------------------------
