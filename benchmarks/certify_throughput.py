@@ -243,7 +243,7 @@ def write_outputs(rows: list[dict], out_dir: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--quick", action="store_true", help="n=2000, 2 repeats (smoke run)")
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--n0", type=int, default=100)

@@ -272,7 +272,7 @@ def write(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--quick", action="store_true", help="a tenth of the inputs (a smoke run)")
     p.add_argument("--pause-background", action="store_true", help=f"SIGSTOP the jobs of {BG_PIDS} meanwhile")
     p.add_argument("--pause-limit", type=float, default=290.0, help="seconds after which they resume regardless")

@@ -168,7 +168,7 @@ def write(rows: list[dict], csv_path: Path, png_path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--quick", action="store_true", help="one small toy2d workload (a smoke run)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_output_args(p, "hashing_cost")

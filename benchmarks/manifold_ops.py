@@ -179,7 +179,9 @@ def rddrs_step_rows(n: int, chunk: int, repeats: int) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     ap.add_argument("--quick", action="store_true", help="d = 64, 196 and n = 2,000 (about a minute)")
     ap.add_argument("--n", type=int, default=None, help="MC samples in the RDDRS step (default 20,000)")
     ap.add_argument(

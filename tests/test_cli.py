@@ -247,3 +247,20 @@ def test_train_on_the_gpu_is_cached_under_its_own_key(tmp_path, capsys):
     assert main(argv + ["--device", "cuda"]) == 0
     assert "reused cached model" in capsys.readouterr().out
     assert len(list(tmp_path.glob("toy2d-cuda-*.pt"))) == 1
+
+
+def test_every_parser_in_the_benchmarks_has_allow_abbrev_false():
+    """Issue 16: ``allow_abbrev=False`` on every parser (an abbreviation silently meant another option)."""
+    import ast
+
+    missing = []
+    for path in sorted(Path(__file__).resolve().parents[1].joinpath("benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            if name in ("ArgumentParser", "add_parser"):
+                kw = {k.arg: k.value for k in node.keywords}
+                if not (isinstance(kw.get("allow_abbrev"), ast.Constant) and kw["allow_abbrev"].value is False):
+                    missing.append(f"{path.name}:{node.lineno}")
+    assert missing == []
