@@ -264,3 +264,31 @@ def test_every_parser_in_the_benchmarks_has_allow_abbrev_false():
                 if not (isinstance(kw.get("allow_abbrev"), ast.Constant) and kw["allow_abbrev"].value is False):
                     missing.append(f"{path.name}:{node.lineno}")
     assert missing == []
+
+
+def test_toy2d_regions_share_class_colours_with_axis_labels_legend_and_budget(tmp_path, model_dir, monkeypatch):
+    """Issue 16 (outputs people read): points and regions in one colour per class, labelled axes, a
+    legend naming the classes and the methods, n / alpha / inputs in the title."""
+    from matplotlib.colors import to_hex
+
+    from benchmarks import plots
+    from benchmarks.data import load_dataset, subset
+
+    kept = []
+    monkeypatch.setattr(plots.plt, "close", lambda fig: kept.append(fig))
+    test = subset(load_dataset("toy2d", "test"), 40, 6)  # the inputs TINY certifies
+    log = tmp_path / "rs.tsv"
+    assert main(["certify", "--dataset", "toy2d", "--method", "rs", "--sigma", "0.1", "--model-dir", model_dir]
+                + TINY + ["--out", str(log)]) == 0  # fmt: skip
+    plots.toy2d_regions({("rs", 0.1): log}, test, tmp_path / "r.png", 0.1, model_dir, suffix="n = 400, alpha = 0.001")
+    (ax,) = kept[0].axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x1", "x2")
+    assert "n = 400, alpha = 0.001" in ax.get_title()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:3] == ["class 0", "class 1", "class 2"] and "rs" in legend
+    from matplotlib.collections import PathCollection
+
+    points = {to_hex(c.get_facecolor()[0], keep_alpha=False) for c in ax.collections if isinstance(c, PathCollection)}
+    assert points == {to_hex(c) for c in plots.CLASS_COLORS}
+    handles = ax.get_legend().legend_handles[:3]
+    assert [to_hex(h.get_edgecolor(), keep_alpha=False) for h in handles] == [to_hex(c) for c in plots.CLASS_COLORS]
