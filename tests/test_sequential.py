@@ -7,7 +7,7 @@ from scipy import stats
 from scipy.stats import norm
 
 import certify
-from certify.sequential import look_alphas, look_schedule, run_looks
+from certify.sequential import look_alphas, look_schedule, max_misses_to_certify, run_looks
 from tests.classifiers import HalfSpace
 
 
@@ -21,8 +21,12 @@ def _halfspace_at(p, d=2):
 
 
 def test_alpha_spending_sums_to_alpha_and_schedule_ends_at_n():
-    a = look_alphas(40, 1e-3)
-    assert np.all(a > 0) and a.sum() == pytest.approx(1e-3, rel=1e-12)
+    for spending in ("uniform", "voracek"):
+        a = look_alphas(40, 1e-3, spending)
+        assert np.all(a > 0) and a.sum() == pytest.approx(1e-3, rel=1e-12)
+    assert look_alphas(40, 1e-3, "voracek")[0] == pytest.approx(1e-3 / 6)
+    with pytest.raises(ValueError, match="spending"):
+        look_alphas(40, 1e-3, "bonferroni")
     looks = look_schedule(100_000)
     assert looks[0] == 100 and looks[-1] == 100_000 and all(np.diff(looks) > 0)
     assert all(b <= 1.1 * a + 1 for a, b in zip(looks[:-2], looks[1:-1]))
@@ -104,7 +108,8 @@ def test_true_mixture_is_refused_and_anisotropic_radii_use_the_own_norm():
     cert = sm.certify(
         x, 100, 100_000, 1e-3, batch_size=10_000, generator=torch.Generator().manual_seed(0), radii=[1.0, 2.5, 3.5]
     )
-    assert cert.decided == (True, True, False)  # own-norm radius of this input: Phi^-1(0.999) = 3.09
+    # own-norm radius of this input: Phi^-1(0.999) = 3.09; 3.5 is refuted or dropped once out of reach
+    assert cert.decided[:2] == (True, True) and cert.decided[2] is not True and cert.samples < 100_100
 
 
 # ---------------------------------------------------------------- simulated streams, same decision code
@@ -172,3 +177,42 @@ def test_simulated_easy_inputs_stop_within_a_few_hundred_samples(p_top, most):
     _, out = _simulate(p_top, NEED[1:3], alpha=0.001, runs=500, n0=100, n=100_000)
     assert np.all(out.decided != 0)
     assert np.median(out.drawn) <= most and np.percentile(out.drawn, 90) <= 2 * most
+
+
+@pytest.mark.parametrize("spending", ["uniform", "voracek"])
+def test_simulated_false_decision_rate_with_either_spending(spending):
+    alpha, runs = 0.01, 4000
+    for p_top in (NEED[2], 0.55):
+        rng = np.random.default_rng(11)
+        k = rng.binomial(10, p_top, runs)
+        p_label = np.where(k > 5, p_top, np.where(k < 5, 1 - p_top, np.where(rng.random(runs) < 0.5, p_top, 1 - p_top)))
+        out = run_looks(lambda m: rng.binomial(m, p_label), 20_000, alpha, NEED, spending=spending)
+        wrong = np.any(
+            ((out.decided == 1) & (p_label[:, None] <= NEED)) | ((out.decided == -1) & (p_top >= NEED)), axis=1
+        )
+        assert stats.binomtest(int(wrong.sum()), runs, alpha, alternative="greater").pvalue > 1e-3
+
+
+def test_out_of_reach_radii_stop_early_without_changing_any_certified_radius():
+    # r = 4 sigma needs p_A > Phi(4) = 0.99997: not certifiable with 100,000 samples at alpha = 0.001
+    need = norm.cdf(np.array([1.0, 2.0, 4.0]))
+    assert (
+        max_misses_to_certify(look_schedule(100_000), look_alphas(len(look_schedule(100_000)), 1e-3), need)[:, 2].max()
+        == -1
+    )
+    for p in (1.0, 0.99999, 0.999, 0.98, 0.9):
+        a = run_looks(
+            lambda m: np.random.default_rng(int(p * 1e5) + m).binomial(m, np.full(300, p)), 100_000, 1e-3, need
+        )
+        b = run_looks(
+            lambda m: np.random.default_rng(int(p * 1e5) + m).binomial(m, np.full(300, p)),
+            100_000,
+            1e-3,
+            need,
+            stop_out_of_reach=False,
+        )
+        assert np.array_equal(a.decided == 1, b.decided == 1)  # same streams, same certified radii
+        assert np.all(a.drawn <= b.drawn) and np.all(a.decided[b.decided == 0] == 0)
+        if p >= 0.99999:  # p_A ~ 1: r = sigma, 2 sigma certified within ~10,000 samples, 4 sigma dropped
+            assert np.all(a.decided[:, :2] == 1) and np.all(a.decided[:, 2] == 0)
+            assert np.median(a.drawn) < 10_000 and np.all(b.drawn == 100_000)
