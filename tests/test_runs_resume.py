@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from test_runs import RUN, reference_configs, rows_without_time, toy  # noqa: F401  (fixture)
 
 import certify
@@ -284,3 +285,63 @@ def test_reproducer_1_compare_recomputes_stale_logs_and_its_csv_reads_with_panda
     assert json.loads((b["out_dir"] / "fingerprint.json").read_text())["budget"]["n"] == 400
     assert "`l2@r` certified accuracy" in Path(b["markdown"]).read_text()
     del a
+
+
+def _field(line: str, column: str, value: str) -> str:
+    from benchmarks.runs import LOG_COLUMNS
+
+    fields = line.rstrip("\n").split("\t")
+    fields[LOG_COLUMNS.index(column)] = value
+    return "\t".join(fields) + "\n"
+
+
+ROW_DAMAGE = {
+    "type": (lambda lines, j: _field(lines[j], "label", "abc"), "unreadable value"),
+    "idx not an input": (lambda lines, j: _field(lines[j], "idx", "99999"), "is not one of this run's inputs"),
+    "repeated row": (lambda lines, j: lines[j - 1], "out of order or repeated"),
+    "correct": (
+        lambda lines, j: _field(lines[j], "correct", str(1 - int(lines[j].split("\t")[4]))),
+        "correct does not match",
+    ),
+    "memory_action": (lambda lines, j: _field(lines[j], "memory_action", "eaten"), "memory_action 'eaten' unknown"),
+    "nan": (lambda lines, j: _field(lines[j], "p_lower", "nan"), "p_lower is not finite"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(ROW_DAMAGE))
+def test_every_kind_of_bad_row_is_named_and_recomputed(toy, full_logs, tmp_path, damage, capsys):
+    """Issue 16: resume validates column count, types, finite numbers, idx in the run's inputs, order;
+    the first bad row is named (file and line) and everything from it on is recomputed exactly."""
+    config = dict((c.method, c) for c in reference_configs())["ancer"]
+    full = full_logs["ancer"]
+    lines = full.read_text().splitlines(keepends=True)
+    bad = tmp_path / "bad.tsv"
+    _copy_run(full, bad)
+    change, reason = ROW_DAMAGE[damage]
+    j = 3
+    bad.write_text("".join(lines[:j] + [change(lines, j)] + lines[j + 1 :]))
+    capsys.readouterr()
+    assert rows_without_time(_run(config, toy, bad)) == rows_without_time(full)
+    err = capsys.readouterr().err
+    assert f"bad.tsv line {j + 1}: " in err and reason in err and "recomputing from this input on" in err
+
+
+@pytest.mark.parametrize(
+    "write,reason",
+    [
+        (lambda p: p.write_bytes(b"not a torch file"), "is unreadable"),
+        (lambda p: torch.save({"x": 1}, p), "is not a region record"),
+    ],
+    ids=["garbled", "not-a-record"],
+)
+def test_a_bad_region_file_is_named_and_its_row_recomputed(toy, full_logs, tmp_path, write, reason, capsys):
+    config = dict((c.method, c) for c in reference_configs())["ddrs"]
+    full = full_logs["ddrs"]
+    copy = tmp_path / "copy.tsv"
+    _copy_run(full, copy)
+    idx = full.read_text().splitlines()[2].split("\t", 1)[0]
+    write(Path(str(copy) + ".regions") / f"{idx}.pt")
+    capsys.readouterr()
+    assert rows_without_time(_run(config, toy, copy)) == rows_without_time(full)
+    err = capsys.readouterr().err
+    assert "copy.tsv line 3: region file" in err and reason in err
