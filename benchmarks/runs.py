@@ -133,8 +133,10 @@ def choose_noise(
     generator: torch.Generator,
     sigma_star: torch.Tensor | None = None,
     cache: dict | None = None,
+    progress: Any = None,
 ) -> tuple[list, ddrs.NetworkCounter, torch.Tensor | None]:
     """Noise objects for a batch of inputs, the network work spent, and the DDRS sigma_x* (if any).
+    ``progress`` goes to every ``fit`` (``ddrs.progress``: e.g. a bar updated once per ascent step).
 
     ``sigma_star`` (from a DDRS run on the same inputs) skips the DDRS stage of ANCER/RDDRS. RDDRS with
     ``options["warm_start"] == "ancer"`` starts from ANCER's Theta (the chain RS -> DDRS -> ANCER ->
@@ -146,7 +148,7 @@ def choose_noise(
     if config.method == "mog":
         return [certify.MixtureOfGaussians(config.sigmas, kind=config.kind)] * len(x), counter, None
     if sigma_star is None or config.method == "ddrs":
-        dd = ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).fit(model, x, generator=generator)
+        dd = ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).fit(model, x, generator=generator, progress=progress)
         counter.add(dd.network.forward, dd.network.backward)
         sigma_star = dd.points
         if config.method == "ddrs":
@@ -155,7 +157,7 @@ def choose_noise(
     warm = options.pop("warm_start", None)
     ancer_options = options.pop("ancer_options", {})
     if config.method == "ancer":
-        res = ddrs.ANCER(**options).fit(model, x, init=sigma_star, generator=generator)
+        res = ddrs.ANCER(**options).fit(model, x, init=sigma_star, generator=generator, progress=progress)
         if cache is not None:
             cache["ancer"] = [
                 (theta, res.network.forward / len(x), res.network.backward / len(x)) for theta in res.points
@@ -170,10 +172,10 @@ def choose_noise(
             counter.add(sum(c[1] for c in cached), sum(c[2] for c in cached))
             init = ddrs.SmoothingResult("ancer", None, thetas, sigma_star)
         else:
-            init = ddrs.ANCER(**ancer_options).fit(model, x, init=sigma_star, generator=generator)
+            init = ddrs.ANCER(**ancer_options).fit(model, x, init=sigma_star, generator=generator, progress=progress)
             counter.add(init.network.forward, init.network.backward)
     res = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).fit(
-        model, x, init=init, generator=generator
+        model, x, init=init, generator=generator, progress=progress
     )
     counter.add(res.network.forward, res.network.backward)
     return res.noises(), counter, sigma_star
@@ -244,6 +246,7 @@ def compute_batch(
     skip: set[int] | frozenset = frozenset(),
     on_input: Callable[[BatchResult, int], None] | None = None,
     radii: tuple | None = None,
+    fit_progress: Any = None,
 ) -> BatchResult:
     """Choose noise for the batch ``positions`` of ``data`` and certify each of its inputs.
 
@@ -255,7 +258,8 @@ def compute_batch(
     driver writes its row then, so that a SIGKILL loses at most the input in flight); the stage
     outputs are set before the first call. ``radii`` (a tuple of table radii: l2 for isotropic noise,
     proxy for anisotropic, see ``table_radii_in_own_norm``) certifies sequentially at those radii
-    (``Smooth.certify(radii=...)``; n is then the maximum sample count)."""
+    (``Smooth.certify(radii=...)``; n is then the maximum sample count). ``fit_progress`` goes to every
+    ``fit`` of the noise choice (``ddrs.progress``)."""
     indices = data.indices.tolist()
     idxs = [indices[p] for p in positions]
     xb = data.X[positions]
@@ -263,7 +267,7 @@ def compute_batch(
     star = torch.tensor(sigma_star, dtype=torch.float64) if sigma_star is not None else None
     cache = {"ancer": list(ancer_cache)} if ancer_cache is not None else {}
     t0 = time.perf_counter()
-    noises, counter, star_out = choose_noise(config, model, xb, gen, star, cache)
+    noises, counter, star_out = choose_noise(config, model, xb, gen, star, cache, fit_progress)
     choose_seconds = (time.perf_counter() - t0) / len(positions)
     result = BatchResult(
         positions=list(positions),
@@ -701,6 +705,9 @@ def run_certification(
         unit="input",
         leave=False,
     )
+    steps = tqdm(  # the noise choice of a batch can take minutes (RDDRS at CIFAR size): show its steps
+        desc="  choosing noise", unit="step", disable=not progress or config.method not in DATA_DEPENDENT, leave=False
+    )
     try:
         if cluster is not None:
 
@@ -751,11 +758,13 @@ def run_certification(
                 skip=set(positions) - set(todo),
                 on_input=finish,
                 radii=radii,
+                fit_progress=None if steps.disable else steps,
             )
             record_stages(result, sigma_star_cache, stage_cache)
     except KeyboardInterrupt:
         raise Interrupted(sum(i in driver.done for i in indices), len(indices), driver.out) from None
     finally:
+        steps.close()
         bar.close()
         driver.close()
     return driver.out

@@ -265,3 +265,30 @@ def test_text_bar_draws_remaining_time_and_closes_a_short_run():
     assert out.getvalue().endswith("\n")
     with pytest.raises(ValueError, match="total"):
         ddrs_progress.TextBar(-1)
+
+
+def test_runner_passes_a_progress_bar_to_the_noise_choice():
+    from benchmarks.data import Dataset
+    from benchmarks.runs import MethodConfig, compute_batch
+
+    data = Dataset(
+        X=torch.rand(2, 1, 6, 6),
+        y=torch.tensor([0, 1]),
+        name="t",
+        split="test",
+        input_shape=(1, 6, 6),
+        num_classes=3,
+        indices=torch.arange(2),
+    )
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    opts = {"iterations": 2, "samples": 4}
+    config = MethodConfig("ancer", sigma=0.2, ddrs_options=opts, options=opts)
+    compute_batch(config, Conv().eval(), data, [0, 1], n0=5, n=10, alpha=0.01, batch_size=8, seed=0, fit_progress=bar)
+    assert bar.n == 3 + 3  # DDRS then ANCER: iterations + 1 evaluated steps each
