@@ -391,3 +391,19 @@ def test_folder_names_of_data_specs():
     assert folder_name("tensors:/x/my data.npz") == "tensors-my_data"
     with pytest.raises(BadInput, match="--dataset"):
         folder_name("imagenet")
+
+
+def test_compare_bad_input_is_one_line_exit_2_and_nothing_written(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tiny["root"])
+    budget = ["--n", "300", "--max-inputs", "4", "--sigmas", "0.12", "--methods", "rs", "--quiet"]
+    for case, argv, name in _bad_cases(tiny["root"]):
+        out = tmp_path / case.replace(" ", "_")
+        try:
+            code = main(["compare", *budget, *argv, "--out-dir", str(out)])
+        except SystemExit as exit_:
+            code = exit_.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2, case
+        assert len(err.splitlines()) == 1, (case, err)
+        assert err.startswith("ddrs compare: error: ") and name in err, (case, err)
+        assert not out.exists(), case
