@@ -292,3 +292,17 @@ def test_runner_passes_a_progress_bar_to_the_noise_choice():
     config = MethodConfig("ancer", sigma=0.2, ddrs_options=opts, options=opts)
     compute_batch(config, Conv().eval(), data, [0, 1], n0=5, n=10, alpha=0.01, batch_size=8, seed=0, fit_progress=bar)
     assert bar.n == 3 + 3  # DDRS then ANCER: iterations + 1 evaluated steps each
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [certify.IsotropicGaussian(0.25), certify.MixtureOfGaussians([0.12, 0.25], kind="convolution")],
+    ids=lambda nz: nz.kind,
+)
+def test_sequential_certify_and_predict_run_beside_a_model_on_another_device(noise, meta_reads):
+    model = meta_model()
+    smooth = certify.Smooth(model, noise, 3)
+    cert = smooth.certify(X[0], 10, 200, 0.01, batch_size=16, generator=torch.Generator(), radii=[0.1, 0.2])
+    assert cert.samples is not None and 10 < cert.samples <= 210
+    assert isinstance(smooth.predict(X[0], 50, 0.01, generator=torch.Generator()), int)
+    assert model.seen == {("meta", torch.float32)}
