@@ -122,13 +122,16 @@ def clopper_pearson_interval(hits, m, a) -> tuple[np.ndarray, np.ndarray]:
 class Looks:
     """Outcome of ``run_looks`` for R parallel streams: ``decided`` (R, k) int8 (1 certified, -1 not
     robust, 0 undecided), ``drawn`` (R,) samples drawn after selection, ``hits`` (R,), ``lower`` (R,)
-    the Clopper-Pearson lower bound on p_label at the stopping look, ``look`` (R,) its number."""
+    the Clopper-Pearson lower bound on p_label at the stopping look, ``look`` (R,) its number, and
+    ``closed_at`` (R, k) the samples after which each radius was decided or dropped as out of reach
+    (what a run asking only that radius would have drawn on the same stream)."""
 
     decided: np.ndarray
     drawn: np.ndarray
     hits: np.ndarray
     lower: np.ndarray
     look: np.ndarray
+    closed_at: np.ndarray
 
 
 def max_misses_to_certify(looks: list[int], alphas: np.ndarray, need: np.ndarray) -> np.ndarray:
@@ -195,6 +198,7 @@ def run_looks(
     reach[:-1] = np.maximum.accumulate(kmax[::-1], axis=0)[::-1][1:]
     decided: np.ndarray | None = None
     open_ = np.zeros((0, need.size), dtype=bool)
+    closed_at = np.zeros((0, need.size), dtype=np.int64)
     drawn = hits = lower = look = np.zeros(0)
     prev = 0
     for j, (m, a) in enumerate(zip(looks, alphas)):
@@ -205,6 +209,7 @@ def run_looks(
             open_ = np.ones((R, need.size), dtype=bool)  # undecided and still reachable
             drawn, hits = np.zeros(R, dtype=np.int64), np.zeros(R, dtype=np.int64)
             lower, look = np.zeros(R), np.zeros(R, dtype=np.int64)
+            closed_at = np.zeros((R, need.size), dtype=np.int64)
         active = np.any(open_, axis=1)
         hits = np.where(active, hits + new, hits)
         prev = m
@@ -216,12 +221,17 @@ def run_looks(
         decided[active] = sub
         misses = (m - hits[active])[:, None]
         out_of_reach = (reach[j][None, :] < 0) | (misses > reach[j][None, :] + 1)  # +1: a miss of slack
+        was_open = open_[active]
         open_[active] = (sub == 0) & ~(out_of_reach & stop_out_of_reach)
+        closed = closed_at[active]
+        closed[was_open & ~open_[active]] = m
+        closed[open_[active]] = m  # still open: so far
+        closed_at[active] = closed
         drawn[active], lower[active], look[active] = m, lo, j + 1
         if not open_.any():
             break
     assert decided is not None
-    return Looks(decided=decided, drawn=drawn, hits=hits, lower=lower, look=look)
+    return Looks(decided=decided, drawn=drawn, hits=hits, lower=lower, look=look, closed_at=closed_at)
 
 
 def certify_sequential(
@@ -264,7 +274,13 @@ def certify_sequential(
     decided: tuple[bool | None, ...] = tuple(None if d == 0 else bool(d > 0) for d in out.decided[0])
     drawn, lower = int(out.drawn[0]), float(out.lower[0])
     common = dict(n0=n0, n=drawn, alpha=alpha, noise=noise.kind, **noise.scale_summary())
-    extras = {"samples": n0 + drawn, "decided": decided, "radii": tuple(r.tolist()), "looks": int(out.look[0])}
+    extras = {
+        "samples": n0 + drawn,
+        "decided": decided,
+        "radii": tuple(r.tolist()),
+        "looks": int(out.look[0]),
+        "decided_at": tuple(n0 + int(v) for v in out.closed_at[0]),  # per radius, n0 included
+    }
     radius = gaussian_radius(lower)
     seconds = time.perf_counter() - t0
     center = x.detach().reshape(-1).to("cpu", torch.float64).numpy()

@@ -216,3 +216,21 @@ def test_out_of_reach_radii_stop_early_without_changing_any_certified_radius():
         if p >= 0.99999:  # p_A ~ 1: r = sigma, 2 sigma certified within ~10,000 samples, 4 sigma dropped
             assert np.all(a.decided[:, :2] == 1) and np.all(a.decided[:, 2] == 0)
             assert np.median(a.drawn) < 10_000 and np.all(b.drawn == 100_000)
+
+
+def test_closed_at_is_what_a_single_radius_run_draws_on_the_same_stream():
+    need = norm.cdf(np.array([1.0, 2.0, 3.0, 4.0]))
+    for p in (0.5, 0.9, 0.99, 0.999, 1.0):
+        stream = lambda k: np.random.default_rng(k).binomial(k, np.full(50, p))  # noqa: E731
+        both = run_looks(stream, 100_000, 1e-3, need)
+        assert np.array_equal(both.closed_at.max(axis=1), both.drawn)
+        for i in range(need.size):
+            alone = run_looks(
+                stream, 100_000, 1e-3, need[i : i + 1], alphas=look_alphas(len(look_schedule(100_000)), 1e-3)
+            )
+            assert np.array_equal(alone.closed_at[:, 0], both.closed_at[:, i]), (p, i)
+            # the same decision, except that a radius dropped as out of reach may still be refuted
+            # while the joint run samples on for the other radii
+            d = alone.decided[:, 0] != 0
+            assert np.array_equal(alone.decided[d, 0], both.decided[d, i])
+            assert np.all(both.decided[~d, i] <= 0)

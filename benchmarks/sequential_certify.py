@@ -1,0 +1,383 @@
+"""Sequential certification against fixed-n Cohen and the paper's betting sequence (issue 14).
+
+For every input of a data set and every method (RS, DDRS), the noise is chosen ONCE (DDRS: fitted
+per batch of inputs exactly as ``ddrs compare`` does, logged in ``noise_<method>.tsv``) and the
+same noise is then certified three ways, each with n0 = 100 selection samples and alpha = 0.001:
+
+* ``fixed``: Cohen's CERTIFY with n = 100,000 (``Smooth.certify``); certified at r iff l2 radius >= r;
+* ``seq``: ``Smooth.certify(radii=...)`` with max n = 100,000 (Clopper-Pearson on a 1.1x geometric
+  grid, Voracek's alpha spending; ``certify.sequential``);
+* ``bet``: the betting confidence sequence of Voracek (NeurIPS 2024; vvoracek/RS_conf_seq,
+  ``thresholds.get_upper_threshold``): the Krichevsky-Trofimov (Beta(1/2, 1/2)) mixture martingale
+  M_N(t) = B(A + 1/2, N - A + 1/2) / B(1/2, 1/2) / (t^A (1 - t)^(N - A)) for A successes of N,
+  radius r decided when log M_N(t_r) > log(2 / alpha) (the paper's level), checked after every sample,
+  max n = 100,000. Its threshold is t_r = Phi(r / sigma) (the paper's code has ``norm.ppf`` there,
+  where ``norm.cdf`` is meant). The betting baseline uses the same class guess (n0 samples) and the
+  same decision semantics as ``seq`` ("not robust at r" needs both p_label and 1 - p_label below
+  t_r, so that it is a statement about the smoothed classifier's top class); its sample count is the
+  per-sample stopping time (the paper's accounting), while ``seq`` counts every sample it drew.
+
+Resumable: one TSV per (data set, method, mode) under ``benchmarks/results/sequential_certify/``,
+a row appended (and flushed) per input; a rerun skips finished inputs. ``--report`` writes
+``sequential_certify.csv`` / ``.md`` / ``.png`` from whatever the logs hold (inputs certified by
+every mode of a method only).
+
+    python -m benchmarks.sequential_certify --dataset digits fashion-mnist --methods rs ddrs
+    python -m benchmarks.sequential_certify --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.special import betaln
+from scipy.stats import norm
+
+import certify
+
+from .compare import BUDGETS
+from .data import load_dataset, subset
+from .runs import MethodConfig, batch_seed, choose_noise, input_seed, plan_batches
+from .training import load_or_train
+
+OUT = Path(__file__).resolve().parent / "results" / "sequential_certify"
+SIGMA = 0.25
+RADII = {"digits": (0.25, 0.5, 0.75, 1.0), "fashion-mnist": (0.25, 0.5, 0.75, 1.0)}
+SUBSETS = {"digits": (9, 50), "fashion-mnist": (100, 100)}  # (every, max_inputs): compare's inputs
+N0, N, ALPHA, SEED = 100, 100_000, 0.001, 0
+MODES = ("fixed", "seq", "bet")
+
+
+# ------------------------------------------------------------------------------------------ logs
+class Tsv:
+    """Append-only TSV keyed by ``idx``; a partial last line (interrupted write) is dropped."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
+        self.rows: dict[int, dict] = {}
+        if path.is_file() and path.stat().st_size > 0:
+            lines = path.read_text().split("\n")
+            if lines[0].split("\t") != columns:
+                raise ValueError(f"{path}: header {lines[0]!r} differs from {columns}")
+            complete = [ln for ln in lines[1:-1] if ln]
+            path.write_text("\n".join([lines[0]] + complete) + "\n")
+            for ln in complete:
+                row = dict(zip(columns, ln.split("\t")))
+                self.rows[int(row["idx"])] = row
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\t".join(columns) + "\n")
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write("\t".join(str(row[c]) for c in self.columns) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows[int(row["idx"])] = {c: str(row[c]) for c in self.columns}
+
+
+def decision_text(d: bool | None) -> str:
+    return "-" if d is None else str(int(d))
+
+
+# --------------------------------------------------------------------------------- betting
+def betting_decisions(
+    labels: np.ndarray, need: np.ndarray, alpha: float, n_max: int
+) -> tuple[list[bool | None], int | None, list[int]]:
+    """The paper's KT betting test on a 0/1 stream ``labels`` (1 = the guessed class), every radius
+    at once: per radius the first N with log M_N(t) > log(2 / alpha); True if then A > t N, False if
+    A < t N and also the mirrored test rejects 1 - t (p_label > 1 - t, so no other class reaches t).
+    A radius is dropped (None) once even all-hits up to ``n_max`` could not certify it (the same
+    out-of-reach rule as ``certify.sequential.run_looks``). Returns the decisions, the sample count
+    at which the last radius was decided or dropped (None: some radius is still open) and that count
+    per radius (the stream's length for an open one)."""
+    A = np.cumsum(labels, dtype=np.float64)
+    Nn = np.arange(1, len(labels) + 1, dtype=np.float64)
+    log_q = betaln(A + 0.5, Nn - A + 0.5) - betaln(0.5, 0.5)
+    A_fin = A + (n_max - Nn)  # all remaining samples hits
+    log_q_fin = betaln(A_fin + 0.5, n_max - A_fin + 0.5) - betaln(0.5, 0.5)
+    level = math.log(2.0 / alpha)
+    firsts: list[tuple[int | None, bool | None]] = []
+    for t in np.clip(need, 1e-300, np.nextafter(1.0, 0.0)):  # Phi(r / sigma) rounds to 1 for tiny sigma
+        t = float(t)
+        log_m = log_q - (A * math.log(t) + (Nn - A) * math.log1p(-t))
+        hi = (log_m > level) & (A > t * Nn)
+        log_m_mirror = log_q - (A * math.log1p(-t) + (Nn - A) * math.log(t))
+        lo_mirror = (log_m_mirror > level) & (A > (1 - t) * Nn)  # p_label > 1 - t
+        lo = (log_m > level) & (A < t * Nn)  # p_label < t, jointly with p_label > 1 - t (ever flags)
+        both = np.maximum.accumulate(lo) & np.maximum.accumulate(lo_mirror)
+        log_m_fin = log_q_fin - (A_fin * math.log(t) + (n_max - A_fin) * math.log1p(-t))
+        gone = ~((log_m_fin > level) & (A_fin > t * n_max))
+        first = {k: int(np.argmax(v)) + 1 for k, v in (("hi", hi), ("lo", both), ("gone", gone)) if v.any()}
+        if not first:
+            firsts.append((None, None))
+            continue
+        kind = min(first, key=lambda k: first[k])
+        firsts.append((first[kind], {"hi": True, "lo": False, "gone": None}[kind]))
+    at = [len(labels) if f is None else f for f, _ in firsts]
+    if any(f is None for f, _ in firsts):
+        return [None if f is None else d for f, d in firsts], None, at
+    return [d for _, d in firsts], max(at), at
+
+
+def certify_betting(smooth: certify.Smooth, x, sigma_l2: float, radii, n0, n, alpha, batch_size, gen):
+    """Guess the class from n0 samples, then draw the label stream in growing chunks until every
+    radius is decided by ``betting_decisions`` (or n). Returns (label, decisions, samples, seconds)."""
+    t0 = time.perf_counter()
+    sel = smooth._statistics(x, n0, batch_size, gen)
+    label = int(smooth._scores(sel).argmax())
+    need = norm.cdf(np.asarray(radii) / sigma_l2)
+    stream: list[torch.Tensor] = []
+    drawn, chunk = 0, 100
+    while True:
+        k = min(chunk, n - drawn)
+        got: list[torch.Tensor] = []
+        smooth._statistics(x, k, batch_size, gen, labels=got)
+        stream += got
+        drawn += k
+        ones = (torch.cat(stream) == label).numpy().astype(np.float64)
+        decided, stop, at = betting_decisions(ones, need, alpha, n)
+        if stop is not None or drawn >= n:
+            return (
+                label,
+                decided,
+                n0 + (drawn if stop is None else stop),
+                [n0 + a for a in at],
+                time.perf_counter() - t0,
+            )
+        chunk = min(batch_size, max(100, int(drawn * 0.1)))
+
+
+# ---------------------------------------------------------------------------------------- runs
+def _isotropic_sigma(noise) -> float:
+    return float(noise.sigma)
+
+
+def run(dataset: str, methods: list[str], modes: list[str], batch_size: int) -> None:
+    torch.set_num_threads(1)
+    radii = RADII[dataset]
+    every, max_inputs = SUBSETS[dataset]
+    test = subset(load_dataset(dataset, "test"), every, max_inputs)
+    model, _ = load_or_train(dataset, SIGMA, progress=False)
+    model.eval()
+    budget = BUDGETS[dataset]
+    out = OUT / dataset
+    cols = ["idx", "label", "predict", "correct", "radius", "p_lower", "samples", "seconds"]
+    dec_cols = [f"cert@{r:g}" for r in radii]
+    at_cols = [f"at@{r:g}" for r in radii]  # samples after which that radius was decided or dropped
+    logs = {
+        (m, mode): Tsv(out / f"{m}_{mode}.tsv", cols + (dec_cols + at_cols if mode != "fixed" else []))
+        for m in methods
+        for mode in modes
+    }
+    noise_logs = {m: Tsv(out / f"noise_{m}.tsv", ["idx", "sigma", "fit_seconds"]) for m in methods}
+    indices = test.indices.tolist()
+    for positions in plan_batches(test, budget.opt_batch):
+        idxs = [indices[p] for p in positions]
+        for m in methods:  # the noise, fitted once per batch (as compare does) and logged
+            if all(i in noise_logs[m].rows for i in idxs):
+                continue
+            config = MethodConfig(m, sigma=SIGMA, ddrs_options=dict(budget.ddrs))
+            gen = torch.Generator().manual_seed(batch_seed(SEED, idxs[0]))
+            t0 = time.perf_counter()
+            noises, _, _ = choose_noise(config, model, test.X[positions], gen)
+            per = (time.perf_counter() - t0) / len(positions)
+            for i, nz in zip(idxs, noises):
+                if i not in noise_logs[m].rows:
+                    noise_logs[m].write({"idx": i, "sigma": repr(_isotropic_sigma(nz)), "fit_seconds": f"{per:.3f}"})
+        for p, idx in zip(positions, idxs):
+            x, label = test.X[p], int(test.y[p])
+            for m in methods:
+                sigma = float(noise_logs[m].rows[idx]["sigma"])
+                smooth = certify.Smooth(model, certify.IsotropicGaussian(sigma), test.num_classes)
+                for mode in modes:
+                    log = logs[(m, mode)]
+                    if idx in log.rows:
+                        continue
+                    gen = torch.Generator().manual_seed(input_seed(SEED, idx))  # same stream for every mode
+                    row = {"idx": idx, "label": label}
+                    if mode == "bet":
+                        pred, decided, samples, at, secs = certify_betting(
+                            smooth, x, sigma, radii, N0, N, ALPHA, batch_size, gen
+                        )
+                        row.update(predict=pred, radius="", p_lower="", samples=samples, seconds=f"{secs:.3f}")
+                    else:
+                        cert = smooth.certify(
+                            x,
+                            N0,
+                            N,
+                            ALPHA,
+                            batch_size=batch_size,
+                            generator=gen,
+                            radii=radii if mode == "seq" else None,
+                        )
+                        pred, decided = cert.prediction, cert.decided
+                        at = cert.extras.get("decided_at", ())
+                        row.update(
+                            predict=pred,
+                            radius=repr(cert.l2_radius),
+                            p_lower=repr(cert.p_lower),
+                            samples=cert.samples,
+                            seconds=f"{cert.seconds:.3f}",
+                        )
+                    row["correct"] = int(pred == label)
+                    if mode != "fixed":
+                        row.update({c: decision_text(d) for c, d in zip(dec_cols, decided)})
+                        row.update({c: v for c, v in zip(at_cols, at)})
+                    log.write(row)
+                    print(f"{dataset} {m} {mode} idx {idx}: {row}", flush=True)
+
+
+# -------------------------------------------------------------------------------------- report
+def summarise(dataset: str, method: str) -> dict | None:
+    out = OUT / dataset
+    radii = RADII[dataset]
+    logs = {}
+    for mode in MODES:
+        path = out / f"{method}_{mode}.tsv"
+        if not path.is_file():
+            return None
+        with open(path) as f:
+            logs[mode] = {int(r["idx"]): r for r in csv.DictReader(f, delimiter="\t")}
+    common = sorted(set.intersection(*(set(v) for v in logs.values())))
+    if not common:
+        return None
+    row: dict = {"dataset": dataset, "method": method, "inputs": len(common), "n_max": N, "alpha": ALPHA}
+    for mode in MODES:
+        rows = [logs[mode][i] for i in common]
+        correct = np.array([r["correct"] == "1" for r in rows])
+        for r in radii:
+            if mode == "fixed":
+                cert = np.array([float(x["radius"]) >= r for x in rows])
+            else:
+                cert = np.array([x[f"cert@{r:g}"] == "1" for x in rows])
+            row[f"{mode}@{r:g}"] = float(np.mean(correct & cert))
+        s = np.array([float(x["samples"]) for x in rows])
+        row[f"{mode}_samples_mean"] = float(s.mean())
+        row[f"{mode}_samples_median"] = float(np.median(s))
+        row[f"{mode}_samples_p90"] = float(np.percentile(s, 90))
+        row[f"{mode}_seconds"] = float(np.mean([float(x["seconds"]) for x in rows]))
+        if mode != "fixed":
+            und = np.array([any(x[f"cert@{r:g}"] == "-" for r in radii) for x in rows])
+            row[f"{mode}_undecided"] = float(np.mean(und))
+            for r in radii:  # one radius per run, the paper's measure: samples until r is decided or dropped
+                row[f"{mode}_at@{r:g}_mean"] = float(np.mean([float(x[f"at@{r:g}"]) for x in rows]))
+    return row
+
+
+def report() -> list[dict]:
+    rows = [r for d in RADII for m in ("rs", "ddrs") if (r := summarise(d, m)) is not None]
+    if not rows:
+        print("no logs yet", file=sys.stderr)
+        return rows
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    csv_path = OUT.parent / "sequential_certify.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    lines = [
+        "| data | method | inputs | "
+        + " | ".join("fixed / seq / bet @" + f"{r:g}" for r in RADII["digits"])
+        + " | samples mean (seq / bet) | median | p90 |",
+        "|" + "---|" * (6 + len(RADII["digits"])),
+    ]
+    for r in rows:
+        accs = " | ".join(
+            f"{100 * r[f'fixed@{x:g}']:.0f} / {100 * r[f'seq@{x:g}']:.0f} / {100 * r[f'bet@{x:g}']:.0f}"
+            for x in RADII[r["dataset"]]
+        )
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {r['inputs']} | {accs} | "
+            f"{r['seq_samples_mean']:.0f} / {r['bet_samples_mean']:.0f} | "
+            f"{r['seq_samples_median']:.0f} / {r['bet_samples_median']:.0f} | "
+            f"{r['seq_samples_p90']:.0f} / {r['bet_samples_p90']:.0f} |"
+        )
+    lines += [
+        "",
+        "Mean samples per input asking one radius at a time (Voracek's measure; the samples after which "
+        "that radius was decided or dropped, n0 included), seq / bet:",
+        "",
+        "| data | method | " + " | ".join(f"r = {r:g}" for r in RADII["digits"]) + " |",
+        "|" + "---|" * (2 + len(RADII["digits"])),
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | "
+            + " | ".join(f"{r[f'seq_at@{x:g}_mean']:.0f} / {r[f'bet_at@{x:g}_mean']:.0f}" for x in RADII[r["dataset"]])
+            + " |"
+        )
+    (OUT.parent / "sequential_certify.md").write_text("\n".join(lines) + "\n")
+    _plot(rows, OUT.parent / "sequential_certify.png")
+    print("\n".join(lines))
+    return rows
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    styles = {"fixed": "-o", "seq": "--s", "bet": ":^"}
+    for r in rows:
+        radii = RADII[r["dataset"]]
+        for mode in MODES:
+            axes[0].plot(
+                radii,
+                [r[f"{mode}@{x:g}"] for x in radii],
+                styles[mode],
+                label=f"{r['dataset']} {r['method']} {mode}",
+            )
+    axes[0].set_xlabel("l2 radius")
+    axes[0].set_ylabel("certified accuracy")
+    axes[0].legend(fontsize=6)
+    names = [f"{r['dataset']}\n{r['method']}" for r in rows]
+    xs = np.arange(len(rows))
+    for k, mode in enumerate(MODES):
+        axes[1].bar(xs + (k - 1) * 0.27, [r[f"{mode}_samples_mean"] for r in rows], 0.27, label=mode)
+    axes[1].set_yscale("log")
+    axes[1].set_xticks(xs, names, fontsize=7)
+    axes[1].set_ylabel("mean samples per input (n0 included)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"sequential vs fixed n = {N:,} vs betting (alpha = {ALPHA:g}, sigma = {SIGMA:g})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    global OUT, N
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", nargs="+", default=["digits", "fashion-mnist"], choices=sorted(RADII))
+    p.add_argument("--methods", nargs="+", default=["rs", "ddrs"], choices=["rs", "ddrs"])
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--batch-size", type=int, default=2_000)
+    p.add_argument("--report", action="store_true", help="only write the CSV / table / plot from the logs")
+    p.add_argument("--out", type=Path, default=OUT, help="log directory (smoke tests: a temporary one)")
+    p.add_argument("--max-inputs", type=int, default=None, help="smoke tests: only the first inputs")
+    p.add_argument("--n", type=int, default=N, help="smoke tests: a smaller maximum n")
+    args = p.parse_args(argv)
+    OUT, N = args.out, args.n
+    if args.max_inputs is not None:
+        for d in list(SUBSETS):
+            SUBSETS[d] = (SUBSETS[d][0], args.max_inputs)
+    if not args.report:
+        for d in args.dataset:
+            run(d, args.methods, args.modes, args.batch_size)
+    report()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
