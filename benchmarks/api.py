@@ -16,6 +16,8 @@ resumed when it exists, the memory-based certifier for the data-dependent method
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -94,6 +96,21 @@ def _dataset(x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor, name: str, num
     )
 
 
+def on_device_eval(model: torch.nn.Module, device: torch.device, copy_if_changed: bool = True) -> torch.nn.Module:
+    """``model`` on ``device`` in eval mode (certificates are about the eval-mode network). The caller's
+    module is never changed: with ``copy_if_changed`` a copy is moved / switched when it would otherwise
+    move or change mode (``nn.Module.to`` and ``.eval()`` act in place)."""
+    tensors = list(itertools.chain(model.parameters(), model.buffers()))
+    here = all(t.device.type == device.type and device.index in (None, t.device.index) for t in tensors)
+    if copy_if_changed and (not here or any(m.training for m in model.modules())):
+        model = copy.deepcopy(model)
+    model = model.to(device)
+    try:
+        return model.eval()
+    except NotImplementedError:  # torch.export's module refuses .eval(): it is used as exported
+        return model
+
+
 def certify_model(
     model: Any,
     data: Any,
@@ -123,7 +140,9 @@ def certify_model(
 ) -> dict[str, Any]:
     """Certify ``model`` on ``data`` with ``method`` (rs, ddrs, ancer, rddrs, mog) into the log ``out``
     (resumed if it exists), then write the tables and the plot into ``report_dir`` (default
-    ``<out>.report/``). ``normalize`` is ``MEAN... STD...`` (noise is added before it, in [0, 1] space);
+    ``<out>.report/``). Your module is never changed: it is certified in eval mode on ``device``, through a
+    copy when it is elsewhere or in training mode. ``normalize`` is ``MEAN... STD...`` (noise is added
+    before it, in [0, 1] space);
     ``device`` is ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. CPU and GPU runs may draw different
     noise and round differently: each device's log is reproducible on that device. ``workers`` certifies
     on that many Ray actors (a local Ray cluster, or the one at ``ray_address``; ``worker_threads`` torch
@@ -137,19 +156,21 @@ def certify_model(
     if workers is None and ray_address is not None:
         raise BadInput("ray_address: only used with workers")
     if workers is not None:
-        from .cluster import Cluster, checkpoint_loader
+        from .cluster import Cluster
 
         cluster = Cluster(workers, address=ray_address, device=device, threads=worker_threads)
     dev = resolve_device("cpu" if cluster is not None else device)
     dataset = as_dataset(data, every=every, max_inputs=max_inputs)
     loader = None
     if isinstance(model, (str, os.PathLike)):
+        from .cluster import checkpoint_loader
+
         loader = checkpoint_loader(os.fspath(model), normalize=normalize)
         model = load_model(os.fspath(model), normalize=normalize)
     elif normalize:
         model = Normalize(model, *split_normalize(normalize))  # type: ignore[misc]
     if isinstance(model, torch.nn.Module):
-        model = model.to(dev).eval()
+        model = on_device_eval(model, dev, copy_if_changed=loader is None)
     classes = check_model(model, dataset, dev)
     if not dataset.classes_known:
         dataset = replace(dataset, num_classes=classes, classes_known=True)

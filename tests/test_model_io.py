@@ -407,3 +407,22 @@ def test_compare_bad_input_is_one_line_exit_2_and_nothing_written(tiny, tmp_path
         assert len(err.splitlines()) == 1, (case, err)
         assert err.startswith("ddrs compare: error: ") and name in err, (case, err)
         assert not out.exists(), case
+
+
+def test_python_entry_point_never_changes_your_model_and_takes_a_model_file(tiny, tmp_path, monkeypatch):
+    """certify_model certifies the eval-mode network without moving or switching the caller's module
+    (a copy is made when needed), and a --model string works without workers."""
+    from benchmarks.api import certify_model
+
+    model = MLP((64,), 10, HIDDEN)
+    model.load_state_dict(tiny["model"].state_dict())
+    model.train()  # the caller's mode
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kw = dict(method="rs", sigma=0.12, n0=40, n=300, batch_size=300, progress=False, device="cpu")
+    data = (tiny["u8"], tiny["labels"])
+    trained_mode = certify_model(model, data, tmp_path / "a.tsv", **kw)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    monkeypatch.chdir(tiny["root"])
+    from_file = certify_model(tiny["files"]["checkpoint"][0], data, tmp_path / "b.tsv", **kw)
+    assert _rows_without_time(trained_mode["log"]) == _rows_without_time(from_file["log"])
