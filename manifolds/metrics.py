@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .spectral import divided_difference_log, eigh, sym, sym_apply
+from .spectral import divided_difference_log, eigh, remember_eigh, sym, sym_apply
 
 F64 = torch.float64
 _TINY = torch.finfo(F64).tiny
@@ -207,8 +207,30 @@ class LogEuclidean(SPDMetric):
 
     def exp(self, x, u):
         a, lam, vec = self._dlog(x, u)
-        m = torch.diag_embed(lam.log()) + a  # log X + Dlog_X U in X's eigenbasis
-        return _from_basis(vec, sym_apply(sym(m), torch.exp))
+        return self._exp_from(a, lam, vec)
+
+    @staticmethod
+    def _exp_from(a: torch.Tensor, lam: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        """expm(log X + Dlog_X U) from a = Gamma o V^T U V: with log X + Dlog_X U = V Q diag(mu) Q^T V^T the result
+        is (VQ) e^mu (VQ)^T, an eigendecomposition, handed to the next ``eigh`` of the result (the floor's)."""
+        mu, q = torch.linalg.eigh(sym(torch.diag_embed(lam.log()) + a))  # log X + Dlog_X U in X's eigenbasis
+        r = vec @ q
+        out = sym((r * mu.exp().unsqueeze(-2)) @ r.transpose(-1, -2))
+        remember_eigh(out, mu.exp(), r)
+        return out
+
+    def clipped_exp(self, x: torch.Tensor, u: torch.Tensor, limit: torch.Tensor | None) -> torch.Tensor:
+        """Exp_x(c u), c = min(1, limit / ||u||_x) per point, for symmetric u: the norm's Gamma o V^T U V is reused
+        by exp unless some point is clipped. Bit for bit the generic ``Manifold.step`` (norm, clip, exp) for
+        symmetric u, minus 2 d^3 matrix products; ``SPD.step`` calls it only when nothing it replaces is
+        overridden."""
+        a, lam, vec = self._dlog(x, u)
+        if limit is not None:
+            n = (a * a).sum((-2, -1)).clamp_min(0).sqrt()
+            scale = (limit / n.clamp_min(_TINY)).clamp(max=1.0)
+            if bool((scale < 1).any()):
+                a, lam, vec = self._dlog(x, u * scale[..., None, None])
+        return self._exp_from(a, lam, vec)
 
     def log(self, x, y):
         lam, vec = eigh(x)

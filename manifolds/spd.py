@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .base import F64, Manifold
-from .metrics import AffineInvariant, SPDMetric, as_metric
+from .metrics import AffineInvariant, LogEuclidean, SPDMetric, as_metric
 from .spectral import eigh, log_volume_spd, min_eigenvalue_spd, remember_eigh, sym
 
 
@@ -90,38 +90,47 @@ class SPD(Manifold):
 
     # ---- optimiser step ------------------------------------------------------------
     def step(self, x, rgrad, step_size, method="exp", max_norm=None):
-        """``Manifold.step``; with the shipped affine-invariant metric and nothing it relies on overridden
-        (``_ai_fast_path``), norm, clip and move share one whitening (``AffineInvariant.whitened_step``).
+        """``Manifold.step``; with the shipped affine-invariant or log-Euclidean metric and nothing it relies on
+        overridden (``_fast_step_metric``), norm, clip and move share one whitening / one Dlog
+        (``AffineInvariant.whitened_step``, ``LogEuclidean.clipped_exp``, bit for bit the generic step).
         Otherwise the generic step, which calls this object's own (possibly overridden) norm/exp/retr."""
         if method not in ("exp", "retr"):
             raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
-        if not self._ai_fast_path():
+        metric = self._fast_step_metric()
+        if metric is None:
             return super().step(x, rgrad, step_size, method=method, max_norm=max_norm)
         with torch.no_grad():
             x = (x.detach() if x.requires_grad else x).to(F64)  # same storage: its cached eigh is reused
             u = sym(self._expand_scalar(step_size, x) * rgrad.detach().to(F64))
             x, u = _f64(x, u)
             limit = None if max_norm is None else self.step_limit(x, max_norm)
-            metric = self.metric
-            assert isinstance(metric, AffineInvariant)
-            return metric.whitened_step(x, u, limit, method)
+            if isinstance(metric, AffineInvariant):
+                return metric.whitened_step(x, u, limit, method)
+            assert isinstance(metric, LogEuclidean)
+            return metric.clipped_exp(x, u, limit)  # retr is exp for this metric
 
     def plain_affine_invariant(self) -> bool:
         """True when this manifold's geometry is exactly the shipped affine-invariant one: code that re-implements
         its step in the eigenbasis (``AffineInvariant.whitened_step``, ``ddrs.eigenframe``) may do so only then;
         otherwise a user's overridden inner/norm/exp/retr/step_limit/injectivity_radius must be called."""
-        return self._ai_fast_path()
+        return isinstance(self._fast_step_metric(), AffineInvariant)
 
     def _ai_fast_path(self) -> bool:
-        """True when the metric is the shipped ``AffineInvariant`` and neither this object nor its metric
-        overrides what ``whitened_step`` replaces (class or instance attribute): a user's subclass keeps the
-        generic, override-honouring step."""
-        metric = self.metric
-        if not isinstance(metric, AffineInvariant):
-            return False
+        """``plain_affine_invariant`` (kept for callers of the first version)."""
+        return self.plain_affine_invariant()
+
+    def _fast_step_metric(self) -> SPDMetric | None:
+        """The metric when it is the shipped ``AffineInvariant`` or ``LogEuclidean`` and neither this object nor its
+        metric overrides what the fast step replaces (class or instance attribute); else None, so a user's
+        subclass keeps the generic, override-honouring step."""
         if any(getattr(type(self), n) is not f or n in vars(self) for n, f in _SPD_OPS.items()):
-            return False
-        return not any(getattr(type(metric), n) is not f or n in vars(metric) for n, f in _AI_OPS.items())
+            return None
+        metric = self.metric
+        for cls, ops in _FAST_OPS.items():
+            if isinstance(metric, cls):
+                plain = not any(getattr(type(metric), n) is not f or n in vars(metric) for n, f in ops.items())
+                return metric if plain else None
+        return None
 
     # ---- spectrum ---------------------------------------------------------------
     def eigenvalues(self, x):
@@ -187,3 +196,5 @@ class SPD(Manifold):
 _STEP_OPS = ("inner", "norm", "exp", "retr", "step_limit", "injectivity_radius")
 _SPD_OPS = {name: getattr(SPD, name) for name in _STEP_OPS}
 _AI_OPS = {name: getattr(AffineInvariant, name) for name in (*_STEP_OPS, "whitened_step")}
+_LE_OPS = {name: getattr(LogEuclidean, name) for name in (*_STEP_OPS, "clipped_exp", "_exp_from", "_dlog")}
+_FAST_OPS: dict[type[SPDMetric], dict[str, Any]] = {AffineInvariant: _AI_OPS, LogEuclidean: _LE_OPS}

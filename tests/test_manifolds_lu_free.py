@@ -144,7 +144,7 @@ def test_fast_ai_step_equals_the_generic_step(method, max_norm, monkeypatch):
     fast = manifolds.AffineInvariant.whitened_step
     monkeypatch.setattr(manifolds.AffineInvariant, "whitened_step", lambda *a: used.append(1) or fast(*a))
     ops = {**manifolds.spd._AI_OPS, "whitened_step": manifolds.AffineInvariant.whitened_step}
-    monkeypatch.setattr(manifolds.spd, "_AI_OPS", ops)
+    monkeypatch.setitem(manifolds.spd._FAST_OPS, manifolds.AffineInvariant, ops)
     y = m.step(x, u, 0.7, method=method, max_norm=max_norm)
     assert used == [1]
     ref = manifolds.Manifold.step(m, x, u, 0.7, method=method, max_norm=max_norm)  # norm, then exp/retr
@@ -174,16 +174,21 @@ def _overriding_classes():
         def step_limit(self, x, max_norm):
             return torch.full(x.shape[:-2], 0.01, dtype=F64)
 
+    class ScaledLE(manifolds.LogEuclidean):
+        def inner(self, x, u, v):
+            return 16.0 * super().inner(x, u, v)
+
     return [
         ("metric inner", manifolds.SPD(5, ScaledInner()), "exp"),
         ("metric retr", manifolds.SPD(5, ShiftedRetr()), "retr"),
         ("SPD exp", OwnExp(5), "exp"),
         ("SPD norm", OwnNorm(5), "retr"),
         ("metric step_limit", manifolds.SPD(5, Limited()), "exp"),
+        ("log-Euclidean inner", manifolds.SPD(5, ScaledLE()), "exp"),
     ]
 
 
-@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("case", range(6))
 def test_step_honours_a_users_overridden_inner_norm_exp_retr(case):
     """The fast path is for the shipped metric only: any override is used by ``step``."""
     name, m, method = _overriding_classes()[case]
@@ -196,6 +201,22 @@ def test_step_honours_a_users_overridden_inner_norm_exp_retr(case):
     torch.testing.assert_close(y, m.exp(x, v) if method == "exp" else m.retr(x, v), rtol=1e-12, atol=1e-14)
     plain = manifolds.SPD(5).step(x, u, 0.7, method=method, max_norm=0.3)
     assert (y - plain).abs().amax() > 1e-4, name  # the override changed the result
+
+
+@pytest.mark.parametrize("max_norm", [None, 0.3, 5.0, 100.0])
+def test_fast_log_euclidean_step_equals_the_generic_step_and_hands_on_its_eigh(max_norm, monkeypatch):
+    _, x, u = _x_u()
+    m = manifolds.SPD(5, "log-euclidean")
+    assert m._fast_step_metric() is m.metric and not m.plain_affine_invariant()
+    ref = manifolds.Manifold.step(m, x, u, 0.7, method="exp", max_norm=max_norm)
+    y = m.step(x, u, 0.7, method="exp", max_norm=max_norm)
+    assert torch.equal(y, ref)
+    calls = []
+    orig = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda a: calls.append(1) or orig(a))
+    floored = m.project_floor(y, float(torch.linalg.eigvalsh(y)[:, 2].min()))  # exp's (VQ) e^mu (VQ)^T: no new eigh
+    assert calls == []
+    torch.testing.assert_close(torch.linalg.eigvalsh(floored), m.eigenvalues(floored), rtol=1e-12, atol=0)
 
 
 def test_instance_level_override_is_honoured():
