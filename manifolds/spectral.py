@@ -37,13 +37,16 @@ def _cache_key(x: torch.Tensor) -> tuple | None:
     no version counter (inference tensors) or no storage. Views of one storage (``x.detach()``, ``x.to(x.dtype)``)
     share the version counter, so an in-place change through any of them invalidates the entry; the entry keeps
     a reference to the tensor, so its storage address cannot be reused by another tensor while cached."""
-    if x.numel() == 0:
+    if x.numel() == 0 or x.device.type == "meta":
         return None
     try:
         version = x._version
-    except RuntimeError:  # inference tensors carry no version counter
+        address = x.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # inference tensors carry no version counter; storage-less tensors
         return None
-    return (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), x.stride(), x.dtype, x.device, version)
+    if address == 0:
+        return None
+    return (address, x.storage_offset(), tuple(x.shape), x.stride(), x.dtype, x.device, version)
 
 
 def eigh(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
