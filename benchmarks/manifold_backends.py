@@ -172,7 +172,9 @@ def markdown(rows: list[dict], iterations: int, samples: int) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     ap.add_argument("--iterations", type=int, default=98, help="RDDRS steps (default 98, the paper's)")
     ap.add_argument("--samples", type=int, default=2000, help="Monte-Carlo samples per step (default 2000)")
     ap.add_argument("--objectives", default="certificate,gap", help="comma-separated: certificate, gap")

@@ -358,7 +358,7 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     global OUT, N
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--dataset", nargs="+", default=["digits", "fashion-mnist"], choices=sorted(RADII))
     p.add_argument("--methods", nargs="+", default=["rs", "ddrs"], choices=["rs", "ddrs"])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
