@@ -28,6 +28,7 @@ import certify
 import ddrs
 from certify.log import parse_time
 from certify.sequential import check_radii
+from certify.smooth import model_device_dtype
 
 from .data import Dataset
 from .training import dataset_hash, model_hash
@@ -220,6 +221,14 @@ def plan_batches(data: Dataset, opt_batch: int) -> list[list[int]]:
     return [list(range(start, min(start + opt_batch, N))) for start in range(0, N, opt_batch)]
 
 
+def generator_device(model, x: torch.Tensor) -> torch.device:
+    """Where a run's generators live: the model's device when torch has generators there (CUDA, MPS: the
+    noise is then drawn where it is used), else the CPU. CPU and GPU draw different noise from the same
+    seed, so a log is reproducible on its own device type (the fingerprint records it)."""
+    device = model_device_dtype(model, x)[0]
+    return device if device.type in ("cuda", "mps") else torch.device("cpu")
+
+
 def batch_seed(seed: int, first_idx: int) -> int:
     """Seed of the noise choice of the batch whose first input has index ``first_idx``."""
     return seed * 1_000_003 + first_idx
@@ -263,7 +272,8 @@ def compute_batch(
     indices = data.indices.tolist()
     idxs = [indices[p] for p in positions]
     xb = data.X[positions]
-    gen = torch.Generator().manual_seed(batch_seed(seed, idxs[0]))
+    gdev = generator_device(model, xb)
+    gen = torch.Generator(device=gdev).manual_seed(batch_seed(seed, idxs[0]))
     star = torch.tensor(sigma_star, dtype=torch.float64) if sigma_star is not None else None
     cache = {"ancer": list(ancer_cache)} if ancer_cache is not None else {}
     t0 = time.perf_counter()
@@ -283,7 +293,7 @@ def compute_batch(
     for j, p in enumerate(positions):
         if p in skip:
             continue
-        cgen = torch.Generator().manual_seed(input_seed(seed, idxs[j]))
+        cgen = torch.Generator(device=gdev).manual_seed(input_seed(seed, idxs[j]))
         result.certificates[j] = certify.Smooth(model, noises[j], data.num_classes).certify(
             data.X[p],
             n0,
@@ -342,13 +352,19 @@ def fingerprint(
     seed: int,
     memory: bool,
     radii: tuple | None = None,
+    device: str | None = None,
 ) -> dict:
     """Everything that determines a run's rows: method and all its options, noise parameters, sample
     budget, batch sizes, seed, data set with a hash of the inputs certified, model hash, version, and
-    (sequential runs only, so that older fingerprints stay valid) the radii."""
+    (only when they apply, so that older fingerprints stay valid) the radii of a sequential run and the
+    device type the model runs on when it is not the CPU (``device``, default the model's: GPUs draw and
+    round differently, so a CPU resume of a GPU log is refused)."""
     sequential = {} if radii is None else {"radii": [float(r) for r in radii], "radii_are": "l2 / proxy"}
+    kind = device or model_device_dtype(model, data.X[:1])[0].type
+    on_device = {} if kind == "cpu" else {"device": kind}
     return _jsonable(
         sequential
+        | on_device
         | {
             "method": config.method,
             "label": config.label,
@@ -674,6 +690,7 @@ def run_certification(
     finishes them in order. Returns the log path."""
     radii = None if radii is None else tuple(float(r) for r in check_radii(radii))
     out = Path(out)
+    workers_device = None if cluster is None else ("cuda" if getattr(cluster, "num_gpus", 0) else "cpu")
     fp = fingerprint(
         config,
         model,
@@ -686,6 +703,7 @@ def run_certification(
         seed=seed,
         memory=memory,
         radii=radii,
+        device=workers_device,
     )
     try:
         driver = Driver(config, data, out, memory=memory, fingerprint=fp, radii=radii)

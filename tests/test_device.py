@@ -306,3 +306,48 @@ def test_sequential_certify_and_predict_run_beside_a_model_on_another_device(noi
     assert cert.samples is not None and 10 < cert.samples <= 210
     assert isinstance(smooth.predict(X[0], 50, 0.01, generator=torch.Generator()), int)
     assert model.seen == {("meta", torch.float32)}
+
+
+def test_fingerprint_records_a_device_other_than_the_cpu_and_a_cpu_resume_of_it_is_refused(tmp_path):
+    import json
+
+    from benchmarks.data import Dataset
+    from benchmarks.runs import FingerprintMismatch, MethodConfig, fingerprint, fingerprint_path, run_certification
+
+    data = Dataset(
+        X=torch.rand(2, 1, 6, 6),
+        y=torch.tensor([0, 1]),
+        name="t",
+        split="test",
+        input_shape=(1, 6, 6),
+        num_classes=3,
+        indices=torch.arange(2),
+    )
+    run = dict(n0=5, n=20, alpha=0.01, batch_size=20, opt_batch=2, seed=0, memory=False)
+    config = MethodConfig("rs", sigma=0.25)
+    cpu = fingerprint(config, Conv().eval(), data, **run)
+    assert "device" not in cpu  # CPU fingerprints (every committed log's) unchanged
+    with MetaReads():  # the model hash reads the (data-free) meta weights
+        assert fingerprint(config, meta_model(), data, **run)["device"] == "meta"
+    assert fingerprint(config, Conv().eval(), data, **run, device="cuda")["device"] == "cuda"
+    out = tmp_path / "gpu.tsv"
+    run_certification(config, Conv().eval(), data, out, progress=False, **run)
+    side = fingerprint_path(out)
+    side.write_text(json.dumps(json.loads(side.read_text()) | {"device": "cuda"}))  # as if made on a GPU
+    out.write_text("\n".join(out.read_text().splitlines()[:2]) + "\n")  # one row: a resume would append
+    with pytest.raises(FingerprintMismatch, match="device"):
+        run_certification(config, Conv().eval(), data, out, progress=False, **run)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
+def test_runner_draws_noise_on_the_gpu_with_the_input_seed():
+    from benchmarks.data import Dataset
+    from benchmarks.runs import MethodConfig, compute_batch, input_seed
+
+    data = Dataset(X=torch.rand(1, 1, 6, 6), y=torch.tensor([0]), name="t", split="test", input_shape=(1, 6, 6),
+                   num_classes=3, indices=torch.arange(1))  # fmt: skip
+    gpu = Conv().eval().cuda()
+    got = compute_batch(MethodConfig("rs", sigma=0.25), gpu, data, [0], n0=10, n=200, alpha=0.01, batch_size=50, seed=3)
+    g = torch.Generator(device="cuda").manual_seed(input_seed(3, 0))
+    want = certify.Smooth(gpu, certify.IsotropicGaussian(0.25), 3).certify(data.X[0], 10, 200, 0.01, 50, generator=g)
+    assert (got.certificates[0].prediction, got.certificates[0].p_lower) == (want.prediction, want.p_lower)
