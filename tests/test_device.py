@@ -351,3 +351,15 @@ def test_runner_draws_noise_on_the_gpu_with_the_input_seed():
     g = torch.Generator(device="cuda").manual_seed(input_seed(3, 0))
     want = certify.Smooth(gpu, certify.IsotropicGaussian(0.25), 3).certify(data.X[0], 10, 200, 0.01, 50, generator=g)
     assert (got.certificates[0].prediction, got.certificates[0].p_lower) == (want.prediction, want.p_lower)
+
+
+def test_training_runs_on_another_device_and_is_cached_under_its_own_key(tmp_path, meta_reads):
+    from benchmarks.training import load_or_train, train
+
+    model, info = train("toy2d", 0.1, epochs=1, model_dir=tmp_path, progress=False, device="meta")
+    assert next(model.parameters()).device.type == "cpu"  # returned (and saved) on the CPU
+    assert info["train_device"] == "meta" and "-meta-" in info["path"] and info["device"] == "meta"
+    again, cached = load_or_train("toy2d", 0.1, epochs=1, model_dir=tmp_path, progress=False, device="meta")
+    assert cached["cached"] is True and cached["path"] == info["path"]
+    _, cpu = load_or_train("toy2d", 0.1, epochs=1, model_dir=tmp_path, progress=False)
+    assert cpu["path"] != info["path"] and "device" not in cpu
