@@ -329,31 +329,37 @@ def _plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    styles = {"fixed": "-o", "seq": "--s", "bet": ":^"}
-    for r in rows:
+    k = len(rows)
+    fig, axes = plt.subplots(2, max(k, 2), figsize=(3.6 * max(k, 2), 6.4), squeeze=False)
+    styles = {"fixed": ("-o", "fixed n"), "seq": ("--s", "sequential"), "bet": (":^", "betting")}
+    for j, r in enumerate(rows):
         radii = RADII[r["dataset"]]
+        ax = axes[0][j]
         for mode in MODES:
-            axes[0].plot(
-                radii,
-                [r[f"{mode}@{x:g}"] for x in radii],
-                styles[mode],
-                label=f"{r['dataset']} {r['method']} {mode}",
-            )
-    axes[0].set_xlabel("l2 radius")
-    axes[0].set_ylabel("certified accuracy")
-    axes[0].legend(fontsize=6)
-    names = [f"{r['dataset']}\n{r['method']}" for r in rows]
-    xs = np.arange(len(rows))
-    for k, mode in enumerate(MODES):
-        axes[1].bar(xs + (k - 1) * 0.27, [r[f"{mode}_samples_mean"] for r in rows], 0.27, label=mode)
-    axes[1].set_yscale("log")
-    axes[1].set_xticks(xs, names, fontsize=7)
-    axes[1].set_ylabel("mean samples per input (n0 included)")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"sequential vs fixed n = {N:,} vs betting (alpha = {ALPHA:g}, sigma = {SIGMA:g})")
+            style, name = styles[mode]
+            ax.plot(radii, [r[f"{mode}@{x:g}"] for x in radii], style, label=name)
+        ax.set_title(f"{r['dataset']} {r['method']} ({r['inputs']} inputs)", fontsize=9)
+        ax.set_xlabel("l2 radius")
+        ax.set_ylim(-0.02, 1.02)
+        if j == 0:
+            ax.set_ylabel("certified accuracy")
+            ax.legend(fontsize=7)
+        ax = axes[1][j]
+        xs = np.arange(len(radii) + 1)
+        for q, mode in enumerate(("seq", "bet")):
+            vals = [r[f"{mode}_at@{x:g}_mean"] for x in radii] + [r[f"{mode}_samples_mean"]]
+            ax.bar(xs + (q - 0.5) * 0.4, vals, 0.4, label=styles[mode][1])
+        ax.set_xticks(xs, [f"r={x:g}" for x in radii] + ["all"], fontsize=7)
+        ax.set_yscale("log")
+        if j == 0:
+            ax.set_ylabel("mean samples per input (n0 incl.)")
+            ax.legend(fontsize=7)
+    for j in range(k, axes.shape[1]):
+        axes[0][j].axis("off")
+        axes[1][j].axis("off")
+    fig.suptitle(f"sequential vs fixed n = {N:,} vs betting (alpha = {ALPHA:g}; fixed n draws {N + N0:,} per input)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> int:
