@@ -187,10 +187,10 @@ def uses_frame(manifold, rule: StepRule) -> bool:
 
 
 def _is_affine_invariant(manifold) -> bool:
+    """SPD with exactly the shipped affine-invariant geometry (no user override the frame would bypass)."""
     from manifolds import SPD
-    from manifolds.metrics import AffineInvariant
 
-    return isinstance(manifold, SPD) and type(manifold.metric) is AffineInvariant
+    return isinstance(manifold, SPD) and manifold.plain_affine_invariant()
 
 
 def _require_affine_invariant(manifold) -> None:
