@@ -220,6 +220,16 @@ def summarise_rows(dataset: str, sigma: float, names=None, limit: set | None = N
         row["eig_min_ratio_median"] = float(np.median([r["eig_min_ratio"] for r in log]))
         row["eig_max_ratio_median"] = float(np.median([r["eig_max_ratio"] for r in log]))
         rows.append(row)
+    default = {r["idx"]: r for r in read(out / "new-default.jsonl")}
+    for row in rows:  # the new default on exactly this recipe's inputs (ablations run on 10 of them)
+        log = [r for r in read(out / f"{_slug(row['recipe'])}.jsonl") if limit is None or r["idx"] in limit]
+        same = [default[r["idx"]] for r in log if r["idx"] in default]
+        ok = len(same) == len(log) and same
+        row["vs_new_default"] = (
+            row["median_proxy"] / float(np.median([r["proxy"] * r["correct"] for r in same]))
+            if ok
+            else float("nan")
+        )
     ref = next((r for r in rows if r["recipe"] == "paper-capped"), None)
     for r in rows:
         r["evals_ratio"] = r["evals_per_input"] / ref["evals_per_input"] if ref else float("nan")
