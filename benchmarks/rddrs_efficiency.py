@@ -63,6 +63,8 @@ def recipes() -> dict:
         "old-fast": [old_dd, old_an, old_rd],
         "ancer": [ddrs.DDRS(), ddrs.ANCER()],
         "ddrs": [ddrs.DDRS()],
+        # the default with its early-stop switch on (patience 4 steps, 0.5 % relative gain)
+        "new-default+early-stop": [dd, replace(new, early_stop=(4, 0.005))],
         # ANCER with the new default's DDRS stage and its RDDRS stage's budget (36 x 1,000 + selection)
         "ancer-equal": [dd, ddrs.ANCER(iterations=new.iterations, samples=new.samples)],
     }
@@ -226,9 +228,7 @@ def summarise_rows(dataset: str, sigma: float, names=None, limit: set | None = N
         same = [default[r["idx"]] for r in log if r["idx"] in default]
         ok = len(same) == len(log) and same
         row["vs_new_default"] = (
-            row["median_proxy"] / float(np.median([r["proxy"] * r["correct"] for r in same]))
-            if ok
-            else float("nan")
+            row["median_proxy"] / float(np.median([r["proxy"] * r["correct"] for r in same])) if ok else float("nan")
         )
     ref = next((r for r in rows if r["recipe"] == "paper-capped"), None)
     for r in rows:
