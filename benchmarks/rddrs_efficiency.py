@@ -87,6 +87,8 @@ def recipes() -> dict:
     out["abl: early stop (4, 0.5 %)"] = [dd, replace(new, early_stop=(4, 0.005))]
     out["abl: kappa 2"] = [dd, replace(new, kappa=2.0)]
     out["abl: rotation lr 0.015"] = [dd, replace(new, rotation_lr=0.015)]  # ~ lr sqrt(64 / 784)
+    out["abl: rotation lr 0.015 unclipped"] = [dd, replace(new, rotation_lr=0.015, max_step_norm=None)]
+    out["abl: rotation lr 0.005 unclipped"] = [dd, replace(new, rotation_lr=0.005, max_step_norm=None)]
     out["abl: rotation lr 0"] = [dd, replace(new, rotation_lr=0.0)]  # eigenvalues only, in the first frame
     out["abl: moonshot 18 x 500"] = [dd, replace(new, iterations=18, samples=500, selection_samples=500)]
     return out

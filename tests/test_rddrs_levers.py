@@ -236,6 +236,22 @@ def test_riemannian_adam_first_step_is_scale_free_and_bounded():
     assert float(manifolds.SPD(d).dist(x0, clipped)) == pytest.approx(0.1, rel=0.05)
 
 
+def test_rotation_lr_zero_moves_only_the_eigenvalues():
+    """rotation_lr = 0: after the first (aligned) frame, every step is diagonal in the frame, so all later
+    iterates share eigenvectors (commute); the default rotates them."""
+    d = 4
+    a = _sym(torch.randn(d, d, generator=gen(8), dtype=F64))
+    grad = lambda c: a + 0.5 * torch.linalg.inv(c) - 0.1 * c @ c  # noqa: E731
+    x0 = 0.2 * torch.eye(d, dtype=F64)[None]
+    still = _adam_path(x0, [grad] * 5, rotation_lr=0.0)
+    moving = _adam_path(x0, [grad] * 5)
+    comm = lambda p, q: float((p @ q - q @ p).abs().max())  # noqa: E731
+    assert max(comm(still[2], still[k]) for k in (3, 4)) < 1e-12
+    assert comm(moving[2], moving[4]) > 1e-6
+    with pytest.raises(ValueError, match="rotation_lr"):
+        ddrs.RiemannianAdam(rotation_lr=-1.0)
+
+
 def test_adam_needs_the_affine_invariant_metric_else_plain_ascent():
     spd = manifolds.SPD(3)
     le = manifolds.SPD(3, metric="log-euclidean")
