@@ -38,11 +38,12 @@ d, B = 784, 2  # batched torch.linalg.solve on (2, 784, 784) with 2 threads stil
 model = Linear(d)
 x = torch.rand(B, 1, 28, 28, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 t = time.perf_counter()
-# SPD.step (norm-clipped retraction) and the floor: the affine-invariant norm used batched LU solves in every
-# step. One fit, 2 batched eighs: with 2 threads on a loaded 2-core machine each batched d = 784 eigh can stall
-# for 5-20 s (OpenMP barriers oversubscribed), so the test does no more than it must
+# SPD.step (norm-clipped retraction) and the floor; shared_frame=False: the manifold's own geometry, not
+# ddrs.eigenframe's (both are checked for LU calls in-process below). The affine-invariant norm used batched LU
+# solves in every step. One fit, 2 batched eighs: with 2 threads on a loaded 2-core machine one batched
+# d = 784 eigh can stall for 2-20 s (OpenMP barriers oversubscribed), so the test does no more than it must
 r = ddrs.RDDRS(iterations=1, samples=8, step_size=1.0, metric="affine-invariant", method="retr",
-               adaptive=False, keep_best=False, select=False).fit(
+               adaptive=False, shared_frame=False, keep_best=False, select=False).fit(
     model, x, init=0.25, generator=torch.Generator().manual_seed(2))
 assert r.points.shape == (B, d, d) and torch.isfinite(r.points).all()
 moved = (r.points - 0.25 * torch.eye(d, dtype=torch.float64)).abs().amax((-2, -1))
@@ -75,10 +76,11 @@ def test_batched_d784_cold_start_rddrs_steps_finish_with_two_threads():
     assert out.stdout.startswith("ok")
 
 
-@pytest.mark.parametrize("adaptive", [True, False])
-def test_rddrs_steps_call_no_lu(adaptive, monkeypatch):
-    """The default RDDRS step (Riemannian Adam in the eigenframe) and the plain SPD.step path, batched, reach no
-    torch.linalg LU routine (what hung at d = 784 with 2 threads; checked here at d = 16, in-process)."""
+@pytest.mark.parametrize("options", [{}, {"adaptive": False}, {"adaptive": False, "shared_frame": False}])
+def test_rddrs_steps_call_no_lu(options, monkeypatch):
+    """The default RDDRS step (Riemannian Adam in the eigenframe), plain ascent in the eigenframe and plain ascent
+    through SPD.step, batched, reach no torch.linalg LU routine (what hung at d = 784 with 2 threads; checked
+    here at d = 16, in-process)."""
     import ddrs
 
     def refuse(*args, **kwargs):
@@ -88,7 +90,7 @@ def test_rddrs_steps_call_no_lu(adaptive, monkeypatch):
     x = torch.rand(3, 16, generator=torch.Generator().manual_seed(1), dtype=F64)
     for name in ("solve", "inv", "lu_factor", "lu", "solve_ex", "inv_ex"):
         monkeypatch.setattr(torch.linalg, name, refuse)
-    r = ddrs.RDDRS(iterations=3, samples=16, adaptive=adaptive, select=False).fit(
+    r = ddrs.RDDRS(iterations=3, samples=16, select=False, **options).fit(
         model, x, init=0.25, generator=torch.Generator().manual_seed(2)
     )
     assert torch.isfinite(r.points).all() and r.trace is not None and len(r.trace) == 4
