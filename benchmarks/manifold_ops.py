@@ -7,9 +7,9 @@ Prints a table and writes runs/manifold_ops/manifold_ops.csv (``--results``: ben
 columns section, metric, d, op, n, median_ms, geometry_share). The target is a geometry share of at most
 15 % of an RDDRS step at d = 784 (issue 12). The step is the ``SPD.step`` path of ``ddrs.optimizers.ascend``
 (plain Riemannian ascent with ``shared_frame=False``, or any metric but affine-invariant; the default
-affine-invariant RDDRS steps in ``ddrs.eigenframe`` instead): the point's eigendecomposition comes from the previous step's floor (cached by
-``manifolds.eigh``) and serves the volume terms, the norm and the move; the timed geometry ends with the
-floor of the new point. Use ``--threads 1`` on a shared machine.
+affine-invariant RDDRS steps in ``ddrs.eigenframe`` instead): the point's eigendecomposition comes from the
+previous step's floor (cached by ``manifolds.eigh``) and serves the volume terms, the norm and the move; the
+timed geometry ends with the floor of the new point. Use ``--threads 1`` on a shared machine.
 """
 
 from __future__ import annotations
