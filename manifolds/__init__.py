@@ -21,7 +21,7 @@ from .diagonal import PositiveDiagonal
 from .metrics import METRICS, AffineInvariant, BuresWasserstein, GeomstatsMetric, LogEuclidean, SPDMetric
 from .scalar import PositiveScalar
 from .spd import SPD
-from .spectral import eigh, log_volume_spd, min_eigenvalue_spd, sym
+from .spectral import eigh, log_volume_spd, min_eigenvalue_spd, remember_eigh, sym
 
 _KINDS: dict[str, type[PositiveScalar] | type[PositiveDiagonal] | type[SPD]] = {
     "scalar": PositiveScalar,
@@ -84,6 +84,7 @@ __all__ = [
     "get_manifold",
     "log_volume_spd",
     "min_eigenvalue_spd",
+    "remember_eigh",
     "resolve_manifold",
     "sym",
 ]
