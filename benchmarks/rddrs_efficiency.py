@@ -89,6 +89,7 @@ def recipes() -> dict:
     out["abl: rotation lr 0.015"] = [dd, replace(new, rotation_lr=0.015)]  # ~ lr sqrt(64 / 784)
     out["abl: rotation lr 0.015 unclipped"] = [dd, replace(new, rotation_lr=0.015, max_step_norm=None)]
     out["abl: rotation lr 0.005 unclipped"] = [dd, replace(new, rotation_lr=0.005, max_step_norm=None)]
+    out["abl: lr 0.1 rotation lr 0.015 unclipped"] = [dd, replace(new, lr=0.1, rotation_lr=0.015, max_step_norm=None)]
     out["abl: rotation lr 0"] = [dd, replace(new, rotation_lr=0.0)]  # eigenvalues only, in the first frame
     out["abl: moonshot 18 x 500"] = [dd, replace(new, iterations=18, samples=500, selection_samples=500)]
     return out
