@@ -241,6 +241,26 @@ def summarise_rows(dataset: str, sigma: float, names=None, limit: set | None = N
     return rows
 
 
+def equal_evaluations(dataset: str, sigma: float) -> str:
+    """`new-default` against `ancer-equal` (same DDRS stage, same evaluations) on the inputs both finished."""
+    out = log_dir(dataset, sigma)
+    nd = {r["idx"]: r for r in read(out / "new-default.jsonl")}
+    an = {r["idx"]: r for r in read(out / "ancer-equal.jsonl")}
+    common = sorted(set(nd) & set(an))
+    if not common:
+        return ""
+    a = np.array([nd[i]["proxy"] * nd[i]["correct"] for i in common])
+    b = np.array([an[i]["proxy"] * an[i]["correct"] for i in common])
+    ev_a = np.mean([nd[i]["forward"] + nd[i]["backward"] for i in common])
+    ev_b = np.mean([an[i]["forward"] + an[i]["backward"] for i in common])
+    return (
+        f"**Equal evaluations, sigma {sigma:g}:** `new-default` (RDDRS, cold start) median / mean proxy radius "
+        f"{np.median(a):.3f} / {a.mean():.3f} against `ancer-equal` {np.median(b):.3f} / {b.mean():.3f} on the "
+        f"{len(common)} inputs both have finished ({ev_a:,.0f} vs {ev_b:,.0f} evaluations per input); RDDRS "
+        f"larger on {int((a > b).sum())}, smaller on {int((a < b).sum())}.\n"
+    )
+
+
 def write_summary(dataset: str, sigmas=(0.12, 0.25), head: str = "") -> Path:
     import matplotlib
 
@@ -287,6 +307,10 @@ def write_summary(dataset: str, sigmas=(0.12, 0.25), head: str = "") -> Path:
                 )
                 f.write("\n" + goal)
                 print(goal, flush=True)
+            duel = equal_evaluations(dataset, sigma)
+            if duel:
+                f.write("\n" + duel)
+                print(duel, flush=True)
             for r in rows:
                 abl = r["recipe"].startswith("abl")
                 ax.scatter(r["evals_per_input"], r["median_proxy"], marker="x" if abl else "o", s=30)
