@@ -5,8 +5,8 @@ per batch of inputs exactly as ``ddrs compare`` does, logged in ``noise_<method>
 same noise is then certified three ways, each with n0 = 100 selection samples and alpha = 0.001:
 
 * ``fixed``: Cohen's CERTIFY with n = 100,000 (``Smooth.certify``); certified at r iff l2 radius >= r;
-* ``seq``: ``Smooth.certify(radii=...)`` with max n = 100,000 (Clopper-Pearson on a 1.1x geometric
-  grid, Voracek's alpha spending; ``certify.sequential``);
+* ``seq``: ``Smooth.certify(radii=...)`` with max n = 100,000 (two-sided Clopper-Pearson intervals on
+  a 1.1x geometric grid, alpha / K at each of the K looks; ``certify.sequential``);
 * ``bet``: the betting confidence sequence of Voracek (NeurIPS 2024; vvoracek/RS_conf_seq,
   ``thresholds.get_upper_threshold``): the Krichevsky-Trofimov (Beta(1/2, 1/2)) mixture martingale
   M_N(t) = B(A + 1/2, N - A + 1/2) / B(1/2, 1/2) / (t^A (1 - t)^(N - A)) for A successes of N,
@@ -16,6 +16,19 @@ same noise is then certified three ways, each with n0 = 100 selection samples an
   same decision semantics as ``seq`` ("not robust at r" needs both p_label and 1 - p_label below
   t_r, so that it is a statement about the smoothed classifier's top class); its sample count is the
   per-sample stopping time (the paper's accounting), while ``seq`` counts every sample it drew.
+
+Two references for the sample counts (``--report``; computed from each input's fixed-n estimate
+p = hits / n, the hits recovered from the logged Clopper-Pearson bound):
+
+* ``floor``: for every input certified by fixed n at radius r (the largest such), ln(1 / alpha) /
+  (-ln t_r) samples. Even a perfect record of m hits in m samples cannot make a level-alpha lower bound
+  exceed t_r before t_r^m <= alpha (the all-hits path has probability t_r^m when p = t_r), so no sound
+  procedure that certifies a perfect record no later than a record with misses can do it with fewer;
+  n0 is not included.
+* ``oracle``: a procedure told p in advance that looks once, at the full alpha: the smallest m at which
+  the one-sided Clopper-Pearson bound of round(p m) hits of m decides every radius fixed n could reach
+  the way fixed n decided it, plus n0 (capped at n). Sequential procedures can beat it on a lucky
+  stream, so it is a reference, not a bound.
 
 Resumable: one TSV per (data set, method, mode) under ``benchmarks/results/sequential_certify/``,
 a row appended (and flushed) per input; a rerun skips finished inputs. ``--report`` writes
@@ -39,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.special import betaln
-from scipy.stats import norm
+from scipy.stats import beta, norm
 
 import certify
 
@@ -237,6 +250,62 @@ def run(dataset: str, methods: list[str], modes: list[str], batch_size: int) -> 
 
 
 # -------------------------------------------------------------------------------------- report
+def perfect_record_floor(t: float, alpha: float) -> float:
+    """Fewest samples whose perfect record lets a level-alpha lower bound exceed t: ln(1/alpha)/(-ln t)."""
+    return math.log(1.0 / alpha) / -math.log(t) if t < 1.0 else math.inf
+
+
+def hits_from_lower(p_lower: float, n: int, alpha: float) -> int:
+    """The hit count h whose one-sided Clopper-Pearson bound beta.ppf(alpha, h, n - h + 1) is ``p_lower``
+    (the largest h whose bound does not exceed it; the bound increases with h)."""
+    if p_lower <= 0.0:
+        return 0
+    lo, hi = 0, n + 1  # invariant: bound(lo) <= p_lower < bound(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if beta.ppf(alpha, mid, n - mid + 1) <= p_lower * (1 + 1e-12):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def one_look_oracle(p: float, needs: np.ndarray, alpha: float, n: int) -> int:
+    """Samples (n0 excluded) a single look at level alpha needs to decide every threshold in ``needs``
+    when it is told p and sees round(p m) hits of m: lower bound above t (p > t) or max(upper, 1 - lower)
+    below t (p < t); n if some threshold is not decided at n."""
+
+    def decides(m: int) -> bool:
+        h = round(p * m)
+        lower = beta.ppf(alpha, h, m - h + 1) if h > 0 else 0.0
+        upper = beta.ppf(1.0 - alpha, h + 1, m - h) if h < m else 1.0
+        return all(lower > t if p > t else max(upper, 1.0 - lower) < t for t in needs)
+
+    if not decides(n):
+        return n
+    lo, hi = 0, n  # decides(hi), not decides(lo) (m = 0 decides nothing)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if decides(mid) else (mid, hi)
+    return hi
+
+
+def references(fixed_rows: list[dict], sigmas: dict[int, float], radii) -> tuple[np.ndarray, np.ndarray]:
+    """Per input: the perfect-record floor and the one-look oracle (n0 included) of the module docstring."""
+    floor, oracle = [], []
+    for x in fixed_rows:
+        needs = norm.cdf(np.asarray(radii) / sigmas[int(x["idx"])])
+        reachable = needs[[perfect_record_floor(t, ALPHA) < N for t in needs]]
+        certified = [t for t, r in zip(needs, radii) if float(x["radius"]) >= r]
+        floor.append(perfect_record_floor(max(certified), ALPHA) if certified else 0.0)
+        if int(x["predict"]) < 0:
+            oracle.append(N0 + one_look_oracle(0.5, reachable, ALPHA, N))
+            continue
+        p = hits_from_lower(float(x["p_lower"]), N, ALPHA) / N
+        oracle.append(N0 + one_look_oracle(p, reachable, ALPHA, N))
+    return np.array(floor), np.array(oracle)
+
+
 def summarise(dataset: str, method: str) -> dict | None:
     out = OUT / dataset
     radii = RADII[dataset]
@@ -270,6 +339,12 @@ def summarise(dataset: str, method: str) -> dict | None:
             row[f"{mode}_undecided"] = float(np.mean(und))
             for r in radii:  # one radius per run, the paper's measure: samples until r is decided or dropped
                 row[f"{mode}_at@{r:g}_mean"] = float(np.mean([float(x[f"at@{r:g}"]) for x in rows]))
+    with open(out / f"noise_{method}.tsv") as f:
+        sigmas = {int(r["idx"]): float(r["sigma"]) for r in csv.DictReader(f, delimiter="\t")}
+    floor, oracle = references([logs["fixed"][i] for i in common], sigmas, radii)
+    row["floor_samples_mean"] = float(floor.mean())
+    row["oracle_samples_mean"] = float(oracle.mean())
+    row["oracle_samples_median"] = float(np.median(oracle))
     return row
 
 
@@ -289,8 +364,8 @@ def report() -> list[dict]:
     lines = [
         "| data | method | inputs | "
         + " | ".join("fixed / seq / bet @" + f"{r:g}" for r in RADII["digits"])
-        + " | samples mean (seq / bet) | median | p90 |",
-        "|" + "---|" * (6 + len(RADII["digits"])),
+        + " | samples mean (seq / bet) | median | p90 | mean: one-look oracle / floor |",
+        "|" + "---|" * (7 + len(RADII["digits"])),
     ]
     for r in rows:
         accs = " | ".join(
@@ -301,9 +376,14 @@ def report() -> list[dict]:
             f"| {r['dataset']} | {r['method']} | {r['inputs']} | {accs} | "
             f"{r['seq_samples_mean']:.0f} / {r['bet_samples_mean']:.0f} | "
             f"{r['seq_samples_median']:.0f} / {r['bet_samples_median']:.0f} | "
-            f"{r['seq_samples_p90']:.0f} / {r['bet_samples_p90']:.0f} |"
+            f"{r['seq_samples_p90']:.0f} / {r['bet_samples_p90']:.0f} | "
+            f"{r['oracle_samples_mean']:.0f} / {r['floor_samples_mean']:.0f} |"
         )
     lines += [
+        "",
+        "Oracle: told p (the fixed-n estimate), one look at the full alpha, n0 included; floor: the fewest "
+        "samples with which even a perfect record certifies the largest radius fixed n certified, "
+        "ln(1/alpha) / -ln Phi(r / sigma), n0 excluded (module docstring).",
         "",
         "Mean samples per input asking one radius at a time (Voracek's measure; the samples after which "
         "that radius was decided or dropped, n0 included), seq / bet:",

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmarks.sequential_certify import betting_decisions
+from benchmarks.sequential_certify import betting_decisions, hits_from_lower, one_look_oracle, perfect_record_floor
+from certify import sequential
 
 
 def _paper_first_rejection(x, t, alpha):
@@ -49,3 +50,33 @@ def test_betting_false_decision_rate_at_a_threshold():
         )
     )
     assert stats.binomtest(wrong, runs, alpha, alternative="greater").pvalue > 1e-3
+
+
+def test_perfect_record_floor_is_where_clopper_pearson_first_certifies_a_perfect_record():
+    t, alpha = stats.norm.cdf(3.0), 1e-3
+    m = math.ceil(perfect_record_floor(t, alpha))
+    assert 5_100 < m < 5_130  # ln(1000) / -ln Phi(3) = 5,116.9
+    assert stats.beta.ppf(alpha, m, 1) > t >= stats.beta.ppf(alpha, m - 1, 1)  # alpha^(1/m)
+    assert perfect_record_floor(1.0, alpha) == math.inf
+    # the library's sequential rule spends alpha / K over K looks and two tails: never below the floor
+    looks = sequential.look_schedule(100_000)
+    first = sequential.max_misses_to_certify(looks, sequential.look_alphas(len(looks), alpha), np.array([t]))
+    assert looks[int(np.argmax(first[:, 0] >= 0))] >= m
+
+
+@pytest.mark.parametrize("hits", [0, 1, 50_000, 99_873, 99_999, 100_000])
+def test_hits_are_recovered_from_the_logged_lower_bound(hits):
+    n, alpha = 100_000, 1e-3
+    lower = float(stats.beta.ppf(alpha, hits, n - hits + 1)) if hits else 0.0
+    assert hits_from_lower(lower, n, alpha) == hits
+
+
+def test_one_look_oracle_on_a_perfect_record_is_the_floor_and_undecidable_thresholds_take_n():
+    t, alpha = stats.norm.cdf(3.0), 1e-3
+    assert one_look_oracle(1.0, np.array([stats.norm.cdf(1.0), t]), alpha, 100_000) == math.ceil(
+        perfect_record_floor(t, alpha)
+    )
+    assert one_look_oracle(0.999, np.array([0.999]), alpha, 100_000) == 100_000  # p on the threshold
+    m = one_look_oracle(0.5, np.array([0.9]), alpha, 100_000)  # refuting: max(U, 1 - L) < 0.9
+    h = round(0.5 * m)
+    assert stats.beta.ppf(1 - alpha, h + 1, m - h) < 0.9 and m < 100
