@@ -52,9 +52,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.special import betaln
-from scipy.stats import beta, norm
+from scipy.stats import norm
 
 import certify
+from certify.bounds import clopper_pearson_lower, clopper_pearson_upper
 
 from .compare import BUDGETS
 from .data import load_dataset, subset
@@ -256,14 +257,14 @@ def perfect_record_floor(t: float, alpha: float) -> float:
 
 
 def hits_from_lower(p_lower: float, n: int, alpha: float) -> int:
-    """The hit count h whose one-sided Clopper-Pearson bound beta.ppf(alpha, h, n - h + 1) is ``p_lower``
+    """The hit count h whose one-sided Clopper-Pearson bound (``clopper_pearson_lower``) is ``p_lower``
     (the largest h whose bound does not exceed it; the bound increases with h)."""
     if p_lower <= 0.0:
         return 0
     lo, hi = 0, n + 1  # invariant: bound(lo) <= p_lower < bound(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if beta.ppf(alpha, mid, n - mid + 1) <= p_lower * (1 + 1e-12):
+        if clopper_pearson_lower(mid, n, alpha) <= p_lower * (1 + 1e-12):
             lo = mid
         else:
             hi = mid
@@ -277,8 +278,7 @@ def one_look_oracle(p: float, needs: np.ndarray, alpha: float, n: int) -> int:
 
     def decides(m: int) -> bool:
         h = round(p * m)
-        lower = beta.ppf(alpha, h, m - h + 1) if h > 0 else 0.0
-        upper = beta.ppf(1.0 - alpha, h + 1, m - h) if h < m else 1.0
+        lower, upper = clopper_pearson_lower(h, m, alpha), clopper_pearson_upper(h, m, alpha)
         return all(lower > t if p > t else max(upper, 1.0 - lower) < t for t in needs)
 
     if not decides(n):
@@ -298,10 +298,8 @@ def references(fixed_rows: list[dict], sigmas: dict[int, float], radii) -> tuple
         reachable = needs[[perfect_record_floor(t, ALPHA) < N for t in needs]]
         certified = [t for t, r in zip(needs, radii) if float(x["radius"]) >= r]
         floor.append(perfect_record_floor(max(certified), ALPHA) if certified else 0.0)
-        if int(x["predict"]) < 0:
-            oracle.append(N0 + one_look_oracle(0.5, reachable, ALPHA, N))
-            continue
-        p = hits_from_lower(float(x["p_lower"]), N, ALPHA) / N
+        abstained = int(x["predict"]) < 0
+        p = 0.5 if abstained else hits_from_lower(float(x["p_lower"]), N, ALPHA) / N
         oracle.append(N0 + one_look_oracle(p, reachable, ALPHA, N))
     return np.array(floor), np.array(oracle)
 
