@@ -128,7 +128,17 @@ def fit_one(stages, model, x, generator):
     )
 
 
-def run(dataset: str, sigma: float, inputs: int = 50, names=MAIN, seed: int = 0, n: int = N_CERT) -> None:
+def run(
+    dataset: str,
+    sigma: float,
+    inputs: int = 50,
+    names=MAIN,
+    seed: int = 0,
+    n: int = N_CERT,
+    shard: tuple[int, int] = (0, 1),
+) -> None:
+    """Fit and certify every recipe in ``names`` on the grid's first ``inputs`` inputs; with ``shard``
+    (k, m) only the inputs at positions k, k + m, k + 2m, ... (so m processes can share one recipe)."""
     import certify
     import ddrs
     from benchmarks.data import load_dataset, subset
@@ -148,7 +158,7 @@ def run(dataset: str, sigma: float, inputs: int = 50, names=MAIN, seed: int = 0,
         path = out / f"{_slug(name)}.jsonl"
         done = {r["idx"] for r in read(path)}
         for k, (idx, xi, yi) in enumerate(zip(data.indices.tolist(), data.X, data.y)):
-            if idx in done:
+            if idx in done or k % shard[1] != shard[0]:
                 continue
             x = xi.unsqueeze(0)
             t0 = time.perf_counter()
@@ -341,7 +351,16 @@ def main(argv=None) -> int:
         "--recipes", default=",".join(MAIN), help="comma-separated names; 'all': every recipe; 'abl': the ablations"
     )
     p.add_argument("--summary", action="store_true", help="only rebuild tables and plot from the logs")
+    p.add_argument(
+        "--shard", default="0/1", help="K/M: only inputs at positions K, K+M, ... (M processes share a recipe)"
+    )
     args = p.parse_args(argv)
+    try:
+        shard = tuple(int(v) for v in args.shard.split("/"))
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            raise ValueError
+    except ValueError:
+        p.error(f"--shard must be K/M with 0 <= K < M, got {args.shard!r}")
     torch.set_num_threads(1)
     sigmas = args.sigma or [0.12, 0.25]
     if args.recipes in ("all", "abl"):  # everything, or the ablation table (names hold commas)
@@ -350,7 +369,7 @@ def main(argv=None) -> int:
         names = [s for s in args.recipes.split(",") if s]
     if not args.summary:
         for sigma in sigmas:
-            run(args.dataset, sigma, args.inputs, names)
+            run(args.dataset, sigma, args.inputs, names, shard=shard)
     from benchmarks.compare import header
 
     md = write_summary(
