@@ -20,17 +20,17 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.compare import BUDGETS, Budget, run_compare
+from benchmarks.compare import DD_METHODS as CHAIN  # the compare chain, in order
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OUT = RESULTS_DIR / "objective_ablation"
 OBJECTIVES = ("certificate", "gap")
-CHAIN = ("rs", "ddrs", "ancer", "rddrs")
 DATASETS = ("toy2d", "digits", "fashion-mnist")
 
 
 def budget_for(dataset: str, objective: str, images: int = 10):
     """The compare budget of ``dataset`` with every data-dependent stage on ``objective``."""
-    from benchmarks.compare import BUDGETS, Budget
-
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     b = BUDGETS.get(dataset, Budget())
@@ -47,8 +47,6 @@ def sigmas_for(dataset: str) -> tuple:
 
 
 def run(dataset: str, objective: str, images: int = 10) -> None:
-    from benchmarks.compare import run_compare
-
     run_compare(
         dataset,
         OUT / objective,
