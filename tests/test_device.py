@@ -62,11 +62,12 @@ class MetaReads(TorchFunctionMode):
 
 
 @pytest.fixture
-def meta_reads(monkeypatch):
+def meta_reads():
     import torch.fx.experimental._config as fx_config
 
-    monkeypatch.setattr(fx_config, "meta_nonzero_assume_all_nonzero", True)  # boolean indexing on meta
-    with MetaReads():
+    # Through torch's own config API: monkeypatch's undo deletes the entry from torch's config module
+    # under pytest >= 9, which breaks every later test in the session.
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True), MetaReads():  # boolean indexing on meta
         yield
 
 
