@@ -81,6 +81,27 @@ def _common(p: argparse.ArgumentParser, own_data: bool = False) -> None:
     )
     p.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_threads_arg(p)
+
+
+THREADS_HELP = (
+    "torch threads of this process and of each --workers worker (default 1: the same log and the same "
+    "trained model on any machine and with any --workers; other counts round differently and are "
+    "recorded in the log's fingerprint and the model cache key)"
+)
+
+
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    # --worker-threads: the earlier name, when only workers had a thread count.
+    p.add_argument(
+        "--threads",
+        "--worker-threads",
+        dest="threads",
+        type=_int_at_least("--threads", 1),
+        default=1,
+        metavar="T",
+        help=THREADS_HELP,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--rotate", type=_int_at_least("--rotate", 0), default=None)
     m.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
     m.add_argument("--quiet", action="store_true")
+    _add_threads_arg(m)
     _add_model_args(m)  # --model, --weights, --trust-pickle, --normalize, --device
     _add_sequential_args(m)
     _add_cluster_args(m)
@@ -420,13 +442,6 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="join this running Ray cluster (e.g. HEAD:6379 after `ray start --head`, or auto) with --workers",
     )
-    p.add_argument(
-        "--worker-threads",
-        type=_int_at_least("--worker-threads", 1),
-        default=None,
-        metavar="T",
-        help="torch threads (and Ray CPUs) per worker (default 1)",
-    )
 
 
 def _cluster(args):
@@ -435,13 +450,12 @@ def _cluster(args):
     from benchmarks.data import BadInput
 
     if args.workers is None:
-        for name in ("ray_address", "worker_threads"):
-            if getattr(args, name) is not None:
-                raise BadInput(f"--{name.replace('_', '-')}: only used with --workers")
+        if args.ray_address is not None:
+            raise BadInput("--ray-address: only used with --workers")
         return None
     from benchmarks.cluster import Cluster
 
-    return Cluster(args.workers, address=args.ray_address, device=args.device, threads=args.worker_threads or 1)
+    return Cluster(args.workers, address=args.ray_address, device=args.device, threads=args.threads)
 
 
 def _user_model_and_data(args, train_sigma: float):
@@ -662,9 +676,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     commands = {"train": _cmd_train, "certify": _cmd_certify, "compare": _cmd_compare, "report": _cmd_report}
+    import torch
+
     from benchmarks.cluster import ClusterError
     from benchmarks.runs import FingerprintMismatch, Interrupted
 
+    threads = torch.get_num_threads()
+    if hasattr(args, "threads"):  # train, certify, compare: rows depend on the thread count (fingerprinted)
+        torch.set_num_threads(args.threads)
     try:
         return commands[args.command](args)
     except ClusterError as err:
@@ -679,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     except FingerprintMismatch as err:
         print(f"ddrs {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)  # a caller in the same process (a test, a notebook) keeps its own
 
 
 if __name__ == "__main__":

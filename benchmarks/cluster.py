@@ -181,6 +181,11 @@ class Worker:
                 f"worker {self.where}: ddrs {library_version()} is not the driver's {fp['version']}; "
                 "install the same version on every node"
             )
+        if fp.get("threads", torch.get_num_threads()) != torch.get_num_threads():
+            raise FingerprintMismatch(
+                f"worker {self.where}: runs {torch.get_num_threads()} torch threads, the run's rows are "
+                f"fingerprinted with {fp['threads']}"
+            )
         model = self._get(self.models, fp["model_hash"], lambda: self._load_model(fp, model_box))
         data = self._get(self.data, fp["inputs_hash"], lambda: self._load_data(fp, data_box))
         skip = set(unit.positions) - set(unit.certify)
@@ -226,7 +231,7 @@ class Cluster:
         max_failures: int | None = None,
         max_attempts: int = 3,
     ):
-        for name, value in (("--workers", workers), ("--worker-threads", threads), ("max_attempts", max_attempts)):
+        for name, value in (("--workers", workers), ("--threads", threads), ("max_attempts", max_attempts)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BadInput(f"{name}: expected an integer >= 1, got {value!r}")
         if str(device) != "auto":

@@ -353,12 +353,16 @@ def fingerprint(
     memory: bool,
     radii: tuple | None = None,
     device: str | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Everything that determines a run's rows: method and all its options, noise parameters, sample
-    budget, batch sizes, seed, data set with a hash of the inputs certified, model hash, version, and
-    (only when they apply, so that older fingerprints stay valid) the radii of a sequential run and the
-    device type the model runs on when it is not the CPU (``device``, default the model's: GPUs draw and
-    round differently, so a CPU resume of a GPU log is refused)."""
+    budget, batch sizes, seed, data set with a hash of the inputs certified, model hash, version, the
+    torch thread count of the processes that compute the rows (``threads``, default this process's: the
+    gradients of the noise choice and the eigendecompositions of the geometry are summed in another order
+    with more threads, so their last bits, and hence the rows, depend on it), and (only when they apply,
+    so that older fingerprints stay valid) the radii of a sequential run and the device type the model
+    runs on when it is not the CPU (``device``, default the model's: GPUs draw and round differently, so a
+    CPU resume of a GPU log is refused)."""
     sequential = {} if radii is None else {"radii": [float(r) for r in radii], "radii_are": "l2 / proxy"}
     kind = device or model_device_dtype(model, data.X[:1])[0].type
     on_device = {} if kind == "cpu" else {"device": kind}
@@ -382,6 +386,7 @@ def fingerprint(
             "batch_size": int(batch_size),
             "opt_batch": int(opt_batch),
             "seed": int(seed),
+            "threads": int(torch.get_num_threads() if threads is None else threads),
             "dataset": data.name,
             "inputs": len(data.indices),
             "inputs_hash": dataset_hash(data),
@@ -704,6 +709,7 @@ def run_certification(
         memory=memory,
         radii=radii,
         device=workers_device,
+        threads=None if cluster is None else cluster.threads,
     )
     try:
         driver = Driver(config, data, out, memory=memory, fingerprint=fp, radii=radii)

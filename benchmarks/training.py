@@ -53,7 +53,8 @@ def _check_int(value, name: str, minimum: int) -> int:
 
 def _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device="cpu") -> dict:
     """Validate the arguments and return the cache key (a JSON-able dict). A model trained off the CPU
-    is keyed by its device type too (a GPU trains other weights); CPU keys are unchanged."""
+    is keyed by its device type too (a GPU trains other weights), and every model by the torch thread
+    count it is trained with (more threads sum the weight gradients in another order: other weights)."""
     if not isinstance(dataset, str):
         raise ValueError(f"dataset must be a data set name (str), got {type(dataset).__name__}")
     name = check_name(dataset)
@@ -87,6 +88,7 @@ def _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, de
         "batch_size": batch_size,
         "lr": lr,
         "optimizer": optimizer,
+        "threads": torch.get_num_threads(),
         "format": CACHE_FORMAT,
     }
 

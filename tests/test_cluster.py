@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -282,7 +283,7 @@ def test_cli_certify_and_compare_with_workers_write_the_single_process_logs(clus
     "extra, message",
     [
         (["--ray-address", "auto"], "--ray-address: only used with --workers"),
-        (["--worker-threads", "2"], "--worker-threads: only used with --workers"),
+        (["--threads", "0"], "--threads must be >= 1"),
         (["--workers", "2", "--device", "mps"], "--device: mps cannot be shared by Ray workers"),
         (["--workers", "0"], "--workers must be >= 1"),
     ],
@@ -295,7 +296,7 @@ def test_cluster_options_are_checked_before_anything_runs(tmp_path, capsys, extr
         code = exit.code
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x.tsv").exists()
-    with pytest.raises(BadInput, match="--worker-threads"):
+    with pytest.raises(BadInput, match="--threads"):
         Cluster(2, threads=0)
 
 
@@ -312,3 +313,18 @@ print("no ray")
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and "no ray" in done.stdout, done.stderr[-2000:]
+
+
+def test_rddrs_on_two_workers_writes_the_single_process_log_training_included(cluster, ray_address, tmp_path):
+    """An RDDRS run on digits (fresh model cache: the base model is trained in the command) gives the same
+    log on one process and on two workers, at the default thread count, and the same fingerprint."""
+    base = ["certify", "--dataset", "digits", "--method", "rddrs", "--sigma", "0.25", "--every", "45"]
+    base += ["--max-inputs", "4", "--n", "300", "--iterations", "3", "--samples", "16", "--quiet"]
+    one, two = tmp_path / "one.tsv", tmp_path / "two.tsv"
+    assert main(base + ["--model-dir", str(tmp_path / "m1"), "--out", str(one)]) == 0
+    with paused(cluster):
+        args = ["--model-dir", str(tmp_path / "m2"), "--out", str(two), "--workers", "2", "--ray-address", ray_address]
+        assert main(base + args) == 0
+    assert rows_without_time(two) == rows_without_time(one)
+    fp = [json.loads(Path(str(p) + ".fingerprint.json").read_text()) for p in (one, two)]
+    assert fp[0]["threads"] == 1 and fp[0] == fp[1]

@@ -77,6 +77,7 @@ def test_cache_reused_and_keyed(tmp_path):
                 "batch_size",
                 "lr",
                 "optimizer",
+                "threads",
                 "format",
                 "train_data",
             )

@@ -1,0 +1,62 @@
+"""The torch thread count: the CLI runs at ``--threads`` (default 1) whatever the machine, restores the
+caller's count afterwards, and records the count in the log's fingerprint and the model cache key, so
+that a log or a cached model made at one count is never resumed or reused at another."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from test_runs import rows_without_time
+
+from benchmarks.cli import main
+
+RDDRS = ["certify", "--dataset", "digits", "--method", "rddrs", "--sigma", "0.25", "--every", "45"]
+RDDRS += ["--max-inputs", "3", "--n", "300", "--n0", "50", "--iterations", "3", "--samples", "16", "--quiet"]
+TRAIN = ["train", "--dataset", "digits", "--sigma", "0.25", "--epochs", "2", "--quiet"]
+
+
+def _fingerprint(path):
+    return json.loads(path.with_name(path.name + ".fingerprint.json").read_text())
+
+
+def test_the_cli_restores_the_callers_thread_count(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(TRAIN + ["--model-dir", str(tmp_path), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_training_at_two_threads_is_cached_under_its_own_key(tmp_path):
+    md = str(tmp_path / "models")
+    assert main(TRAIN + ["--model-dir", md]) == 0
+    assert main(TRAIN + ["--model-dir", md]) == 0  # the default (1 thread) again: a cache hit
+    assert len(list((tmp_path / "models").glob("*.pt"))) == 1
+    assert main(TRAIN + ["--model-dir", md, "--threads", "2"]) == 0
+    files = sorted((tmp_path / "models").glob("*.pt"))
+    assert len(files) == 2
+    keys = [torch.load(f, weights_only=True)["key"] for f in files]
+    assert sorted(k["threads"] for k in keys) == [1, 2]
+    assert {k: v for k, v in keys[0].items() if k != "threads"} == {k: v for k, v in keys[1].items() if k != "threads"}
+
+
+def test_rddrs_logs_record_the_thread_count_and_resume_refuses_another(tmp_path, capsys):
+    md = ["--model-dir", str(tmp_path / "models")]
+    one, two = tmp_path / "one.tsv", tmp_path / "two.tsv"
+    assert main(RDDRS + md + ["--out", str(one)]) == 0
+    assert main(RDDRS + md + ["--out", str(two), "--threads", "2"]) == 0
+    fp1, fp2 = _fingerprint(one), _fingerprint(two)
+    assert (fp1["threads"], fp2["threads"]) == (1, 2)
+    assert {k for k in fp1 if fp1[k] != fp2[k]} <= {"threads", "model_hash"}
+    rows = one.read_text()
+    capsys.readouterr()
+    assert main(RDDRS + md + ["--out", str(one), "--threads", "2"]) == 2
+    assert "threads (1 -> 2)" in capsys.readouterr().err
+    assert one.read_text() == rows  # refused: nothing rewritten
+    # the same command at the same count resumes (nothing to do) and reproduces the log
+    again = tmp_path / "again.tsv"
+    assert main(RDDRS + md + ["--out", str(again)]) == 0
+    assert rows_without_time(again) == rows_without_time(one)
