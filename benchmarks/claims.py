@@ -19,7 +19,8 @@ The intervals cover the variability over test inputs of one data set and base mo
 Carlo error of each certificate (Clopper-Pearson already bounds that conservatively). They are per
 claim; ``p_holm`` adjusts the p-values for the number of claims in the table (Holm).
 
-    python -m benchmarks.claims --root benchmarks/results/compare
+    python -m benchmarks.claims                 # tables into runs/claims/
+    python -m benchmarks.claims --results       # regenerate the committed benchmarks/results/compare/claims.*
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from scipy import stats
 
 import certify
 
+from .outputs import WouldOverwrite, check_writable
 from .paired import VERDICTS, bootstrap, interval_verdict, paired_difference, per_input
 
 NOT_COMPARABLE = "not comparable"
@@ -500,11 +502,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--root", default="benchmarks/results/compare", help="folder of compare out-dirs")
     p.add_argument("--datasets", nargs="+", default=None, help="out-dir names under --root (default: all)")
-    p.add_argument("--out-dir", default=None, help="where claims.csv / claims.md go (default: --root)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out-dir", default=None, help="where claims.csv / claims.md go (default runs/claims/)")
+    where.add_argument(
+        "--results", action="store_true", help="write into --root (overwrites the committed claims tables)"
+    )
     args = p.parse_args(argv)
     root = Path(args.root)
     if not root.is_dir():
         p.error(f"--root: no such directory {args.root!r}")
+    out_dir = root if args.results else Path(args.out_dir or "runs/claims")
+    try:  # a committed table is rewritten only with --results
+        check_writable([out_dir / "claims.csv", out_dir / "claims.md"], args.results)
+    except WouldOverwrite as err:
+        print(f"python -m benchmarks.claims: {err.args[0]}", file=sys.stderr)
+        return 2
     try:
         results = evaluate(root, args.datasets)
     except ValueError as err:
@@ -514,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         f"command: python -m benchmarks.claims {' '.join(argv if argv is not None else sys.argv[1:])}\n"
         f"date: {time.strftime('%Y-%m-%d %H:%M:%S')}\nlogs:\n" + "\n".join(provenance(root, datasets)) + "\n"
     )
-    csv_path, md_path = write_tables(results, args.out_dir or root, head)
+    csv_path, md_path = write_tables(results, out_dir, head)
     counts = {v: sum(r.verdict == v for r in results) for v in (*VERDICTS, NOT_COMPARABLE)}
     print(f"{len(results)} claims: {counts}; wrote {csv_path} and {md_path}")
     return 0

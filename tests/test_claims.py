@@ -191,3 +191,22 @@ def test_cli_writes_csv_and_markdown_with_one_row_per_claim(tmp_path, capsys):
     with pytest.raises(SystemExit):
         claims.main(["--root", str(tmp_path), "--datasets", "fashion-mnist"])
     assert "fashion-mnist" in capsys.readouterr().err
+
+
+def test_claims_never_rewrite_a_committed_table_without_results(tmp_path, monkeypatch, capsys):
+    """The default out-dir is runs/claims/ (under the working directory), and a committed table is only
+    overwritten with --results."""
+    import shutil
+
+    from benchmarks.outputs import RESULTS_DIR
+
+    committed = RESULTS_DIR / "compare" / "claims.md"
+    before = committed.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "compare"
+    shutil.copytree(RESULTS_DIR / "compare" / "toy2d", root / "toy2d")
+    assert claims.main(["--root", str(root), "--datasets", "toy2d"]) == 0
+    assert (tmp_path / "runs" / "claims" / "claims.md").is_file()
+    assert claims.main(["--root", str(RESULTS_DIR / "compare"), "--out-dir", str(RESULTS_DIR / "compare")]) == 2
+    assert "pass --results" in capsys.readouterr().err
+    assert committed.read_bytes() == before
