@@ -1,18 +1,21 @@
-"""``ddrs report`` on bad logs (one line naming the file and the line, exit 2) and on another radius
-column (``--column``)."""
+"""``ddrs report`` on bad logs (one line naming the file and the line, exit 2), on another radius column
+(``--column``), and plot titles inside their figures."""
 
 from __future__ import annotations
 
 import csv
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
+import matplotlib
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import certify
+from benchmarks import plots
 from benchmarks.cli import main
 from benchmarks.report import write_report
 from certify.log import LogFormatError
@@ -197,7 +200,7 @@ def test_any_damaged_log_reads_or_is_one_line_naming_file_and_line(tmp_path_fact
 
 
 # ---------------------------------------------------------------------------------- --column
-def test_column_proxy_radius_counts_that_column_and_says_so(tmp_path, capsys):
+def test_column_proxy_radius_counts_that_column_and_says_so(tmp_path, capsys, kept_figures):
     log = tmp_path / "ours.tsv"
     log.write_text(OURS)
     code, out, err = _report(capsys, log, "--column", "proxy_radius", "--radii", "0.25", "0.5", "--out-dir", tmp_path)
@@ -215,6 +218,9 @@ def test_column_proxy_radius_counts_that_column_and_says_so(tmp_path, capsys):
     assert rows[0]["column"] == "proxy_radius"
     assert float(rows[0]["acr"]) == pytest.approx((0.6 + 0.3 + 0.9) / 4)
     assert float(rows[0]["r=0.5"]) == 0.5
+    (fig,) = kept_figures
+    assert "proxy_radius" in fig.axes[0].get_xlabel() and "proxy_radius" in fig._suptitle.get_text()
+    _assert_titles_inside(fig)
 
 
 def test_column_default_is_radius_and_the_report_says_so(tmp_path, capsys):
@@ -242,3 +248,59 @@ def test_column_errors_name_the_option(tmp_path, capsys):
     bad.write_text(_replace_field(OURS, 4, 6, "nan"))
     code, _, err = _report(capsys, bad, "--column", "proxy_radius", "--out-dir", tmp_path / "d")
     assert code == 2 and err == f"ddrs report: error: {bad} line 4: proxy_radius is nan (expected a finite number)\n"
+
+
+# ---------------------------------------------------------------------------------- plot titles
+@pytest.fixture
+def kept_figures(monkeypatch):
+    """Figures the plotting code closes are kept for the test (and closed after it)."""
+    import matplotlib.pyplot as plt
+
+    kept: list = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
+    yield kept
+    for fig in kept:
+        close(fig)
+
+
+def _assert_titles_inside(fig) -> None:
+    """Every title (the figure's and each panel's) lies inside the figure, as rendered by Agg."""
+    assert isinstance(fig.canvas, matplotlib.backends.backend_agg.FigureCanvasAgg)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    titles = [t for t in [fig._suptitle] + [ax.title for ax in fig.axes] if t is not None and t.get_text()]
+    assert titles
+    for title in titles:
+        box = title.get_window_extent(renderer)
+        inside = fig.bbox
+        assert box.x0 >= inside.x0 - 0.5 and box.x1 <= inside.x1 + 0.5, (title.get_text(), box, inside)
+        assert box.y0 >= inside.y0 - 0.5 and box.y1 <= inside.y1 + 0.5, (title.get_text(), box, inside)
+
+
+def test_one_sigma_plots_keep_their_titles_inside(tmp_path, kept_figures):
+    log = tmp_path / "ours.tsv"
+    log.write_text(OURS)
+    logs = {("ddrs", 0.25): log, ("rddrs", 0.25): log}
+    budget = SimpleNamespace(n=100_000, alpha=0.001)
+    written = plots.write_all("fashion-mnist", [{"inputs": 500}], logs, tmp_path, [0.25], sigmas=(0.25,), budget=budget)
+    assert [p.name for p in written] == ["certified_accuracy_l2.png", "certified_accuracy_proxy.png"]
+    assert len(kept_figures) == 2
+    for fig, kind in zip(kept_figures, ["l2", "proxy"]):
+        expected = f"fashion-mnist: certified accuracy vs {kind} radius (n = 100000, alpha = 0.001, 500 inputs)"
+        assert " ".join(fig._suptitle.get_text().split()) == expected  # wrapped, not cut
+        _assert_titles_inside(fig)
+
+
+def test_one_mixture_and_one_log_report_keep_their_titles_inside(tmp_path, kept_figures):
+    log = tmp_path / "mog.tsv"
+    log.write_text(OURS)
+    plots.mog_panels(
+        {("mog-mixture-K2-[0.12,0.5]", 0.25): log},
+        tmp_path / "mixture.png",
+        "cifar10: mixture-of-Gaussians smoothing (n = 100000, alpha = 0.001, 500 inputs)",
+    )
+    write_report([COHEN / "cifar10" / "resnet110" / "noise_0.25" / "test" / "sigma_0.25"], tmp_path / "rep")
+    assert len(kept_figures) == 2
+    for fig in kept_figures:
+        _assert_titles_inside(fig)
