@@ -1,5 +1,6 @@
 """``ddrs report`` on bad logs (one line naming the file and the line, exit 2), on another radius column
-(``--column``), and plot titles inside their figures."""
+(``--column``), plot titles inside their figures, and progress bars with a total (so that they show an
+ETA)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 import matplotlib
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -304,3 +306,135 @@ def test_one_mixture_and_one_log_report_keep_their_titles_inside(tmp_path, kept_
     assert len(kept_figures) == 2
     for fig in kept_figures:
         _assert_titles_inside(fig)
+
+
+# ---------------------------------------------------------------------------------- progress totals
+class FakeBar:
+    """A stand-in for tqdm that records its total (also one set later by ``reset``) and its count."""
+
+    made: list[FakeBar] = []
+
+    def __init__(self, *args, total=None, disable=False, desc="", initial=0, **kwargs):
+        self.total, self.disable, self.desc, self.n = total, disable, desc, initial
+        FakeBar.made.append(self)
+
+    def update(self, n=1):
+        assert self.total is not None, f"{self.desc}: updated without a total (no ETA)"
+        self.n += n
+
+    def reset(self, total=None):
+        self.n = 0
+        if total is not None:
+            self.total = total
+
+    def set_postfix(self, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def fake_tqdm(monkeypatch):
+    import benchmarks.runs
+    import benchmarks.training
+
+    FakeBar.made = []
+    monkeypatch.setattr(benchmarks.runs, "tqdm", FakeBar)
+    monkeypatch.setattr(benchmarks.training, "tqdm", FakeBar)
+    return FakeBar.made
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from benchmarks.data import load_dataset, subset
+    from benchmarks.training import load_or_train
+
+    model, _ = load_or_train("toy2d", 0.1, model_dir=str(tmp_path_factory.mktemp("models")), progress=False)
+    return model, subset(load_dataset("toy2d", "test"), 40, 5)
+
+
+DD = dict(iterations=3, samples=8)
+RUN = dict(n0=20, n=100, alpha=0.001, batch_size=100, opt_batch=2, seed=1, progress=True)
+
+
+def _noise_bar(made: list[FakeBar]) -> FakeBar:
+    (bar,) = [b for b in made if "choosing noise" in b.desc]
+    return bar
+
+
+def test_choosing_noise_has_a_total_of_all_ascent_steps(toy, tmp_path, fake_tqdm):
+    from benchmarks.runs import MethodConfig, run_certification
+
+    model, data = toy  # 5 inputs in batches of 2: 3 batches
+    rddrs = MethodConfig(
+        "rddrs", sigma=0.1, ddrs_options=DD, options=dict(iterations=2, samples=8, warm_start="ancer", ancer_options=DD)
+    )
+    run_certification(rddrs, model, data, tmp_path / "rddrs.tsv", **RUN)
+    bar = _noise_bar(fake_tqdm)  # per batch: DDRS 3 + 1, ANCER 3 + 1 (the best iterate is evaluated), RDDRS 2 + 1
+    assert not bar.disable and bar.total == 3 * (4 + 4 + 3) and bar.n == bar.total
+    # a comparison: DDRS's sigma_x* and ANCER's Theta from earlier methods are not recomputed, nor counted
+    star, theta = {}, {}
+    for config in [
+        MethodConfig("ddrs", sigma=0.1, ddrs_options=DD),
+        MethodConfig("ancer", sigma=0.1, ddrs_options=DD, options=DD),
+    ]:
+        out = tmp_path / f"{config.method}.tsv"
+        run_certification(config, model, data, out, sigma_star_cache=star, stage_cache=theta, **RUN)
+    fake_tqdm.clear()
+    run_certification(rddrs, model, data, tmp_path / "rddrs2.tsv", sigma_star_cache=star, stage_cache=theta, **RUN)
+    assert _noise_bar(fake_tqdm).total == 3 * 3 == _noise_bar(fake_tqdm).n
+
+
+def test_choosing_noise_counts_the_batches_left_and_fills_up_after_an_early_stop(toy, tmp_path, fake_tqdm):
+    from benchmarks.runs import MethodConfig, run_certification
+
+    model, data = toy
+    config = MethodConfig("ddrs", sigma=0.1, ddrs_options=dict(iterations=40, samples=8, early_stop=(1, 10.0)))
+    out = tmp_path / "ddrs.tsv"
+    run_certification(config, model, data, out, **RUN)
+    bar = _noise_bar(fake_tqdm)
+    assert bar.total == 3 * 41 and bar.n == bar.total  # stopped early; the bar still ends full
+    lines = out.read_text().split("\n")
+    out.write_text("\n".join(lines[:4]) + "\n")  # inputs 0..2 kept: batch [2, 3] and [4] are left
+    fake_tqdm.clear()
+    run_certification(config, model, data, out, **RUN)
+    assert _noise_bar(fake_tqdm).total == 2 * 41
+
+
+def test_methods_without_noise_choice_show_no_noise_bar(toy, tmp_path, fake_tqdm):
+    from benchmarks.runs import MethodConfig, run_certification
+
+    model, data = toy
+    run_certification(MethodConfig("rs", sigma=0.1), model, data, tmp_path / "rs.tsv", **RUN)
+    assert _noise_bar(fake_tqdm).disable
+    (inputs,) = [b for b in fake_tqdm if b.desc.startswith("certify")]
+    assert inputs.total == 5 and inputs.n == 5
+
+
+def test_fit_and_certify_inputs_text_bars_have_totals(toy, monkeypatch):
+    import ddrs
+    import ddrs.progress
+
+    made = []
+
+    class Recording(ddrs.progress.TextBar):
+        def __init__(self, total, desc="", **kwargs):
+            super().__init__(total, desc, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(ddrs.progress, "TextBar", Recording)
+    model, data = toy
+    x = data.X[:3]
+    res = ddrs.DDRS(sigma0=0.1, **DD).fit(model, x, generator=torch.Generator().manual_seed(0), progress=True)
+    ddrs.certify_inputs(model, x, res, data.num_classes, n0=10, n=50, progress=True)
+    assert [(b.total, b.count) for b in made] == [(4, 4), (3, 3)]
+    assert ddrs.DDRS(**DD).progress_steps == 4 and ddrs.DDRS(iterations=3, keep_best=False).progress_steps == 3
+
+
+def test_training_bar_has_a_total(fake_tqdm):
+    from benchmarks.training import train
+
+    train("toy2d", 0.1, epochs=1, seed=0, progress=True, save=False)
+    (bar,) = fake_tqdm
+    assert bar.total is not None and bar.total == bar.n > 0
