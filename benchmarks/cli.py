@@ -278,6 +278,12 @@ def _add_report_parser(sub) -> None:
         default=None,
         help="one legend per log (default: '&sigma; = S' for Cohen's sigma_S files, else the name)",
     )
+    r.add_argument(
+        "--column",
+        default="radius",
+        help="the radius column certified accuracy is counted by (default: radius, Cohen's certified l2 "
+        "radius; proxy_radius: ANCER's proxy radius, the ANCER/RDDRS papers' metric)",
+    )
     r.add_argument("--out-dir", default="runs/report", help="where report.md, report.csv and the plot go")
     r.add_argument("--no-plot", action="store_true", help="tables only")
 
@@ -286,11 +292,15 @@ def _cmd_report(args) -> int:
     from benchmarks.report import write_report
 
     try:
-        files = write_report(args.logs, args.out_dir, radii=args.radii, labels=args.labels, plot=not args.no_plot)
-    except (OSError, ValueError) as err:
-        print(f"ddrs report: error: {err}", file=sys.stderr)
+        files = write_report(
+            args.logs, args.out_dir, radii=args.radii, labels=args.labels, plot=not args.no_plot, column=args.column
+        )
+    except (OSError, ValueError) as err:  # a malformed log: one line naming the file and the line
+        print(f"ddrs report: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    print(files["markdown"].read_text(encoding="utf-8").split("\n\n")[1])
+    title, table = files["markdown"].read_text(encoding="utf-8").split("\n\n")[:2]
+    print(title.lstrip("# "))
+    print(table)
     print("wrote " + ", ".join(str(f) for f in files.values()))
     return 0
 

@@ -70,9 +70,38 @@ def _style_accuracy_axis(ax, title: str, xlabel: str, legend_size: int) -> None:
     ax.legend(fontsize=legend_size)
 
 
+def _wrap(text, width: float, renderer) -> None:
+    """Break the words of a matplotlib Text onto lines no wider than ``width`` pixels (as drawn)."""
+    lines: list[str] = []
+    for paragraph in text.get_text().split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            text.set_text(candidate)
+            if line and text.get_window_extent(renderer).width > width:
+                lines.append(line)
+                candidate = word
+            line = candidate
+        lines.append(line)
+    text.set_text("\n".join(lines))
+
+
+def fit_titles(fig) -> None:
+    """Wrap the figure's title to its width and each panel's title to the panel's, then lay the figure
+    out so that every title lies inside it (a one-panel figure used to cut a long title off)."""
+    renderer = fig.canvas.get_renderer()
+    suptitle = fig._suptitle  # the Text that fig.suptitle made (None without one)
+    if suptitle is not None and suptitle.get_text():
+        _wrap(suptitle, 0.96 * fig.bbox.width, renderer)
+    for ax in fig.axes:
+        if ax.title.get_text():
+            _wrap(ax.title, max(ax.get_window_extent(renderer).width, 0.5 * fig.bbox.width), renderer)
+    fig.tight_layout()
+
+
 def _save(fig, out: Path, title: str) -> Path:
     fig.suptitle(title)
-    fig.tight_layout()
+    fit_titles(fig)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
@@ -200,7 +229,7 @@ def toy2d_regions(
         + (f"\n{suffix}" if suffix else ""),
         fontsize=10,
     )
-    fig.tight_layout()
+    fit_titles(fig)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

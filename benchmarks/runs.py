@@ -29,6 +29,7 @@ import ddrs
 from certify.log import parse_time
 from certify.sequential import check_radii
 from certify.smooth import model_device_dtype
+from ddrs.progress import Span
 
 from .data import Dataset
 from .training import dataset_hash, model_hash
@@ -180,6 +181,26 @@ def choose_noise(
     )
     counter.add(res.network.forward, res.network.backward)
     return res.noises(), counter, sigma_star
+
+
+def noise_steps(config: MethodConfig, sigma_star_known: bool = False, ancer_known: bool = False) -> int:
+    """How many ascent steps :func:`choose_noise` reports to ``progress`` for one batch (every ``fit`` it
+    runs, as it decides; ``early_stop`` may end a fit sooner): the total of the runner's bar."""
+    if config.method not in DATA_DEPENDENT:
+        return 0
+    steps = 0
+    if not sigma_star_known or config.method == "ddrs":
+        steps += ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).progress_steps
+        if config.method == "ddrs":
+            return steps
+    options = dict(config.options)
+    warm = options.pop("warm_start", None)
+    ancer_options = options.pop("ancer_options", {})
+    if config.method == "ancer":
+        return steps + ddrs.ANCER(**options).progress_steps
+    if warm == "ancer" and not ancer_known:
+        steps += ddrs.ANCER(**ancer_options).progress_steps
+    return steps + ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).progress_steps
 
 
 def _region_record(prediction: int, region: certify.Ellipsoid | None) -> dict:
@@ -730,9 +751,18 @@ def run_certification(
         leave=False,
     )
     steps = tqdm(  # the noise choice of a batch can take minutes (RDDRS at CIFAR size): show its steps
-        desc="  choosing noise", unit="step", disable=not progress or config.method not in DATA_DEPENDENT, leave=False
+        desc="  choosing noise",
+        unit="step",
+        disable=not progress or config.method not in DATA_DEPENDENT or cluster is not None,
+        leave=False,
     )
     try:
+        planned = {}  # the ascent steps of each batch left to do: the bar's total, for its ETA
+        for positions in plan_batches(data, opt_batch):
+            if driver.todo(positions):
+                star, thetas = shared_stages(positions, indices, sigma_star_cache, stage_cache)
+                planned[positions[0]] = noise_steps(config, star is not None, thetas is not None)
+        steps.reset(total=sum(planned.values()))
         if cluster is not None:
 
             def finish_result(result: BatchResult) -> None:
@@ -767,6 +797,7 @@ def run_certification(
                 bar.update(1)
 
             todo_first = [positions.index(todo[0])]
+            span = Span(steps, planned[positions[0]])
             result = compute_batch(
                 config,
                 model,
@@ -782,8 +813,9 @@ def run_certification(
                 skip=set(positions) - set(todo),
                 on_input=finish,
                 radii=radii,
-                fit_progress=None if steps.disable else steps,
+                fit_progress=None if steps.disable else span,
             )
+            span.finish()
             record_stages(result, sigma_star_cache, stage_cache)
     except KeyboardInterrupt:
         raise Interrupted(sum(i in driver.done for i in indices), len(indices), driver.out) from None

@@ -8,7 +8,9 @@ first (``radius`` = the certified l2 radius) and then ours (``proxy_radius``, ``
 from __future__ import annotations
 
 import datetime
+import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,10 +111,12 @@ class LogWriter:
 
 @dataclass
 class Log:
-    """A certification log as columns of numpy arrays (numbers) or lists (text)."""
+    """A certification log as columns of numpy arrays (numbers) or lists (text); ``lines[i]`` is the
+    line of the file that row i came from (``read_log``; None for a log made in memory)."""
 
     columns: dict[str, np.ndarray]
     path: str = ""
+    lines: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
@@ -125,30 +129,118 @@ class Log:
         return [{k: self.columns[k][i] for k in names} for i in range(len(self))]
 
 
-def read_log(path: str | os.PathLike) -> Log:
-    """Read a Cohen-format (or our extended) log; numeric columns become float arrays."""
+class LogFormatError(ValueError):
+    """A malformed certification log: ``str()`` is one line, ``<path> line <n>: <problem>``."""
+
+    def __init__(self, path: str, line: int, problem: str):
+        self.path, self.line, self.problem = path, line, problem
+        super().__init__(f"{path} line {line}: {problem}")
+
+
+#: Columns that must hold integers (Cohen's) and finite numbers (Cohen's radius, ours from
+#: ``Certificate.log_row``) on every row; ``paper_radius`` must be a number (nan = not reported).
+INTEGER_COLUMNS = ("idx", "label", "predict", "correct")
+FINITE_COLUMNS = ("radius", "time", "l2_radius", "proxy_radius", "p_lower", "min_sigma", "gm_sigma")
+NUMBER_COLUMNS = ("paper_radius",)
+
+
+#: Control bytes but tab and line ends, and the bytes ``surrogateescape`` kept from invalid UTF-8.
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\udc80-\udcff]|\r(?!\n)")
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` for a one-line message: ASCII-escaped, cut at ``limit`` characters."""
+    return ascii(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _plain(text: str) -> str:
+    """A field as written when it is a plain word or number, else quoted and escaped."""
+    return text.strip() if re.fullmatch(r"\s*[\w.+-]{1,24}\s*", text, re.ASCII) else _shown(text)
+
+
+def _number(path: str, lineno: int, name: str, text: str, finite: bool) -> float:
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = [ln.rstrip("\n") for ln in f if ln.strip()]
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a text certification log (binary or garbled bytes)") from None
-    if not lines:
-        raise ValueError(f"{path} is empty")
-    header = lines[0].split("\t")
-    if tuple(header[:5]) != COHEN_COLUMNS[:5]:
-        raise ValueError(f"{path} is not a certification log (header {header})")
-    raw = [ln.split("\t") for ln in lines[1:]]
+        value = parse_time(text) if name == "time" else float(text)
+    except ValueError:
+        what = "a time (h:mm:ss or seconds)" if name == "time" else "a number"
+        raise LogFormatError(path, lineno, f"{name} is {_shown(text)}, not {what}") from None
+    if finite and not math.isfinite(value):
+        raise LogFormatError(path, lineno, f"{name} is {_plain(text)} (expected a finite number)")
+    return value
+
+
+def read_log(path: str | os.PathLike) -> Log:
+    """Read a Cohen-format (or our extended) log; numeric columns become float arrays.
+
+    The header must start with ``idx label predict radius correct``; every row must have one field per
+    column; Cohen's ``idx label predict correct`` must be integers (correct 0 or 1), ``radius`` a finite
+    number >= 0 (an abstention is radius 0 with predict -1), ``time`` Cohen's time, and our certificate
+    columns (``FINITE_COLUMNS``) finite numbers (``paper_radius`` a number; nan = none). Anything else
+    raises :class:`LogFormatError` (a ValueError), ``<path> line <n>: <problem>``. Other columns are
+    numbers if every row holds one, else text. Blank lines are skipped; ``Log.lines`` holds each row's
+    line number."""
+    name = os.fspath(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    text = raw.decode("utf-8", "surrogateescape").removeprefix("\ufeff")  # a byte-order mark some editors write
+    bad = _NOT_TEXT.search(text)  # the first byte that is not UTF-8 or is a control byte
+    if bad is not None:
+        char = bad.group()[0]
+        byte = ord(char) - 0xDC00 if ord(char) >= 0xDC80 else ord(char)
+        line = text.count("\n", 0, bad.start()) + 1
+        raise LogFormatError(name, line, f"not text (binary or garbled bytes: 0x{byte:02x})")
+    physical = text.split("\n")
+    if physical and physical[-1] == "":
+        physical.pop()  # the newline ending the last line
+    rows: list[tuple[int, list[str]]] = []
+    header: list[str] | None = None
+    for lineno, ln in enumerate(physical, start=1):
+        ln = ln[:-1] if ln.endswith("\r") else ln  # Windows line ends
+        if not ln.strip():
+            continue
+        if header is None:
+            header = ln.split("\t")
+            if tuple(header[:5]) != COHEN_COLUMNS[:5]:
+                raise LogFormatError(
+                    name,
+                    lineno,
+                    f"not a certification log (header {_shown(ln, 60)}; expected it to start with "
+                    f"{' '.join(COHEN_COLUMNS[:5])}, tab-separated)",
+                )
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice or "" in header:
+                problem = f"column {twice[0]} appears twice" if twice else "a column has no name"
+                raise LogFormatError(name, lineno, f"{problem} in the header")
+            continue
+        fields = ln.split("\t")
+        if len(fields) != len(header):
+            cut = " (a line cut short?)" if len(fields) < len(header) else ""
+            raise LogFormatError(name, lineno, f"{len(fields)} fields, expected {len(header)}{cut}")
+        rows.append((lineno, fields))
+    if header is None:
+        raise LogFormatError(name, 1, "empty log (no header)")
+    known = INTEGER_COLUMNS + FINITE_COLUMNS + NUMBER_COLUMNS
+    strict = [(j, c) for j, c in enumerate(header) if c in known]
+    numbers: dict[str, list[float]] = {c: [] for _, c in strict}
+    for n, fields in rows:  # line by line, so that the first bad line is the one named
+        for j, column in strict:
+            value = _number(name, n, column, fields[j], finite=column not in NUMBER_COLUMNS)
+            if column in INTEGER_COLUMNS and value != int(value):
+                raise LogFormatError(name, n, f"{column} is {_plain(fields[j])}, not an integer")
+            if (column == "correct" and value not in (0, 1)) or (column == "radius" and value < 0):
+                expected = "0 or 1" if column == "correct" else "a radius >= 0"
+                raise LogFormatError(name, n, f"{column} is {_plain(fields[j])} (expected {expected})")
+            numbers[column].append(value)
     columns: dict[str, np.ndarray] = {}
-    for j, name in enumerate(header):
-        values = [r[j] if j < len(r) else "" for r in raw]
-        if name == "time":
-            columns[name] = np.array([parse_time(v) for v in values], dtype=np.float64)
+    for j, column in enumerate(header):
+        if column in numbers:
+            columns[column] = np.array(numbers[column], dtype=np.float64)
             continue
         try:
-            columns[name] = np.array([float(v) for v in values], dtype=np.float64)
+            columns[column] = np.array([float(r[j]) for _, r in rows], dtype=np.float64)
         except ValueError:
-            columns[name] = np.array(values, dtype=object)
-    return Log(columns, os.fspath(path))
+            columns[column] = np.array([r[j] for _, r in rows], dtype=object)
+    return Log(columns, name, np.array([n for n, _ in rows], dtype=np.int64))
 
 
 def certified_accuracy(log: Log, radii: Iterable[float], column: str = "radius") -> np.ndarray:
@@ -169,10 +261,10 @@ def abstention_rate(log: Log) -> float:
     return float(np.mean(log["predict"] == -1))
 
 
-def cohen_markdown_table(logs: Mapping[str, Log], radii: Sequence[float]) -> str:
+def cohen_markdown_table(logs: Mapping[str, Log], radii: Sequence[float], column: str = "radius") -> str:
     """Cohen's ``markdown_table_certified_accuracy`` output, byte for byte: one row per legend,
-    the best value per radius marked (first maximum wins)."""
-    acc = np.array([certified_accuracy(log, radii) for log in logs.values()])
+    the best value per radius marked (first maximum wins); ``column``: the radius column used."""
+    acc = np.array([certified_accuracy(log, radii, column=column) for log in logs.values()])
     out = ["|  | " + "".join(f"r = {r:.3} |" for r in radii), "| --- | " + " --- |" * len(radii)]
     for i, legend in enumerate(logs):
         cells = "".join(

@@ -169,6 +169,11 @@ class _Optimised:
         if not (0 < self.selection_alpha < 1):
             raise ValueError(f"selection_alpha must lie in (0, 1), got {self.selection_alpha}")
 
+    @property
+    def progress_steps(self) -> int:
+        """How many ascent steps ``fit`` reports to ``progress`` (fewer if ``early_stop`` ends it)."""
+        return self.iterations + 1 if self.keep_best else self.iterations
+
     def _estimator(self) -> SoftSmoothingEstimator:
         return SoftSmoothingEstimator(
             samples=self.samples, chunk_size=self.chunk_size, clamp=self.clamp, antithetic=self.antithetic
@@ -199,8 +204,7 @@ class _Optimised:
             driver_options["early_stop"] = tuple(self.early_stop)
         if driver_options and driver is not ascend:
             raise ValueError(f"{sorted(driver_options)} need backend='rgd'")
-        steps = self.iterations + 1 if self.keep_best else self.iterations
-        on_step, close_bar = progress_callback(progress, steps, f"{name} fit ({x.shape[0]} inputs)")
+        on_step, close_bar = progress_callback(progress, self.progress_steps, f"{name} fit ({x.shape[0]} inputs)")
         guarded = _BatchGuard(model, tuple(x.shape))
         try:
             with _untouched(model):  # warns in training mode; buffers (BatchNorm stats) restored

@@ -10,7 +10,8 @@
 * a callable: called with the unit's details (``fit``: ``(step, point, value, terms)`` after every
   ascent step; ``certify_inputs``: ``(i, certificate)`` after every input).
 
-The library never imports tqdm (benchmarks may, and pass their bar in).
+The library never imports tqdm (benchmarks may, and pass their bar in). ``Span`` shares one bar between
+many fits (the runner's "choosing noise" bar, whose total is every fit's ``progress_steps``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,24 @@ class TextBar:
             self._draw(time.perf_counter())
             self.stream.write("\n")
             self.stream.flush()
+
+
+class Span:
+    """The next ``count`` units of a bar shared by many runs (an object with ``update(n)``, e.g. a tqdm
+    bar whose ``total`` is the sum of the spans): ``update`` passes at most ``count`` units on and
+    ``finish()`` the rest (a run that stopped early), so that the shared bar reaches its total exactly."""
+
+    def __init__(self, bar: Any, count: int):
+        self.bar, self.count, self.done = bar, int(count), 0
+
+    def update(self, n: int = 1) -> None:
+        k = min(int(n), self.count - self.done)
+        if k > 0:
+            self.done += k
+            self.bar.update(k)
+
+    def finish(self) -> None:
+        self.update(self.count - self.done)
 
 
 def callback(progress: Any, total: int, desc: str) -> tuple[Callable[..., None] | None, Callable[[], None]]:
