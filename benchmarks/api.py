@@ -29,7 +29,7 @@ import torch
 
 import certify
 
-from .data import BadInput, Dataset, load_data
+from .data import BadInput, Dataset, check_values, load_data
 from .model_io import Normalize, check_model, load_model, resolve_device, split_normalize
 from .report import DEFAULT_RADII, summary_rows, write_report
 
@@ -82,6 +82,7 @@ def _dataset(x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor, name: str, num
         raise BadInput(f"data: expected x (N, ...) and y (N,), N >= 1, got {tuple(x.shape)} and {tuple(y.shape)}")
     if y.is_floating_point() or int(y.min()) < 0:
         raise BadInput("data: expected integer labels >= 0")
+    check_values(x, pos, "data", "the data given")
     y = y.to(torch.int64).contiguous()
     known = num_classes is not None
     return Dataset(

@@ -657,6 +657,28 @@ def _compare_user_model(args, name: str, budget, device, cluster) -> dict:
     return {"model": model, "data": data}
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(command: str):
+    """Warnings about the user's input (``benchmarks.data.DataRangeWarning``) as one line each on
+    stderr, ``ddrs COMMAND: warning: ...``, every time; other warnings as Python shows them."""
+    import warnings
+
+    from benchmarks.data import DataRangeWarning
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DataRangeWarning):
+                print(f"ddrs {command}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        warnings.simplefilter("always", DataRangeWarning)
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -666,7 +688,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.runs import FingerprintMismatch, Interrupted
 
     try:
-        return commands[args.command](args)
+        with _warnings_as_lines(args.command):
+            return commands[args.command](args)
     except ClusterError as err:
         print(f"ddrs {args.command}: error: {err}", file=sys.stderr)
         return 1

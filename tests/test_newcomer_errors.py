@@ -1,0 +1,190 @@
+"""A fresh machine and a new user: input that used to give a wrong answer with exit code 0, or an error
+nobody could act on, is now one line naming the argument (exit code 2, no log and no fingerprint left)
+or, where the input is legal but suspicious, a one-line warning.
+
+* pixel values outside [0, 1] (0..255 ints or floats): a warning naming the file, the range and the fix;
+* ``--model package.module:factory`` without ``--weights``: an error unless ``--random-weights``;
+* NaN / inf in a ``tensors:`` file: an error naming --dataset, the file and the first bad input;
+* ``certify_model(metric=..., backend=...)`` and its ``options`` keys checked up front;
+* the project's own cached model file as ``--model``;
+* a whole pickled module whose class lives next to the user's code, without PYTHONPATH;
+* fashion-mnist / mnist without their files: an error naming --data-dir / --dataset and how to get them.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.cli import main
+from benchmarks.data import BadInput, load_data, load_dataset
+from benchmarks.models import MLP
+
+RS = ["--method", "rs", "--sigma", "0.12", "--n0", "20", "--n", "100", "--batch-size", "100", "--quiet"]
+API = dict(method="rs", sigma=0.12, n0=20, n=100, batch_size=100, progress=False, device="cpu")
+
+FACTORY = textwrap.dedent("""
+    from benchmarks.models import MLP
+
+    def make():
+        return MLP((64,), 10, (8,))
+""")
+
+PICKLED_CLASS = textwrap.dedent("""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+""")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Six digits as tensors files of every kind (uint8, int64/float 0..255, [0, 1], with a NaN / inf), a
+    checkpoint and a factory module."""
+    root = tmp_path_factory.mktemp("newcomer")
+    test = load_dataset("digits", "test")
+    x, y = test.X[:6].clone(), test.y[:6].clone()
+    u8 = torch.round(x * 255).to(torch.uint8)
+    torch.save({"x": u8, "y": y}, root / "uint8.pt")
+    torch.save({"x": u8.to(torch.int64), "y": y}, root / "int64.pt")
+    np.savez(root / "float255.npz", x=u8.numpy().astype(np.float64), y=y.numpy())
+    torch.save({"x": x, "y": y}, root / "unit.pt")
+    nan = x.clone()
+    nan[4, 0, 3, 3] = float("nan")
+    torch.save({"x": nan, "y": y}, root / "nan.pt")
+    inf = x.numpy().copy()
+    inf[2, 0, 1, 1] = np.inf
+    np.savez(root / "inf.npz", x=inf, y=y.numpy())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)  # not the seed of --random-weights
+        model = MLP((64,), 10, (8,))
+    torch.save({"arch": model.arch, "state_dict": model.state_dict()}, root / "checkpoint.pt")
+    torch.save(model.state_dict(), root / "state_dict.pt")
+    (root / "newcomer_factory.py").write_text(FACTORY)
+    return root
+
+
+def _run(argv, capsys) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err.strip()
+
+
+def _assert_one_line_error(code, err, command, name, out: Path):
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"ddrs {command}: error: {name}"), err
+    assert not out.exists(), "a log was left behind"
+    assert not Path(str(out) + ".fingerprint.json").exists(), "a fingerprint was left behind"
+    assert not Path(str(out) + ".regions").exists()
+
+
+# ---------------------------------------------------------------------------------- 1. pixels in 0..255
+@pytest.mark.parametrize("name", ["int64.pt", "float255.npz"])
+def test_pixel_values_outside_unit_range_are_a_one_line_warning_naming_file_range_and_fix(
+    files, tmp_path, name, capsys
+):
+    out = tmp_path / "log.tsv"
+    code, err = _run(
+        ["certify", *RS, "--model", str(files / "checkpoint.pt"), "--dataset", f"tensors:{files / name}"]
+        + ["--out", str(out)],
+        capsys,
+    )
+    assert code == 0  # legal input: certified, but the user is told
+    lines = [ln for ln in err.splitlines() if "warning" in ln]
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert line.startswith(f"ddrs certify: warning: --dataset tensors:{files / name}")
+    assert str(files / name) in line and "[0, 255]" in line and "outside [0, 1]" in line
+    assert "divide x by 255" in line and "uint8" in line
+
+
+@pytest.mark.parametrize("name", ["uint8.pt", "unit.pt"])
+def test_inputs_in_the_unit_range_give_no_warning(files, tmp_path, name, capsys):
+    out = tmp_path / "log.tsv"
+    code, err = _run(
+        ["certify", *RS, "--model", str(files / "checkpoint.pt"), "--dataset", f"tensors:{files / name}"]
+        + ["--out", str(out)],
+        capsys,
+    )
+    assert code == 0 and "warning" not in err, err
+
+
+def test_range_warning_from_python_and_from_image_data_sets(files, tmp_path):
+    from benchmarks.api import as_dataset
+    from benchmarks.data import DataRangeWarning, _from_items
+
+    with pytest.warns(DataRangeWarning, match=r"int64\.pt.*\[0, 255\].*divide x by 255"):
+        load_data(f"tensors:{files / 'int64.pt'}")
+    u8 = torch.load(files / "uint8.pt")
+    with pytest.warns(DataRangeWarning, match=r"^data: .*\[0, 255\]"):
+        as_dataset((u8["x"].to(torch.float32), u8["y"]))  # floats in 0..255 from Python
+    images = [(torch.full((1, 2, 2), 200.0), 0), (torch.zeros(1, 2, 2), 1)]  # what an image data set returns
+    with pytest.warns(DataRangeWarning, match=r"imagefolder:/some/dir: the inputs of /some/dir range over \[0, 200\]"):
+        _from_items(images, "imagefolder:/some/dir", 1, None, 2, Path("/some/dir"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataRangeWarning)
+        load_data(f"tensors:{files / 'uint8.pt'}")
+        as_dataset((u8["x"], u8["y"]))  # uint8 is divided by 255
+
+
+# ---------------------------------------------------------------------------------- 3. NaN / inf
+@pytest.mark.parametrize(
+    "name,extra,index,what",
+    [("nan.pt", [], 4, "NaN"), ("inf.npz", [], 2, "an infinite value"), ("nan.pt", ["--every", "2"], 4, "NaN")],
+)
+def test_nan_or_inf_in_a_tensors_file_is_one_line_naming_file_and_index_and_no_log(
+    files, tmp_path, name, extra, index, what, capsys
+):
+    out = tmp_path / "log.tsv"
+    path = files / name
+    argv = ["certify", *RS, *extra, "--model", str(files / "checkpoint.pt"), "--dataset", f"tensors:{path}"]
+    code, err = _run(argv + ["--out", str(out)], capsys)
+    _assert_one_line_error(code, err, "certify", "--dataset", out)
+    assert f"input {index} of {path} holds {what}" in err, err
+    # at load time, before any model or log
+    with pytest.raises(BadInput, match=f"^--dataset tensors:.*input {index} of .* holds"):
+        load_data(f"tensors:{path}", every=2 if extra else 1)
+    # an input that is not selected does not matter
+    assert len(load_data(f"tensors:{files / 'nan.pt'}", max_inputs=4)) == 4
+
+
+def test_nan_from_python_is_named_before_any_log(files, tmp_path):
+    from benchmarks.api import certify_model
+
+    blob = torch.load(files / "nan.pt")
+    model = MLP((64,), 10, (8,))
+    with pytest.raises(BadInput, match="^data: input 4 .* holds NaN"):
+        certify_model(model, (blob["x"], blob["y"]), tmp_path / "a.tsv", **API)
+    assert not (tmp_path / "a.tsv").exists() and not (tmp_path / "a.tsv.fingerprint.json").exists()
+
+
+# ---------------------------------------------------------------------------------- 7. IDX files missing
+@pytest.fixture
+def no_idx_files(tmp_path, monkeypatch):
+    """Neither the Debian location nor a download: empty directories, no mirrors, a private cache."""
+    import torchvision.datasets
+
+    import benchmarks.data
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setitem(benchmarks.data.DEBIAN_DIRS, "fashion-mnist", str(tmp_path / "no-debian-fashion"))
+    monkeypatch.setitem(benchmarks.data.DEBIAN_DIRS, "mnist", str(tmp_path / "no-debian-mnist"))
+    monkeypatch.setenv("DDRS_CACHE_DIR", str(tmp_path / "cache"))
+    for cls in (torchvision.datasets.MNIST, torchvision.datasets.FashionMNIST):
+        monkeypatch.setattr(cls, "mirrors", [])
+    return empty
