@@ -280,20 +280,20 @@ def _cmd_train(args) -> int:
 
     try:
         device = resolve_device(args.device)
-    except BadInput as err:
+        _, info = load_or_train(
+            args.dataset,
+            args.sigma,
+            epochs=args.epochs,
+            seed=args.seed,
+            model_dir=args.model_dir,
+            progress=not args.quiet,
+            rotate=args.rotate,
+            data_dir=args.data_dir,
+            device=device,
+        )
+    except BadInput as err:  # e.g. the data set's files missing: before anything is trained or saved
         print(f"ddrs train: error: {err}", file=sys.stderr)
         return 2
-    _, info = load_or_train(
-        args.dataset,
-        args.sigma,
-        epochs=args.epochs,
-        seed=args.seed,
-        model_dir=args.model_dir,
-        progress=not args.quiet,
-        rotate=args.rotate,
-        data_dir=args.data_dir,
-        device=device,
-    )
     where = f" on {device}" if device.type != "cpu" else ""
     state = "reused cached model" if info.get("cached") else f"trained{where} in {info['train_seconds']:.1f} s"
     print(
@@ -602,14 +602,16 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
         methods = tuple(args.methods) if args.methods else (DD_METHODS if name == "toy2d" else DD_METHODS + ("mog",))
         sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS.get(name, DEFAULT_SIGMAS["digits"])
         own = {}
-        if args.model is not None:
-            from benchmarks.data import BadInput
+        from benchmarks.data import BadInput
 
-            try:
+        try:
+            if args.model is not None:
                 own = _compare_user_model(args, name, budget, device, cluster)
-            except BadInput as err:  # before any log exists
-                print(f"ddrs compare: error: {err}", file=sys.stderr)
-                return 2
+            else:
+                _check_builtin_data(name, args.data_dir)
+        except BadInput as err:  # before any log exists
+            print(f"ddrs compare: error: {err}", file=sys.stderr)
+            return 2
         result = run_compare(
             name,
             args.out_dir,
@@ -633,6 +635,15 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
         )
         print(Path(result["markdown"]).read_text().split("```", 2)[-1].strip().split("\n\nColumns")[0])
     return 0
+
+
+def _check_builtin_data(name: str, data_dir) -> None:
+    """A built-in data set read from files (fashion-mnist, mnist) is found (or downloaded) before
+    ``run_compare`` creates its out-dir; BadInput naming --data-dir/--dataset otherwise."""
+    from benchmarks.data import DEBIAN_DIRS, load_dataset
+
+    if name in DEBIAN_DIRS:
+        load_dataset(name, "test", data_dir=data_dir)
 
 
 def _compare_user_model(args, name: str, budget, device, cluster) -> dict:

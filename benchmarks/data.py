@@ -247,21 +247,34 @@ def _torchvision_images(name: str, split: str, data_dir) -> tuple[torch.Tensor, 
             root = _stage(files, cls_name, directory)
         ds = cls(root=str(root), train=train, download=False)
         return ds.data, ds.targets
-    hint = (
-        f"Pass the directory holding the four IDX files ({', '.join(_IDX_FILES)}, optionally .gz, "
-        f"directly or under {cls_name}/raw/) with --data-dir (data_dir=...)"
-    )
+    files = f"{', '.join(_IDX_FILES)}, optionally .gz, directly or under {cls_name}/raw/"
     if data_dir is not None:
-        raise FileNotFoundError(f"{name}: IDX files not found in data_dir={str(data_dir)!r}. {hint}.")
+        raise MissingData(
+            f"--data-dir: the {name} IDX files are not in {data_dir} (expected {files}); "
+            f"{_idx_hint(name, data_dir=True)}"
+        )
     root = cache_root() / "data" / f"{cls_name}-download"
     try:
         ds = cls(root=str(root), train=train, download=True)
     except Exception as exc:  # no network, blocked, checksum ...
-        raise FileNotFoundError(
-            f"{name}: IDX files not found in {DEBIAN_DIRS[name]} and the torchvision download into "
-            f"{root} failed ({type(exc).__name__}: {exc}). {hint}."
-        ) from exc
+        detail = str(exc).strip().splitlines()[0].rstrip(":") if str(exc).strip() else ""
+        raise MissingData(
+            f"--dataset {name}: its IDX files are not in {DEBIAN_DIRS[name]} and downloading them into {root} "
+            f"failed ({type(exc).__name__}{': ' + detail if detail else ''}); {_idx_hint(name, data_dir=False)} "
+            f"({files})"
+        ) from None
     return ds.data, ds.targets
+
+
+#: how to get the IDX files of a data set without a network
+_APT_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
+
+
+def _idx_hint(name: str, data_dir: bool) -> str:
+    package = _APT_PACKAGES.get(name)
+    where = f"`apt-get install {package}` puts them in" if package else "put them in"
+    drop = " (then drop --data-dir)" if data_dir else ""
+    return f"{where} {DEBIAN_DIRS[name]}{drop}, or pass --data-dir DIR holding them"
 
 
 def load_dataset(name: str, split: str, data_dir=None, rotate: int | None = None, *, seed: int = TOY2D_SEED) -> Dataset:
@@ -269,8 +282,8 @@ def load_dataset(name: str, split: str, data_dir=None, rotate: int | None = None
 
     ``data_dir`` is only used by the IDX data sets; ``seed`` only by ``toy2d``; ``rotate`` applies
     the fixed orthogonal rotation of seed ``rotate`` to every input (values leave [0, 1]).
-    Raises ValueError for an unknown name/split/rotate, FileNotFoundError (naming --data-dir)
-    when IDX files are missing.
+    Raises ValueError for an unknown name/split/rotate, :class:`MissingData` (a BadInput and a
+    FileNotFoundError, naming --data-dir or --dataset and how to get the files) when IDX files are missing.
     """
     name = check_name(name)
     split = check_split(split)

@@ -188,3 +188,37 @@ def no_idx_files(tmp_path, monkeypatch):
     for cls in (torchvision.datasets.MNIST, torchvision.datasets.FashionMNIST):
         monkeypatch.setattr(cls, "mirrors", [])
     return empty
+
+
+@pytest.mark.parametrize("command", ["train", "certify", "compare"])
+@pytest.mark.parametrize("data_dir", [True, False])
+def test_fashion_mnist_without_its_files_is_one_line_naming_where_to_get_them(
+    no_idx_files, tmp_path, command, data_dir, capsys
+):
+    models = tmp_path / "models"
+    out = tmp_path / "out"
+    argv = {
+        "train": ["train", "--sigma", "0.25", "--quiet"],
+        "certify": ["certify", *RS, "--out", str(out)],
+        "compare": ["compare", "--quiet", "--methods", "rs", "--sigmas", "0.25", "--out-dir", str(out)],
+    }[command]
+    argv += ["--dataset", "fashion-mnist", "--model-dir", str(models)]
+    argv += ["--data-dir", str(no_idx_files)] if data_dir else []
+    code, err = _run(argv, capsys)
+    name = "--data-dir:" if data_dir else "--dataset fashion-mnist:"
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"ddrs {command}: error: {name}"), err
+    assert "apt-get install dataset-fashion-mnist" in err and "--data-dir" in err, err
+    assert "train-images-idx3-ubyte" in err
+    assert not out.exists() and not Path(str(out) + ".fingerprint.json").exists()
+    assert not models.exists() or not any(models.iterdir())
+
+
+def test_mnist_without_its_files_names_data_dir(no_idx_files, tmp_path, capsys):
+    out = tmp_path / "log.tsv"
+    code, err = _run(["certify", *RS, "--dataset", "mnist", "--out", str(out)], capsys)
+    _assert_one_line_error(code, err, "certify", "--dataset mnist:", out)
+    assert "--data-dir" in err and "downloading them" in err
+    with pytest.raises(FileNotFoundError, match="^--data-dir"):  # still a FileNotFoundError for old callers
+        load_dataset("mnist", "test", data_dir=no_idx_files)
