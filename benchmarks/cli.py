@@ -387,6 +387,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="state_dict for --model package.module:factory (read with torch.load(weights_only=True))",
     )
     p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="certify --model package.module:factory without --weights: its freshly initialised network "
+        "(seeded, the same on every run); without this flag a factory needs --weights",
+    )
+    p.add_argument(
         "--trust-pickle",
         action="store_true",
         help="allow --model to be a whole pickled nn.Module: unpickling runs any code stored in the "
@@ -444,6 +450,16 @@ def _cluster(args):
     return Cluster(args.workers, address=args.ray_address, device=args.device, threads=args.worker_threads or 1)
 
 
+def _model_spec(args) -> dict:
+    """The keyword arguments of ``benchmarks.model_io.load_model`` for --model."""
+    return dict(
+        weights=args.weights,
+        trust_pickle=args.trust_pickle,
+        normalize=args.normalize,
+        random_weights=args.random_weights,
+    )
+
+
 def _user_model_and_data(args, train_sigma: float):
     """(model on the device, data, device, loader) for ``ddrs certify``; BadInput on anything unusable.
     ``loader`` is how Ray workers load the same model (with --workers the driver's copy stays on the CPU)."""
@@ -455,9 +471,9 @@ def _user_model_and_data(args, train_sigma: float):
 
     device = resolve_device("cpu" if getattr(args, "workers", None) else args.device)
     if args.model is None:
-        for name in ("weights", "normalize"):
+        for name in ("weights", "normalize", "random_weights"):
             if getattr(args, name) not in (None, False):
-                raise BadInput(f"--{name}: only used with --model")
+                raise BadInput(f"--{name.replace('_', '-')}: only used with --model")
         if args.dataset not in DATASETS:
             raise BadInput(
                 f"--model: required with --dataset {args.dataset} (the project trains models only for "
@@ -481,7 +497,7 @@ def _user_model_and_data(args, train_sigma: float):
         )
         loader = CachedModel(info["path"]) if info.get("path") else None
     else:
-        spec = dict(weights=args.weights, trust_pickle=args.trust_pickle, normalize=args.normalize)
+        spec = _model_spec(args)
         model = load_model(args.model, **spec)
         loader = checkpoint_loader(args.model, **spec)
     model = model.to(device)
@@ -574,9 +590,9 @@ def _cmd_compare(args) -> int:
         return 2
     datasets = args.dataset or ["digits", "toy2d"]
     if args.model is None:
-        for name in ("weights", "normalize"):
+        for name in ("weights", "normalize", "random_weights"):
             if getattr(args, name) not in (None, False):
-                _fail(f"ddrs compare: error: --{name}: only used with --model")
+                _fail(f"ddrs compare: error: --{name.replace('_', '-')}: only used with --model")
         custom = [d for d in datasets if d not in DEFAULT_SIGMAS]
         if custom:
             _fail(f"ddrs compare: error: --model: required with --dataset {custom[0]} (your data needs your model)")
@@ -655,7 +671,7 @@ def _compare_user_model(args, name: str, budget, device, cluster) -> dict:
     from benchmarks.data import load_data
     from benchmarks.model_io import check_model, load_model
 
-    spec = dict(weights=args.weights, trust_pickle=args.trust_pickle, normalize=args.normalize)
+    spec = _model_spec(args)
     data = load_data(
         name, "test", every=budget.every, max_inputs=budget.max_inputs, data_dir=args.data_dir, rotate=args.rotate
     )

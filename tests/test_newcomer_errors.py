@@ -13,6 +13,9 @@ or, where the input is legal but suspicious, a one-line warning.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -21,9 +24,11 @@ import numpy as np
 import pytest
 import torch
 
+import certify
 from benchmarks.cli import main
 from benchmarks.data import BadInput, load_data, load_dataset
 from benchmarks.models import MLP
+from benchmarks.training import model_hash
 
 RS = ["--method", "rs", "--sigma", "0.12", "--n0", "20", "--n", "100", "--batch-size", "100", "--quiet"]
 API = dict(method="rs", sigma=0.12, n0=20, n=100, batch_size=100, progress=False, device="cpu")
@@ -141,6 +146,47 @@ def test_range_warning_from_python_and_from_image_data_sets(files, tmp_path):
         as_dataset((u8["x"], u8["y"]))  # uint8 is divided by 255
 
 
+# ---------------------------------------------------------------------------------- 2. factory, no weights
+def test_factory_without_weights_is_an_error_unless_random_weights(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    data = f"tensors:{files / 'unit.pt'}"
+    out = tmp_path / "log.tsv"
+    code, err = _run(["certify", *RS, "--model", "newcomer_factory:make", "--dataset", data, "--out", str(out)], capsys)
+    _assert_one_line_error(code, err, "certify", "--weights:", out)
+    assert "--random-weights" in err and "freshly initialised" in err
+    cmp = tmp_path / "cmp"
+    budget = ["--n", "100", "--sigmas", "0.12", "--methods", "rs", "--quiet", "--device", "cpu"]
+    code, err = _run(
+        ["compare", *budget, "--model", "newcomer_factory:make", "--dataset", data, "--out-dir", str(cmp)], capsys
+    )
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("ddrs compare: error: --weights:"), err
+    assert not cmp.exists()
+    # on purpose: the untrained network, initialised the same way every time (so the log resumes)
+    argv = ["certify", *RS, "--model", "newcomer_factory:make", "--random-weights", "--dataset", data]
+    code, err = _run(argv + ["--out", str(out)], capsys)
+    assert code == 0, err
+    fp = json.loads(Path(str(out) + ".fingerprint.json").read_text())
+    code, err = _run(argv + ["--out", str(tmp_path / "again.tsv")], capsys)
+    assert code == 0, err
+    assert (
+        json.loads(Path(str(tmp_path / "again.tsv") + ".fingerprint.json").read_text())["model_hash"]
+        == fp["model_hash"]
+    )
+    with_weights = MLP((64,), 10, (8,))
+    with_weights.load_state_dict(torch.load(files / "state_dict.pt"))
+    assert fp["model_hash"] != model_hash(with_weights)  # the fingerprint tells the random network apart
+    # --random-weights elsewhere is an error, not ignored
+    for extra, name in [
+        (["--model", str(files / "checkpoint.pt")], "--random-weights: only used with --model package.module:factory"),
+        (["--model", "newcomer_factory:make", "--weights", str(files / "state_dict.pt")], "--random-weights:"),
+        ([], "--random-weights: only used with --model"),
+    ]:
+        bad = tmp_path / "bad.tsv"
+        dataset = data if extra else "digits"
+        code, err = _run(["certify", *RS, *extra, "--random-weights", "--dataset", dataset, "--out", str(bad)], capsys)
+        _assert_one_line_error(code, err, "certify", name, bad)
+
+
 # ---------------------------------------------------------------------------------- 3. NaN / inf
 @pytest.mark.parametrize(
     "name,extra,index,what",
@@ -170,6 +216,63 @@ def test_nan_from_python_is_named_before_any_log(files, tmp_path):
     with pytest.raises(BadInput, match="^data: input 4 .* holds NaN"):
         certify_model(model, (blob["x"], blob["y"]), tmp_path / "a.tsv", **API)
     assert not (tmp_path / "a.tsv").exists() and not (tmp_path / "a.tsv.fingerprint.json").exists()
+
+
+# ---------------------------------------------------------------------------------- 5. the project's cache
+def test_the_projects_own_cached_model_is_a_model_file(tmp_path, capsys):
+    from benchmarks.api import certify_model
+    from benchmarks.model_io import load_model
+    from benchmarks.training import train
+
+    model, info = train("toy2d", 0.1, epochs=1, model_dir=tmp_path / "models", progress=False)
+    path = Path(info["path"])
+    blob = torch.load(path, weights_only=True)
+    assert "arch" not in blob and blob["info"]["arch"] == model.arch  # the cache's own format
+    loaded = load_model(str(path))
+    assert model_hash(loaded) == model_hash(model)
+    out = tmp_path / "log.tsv"
+    argv = ["certify", *RS, "--model", str(path), "--dataset", "toy2d", "--max-inputs", "4", "--sigma", "0.1"]
+    code, err = _run(argv + ["--out", str(out)], capsys)
+    assert code == 0, err
+    fp = json.loads(Path(str(out) + ".fingerprint.json").read_text())
+    assert fp["model_hash"] == model_hash(model) and len(certify.read_log(out)) == 4
+    api = certify_model(str(path), "toy2d", tmp_path / "api.tsv", **dict(API, sigma=0.1, max_inputs=4))
+    assert certify.read_log(api["log"])["predict"].tolist() == certify.read_log(out)["predict"].tolist()
+
+
+# ---------------------------------------------------------------------------------- 6. pickle next to the code
+def test_pickled_module_whose_class_lives_next_to_the_users_code_loads_without_pythonpath(
+    files, tmp_path, monkeypatch, capsys
+):
+    from benchmarks.model_io import load_model
+
+    work = tmp_path / "work"
+    work.mkdir()
+    module_name = "newcomer_pickled_net"
+    (work / f"{module_name}.py").write_text(PICKLED_CLASS)
+    spec = importlib.util.spec_from_file_location(module_name, work / f"{module_name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, module_name, module)
+    spec.loader.exec_module(module)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = module.Net()
+    torch.save(net, work / "whole.pt")
+    monkeypatch.delitem(sys.modules, module_name)  # a fresh process: only the file next to the user's code
+    monkeypatch.chdir(work)
+    assert str(work) not in sys.path  # nothing else makes the class importable
+    loaded = load_model("whole.pt", trust_pickle=True)
+    assert type(loaded).__name__ == "Net" and model_hash(loaded) == model_hash(net)
+    assert str(work) not in sys.path  # the path is restored
+    sys.modules.pop(module_name, None)
+    out = tmp_path / "log.tsv"
+    data = f"tensors:{files / 'unit.pt'}"
+    code, err = _run(
+        ["certify", *RS, "--model", "whole.pt", "--trust-pickle", "--dataset", data, "--out", str(out)], capsys
+    )
+    assert code == 0, err
+    assert len(certify.read_log(out)) == 6
+    sys.modules.pop(module_name, None)
 
 
 # ---------------------------------------------------------------------------------- 7. IDX files missing
