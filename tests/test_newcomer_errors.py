@@ -187,6 +187,21 @@ def test_factory_without_weights_is_an_error_unless_random_weights(files, tmp_pa
         _assert_one_line_error(code, err, "certify", name, bad)
 
 
+def test_factory_without_weights_from_python(files, tmp_path, monkeypatch):
+    from benchmarks.api import certify_model
+
+    monkeypatch.chdir(files)
+    data = f"tensors:{files / 'unit.pt'}"
+    with pytest.raises(BadInput, match="^--weights: .*--random-weights"):
+        certify_model("newcomer_factory:make", data, tmp_path / "a.tsv", **API)
+    assert not (tmp_path / "a.tsv").exists()
+    result = certify_model("newcomer_factory:make", data, tmp_path / "b.tsv", random_weights=True, **API)
+    assert result["summary"]["rows"] == 6
+    trained = certify_model("newcomer_factory:make", data, tmp_path / "c.tsv", weights=files / "state_dict.pt", **API)
+    same = certify_model(str(files / "checkpoint.pt"), data, tmp_path / "d.tsv", **API)
+    assert certify.read_log(trained["log"])["predict"].tolist() == certify.read_log(same["log"])["predict"].tolist()
+
+
 # ---------------------------------------------------------------------------------- 3. NaN / inf
 @pytest.mark.parametrize(
     "name,extra,index,what",
@@ -216,6 +231,51 @@ def test_nan_from_python_is_named_before_any_log(files, tmp_path):
     with pytest.raises(BadInput, match="^data: input 4 .* holds NaN"):
         certify_model(model, (blob["x"], blob["y"]), tmp_path / "a.tsv", **API)
     assert not (tmp_path / "a.tsv").exists() and not (tmp_path / "a.tsv.fingerprint.json").exists()
+
+
+# ---------------------------------------------------------------------------------- 4. certify_model options
+def test_certify_model_takes_metric_and_backend_and_checks_options_up_front(files, tmp_path):
+    from benchmarks.api import certify_model
+
+    model = str(files / "checkpoint.pt")
+    data = f"tensors:{files / 'unit.pt'}"
+    out = tmp_path / "bad.tsv"
+    bad = [
+        (dict(method="rddrs", options=dict(metric="log-euclidean")), "^options: unknown key 'metric'.*metric=..."),
+        (dict(method="ancer", options=dict(iteratons=3)), "^options: unknown key 'iteratons'.*valid keys.*iterations"),
+        (dict(method="rs", options=dict(iterations=3)), "^options: unknown key 'iterations' for method rs"),
+        (dict(method="ddrs", options=dict(iterations=3)), "^options: .*ddrs_options"),
+        (dict(method="rddrs", ddrs_options=dict(sigma0=0.3)), "^ddrs_options: unknown key 'sigma0'.*sigma="),
+        (dict(method="rs", metric="log-euclidean"), "^metric: only used with method rddrs"),
+        (dict(method="rddrs", metric="euclid"), "^metric: expected one of affine-invariant"),
+        (dict(method="rddrs", backend="scipy"), "^backend: expected one of rgd, pymanopt"),
+    ]
+    for kwargs, message in bad:
+        args = dict(API) | kwargs
+        with pytest.raises(BadInput, match=message):
+            certify_model(model, data, out, **args)
+        assert not out.exists() and not Path(str(out) + ".fingerprint.json").exists(), kwargs
+    budget = dict(
+        API,
+        method="rddrs",
+        metric="log-euclidean",
+        backend="rgd",
+        max_inputs=1,
+        options=dict(iterations=1, samples=8, selection_samples=20),
+        ddrs_options=dict(iterations=1, samples=8, selection_samples=20),
+    )
+    result = certify_model(model, data, tmp_path / "le.tsv", **budget)
+    fp = json.loads(Path(str(result["log"]) + ".fingerprint.json").read_text())
+    assert fp["metric"] == "log-euclidean" and fp["backend"] == "rgd" and fp["label"] == "rddrs-log-euclidean"
+
+
+def test_python_metric_choices_are_the_command_lines():
+    from benchmarks.api import BACKENDS, METRICS
+    from benchmarks.cli import build_parser
+
+    certify_parser = build_parser()._subparsers._group_actions[0].choices["certify"]
+    choices = {a.dest: a.choices for a in certify_parser._actions}
+    assert tuple(choices["metric"]) == METRICS and tuple(choices["backend"]) == BACKENDS
 
 
 # ---------------------------------------------------------------------------------- 5. the project's cache
