@@ -147,7 +147,10 @@ def check_method_arguments(
     own = {"ancer": ddrs.ANCER, "rddrs": ddrs.RDDRS}.get(method)
     own_keys = [] if own is None else _constructor_keys(own, "metric", "backend") + list(RUNNER_OPTIONS.get(method, ()))
     dd_keys = _constructor_keys(ddrs.DDRS, "sigma0") if method in DATA_DEPENDENT else []
-    for name, given, valid in (("options", options, own_keys), ("ddrs_options", ddrs_options, dd_keys)):
+    checks = [("options", options, own_keys), ("ddrs_options", ddrs_options, dd_keys)]
+    if method == "rddrs" and isinstance(options, dict) and options.get("ancer_options") is not None:
+        checks.append(("options['ancer_options']", options["ancer_options"], _constructor_keys(ddrs.ANCER)))
+    for name, given, valid in checks:
         if given is None:
             continue
         if not isinstance(given, dict):

@@ -246,6 +246,7 @@ def test_certify_model_takes_metric_and_backend_and_checks_options_up_front(file
         (dict(method="rs", options=dict(iterations=3)), "^options: unknown key 'iterations' for method rs"),
         (dict(method="ddrs", options=dict(iterations=3)), "^options: .*ddrs_options"),
         (dict(method="rddrs", ddrs_options=dict(sigma0=0.3)), "^ddrs_options: unknown key 'sigma0'.*sigma="),
+        (dict(method="rddrs", options=dict(ancer_options=dict(kapa=2))), r"^options\['ancer_options'\]: .*'kapa'"),
         (dict(method="rs", metric="log-euclidean"), "^metric: only used with method rddrs"),
         (dict(method="rddrs", metric="euclid"), "^metric: expected one of affine-invariant"),
         (dict(method="rddrs", backend="scipy"), "^backend: expected one of rgd, pymanopt"),
