@@ -329,7 +329,7 @@ def _load_file(path: Path, trust_pickle: bool) -> nn.Module:
             raise BadInput(f"--model: {path} unpickled to {type(blob).__name__}, expected an nn.Module") from None
         return blob
     arch = _checkpoint_arch(blob)
-    if arch is not None:
+    if arch is not _NO_ARCH:
         if not isinstance(arch, str):
             raise BadInput(f"--model: checkpoint {path} has arch {arch!r}, expected a string")
         return _load_state(model_from_arch(arch), blob["state_dict"], "--model", str(path))
@@ -341,18 +341,21 @@ def _load_file(path: Path, trust_pickle: bool) -> nn.Module:
     raise BadInput(f"--model: {path} holds {type(blob).__name__}, expected a model (.pt2, TorchScript, checkpoint)")
 
 
+_NO_ARCH = object()
+
+
 def _checkpoint_arch(blob):
     """The ``arch`` of a checkpoint holding a ``state_dict``: top-level (``{"arch", "state_dict"}``) or,
     in the project's own model cache (``benchmarks.training``: ``{"key", "info", "state_dict"}``), under
-    ``info`` (or ``key``). None when there is none."""
+    ``info`` (or ``key``). ``_NO_ARCH`` when there is none."""
     if not isinstance(blob, dict) or "state_dict" not in blob:
-        return None
+        return _NO_ARCH
     if "arch" in blob:
         return blob["arch"]
     for inner in ("info", "key"):
         if isinstance(blob.get(inner), dict) and "arch" in blob[inner]:
             return blob[inner]["arch"]
-    return None
+    return _NO_ARCH
 
 
 # ---------------------------------------------------------------------------------- checks
