@@ -220,7 +220,9 @@ def certify_model(
     from .runs import MethodConfig, run_certification
 
     check_method_arguments(method, metric, backend, options, ddrs_options)
-    model_spec = dict(weights=weights, trust_pickle=trust_pickle, normalize=normalize, random_weights=random_weights)
+    model_spec: dict[str, Any] = dict(
+        weights=weights, trust_pickle=trust_pickle, normalize=normalize, random_weights=random_weights
+    )
     if not isinstance(model, (str, os.PathLike)):
         for name in ("weights", "trust_pickle", "random_weights"):
             if model_spec[name] not in (None, False):
