@@ -29,7 +29,7 @@ import torch
 
 import certify
 
-from .data import BadInput, Dataset, load_data
+from .data import BadInput, Dataset, check_values, load_data
 from .model_io import Normalize, check_model, load_model, resolve_device, split_normalize
 from .report import DEFAULT_RADII, summary_rows, write_report
 
@@ -82,6 +82,7 @@ def _dataset(x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor, name: str, num
         raise BadInput(f"data: expected x (N, ...) and y (N,), N >= 1, got {tuple(x.shape)} and {tuple(y.shape)}")
     if y.is_floating_point() or int(y.min()) < 0:
         raise BadInput("data: expected integer labels >= 0")
+    check_values(x, pos, "data", "the data given")
     y = y.to(torch.int64).contiguous()
     known = num_classes is not None
     return Dataset(
@@ -111,6 +112,61 @@ def on_device_eval(model: torch.nn.Module, device: torch.device, copy_if_changed
         return model
 
 
+#: ``metric``/``backend`` of RDDRS: the command line's --metric/--backend choices.
+METRICS = ("affine-invariant", "log-euclidean", "bures-wasserstein")
+BACKENDS = ("rgd", "pymanopt")
+#: keys of ``options`` that are the runner's own (RDDRS: warm start from ANCER and ANCER's options then).
+RUNNER_OPTIONS = {"rddrs": ("warm_start", "ancer_options")}
+
+
+def _constructor_keys(cls, *own: str) -> list[str]:
+    import inspect
+
+    return sorted(k for k in inspect.signature(cls.__init__).parameters if k not in ("self", *own))
+
+
+def check_method_arguments(
+    method: str, metric: str | None, backend: str | None, options: dict | None, ddrs_options: dict | None
+) -> None:
+    """``metric``/``backend`` only for rddrs and one of :data:`METRICS`/:data:`BACKENDS`; ``options`` and
+    ``ddrs_options`` hold only keys the method takes (``options``: ANCER's or RDDRS's constructor
+    arguments, ``ddrs_options``: DDRS's for the methods that start from it). BadInput naming the argument."""
+    import ddrs
+
+    from .runs import DATA_DEPENDENT, METHODS
+
+    if method not in METHODS:
+        raise BadInput(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    for name, value, choices in (("metric", metric, METRICS), ("backend", backend, BACKENDS)):
+        if value is None:
+            continue
+        if method != "rddrs":
+            raise BadInput(f"{name}: only used with method rddrs, got method {method!r}")
+        if value not in choices:
+            raise BadInput(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    own = {"ancer": ddrs.ANCER, "rddrs": ddrs.RDDRS}.get(method)
+    own_keys = [] if own is None else _constructor_keys(own, "metric", "backend") + list(RUNNER_OPTIONS.get(method, ()))
+    dd_keys = _constructor_keys(ddrs.DDRS, "sigma0") if method in DATA_DEPENDENT else []
+    checks = [("options", options, own_keys), ("ddrs_options", ddrs_options, dd_keys)]
+    if method == "rddrs" and isinstance(options, dict) and options.get("ancer_options") is not None:
+        checks.append(("options['ancer_options']", options["ancer_options"], _constructor_keys(ddrs.ANCER)))
+    for name, given, valid in checks:
+        if given is None:
+            continue
+        if not isinstance(given, dict):
+            raise BadInput(f"{name}: expected a dict, got {type(given).__name__}")
+        for key in given:
+            if key in valid:
+                continue
+            if key in ("metric", "backend", "sigma", "sigma0"):
+                hint = f"pass {'sigma' if key == 'sigma0' else key}=... to certify_model itself"
+            elif name == "options" and method == "ddrs" and key in dd_keys:
+                hint = "method ddrs takes its settings in ddrs_options"
+            else:
+                hint = f"valid keys for method {method}: {', '.join(sorted(valid)) if valid else 'none'}"
+            raise BadInput(f"{name}: unknown key {key!r} for method {method} ({hint})")
+
+
 def certify_model(
     model: Any,
     data: Any,
@@ -130,6 +186,8 @@ def certify_model(
     seed: int = 0,
     memory: bool = True,
     progress: bool = True,
+    metric: str | None = None,
+    backend: str | None = None,
     options: dict | None = None,
     ddrs_options: dict | None = None,
     radii: Sequence[float] = DEFAULT_RADII,
@@ -137,6 +195,9 @@ def certify_model(
     workers: int | None = None,
     ray_address: str | None = None,
     worker_threads: int = 1,
+    weights: str | os.PathLike | None = None,
+    trust_pickle: bool = False,
+    random_weights: bool = False,
 ) -> dict[str, Any]:
     """Certify ``model`` on ``data`` with ``method`` (rs, ddrs, ancer, rddrs, mog) into the log ``out``
     (resumed if it exists), then write the tables and the plot into ``report_dir`` (default
@@ -148,10 +209,24 @@ def certify_model(
     on that many Ray actors (a local Ray cluster, or the one at ``ray_address``; ``worker_threads`` torch
     threads each; one GPU each with ``device="cuda"``): the same log, time columns aside.
 
+    ``metric`` and ``backend`` are RDDRS's (``--metric``/``--backend``: :data:`METRICS`, :data:`BACKENDS`;
+    default affine-invariant, rgd). ``options`` go to ANCER's or RDDRS's constructor and ``ddrs_options`` to
+    the DDRS stage; unknown keys are refused up front. For a ``model`` string, ``weights``,
+    ``trust_pickle`` and ``random_weights`` are ``--weights``, ``--trust-pickle`` and ``--random-weights``
+    (a factory needs ``weights`` unless ``random_weights``).
+
     Returns ``{"log": path, "report": {markdown, csv, plot}, "summary": {...}, "num_classes": K}``.
     Raises :class:`benchmarks.data.BadInput` (naming the argument) before any log is written."""
     from .runs import MethodConfig, run_certification
 
+    check_method_arguments(method, metric, backend, options, ddrs_options)
+    model_spec: dict[str, Any] = dict(
+        weights=weights, trust_pickle=trust_pickle, normalize=normalize, random_weights=random_weights
+    )
+    if not isinstance(model, (str, os.PathLike)):
+        for name in ("weights", "trust_pickle", "random_weights"):
+            if model_spec[name] not in (None, False):
+                raise BadInput(f"{name}: only used with a model string (a file or package.module:factory)")
     cluster = None
     if workers is None and ray_address is not None:
         raise BadInput("ray_address: only used with workers")
@@ -165,8 +240,8 @@ def certify_model(
     if isinstance(model, (str, os.PathLike)):
         from .cluster import checkpoint_loader
 
-        loader = checkpoint_loader(os.fspath(model), normalize=normalize)
-        model = load_model(os.fspath(model), normalize=normalize)
+        loader = checkpoint_loader(os.fspath(model), **model_spec)
+        model = load_model(os.fspath(model), **model_spec)
     elif normalize:
         model = Normalize(model, *split_normalize(normalize))  # type: ignore[misc]
     if isinstance(model, torch.nn.Module):
@@ -175,7 +250,13 @@ def certify_model(
     if not dataset.classes_known:
         dataset = replace(dataset, num_classes=classes, classes_known=True)
     config = MethodConfig(
-        method, sigma=sigma, sigmas=tuple(sigmas), options=dict(options or {}), ddrs_options=dict(ddrs_options or {})
+        method,
+        sigma=sigma,
+        sigmas=tuple(sigmas),
+        metric=metric or "affine-invariant",
+        backend=backend or "rgd",
+        options=dict(options or {}),
+        ddrs_options=dict(ddrs_options or {}),
     )
     with cluster or contextlib.nullcontext() as cl:
         if cl is not None and loader is not None:

@@ -312,20 +312,20 @@ def _cmd_train(args) -> int:
 
     try:
         device = resolve_device(args.device)
-    except BadInput as err:
+        _, info = load_or_train(
+            args.dataset,
+            args.sigma,
+            epochs=args.epochs,
+            seed=args.seed,
+            model_dir=args.model_dir,
+            progress=not args.quiet,
+            rotate=args.rotate,
+            data_dir=args.data_dir,
+            device=device,
+        )
+    except BadInput as err:  # e.g. the data set's files missing: before anything is trained or saved
         print(f"ddrs train: error: {err}", file=sys.stderr)
         return 2
-    _, info = load_or_train(
-        args.dataset,
-        args.sigma,
-        epochs=args.epochs,
-        seed=args.seed,
-        model_dir=args.model_dir,
-        progress=not args.quiet,
-        rotate=args.rotate,
-        data_dir=args.data_dir,
-        device=device,
-    )
     where = f" on {device}" if device.type != "cpu" else ""
     state = "reused cached model" if info.get("cached") else f"trained{where} in {info['train_seconds']:.1f} s"
     print(
@@ -419,6 +419,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="state_dict for --model package.module:factory (read with torch.load(weights_only=True))",
     )
     p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="certify --model package.module:factory without --weights: its freshly initialised network "
+        "(seeded, the same on every run); without this flag a factory needs --weights",
+    )
+    p.add_argument(
         "--trust-pickle",
         action="store_true",
         help="allow --model to be a whole pickled nn.Module: unpickling runs any code stored in the "
@@ -468,6 +474,16 @@ def _cluster(args):
     return Cluster(args.workers, address=args.ray_address, device=args.device, threads=args.threads)
 
 
+def _model_spec(args) -> dict:
+    """The keyword arguments of ``benchmarks.model_io.load_model`` for --model."""
+    return dict(
+        weights=args.weights,
+        trust_pickle=args.trust_pickle,
+        normalize=args.normalize,
+        random_weights=args.random_weights,
+    )
+
+
 def _user_model_and_data(args, train_sigma: float):
     """(model on the device, data, device, loader) for ``ddrs certify``; BadInput on anything unusable.
     ``loader`` is how Ray workers load the same model (with --workers the driver's copy stays on the CPU)."""
@@ -479,9 +495,9 @@ def _user_model_and_data(args, train_sigma: float):
 
     device = resolve_device("cpu" if getattr(args, "workers", None) else args.device)
     if args.model is None:
-        for name in ("weights", "normalize"):
+        for name in ("weights", "normalize", "random_weights"):
             if getattr(args, name) not in (None, False):
-                raise BadInput(f"--{name}: only used with --model")
+                raise BadInput(f"--{name.replace('_', '-')}: only used with --model")
         if args.dataset not in DATASETS:
             raise BadInput(
                 f"--model: required with --dataset {args.dataset} (the project trains models only for "
@@ -505,7 +521,7 @@ def _user_model_and_data(args, train_sigma: float):
         )
         loader = CachedModel(info["path"]) if info.get("path") else None
     else:
-        spec = dict(weights=args.weights, trust_pickle=args.trust_pickle, normalize=args.normalize)
+        spec = _model_spec(args)
         model = load_model(args.model, **spec)
         loader = checkpoint_loader(args.model, **spec)
     model = model.to(device)
@@ -598,9 +614,9 @@ def _cmd_compare(args) -> int:
         return 2
     datasets = args.dataset or ["digits", "toy2d"]
     if args.model is None:
-        for name in ("weights", "normalize"):
+        for name in ("weights", "normalize", "random_weights"):
             if getattr(args, name) not in (None, False):
-                _fail(f"ddrs compare: error: --{name}: only used with --model")
+                _fail(f"ddrs compare: error: --{name.replace('_', '-')}: only used with --model")
         custom = [d for d in datasets if d not in DEFAULT_SIGMAS]
         if custom:
             _fail(f"ddrs compare: error: --model: required with --dataset {custom[0]} (your data needs your model)")
@@ -626,14 +642,16 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
         methods = tuple(args.methods) if args.methods else (DD_METHODS if name == "toy2d" else DD_METHODS + ("mog",))
         sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS.get(name, DEFAULT_SIGMAS["digits"])
         own = {}
-        if args.model is not None:
-            from benchmarks.data import BadInput
+        from benchmarks.data import BadInput
 
-            try:
+        try:
+            if args.model is not None:
                 own = _compare_user_model(args, name, budget, device, cluster)
-            except BadInput as err:  # before any log exists
-                print(f"ddrs compare: error: {err}", file=sys.stderr)
-                return 2
+            else:
+                _check_builtin_data(name, args.data_dir)
+        except BadInput as err:  # before any log exists
+            print(f"ddrs compare: error: {err}", file=sys.stderr)
+            return 2
         result = run_compare(
             name,
             args.out_dir,
@@ -659,6 +677,15 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
     return 0
 
 
+def _check_builtin_data(name: str, data_dir) -> None:
+    """A built-in data set read from files (fashion-mnist, mnist) is found (or downloaded) before
+    ``run_compare`` creates its out-dir; BadInput naming --data-dir/--dataset otherwise."""
+    from benchmarks.data import DEBIAN_DIRS, load_dataset
+
+    if name in DEBIAN_DIRS:
+        load_dataset(name, "test", data_dir=data_dir)
+
+
 def _compare_user_model(args, name: str, budget, device, cluster) -> dict:
     """``{"model": ..., "data": ...}`` for ``ddrs compare --model``: the user's model on the device (checked
     against the inputs by one forward pass) and the budget's subset of the data; BadInput otherwise."""
@@ -668,7 +695,7 @@ def _compare_user_model(args, name: str, budget, device, cluster) -> dict:
     from benchmarks.data import load_data
     from benchmarks.model_io import check_model, load_model
 
-    spec = dict(weights=args.weights, trust_pickle=args.trust_pickle, normalize=args.normalize)
+    spec = _model_spec(args)
     data = load_data(
         name, "test", every=budget.every, max_inputs=budget.max_inputs, data_dir=args.data_dir, rotate=args.rotate
     )
@@ -679,6 +706,28 @@ def _compare_user_model(args, name: str, budget, device, cluster) -> dict:
     if cluster is not None:
         cluster.register(model, checkpoint_loader(args.model, **spec))
     return {"model": model, "data": data}
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str):
+    """Warnings about the user's input (``benchmarks.data.DataRangeWarning``) as one line each on
+    stderr, ``ddrs COMMAND: warning: ...``, every time; other warnings as Python shows them."""
+    import warnings
+
+    from benchmarks.data import DataRangeWarning
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DataRangeWarning):
+                print(f"ddrs {command}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        warnings.simplefilter("always", DataRangeWarning)
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -695,7 +744,8 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "threads"):  # train, certify, compare: rows depend on the thread count (fingerprinted)
         torch.set_num_threads(args.threads)
     try:
-        return commands[args.command](args)
+        with _warnings_as_lines(args.command):
+            return commands[args.command](args)
     except ClusterError as err:
         print(f"ddrs {args.command}: error: {err}", file=sys.stderr)
         return 1

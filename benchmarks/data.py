@@ -26,7 +26,9 @@ Your own data (``load_data(spec, ...)``; ``--dataset`` on the command line) also
                   ``.npz`` holding ``x`` (N, ...) and integer labels ``y`` (N,); uint8 ``x`` is divided by 255.
 
 Images go through ``ToTensor()`` (float32 in [0, 1]); only the inputs ``every``/``max_inputs`` select are
-decoded.
+decoded. The inputs selected must be finite (a NaN or inf is an error naming the file and the input's
+index); values outside [0, 1] are legal but warned about (:class:`DataRangeWarning`): sigma and the radii
+are in the data's own units, so 0..255 pixels or normalised data are almost always a mistake.
 
 ``rotate=SEED`` multiplies every flattened input (train and test alike) by one fixed Haar-random
 orthogonal matrix Q drawn from SEED (``rotation_matrix``): ``x -> Q x``. This is the experiment
@@ -44,6 +46,7 @@ import math
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -244,21 +247,34 @@ def _torchvision_images(name: str, split: str, data_dir) -> tuple[torch.Tensor, 
             root = _stage(files, cls_name, directory)
         ds = cls(root=str(root), train=train, download=False)
         return ds.data, ds.targets
-    hint = (
-        f"Pass the directory holding the four IDX files ({', '.join(_IDX_FILES)}, optionally .gz, "
-        f"directly or under {cls_name}/raw/) with --data-dir (data_dir=...)"
-    )
+    files = f"{', '.join(_IDX_FILES)}, optionally .gz, directly or under {cls_name}/raw/"
     if data_dir is not None:
-        raise FileNotFoundError(f"{name}: IDX files not found in data_dir={str(data_dir)!r}. {hint}.")
+        raise MissingData(
+            f"--data-dir: the {name} IDX files are not in {data_dir} (expected {files}); "
+            f"{_idx_hint(name, data_dir=True)}"
+        )
     root = cache_root() / "data" / f"{cls_name}-download"
     try:
         ds = cls(root=str(root), train=train, download=True)
     except Exception as exc:  # no network, blocked, checksum ...
-        raise FileNotFoundError(
-            f"{name}: IDX files not found in {DEBIAN_DIRS[name]} and the torchvision download into "
-            f"{root} failed ({type(exc).__name__}: {exc}). {hint}."
-        ) from exc
+        detail = str(exc).strip().splitlines()[0].rstrip(":") if str(exc).strip() else ""
+        raise MissingData(
+            f"--dataset {name}: its IDX files are not in {DEBIAN_DIRS[name]} and downloading them into {root} "
+            f"failed ({type(exc).__name__}{': ' + detail if detail else ''}); {_idx_hint(name, data_dir=False)} "
+            f"({files})"
+        ) from None
     return ds.data, ds.targets
+
+
+#: how to get the IDX files of a data set without a network
+_APT_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
+
+
+def _idx_hint(name: str, data_dir: bool) -> str:
+    package = _APT_PACKAGES.get(name)
+    where = f"`apt-get install {package}` puts them in" if package else "put them in"
+    drop = " (then drop --data-dir)" if data_dir else ""
+    return f"{where} {DEBIAN_DIRS[name]}{drop}, or pass --data-dir DIR holding them"
 
 
 def load_dataset(name: str, split: str, data_dir=None, rotate: int | None = None, *, seed: int = TOY2D_SEED) -> Dataset:
@@ -266,8 +282,8 @@ def load_dataset(name: str, split: str, data_dir=None, rotate: int | None = None
 
     ``data_dir`` is only used by the IDX data sets; ``seed`` only by ``toy2d``; ``rotate`` applies
     the fixed orthogonal rotation of seed ``rotate`` to every input (values leave [0, 1]).
-    Raises ValueError for an unknown name/split/rotate, FileNotFoundError (naming --data-dir)
-    when IDX files are missing.
+    Raises ValueError for an unknown name/split/rotate, :class:`MissingData` (a BadInput and a
+    FileNotFoundError, naming --data-dir or --dataset and how to get the files) when IDX files are missing.
     """
     name = check_name(name)
     split = check_split(split)
@@ -308,6 +324,16 @@ def subset(dataset: Dataset, every: int = 1, max_inputs: int | None = None) -> D
 class BadInput(ValueError):
     """A user-supplied argument (model, data, device, ...) that cannot be used; the message starts with
     the argument's name and says what was expected. The command line prints it and exits with code 2."""
+
+
+class MissingData(BadInput, FileNotFoundError):
+    """The IDX files of a built-in data set are neither in ``--data-dir``/the Debian location nor
+    downloadable: the message names the argument and how to get them."""
+
+
+class DataRangeWarning(UserWarning):
+    """Inputs outside [0, 1]: legal, but sigma and the radii are then in the data's own units (e.g.
+    0..255 pixels), almost always by mistake. The command line prints it as one line."""
 
 
 DATA_PREFIXES = ("imagefolder:", "torchvision:", "tensors:")
@@ -354,6 +380,34 @@ def _stack(items, spec: str) -> torch.Tensor:
     return torch.stack(items).to(torch.float32).contiguous()
 
 
+def check_values(X: torch.Tensor, positions: torch.Tensor, argument: str, source) -> None:
+    """Inputs must be finite (BadInput naming ``argument``, ``source`` and the first bad index, a
+    position in the file); inputs outside [0, 1] are legal but almost always a scaling mistake (0..255
+    pixels, or already normalised data), so they are warned about (:class:`DataRangeWarning`)."""
+    if X.numel() == 0:
+        return
+    finite = torch.isfinite(X.reshape(len(X), -1)).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite)[:, 0]
+        first = int(positions[int(bad[0])])
+        row = X[int(bad[0])]
+        what = "NaN" if bool(torch.isnan(row).any()) else "an infinite value"
+        more = f" ({len(bad)} of the {len(X)} inputs selected are not finite)" if len(bad) > 1 else ""
+        raise BadInput(
+            f"{argument}: input {first} of {source} holds {what}{more}; certificates need finite inputs: "
+            "fix or drop it (--every/--max-inputs select inputs)"
+        )
+    lo, hi = float(X.min()), float(X.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        warnings.warn(
+            f"{argument}: the inputs of {source} range over [{lo:g}, {hi:g}], outside [0, 1]: noise, sigma "
+            "and radii are then in those units, not in [0, 1]; divide x by 255 (or store it as uint8, which "
+            "is divided by 255), and put any normalisation in --normalize",
+            DataRangeWarning,
+            stacklevel=3,
+        )
+
+
 def _image_loader(path: str):
     from PIL import Image
 
@@ -362,7 +416,7 @@ def _image_loader(path: str):
         return img.convert("L") if img.mode in ("1", "L", "I", "I;16", "F") else img.convert("RGB")
 
 
-def _from_items(ds, spec: str, every: int, max_inputs: int | None, num_classes: int | None) -> Dataset:
+def _from_items(ds, spec: str, every: int, max_inputs: int | None, num_classes: int | None, source) -> Dataset:
     pos = _positions(len(ds), every, max_inputs)
     xs, ys = [], []
     for p in pos.tolist():
@@ -372,6 +426,7 @@ def _from_items(ds, spec: str, every: int, max_inputs: int | None, num_classes: 
     if not xs:
         raise BadInput(f"--dataset {spec}: no inputs selected (--every/--max-inputs)")
     X = _stack(xs, spec)
+    check_values(X, pos, f"--dataset {spec}", source)
     y = torch.tensor(ys, dtype=torch.int64)
     known = num_classes is not None
     k = int(num_classes) if known else int(y.max()) + 1
@@ -401,7 +456,7 @@ def _imagefolder(spec: str, path: str, every: int, max_inputs: int | None) -> Da
             f"--dataset {spec}: no images found under {root}; expected PATH/<class>/<image> with "
             f"extensions {', '.join(IMAGE_EXTENSIONS)} ({str(err).splitlines()[0]})"
         ) from None
-    return _from_items(ds, spec, every, max_inputs, len(ds.classes))
+    return _from_items(ds, spec, every, max_inputs, len(ds.classes), root)
 
 
 def _expected_files(cls, root: Path, train: bool) -> list[str]:
@@ -457,7 +512,7 @@ def _torchvision(spec: str, name: str, root_text: str, split: str, every: int, m
             f"torchvision said: {str(err).splitlines()[0] if str(err) else type(err).__name__})"
         ) from None
     classes = getattr(ds, "classes", None)
-    return _from_items(ds, spec, every, max_inputs, len(classes) if classes else None)
+    return _from_items(ds, spec, every, max_inputs, len(classes) if classes else None, root)
 
 
 def _tensors(spec: str, path_text: str, every: int, max_inputs: int | None) -> Dataset:
@@ -488,6 +543,7 @@ def _tensors(spec: str, path_text: str, every: int, max_inputs: int | None) -> D
         raise BadInput(f"--dataset {spec}: expected integer labels y >= 0, got dtype {y.dtype}")
     pos = _positions(len(y), every, max_inputs)
     X = x[pos].to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x[pos].to(torch.float32)
+    check_values(X, pos, f"--dataset {spec}", path)
     y = y.to(torch.int64)
     return Dataset(
         X=X.contiguous(),

@@ -6,13 +6,16 @@
   (``torch.jit.save``; deprecated by torch, but how most published checkpoints ship);
 * ``package.module:factory``: an importable callable returning an ``nn.Module`` (called with no
   arguments; the current directory is importable), with its weights from ``--weights state_dict.pt``
-  (a state_dict, or a dict holding one under ``"state_dict"``);
+  (a state_dict, or a dict holding one under ``"state_dict"``); without them only with
+  ``--random-weights`` (an untrained network, on purpose);
 * a checkpoint ``{"arch": ..., "state_dict": ...}`` for an architecture this project ships
-  (``benchmarks.models``: ``mlp-D-H1-...-K``, ``smallcnn-CxHxW-16-32-K``; ``model.arch`` names it).
+  (``benchmarks.models``: ``mlp-D-H1-...-K``, ``smallcnn-CxHxW-16-32-K``; ``model.arch`` names it),
+  including the project's own cached models (``~/.cache/ddrs/models/*.pt``, the arch under ``info``).
 
 Everything is read with ``torch.load(weights_only=True)``, which cannot run code from the file. A file
 holding a whole pickled ``nn.Module`` can only be unpickled, and unpickling runs arbitrary code stored in
-the file, so it is accepted only with ``trust_pickle=True`` (``--trust-pickle``).
+the file, so it is accepted only with ``trust_pickle=True`` (``--trust-pickle``); the current directory
+is importable while unpickling, as for a factory.
 
 ``--normalize MEAN... STD...`` puts :class:`Normalize` in front: the noise is then added in the data's own
 [0, 1] space and the network sees ``(x - mean) / std``, as Cohen et al.'s models expect.
@@ -22,6 +25,7 @@ Every error is a :class:`benchmarks.data.BadInput` whose message starts with the
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -35,6 +39,8 @@ from torch import nn
 
 from .data import BadInput, Dataset
 
+#: torch seed of a factory's network with ``random_weights`` (``--random-weights``)
+RANDOM_WEIGHTS_SEED = 0
 DEVICE_HELP = "auto (a GPU when torch sees one, else the CPU), cpu, cuda, cuda:N or mps"
 
 
@@ -166,24 +172,33 @@ def _load_state(model: nn.Module, state, what: str, source: str) -> nn.Module:
     return model
 
 
-def _factory(spec: str) -> nn.Module:
-    module_name, attr = spec.split(":", 1)
+@contextlib.contextmanager
+def _cwd_importable():
+    """The current directory on ``sys.path`` for the duration (as ``python -c`` has it): a factory's
+    module, or the class of a pickled module, may live next to the user's code."""
     cwd = os.getcwd()
     added = cwd not in sys.path
     if added:
         sys.path.insert(0, cwd)
     try:
-        obj = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _factory(spec: str) -> nn.Module:
+    module_name, attr = spec.split(":", 1)
+    try:
+        with _cwd_importable():
+            obj = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
     except (ImportError, AttributeError) as err:
         raise BadInput(
             f"--model: cannot import {spec!r} (expected package.module:factory, an importable callable "
             f"returning an nn.Module; {_first_line(err)})"
         ) from None
-    finally:
-        if added:
-            sys.path.remove(cwd)
     if not callable(obj):
         raise BadInput(f"--model: {spec} is not callable (expected a factory returning an nn.Module)")
     model = obj()
@@ -218,20 +233,39 @@ def load_model(
     weights: str | os.PathLike | None = None,
     trust_pickle: bool = False,
     normalize: Sequence[float] | None = None,
+    random_weights: bool = False,
 ) -> nn.Module:
     """The model ``spec`` names (see the module docstring), in eval mode, float32, on the CPU.
 
-    ``normalize`` is ``MEAN... STD...`` (``--normalize``). Raises BadInput naming --model/--weights/
-    --normalize with what was expected."""
+    ``normalize`` is ``MEAN... STD...`` (``--normalize``). A factory needs ``weights``: its network is
+    freshly initialised, so certifying it without them is refused unless ``random_weights``
+    (``--random-weights``), which initialises it reproducibly (torch seed :data:`RANDOM_WEIGHTS_SEED`,
+    the same network on every worker and on resume; the log's fingerprint holds its model_hash).
+    Raises BadInput naming --model/--weights/--random-weights/--normalize with what was expected."""
     if not isinstance(spec, str) or not spec:
         raise BadInput(f"--model: expected a file or package.module:factory, got {spec!r}")
     path = Path(spec).expanduser()
     if path.exists():
         if weights is not None:
             raise BadInput(f"--weights: only used with --model package.module:factory; {spec} is a file")
+        if random_weights:
+            raise BadInput(
+                f"--random-weights: only used with --model package.module:factory; {spec} is a file "
+                "(its weights are in it)"
+            )
         model = _load_file(path, trust_pickle)
     elif _FACTORY.match(spec):
-        model = _factory(spec)
+        if random_weights and weights is not None:
+            raise BadInput(f"--random-weights: not used with --weights (the weights would come from {weights})")
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = _factory(spec)
+        if weights is None and not random_weights:
+            raise BadInput(
+                f"--weights: required with --model {spec} (a factory's network is freshly initialised, so "
+                "its certificates would describe random weights); pass --weights STATE_DICT, or "
+                "--random-weights to certify the untrained network on purpose"
+            )
         if weights is not None:
             wpath = Path(weights).expanduser()
             if not wpath.is_file():
@@ -287,22 +321,41 @@ def _load_file(path: Path, trust_pickle: bool) -> nn.Module:
                 "torch.export"
             ) from None
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
+            with _cwd_importable():  # the pickled module's class may live next to the user's code
+                blob = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:
             raise BadInput(f"--model: {path} could not be unpickled ({_first_line(err)})") from None
         if not isinstance(blob, nn.Module):
             raise BadInput(f"--model: {path} unpickled to {type(blob).__name__}, expected an nn.Module") from None
         return blob
-    if isinstance(blob, dict) and "arch" in blob and "state_dict" in blob:
-        if not isinstance(blob["arch"], str):
-            raise BadInput(f"--model: checkpoint {path} has arch {blob['arch']!r}, expected a string")
-        return _load_state(model_from_arch(blob["arch"]), blob["state_dict"], "--model", str(path))
+    arch = _checkpoint_arch(blob)
+    if arch is not _NO_ARCH:
+        if not isinstance(arch, str):
+            raise BadInput(f"--model: checkpoint {path} has arch {arch!r}, expected a string")
+        return _load_state(model_from_arch(arch), blob["state_dict"], "--model", str(path))
     if isinstance(blob, dict):
         raise BadInput(
             f"--model: {path} holds a dict without 'arch' (keys {sorted(map(str, blob))[:6]}); a bare "
             "state_dict needs its architecture: use --model package.module:factory --weights FILE"
         )
     raise BadInput(f"--model: {path} holds {type(blob).__name__}, expected a model (.pt2, TorchScript, checkpoint)")
+
+
+_NO_ARCH = object()
+
+
+def _checkpoint_arch(blob):
+    """The ``arch`` of a checkpoint holding a ``state_dict``: top-level (``{"arch", "state_dict"}``) or,
+    in the project's own model cache (``benchmarks.training``: ``{"key", "info", "state_dict"}``), under
+    ``info`` (or ``key``). ``_NO_ARCH`` when there is none."""
+    if not isinstance(blob, dict) or "state_dict" not in blob:
+        return _NO_ARCH
+    if "arch" in blob:
+        return blob["arch"]
+    for inner in ("info", "key"):
+        if isinstance(blob.get(inner), dict) and "arch" in blob[inner]:
+            return blob[inner]["arch"]
+    return _NO_ARCH
 
 
 # ---------------------------------------------------------------------------------- checks

@@ -203,6 +203,11 @@ def _bad_cases(root: Path):
     (empty / "cat").mkdir(parents=True, exist_ok=True)
     (empty / "cat" / "notes.txt").write_text("no images here")
     ckpt = str(root / "checkpoint.pt")
+    blob = torch.load(root / "data.pt")
+    nan = blob["x"].float() / 255
+    nan[0, 0, 0, 0] = float("nan")
+    torch.save({"x": nan, "y": blob["y"]}, root / "nan.pt")
+    (root / "no_idx").mkdir(exist_ok=True)
     return [
         ("missing checkpoint", ["--model", str(root / "nothere.pt"), "--dataset", data], "--model"),
         ("corrupt checkpoint", ["--model", str(corrupt), "--dataset", data], "--model"),
@@ -235,6 +240,9 @@ def _bad_cases(root: Path):
         ("bare state_dict", ["--model", str(root / "state_dict.pt"), "--dataset", data], "--model"),
         ("tensors file missing", ["--model", ckpt, "--dataset", f"tensors:{root / 'none.pt'}"], "--dataset"),
         ("own data without a model", ["--dataset", data], "--model"),
+        ("factory without weights", ["--model", "tinyfactory:make", "--dataset", data], "--weights"),
+        ("NaN in a tensors file", ["--model", ckpt, "--dataset", f"tensors:{root / 'nan.pt'}"], "input 0 of"),
+        ("IDX files missing", ["--dataset", "fashion-mnist", "--data-dir", str(root / "no_idx")], "--data-dir"),
     ]
 
 
