@@ -48,7 +48,10 @@ def check_column(log: certify.Log, column: str) -> None:
     """ValueError naming ``--column``, the file and the line unless every row of ``column`` is a number
     >= 0 (nan and inf included: they would give a wrong certified accuracy and a nan ACR)."""
     if column not in log.columns:
-        raise ValueError(f"--column {column}: {log.path} has no column {column} (its columns: {' '.join(log.columns)})")
+        raise ValueError(
+            f"--column {column}: {log.path} line 1: the header has no column {column} "
+            f"(its columns: {' '.join(log.columns)})"
+        )
     lines = log.lines if log.lines is not None else np.arange(len(log)) + 2
     for i, value in enumerate(log[column]):
         where = f"--column {column}: {log.path} line {lines[i]}: {column} is"

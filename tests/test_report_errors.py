@@ -239,7 +239,9 @@ def test_column_errors_name_the_option(tmp_path, capsys):
     cohen.write_text(GOOD)
     code, _, err = _report(capsys, ours, cohen, "--column", "proxy_radius", "--out-dir", tmp_path / "a")
     assert code == 2 and err.count("\n") == 1
-    assert err.startswith(f"ddrs report: error: --column proxy_radius: {cohen} has no column proxy_radius")
+    assert err.startswith(
+        f"ddrs report: error: --column proxy_radius: {cohen} line 1: the header has no column proxy_radius"
+    )
     code, _, err = _report(capsys, ours, "--column", "noise", "--out-dir", tmp_path / "b")
     expected = f"--column noise: {ours} line 2: noise is 'anisotropic', not a number"
     assert code == 2 and err == f"ddrs report: error: {expected}\n"
