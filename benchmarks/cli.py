@@ -185,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
     m.add_argument("--quiet", action="store_true")
     _add_threads_arg(m)
+    m.add_argument(
+        "--jobs",
+        type=_int_at_least("--jobs", 1),
+        default=None,
+        metavar="J",
+        help="certify the project's models in J processes of --threads threads each (default: one per CPU "
+        "core, at most one per sigma); the logs are the single-process ones",
+    )
     _add_model_args(m)  # --model, --weights, --trust-pickle, --normalize, --device
     _add_sequential_args(m)
     _add_cluster_args(m)
@@ -625,6 +633,13 @@ def _cmd_compare(args) -> int:
     if args.sequential and args.radii is None and len(datasets) > 1:
         _fail("ddrs compare: error: --sequential with several data sets needs --radii")
     radii = sequential_radii(args, "compare")
+    if args.jobs is not None and args.jobs > 1:
+        if args.model is not None or cluster is not None or device.type != "cpu":
+            why = "--model" if args.model is not None else ("--workers" if cluster is not None else "--device")
+            _fail(f"ddrs compare: error: --jobs: only for the project's models on the CPU (not with {why})")
+    import os
+
+    args.jobs = args.jobs or max(1, os.cpu_count() or 1)
     command = "ddrs " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "ddrs compare"
     with cluster or contextlib.nullcontext() as cl:
         return _compare_datasets(args, datasets, command, device, radii, cl)
@@ -667,6 +682,7 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
             device=device,
             radii=radii,
             cluster=cluster,
+            jobs=args.jobs,
             **own,
         )
         print(

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -282,6 +283,126 @@ def same_stage_run(ancer_log: Path, rddrs_fp: dict) -> bool:
     )
 
 
+@dataclass
+class Runs:
+    """The certification runs of one comparison: where each log goes, and how they are computed (here,
+    or in worker processes). Everything a worker process needs travels in this object."""
+
+    dataset: str
+    out_dir: Path
+    test: Any
+    budget: Budget
+    seed: int
+    rotate: int | None
+    data_dir: Any
+    model_dir: Any
+    seq_radii: tuple | None
+    threads: int
+
+    def log_path(self, config: MethodConfig) -> Path:
+        return self.out_dir / "logs" / f"{config.label}_sigma{config.sigma:g}.tsv"
+
+    def radii_of(self, config: MethodConfig) -> tuple | None:
+        # a true mixture has no sequential certificate: its rows are certified at fixed n (seq@r blank)
+        return None if config.method == "mog" and config.kind == "mixture" else self.seq_radii
+
+    def certify(self, configs, progress: bool, device=None, cluster=None, model=None) -> None:
+        """Run ``configs`` (``(training sigma, config)`` pairs) in order in this process. The DDRS stage is
+        shared between the methods of one sigma (and ANCER's with a warm-started RDDRS)."""
+        star_caches: dict[float, dict] = {}
+        theta_caches: dict[float, dict] = {}
+        user_model = model
+        budget = self.budget
+        for train_sigma, config in configs:
+            if user_model is not None:
+                model, info = user_model, {}
+            else:
+                model, info = load_or_train(
+                    self.dataset, train_sigma, rotate=self.rotate, data_dir=self.data_dir,
+                    model_dir=self.model_dir, progress=progress, seed=self.seed,
+                )  # fmt: skip
+            if device is not None:
+                model = model.to(device)
+            if cluster is not None and info.get("path"):
+                cluster.register_cache_file(model, info["path"])
+            config_radii = self.radii_of(config)
+            run = dict(
+                n0=budget.n0,
+                n=budget.n,
+                alpha=budget.alpha,
+                batch_size=budget.batch_size,
+                opt_batch=budget.opt_batch,
+                seed=self.seed,
+            )
+            if config.method == "rddrs" and not theta_caches.get(config.sigma):
+                ancer_log = self.out_dir / "logs" / f"ancer_sigma{config.sigma:g}.tsv"
+                fp = fingerprint(config, model, self.test, memory=True, radii=config_radii, **run)
+                if same_stage_run(ancer_log, fp):
+                    theta_caches[config.sigma] = ancer_thetas_from_log(ancer_log)
+            # a log made by another run (other budget, data, model, ...) is recomputed, never reused
+            run_certification(
+                config,
+                model,
+                self.test,
+                self.log_path(config),
+                progress=progress,
+                restart_on_mismatch=True,
+                sigma_star_cache=star_caches.setdefault(config.sigma, {}),
+                stage_cache=theta_caches.setdefault(config.sigma, {}),
+                radii=config_radii,
+                cluster=cluster,
+                **run,
+            )
+
+    def in_processes(self, configs, jobs: int, progress: bool) -> None:
+        """Run ``configs`` in ``jobs`` worker processes (spawned: fresh torch thread pools), one group per
+        sigma (the runs that share a DDRS stage stay together), largest groups first. Every model is
+        trained (or found in the cache) here first, so no two processes train the same one. Each worker
+        runs at ``threads`` torch threads, so every log is the one a single process writes at that count."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        from tqdm import tqdm
+
+        for train_sigma in dict.fromkeys(s for s, _ in configs):
+            load_or_train(
+                self.dataset, train_sigma, rotate=self.rotate, data_dir=self.data_dir, model_dir=self.model_dir,
+                progress=progress, seed=self.seed,
+            )  # fmt: skip
+        groups: dict[tuple, list] = {}
+        for train_sigma, config in configs:
+            key = (config.method == "mog", config.mog_range or (), config.sigma)
+            groups.setdefault(key, []).append((train_sigma, config))
+        order = sorted(groups.values(), key=lambda g: -_group_cost(g))
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(jobs, len(order)), mp_context=context) as pool:
+            futures = [pool.submit(_certify_group, self, group) for group in order]
+            bar = tqdm(
+                total=len(configs), disable=not progress, desc=f"certify {self.dataset}", unit="run", leave=False
+            )
+            try:
+                for future in as_completed(futures):
+                    bar.update(future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            finally:
+                bar.close()
+
+
+def _group_cost(group: list) -> float:
+    """A rough order for scheduling: the data-dependent chains first, then mixtures by component count."""
+    return sum({"rddrs": 40, "ancer": 20, "ddrs": 10}.get(c.method, 1 + len(c.sigmas) / 10) for _, c in group)
+
+
+def _certify_group(runs: Runs, group: list) -> int:
+    """A worker process's task: ``runs.certify(group)`` at the run's thread count, without progress bars."""
+    torch.set_num_threads(runs.threads)
+    runs.certify(group, progress=False)
+    return len(group)
+
+
 def run_compare(
     dataset: str = "digits",
     out_dir: str | Path = "runs/compare",
@@ -300,6 +421,7 @@ def run_compare(
     cluster=None,
     model=None,
     data=None,
+    jobs: int = 1,
 ) -> dict:
     """Run every configuration on the same inputs and models; write logs, tables and plots.
 
@@ -310,7 +432,9 @@ def run_compare(
     ``device`` is where the models certify (None: the CPU; training and its cache stay on the CPU).
     ``radii`` certifies sequentially at those radii (``budget.n`` the maximum sample count): the logs
     gain ``samples`` and ``cert@r`` columns, the tables ``seq@r`` and samples per input. ``cluster`` (a started
-    ``benchmarks.cluster.Cluster``) computes the runs' batches on Ray workers."""
+    ``benchmarks.cluster.Cluster``) computes the runs' batches on Ray workers. ``jobs`` > 1 certifies the
+    project's models on the CPU in that many processes (:meth:`Runs.in_processes`), each at this process's
+    torch thread count: the same logs as one process."""
     from . import plots
 
     budget = budget or BUDGETS.get(dataset, Budget())
@@ -335,52 +459,17 @@ def run_compare(
         },
     )
     rows, logs = [], {}
-    star_caches: dict[float, dict] = {}
-    theta_caches: dict[float, dict] = {}
     t_start = time.perf_counter()
-    user_model = model
-    for train_sigma, config in configs_for(budget, sigmas, methods):
-        if user_model is not None:
-            model, info = user_model, {}
-        else:
-            model, info = load_or_train(
-                dataset, train_sigma, rotate=rotate, data_dir=data_dir, model_dir=model_dir, progress=progress,
-                seed=seed,
-            )  # fmt: skip
-        if device is not None:
-            model = model.to(device)
-        if cluster is not None and info.get("path"):
-            cluster.register_cache_file(model, info["path"])
-        name = f"{config.label}_sigma{config.sigma:g}"
-        # a true mixture has no sequential certificate: its rows are certified at fixed n (seq@r blank)
-        config_radii = None if config.method == "mog" and config.kind == "mixture" else seq_radii
-        log_path = out_dir / "logs" / f"{name}.tsv"
-        run = dict(
-            n0=budget.n0,
-            n=budget.n,
-            alpha=budget.alpha,
-            batch_size=budget.batch_size,
-            opt_batch=budget.opt_batch,
-            seed=seed,
-        )
-        if config.method == "rddrs" and not theta_caches.get(config.sigma):
-            ancer_log = out_dir / "logs" / f"ancer_sigma{config.sigma:g}.tsv"
-            if same_stage_run(ancer_log, fingerprint(config, model, test, memory=True, radii=config_radii, **run)):
-                theta_caches[config.sigma] = ancer_thetas_from_log(ancer_log)
-        # a log made by another run (other budget, data, model, ...) is recomputed, never reused
-        run_certification(
-            config,
-            model,
-            test,
-            log_path,
-            progress=progress,
-            restart_on_mismatch=True,
-            sigma_star_cache=star_caches.setdefault(config.sigma, {}),
-            stage_cache=theta_caches.setdefault(config.sigma, {}),
-            radii=config_radii,
-            cluster=cluster,
-            **run,
-        )
+    configs = configs_for(budget, sigmas, methods)
+    runs = Runs(dataset, out_dir, test, budget, seed, rotate, data_dir, model_dir, seq_radii, torch.get_num_threads())
+    jobs = 1 if model is not None or cluster is not None or (device is not None and str(device) != "cpu") else jobs
+    if jobs > 1:
+        runs.in_processes(configs, jobs, progress)
+    else:
+        runs.certify(configs, progress, device=device, cluster=cluster, model=model)
+    for _, config in configs:
+        config_radii = runs.radii_of(config)
+        log_path = runs.log_path(config)
         row = {
             "dataset": dataset,
             "method": config.label,

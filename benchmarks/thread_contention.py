@@ -8,10 +8,11 @@ included) as a child process
 * idle, and
 * beside ``busy`` processes that each spin on one core (``while True: pass``), one per core,
 
-at ``--threads 1`` (the default) and ``--threads 2`` (what torch takes on a 2-core machine when nobody
-sets it: the behaviour before the default), and reports each run's wall time and CPU time (user + system
-of the child and its children), and the ratio busy / idle per thread count. Target: busy / idle CPU time
-<= 1.5 at the default, with the idle wall time no worse than the 2-thread run's.
+at the default (``--threads 1``, one process per core: ``--jobs`` default), at one thread in one process,
+and at ``--threads 2`` in one process (what torch takes on a 2-core machine when nobody sets it: the
+behaviour before the thread count was fixed), and reports each run's wall time and CPU time (user +
+system of the child and its children) and the ratio busy / idle per setting. Target: busy / idle CPU
+time <= 1.5 at the default, with the idle wall time no worse than the 2-thread run's.
 
     python -m benchmarks.thread_contention [--quick] [--results | --out-dir DIR]
 
@@ -34,6 +35,10 @@ from pathlib import Path
 from .outputs import add_output_args, prepare
 
 COMPARE = ["compare", "--quiet"]
+#: (threads, jobs) run idle; None: the command's default. (2, 1) is what ran before the thread count was
+#: fixed: torch's own default (one thread per core) in one process.
+SETTINGS = [(1, None), (1, 1), (2, 1)]
+BUSY_SETTINGS = [(1, None), (2, 1)]
 QUICK = ["compare", "--quiet", "--dataset", "toy2d", "--methods", "rs", "ddrs", "--sigmas", "0.1", "--max-inputs", "20"]
 BUSY = "while True:\n    pass\n"
 
@@ -43,15 +48,16 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_compare(args: list[str], threads: int, busy: int) -> dict:
+def run_compare(args: list[str], threads: int, jobs: int | None, busy: int) -> dict:
     """One ``ddrs compare`` in a child process with an empty model cache and out-dir, beside ``busy``
     spinning processes; its wall and CPU seconds (the spinners' CPU is not counted: they are killed and
-    reaped after the compare's usage is read)."""
+    reaped after the compare's usage is read). ``jobs`` None: the command's default."""
     spinners = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(busy)]
     try:
         time.sleep(0.5 if busy else 0.0)
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "benchmarks.cli", *args, "--threads", str(threads)]
+            cmd += [] if jobs is None else ["--jobs", str(jobs)]
             cmd += ["--model-dir", f"{tmp}/models", "--out-dir", f"{tmp}/out"]
             before = _children_cpu()
             start = time.perf_counter()
@@ -63,7 +69,18 @@ def run_compare(args: list[str], threads: int, busy: int) -> dict:
             p.kill()
         for p in spinners:
             p.wait()
-    return {"threads": threads, "busy_processes": busy, "wall_s": wall, "cpu_s": cpu}
+    return {"setting": _name(threads, jobs), "threads": threads, "jobs": "default" if jobs is None else jobs,
+            "busy_processes": busy, "wall_s": wall, "cpu_s": cpu}  # fmt: skip
+
+
+def _name(threads: int, jobs: int | None) -> str:
+    if jobs is None:
+        return (
+            f"{threads} thread{'s' * (threads > 1)}, default jobs (the default)"
+            if threads == 1
+            else f"{threads} threads"
+        )
+    return f"{threads} thread{'s' * (threads > 1)} x {jobs} job{'s' * (jobs > 1)}"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -90,7 +107,6 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="a small toy2d compare instead of the quick start")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     add_output_args(parser, "thread_contention")
     a = parser.parse_args(argv)
     csv_path, png_path = prepare(
@@ -99,29 +115,28 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     args = QUICK if a.quick else COMPARE
     rows = []
-    for threads in a.threads:
-        for busy in (0, cores):
-            row = run_compare(args, threads, busy)
+    for busy, settings in ((0, SETTINGS), (cores, BUSY_SETTINGS)):  # the idle runs first, back to back
+        for threads, jobs in settings:
+            row = run_compare(args, threads, jobs, busy)
             rows.append(row)
-            print(
-                f"threads {threads}, {busy} busy processes: wall {row['wall_s']:.1f} s, CPU {row['cpu_s']:.1f} s",
-                flush=True,
-            )
-    idle = {r["threads"]: r for r in rows if r["busy_processes"] == 0}
+            print(f"{row['setting']}, {busy} busy processes: wall {row['wall_s']:.1f} s, CPU {row['cpu_s']:.1f} s")
+        print("idle runs done" if not busy else "busy runs done", flush=True)
+    idle = {r["setting"]: r for r in rows if r["busy_processes"] == 0}
     for r in rows:
-        r["cpu_vs_idle"] = r["cpu_s"] / idle[r["threads"]]["cpu_s"]
-        r["wall_vs_idle"] = r["wall_s"] / idle[r["threads"]]["wall_s"]
+        r["cpu_vs_idle"] = r["cpu_s"] / idle[r["setting"]]["cpu_s"]
+        r["wall_vs_idle"] = r["wall_s"] / idle[r["setting"]]["wall_s"]
         r["command"] = "ddrs " + " ".join(args)
         r["machine"] = f"{platform.machine()}, {cores} cores"
+    rows.sort(key=lambda r: (r["setting"], r["busy_processes"]))
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()})
     plot(rows, png_path)
-    for t in a.threads:
-        busy = next(r for r in rows if r["threads"] == t and r["busy_processes"])
-        print(f"threads {t}: busy / idle CPU time {busy['cpu_vs_idle']:.2f} (target <= 1.5 at the default, 1 thread)")
+    for r in rows:
+        if r["busy_processes"]:
+            print(f"{r['setting']}: busy / idle CPU time {r['cpu_vs_idle']:.2f} (target <= 1.5 at the default)")
     print(f"wrote {csv_path} and {png_path}")
     return 0
 

@@ -60,3 +60,25 @@ def test_rddrs_logs_record_the_thread_count_and_resume_refuses_another(tmp_path,
     again = tmp_path / "again.tsv"
     assert main(RDDRS + md + ["--out", str(again)]) == 0
     assert rows_without_time(again) == rows_without_time(one)
+
+
+def test_compare_in_two_processes_writes_the_one_process_logs(tmp_path):
+    small = ["compare", "--dataset", "toy2d", "--sigmas", "0.1", "0.2", "--methods", "rs", "ddrs", "ancer"]
+    small += ["--max-inputs", "6", "--n", "300", "--model-dir", str(tmp_path / "models"), "--quiet"]
+    assert main(small + ["--out-dir", str(tmp_path / "one"), "--jobs", "1"]) == 0
+    assert main(small + ["--out-dir", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    one = sorted((tmp_path / "one" / "toy2d" / "logs").glob("*.tsv"))
+    assert len(one) == 6
+    for log in one:
+        assert rows_without_time(tmp_path / "two" / "toy2d" / "logs" / log.name) == rows_without_time(log), log.name
+        assert _fingerprint(tmp_path / "two" / "toy2d" / "logs" / log.name) == _fingerprint(log)
+
+
+def test_jobs_is_refused_where_it_cannot_apply(tmp_path, capsys):
+    args = ["compare", "--dataset", "toy2d", "--jobs", "2", "--model", "nope:make", "--out-dir", str(tmp_path)]
+    try:
+        code = main(args)
+    except SystemExit as exit:
+        code = exit.code
+    assert code == 2 and "--jobs: only for the project's models on the CPU (not with --model)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
