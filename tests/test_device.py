@@ -133,8 +133,8 @@ def test_smooth_certify_runs_beside_a_model_on_another_device(noise, meta_reads)
 
 
 def test_runner_batch_runs_beside_a_model_on_another_device(meta_reads):
-    from benchmarks.data import Dataset
-    from benchmarks.runs import MethodConfig, compute_batch
+    from ddrs_app.data import Dataset
+    from ddrs_app.runs import MethodConfig, compute_batch
 
     data = Dataset(
         X=torch.rand(3, 1, 6, 6),
@@ -269,8 +269,8 @@ def test_text_bar_draws_remaining_time_and_closes_a_short_run():
 
 
 def test_runner_passes_a_progress_bar_to_the_noise_choice():
-    from benchmarks.data import Dataset
-    from benchmarks.runs import MethodConfig, compute_batch
+    from ddrs_app.data import Dataset
+    from ddrs_app.runs import MethodConfig, compute_batch
 
     data = Dataset(
         X=torch.rand(2, 1, 6, 6),
@@ -312,8 +312,8 @@ def test_sequential_certify_and_predict_run_beside_a_model_on_another_device(noi
 def test_fingerprint_records_a_device_other_than_the_cpu_and_a_cpu_resume_of_it_is_refused(tmp_path):
     import json
 
-    from benchmarks.data import Dataset
-    from benchmarks.runs import FingerprintMismatch, MethodConfig, fingerprint, fingerprint_path, run_certification
+    from ddrs_app.data import Dataset
+    from ddrs_app.runs import FingerprintMismatch, MethodConfig, fingerprint, fingerprint_path, run_certification
 
     data = Dataset(
         X=torch.rand(2, 1, 6, 6),
@@ -342,8 +342,8 @@ def test_fingerprint_records_a_device_other_than_the_cpu_and_a_cpu_resume_of_it_
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
 def test_runner_draws_noise_on_the_gpu_with_the_input_seed():
-    from benchmarks.data import Dataset
-    from benchmarks.runs import MethodConfig, compute_batch, input_seed
+    from ddrs_app.data import Dataset
+    from ddrs_app.runs import MethodConfig, compute_batch, input_seed
 
     data = Dataset(X=torch.rand(1, 1, 6, 6), y=torch.tensor([0]), name="t", split="test", input_shape=(1, 6, 6),
                    num_classes=3, indices=torch.arange(1))  # fmt: skip
@@ -355,7 +355,7 @@ def test_runner_draws_noise_on_the_gpu_with_the_input_seed():
 
 
 def test_training_runs_on_another_device_and_is_cached_under_its_own_key(tmp_path, meta_reads):
-    from benchmarks.training import load_or_train, train
+    from ddrs_app.training import load_or_train, train
 
     model, info = train("toy2d", 0.1, epochs=1, model_dir=tmp_path, progress=False, device="meta")
     assert next(model.parameters()).device.type == "cpu"  # returned (and saved) on the CPU

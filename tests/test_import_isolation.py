@@ -1,4 +1,5 @@
-"""The library packages (certify, manifolds, ddrs) never import benchmarks, torchvision or tqdm.
+"""The library packages (certify, manifolds, ddrs) never import the application (ddrs_app), the studies
+(benchmarks), torchvision or tqdm.
 
 Each package and every one of its submodules is imported in a fresh interpreter in which those three
 names cannot be imported at all (an import hook raises ImportError and records who asked). ``import
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("benchmarks", "torchvision", "tqdm")
+FORBIDDEN = ("ddrs_app", "benchmarks", "torchvision", "tqdm")
 
 SCRIPT = r"""
 import importlib, json, pkgutil, sys, traceback
