@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from ddrs_app.methods import REGISTRY, data_dependent_names, method_names
 from scipy import stats
 
 import certify
@@ -45,9 +46,20 @@ from .outputs import WouldOverwrite, check_writable
 from .paired import VERDICTS, bootstrap, interval_verdict, paired_difference, per_input
 
 NOT_COMPARABLE = "not comparable"
-CHAIN = (("rddrs", "ancer"), ("ancer", "ddrs"), ("ddrs", "rs"))
-L2_LEADS = (("ddrs", "ancer"), ("ddrs", "rddrs"))
-NAMES = {"rs": "RS", "ddrs": "DDRS", "ancer": "ANCER", "rddrs": "RDDRS"}
+L2_LEADS = (("ddrs", "ancer"), ("ddrs", "rddrs"))  # the seed papers: isotropic noise ahead in l2 radius
+
+
+def chain() -> tuple[tuple[str, str], ...]:
+    """(a, b) pairs of the claims "a > b in proxy ACR": every registered method's ``beats``, the last
+    registered first (the seed papers' chain RDDRS > ANCER > DDRS > RS, and any method added since)."""
+    return tuple((name, other) for name, spec in reversed(REGISTRY.items()) for other in spec.beats)
+
+
+def name_of(method: str) -> str:
+    spec = REGISTRY.get(method)
+    return spec.title if spec is not None else method
+
+
 ROTATION_MARGIN = 0.10  # "unchanged": |change| < 10 % of the unrotated value
 MEMORY_RARE = 0.10  # "rarely": fewer than 10 % of certificates changed
 LOW_DIMENSIONAL = ("toy2d",)
@@ -307,17 +319,18 @@ def sigmas_of(runs: dict, methods: Sequence[str]) -> list[float]:
 
 
 def chain_claims(dataset: str, runs: dict) -> Iterator[ClaimResult]:
-    """RDDRS > ANCER > DDRS > RS at proxy radius (ACR and certified accuracy at the table's radii)."""
-    for s in sigmas_of(runs, NAMES):
-        for hi, lo in CHAIN:
+    """RDDRS > ANCER > DDRS > RS at proxy radius (ACR and certified accuracy at the table's radii), and every
+    other registered method's ``beats``; the isotropic methods ahead in l2 radius."""
+    for s in sigmas_of(runs, method_names()):
+        for hi, lo in chain():
             if (hi, s) in runs and (lo, s) in runs:
-                claim = f"{NAMES[hi]} > {NAMES[lo]}, sigma {s:g}"
+                claim = f"{name_of(hi)} > {name_of(lo)}, sigma {s:g}"
                 a, b = runs[(hi, s)], runs[(lo, s)]
                 for r in (None, *table_radii(dataset)):
                     yield greater("chain", dataset, claim, a, b, "proxy_radius", r, also=SAME_INPUTS_AND_MODEL)
         for hi, lo in L2_LEADS:
             if (hi, s) in runs and (lo, s) in runs:
-                claim = f"{NAMES[hi]} > {NAMES[lo]} in l2, sigma {s:g}"
+                claim = f"{name_of(hi)} > {name_of(lo)} in l2, sigma {s:g}"
                 yield greater("l2", dataset, claim, runs[(hi, s)], runs[(lo, s)], "radius", None, SAME_INPUTS_AND_MODEL)
 
 
@@ -325,8 +338,8 @@ def rotation_claims(dataset: str, runs: dict, rotated: str, runs_rot: dict) -> I
     """ANCER loses proxy ACR under rotation; RDDRS loses less; RDDRS, RS, DDRS unchanged within 10 %."""
     name = f"{dataset} vs {rotated}"
     same = ("method", "options", "ddrs_options", "sigma", "inputs")
-    for s in sigmas_of(runs, NAMES):
-        have = {m for m in NAMES if (m, s) in runs and (m, s) in runs_rot}
+    for s in sigmas_of(runs, method_names()):
+        have = {m for m in method_names() if (m, s) in runs and (m, s) in runs_rot}
         col = "proxy_radius"
         if "ancer" in have:
             a, ar = runs[("ancer", s)], runs_rot[("ancer", s)]
@@ -338,7 +351,7 @@ def rotation_claims(dataset: str, runs: dict, rotated: str, runs_rot: dict) -> I
         for m in ("rddrs", "rs", "ddrs"):
             if m in have:
                 what = "" if m == "rddrs" else " (control)"
-                claim = f"{NAMES[m]} unchanged under rotation (within 10 %){what}, sigma {s:g}"
+                claim = f"{name_of(m)} unchanged under rotation (within 10 %){what}, sigma {s:g}"
                 yield unchanged("rotation", name, claim, runs[(m, s)], runs_rot[(m, s)], col, ROTATION_MARGIN, same)
 
 
@@ -368,16 +381,16 @@ def mixture_claims(dataset: str, runs: dict) -> Iterator[ClaimResult]:
 def memory_claims(dataset: str, runs: dict) -> Iterator[ClaimResult]:
     """High dimension: the memory changes fewer than 10 % of certificates; d = 2: it changes some."""
     low_dim = dataset.split("-rot")[0] in LOW_DIMENSIONAL
-    for s in sigmas_of(runs, NAMES):
-        for m in ("ddrs", "ancer", "rddrs"):
+    for s in sigmas_of(runs, method_names()):
+        for m in data_dependent_names():
             run = runs.get((m, s))
             if run is None or "memory_action" not in run.log.columns:
                 continue
             if low_dim:
-                claim = f"memory changes some {NAMES[m]} certificates in d = 2, sigma {s:g}"
+                claim = f"memory changes some {name_of(m)} certificates in d = 2, sigma {s:g}"
                 yield rate_claim("memory", dataset, claim, run, 0.0, below=False)
             else:
-                claim = f"memory changes < 10 % of {NAMES[m]} certificates, sigma {s:g}"
+                claim = f"memory changes < 10 % of {name_of(m)} certificates, sigma {s:g}"
                 yield rate_claim("memory", dataset, claim, run, MEMORY_RARE, below=True)
 
 

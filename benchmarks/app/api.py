@@ -133,10 +133,11 @@ def check_method_arguments(
     arguments, ``ddrs_options``: DDRS's for the methods that start from it). BadInput naming the argument."""
     import ddrs
 
-    from .runs import DATA_DEPENDENT, METHODS
+    from .methods import REGISTRY
 
-    if method not in METHODS:
-        raise BadInput(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    if method not in REGISTRY:
+        raise BadInput(f"method: expected one of {', '.join(REGISTRY)}, got {method!r}")
+    spec = REGISTRY[method]
     for name, value, choices in (("metric", metric, METRICS), ("backend", backend, BACKENDS)):
         if value is None:
             continue
@@ -144,9 +145,9 @@ def check_method_arguments(
             raise BadInput(f"{name}: only used with method rddrs, got method {method!r}")
         if value not in choices:
             raise BadInput(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
-    own = {"ancer": ddrs.ANCER, "rddrs": ddrs.RDDRS}.get(method)
+    own = spec.preset
     own_keys = [] if own is None else _constructor_keys(own, "metric", "backend") + list(RUNNER_OPTIONS.get(method, ()))
-    dd_keys = _constructor_keys(ddrs.DDRS, "sigma0") if method in DATA_DEPENDENT else []
+    dd_keys = _constructor_keys(ddrs.DDRS, "sigma0") if spec.data_dependent else []
     checks = [("options", options, own_keys), ("ddrs_options", ddrs_options, dd_keys)]
     if method == "rddrs" and isinstance(options, dict) and options.get("ancer_options") is not None:
         checks.append(("options['ancer_options']", options["ancer_options"], _constructor_keys(ddrs.ANCER)))

@@ -12,6 +12,8 @@ import math
 import sys
 from pathlib import Path
 
+from .methods import REGISTRY, compare_names, method_names, spec_of
+
 
 def _positive_float(name):
     def parse(text):
@@ -121,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(c, own_data=True)
     _add_model_args(c)
-    c.add_argument("--method", choices=("rs", "ddrs", "ancer", "rddrs", "mog"), required=True)
+    c.add_argument("--method", choices=method_names(), required=True)
     c.add_argument(
         "--metric", choices=("affine-invariant", "log-euclidean", "bures-wasserstein"), default="affine-invariant"
     )
@@ -175,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--out-dir", default="runs/compare")
     m.add_argument("--sigmas", type=_positive_float("--sigmas"), nargs="+", default=None)
-    m.add_argument("--methods", nargs="+", choices=("rs", "ddrs", "ancer", "rddrs", "mog"), default=None)
+    m.add_argument("--methods", nargs="+", choices=method_names(), default=None)
     m.add_argument("--max-inputs", type=_int_at_least("--max-inputs", 1), default=None)
     m.add_argument("--every", type=_int_at_least("--every", 1), default=None)
     m.add_argument("--n", type=_int_at_least("--n", 1), default=None)
@@ -343,17 +345,14 @@ def _cmd_train(args) -> int:
     return 0
 
 
-#: ``ddrs certify`` options that only some methods use: option -> the methods it applies to.
-#: Giving one with another method is an error (it would be silently ignored).
-METHOD_OPTIONS = {
-    "--sigmas": ("mog",),
-    "--kind": ("mog",),
-    "--metric": ("rddrs",),
-    "--backend": ("rddrs",),
-    "--iterations": ("ddrs", "ancer", "rddrs"),
-    "--samples": ("ddrs", "ancer", "rddrs"),
-    "--no-memory": ("ddrs", "ancer", "rddrs"),
-}
+def method_options() -> dict[str, tuple[str, ...]]:
+    """``ddrs certify`` options that only some methods use (their specs' ``options``): option -> the
+    methods it applies to. Giving one with another method is an error (it would be silently ignored)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, spec in REGISTRY.items():
+        for option in spec.options:
+            out[option] = out.get(option, ()) + (name,)
+    return out
 
 
 def given_options(argv: list[str]) -> set[str]:
@@ -368,9 +367,9 @@ def given_options(argv: list[str]) -> set[str]:
 
 
 def check_method_options(method: str, argv: list[str], command: str = "certify") -> None:
-    """Refuse options that do not apply to ``method`` (see :data:`METHOD_OPTIONS`)."""
+    """Refuse options that do not apply to ``method`` (see :func:`method_options`)."""
     for option in sorted(given_options(argv)):
-        methods = METHOD_OPTIONS.get(option)
+        methods = method_options().get(option)
         if methods is not None and method not in methods:
             raise SystemExit(
                 f"ddrs {command}: error: {option} does not apply to --method {method} (only to {', '.join(methods)})"
@@ -548,9 +547,7 @@ def _cmd_certify(args) -> int:
     if args.method == "mog" and not args.sigmas:
         raise SystemExit("ddrs certify: error: --sigmas is required for --method mog")
     budget = BUDGETS.get(args.dataset, Budget())
-    options = dict({"ancer": budget.ancer, "rddrs": budget.rddrs}.get(args.method, {}))
-    if args.method == "rddrs" and options.get("warm_start") == "ancer":
-        options["ancer_options"] = dict(budget.ancer)
+    options = spec_of(args.method).budget_options(budget)
     ddrs_options = dict(budget.ddrs)
     for key in ("iterations", "samples"):
         if getattr(args, key) is not None:
@@ -648,13 +645,14 @@ def _cmd_compare(args) -> int:
 def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
     from dataclasses import replace
 
-    from .compare import BUDGETS, DD_METHODS, Budget, run_compare
+    from .compare import BUDGETS, Budget, run_compare
 
     for name in datasets:
         budget = BUDGETS.get(name, Budget())
         changes = {k: getattr(args, k) for k in ("max_inputs", "every", "n") if getattr(args, k) is not None}
         budget = replace(budget, **changes)
-        methods = tuple(args.methods) if args.methods else (DD_METHODS if name == "toy2d" else DD_METHODS + ("mog",))
+        default = compare_names() if name == "toy2d" else compare_names() + ("mog",)
+        methods = tuple(args.methods) if args.methods else default
         sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS.get(name, DEFAULT_SIGMAS["digits"])
         own = {}
         from .data import BadInput

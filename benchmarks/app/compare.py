@@ -24,13 +24,13 @@ import certify
 from certify.sequential import check_radii
 
 from .data import folder_name, load_dataset, subset
+from .methods import compare_names, spec_of
 from .runs import MethodConfig, differing_fields, fingerprint, fingerprint_path, library_version, run_certification
 from .training import dataset_hash, load_or_train, model_hash
 
 PAPER_SIGMAS = (0.12, 0.25, 0.5)
 MOG_RANGES = ((0.25, 0.5), (0.5, 1.0))
 MOG_KS = (1, 2, 5, 10)
-DD_METHODS = ("rs", "ddrs", "ancer", "rddrs")
 
 
 @dataclass
@@ -88,17 +88,18 @@ def mog_sigmas(lo: float, hi: float, K: int) -> tuple:
 
 
 def configs_for(
-    budget: Budget, sigmas=PAPER_SIGMAS, methods=DD_METHODS + ("mog",), mog_ks=MOG_KS, mog_ranges=MOG_RANGES
+    budget: Budget, sigmas=PAPER_SIGMAS, methods=None, mog_ks=MOG_KS, mog_ranges=MOG_RANGES
 ) -> list[tuple[float, MethodConfig]]:
-    """(training sigma, config) pairs of a comparison."""
+    """(training sigma, config) pairs of a comparison: every method but the mixture at every sigma, with
+    its options from the budget (``MethodSpec.budget_options``), then the mixture paper's rows. ``methods``
+    None: the registry's compare methods and the mixture."""
+    methods = (*compare_names(), "mog") if methods is None else methods
     out = []
     for s in sigmas:
         for m in methods:
             if m == "mog":
                 continue
-            opts = dict({"ancer": budget.ancer, "rddrs": budget.rddrs}.get(m, {}))
-            if m == "rddrs" and opts.get("warm_start") == "ancer":
-                opts["ancer_options"] = dict(budget.ancer)
+            opts = spec_of(m).budget_options(budget)
             out.append((s, MethodConfig(m, sigma=s, ddrs_options=dict(budget.ddrs), options=dict(opts))))
     if "mog" in methods:
         for lo, hi in mog_ranges:
@@ -408,7 +409,7 @@ def run_compare(
     out_dir: str | Path = "runs/compare",
     *,
     sigmas=PAPER_SIGMAS,
-    methods=DD_METHODS + ("mog",),
+    methods=None,
     budget: Budget | None = None,
     seed: int = 0,
     rotate=None,

@@ -13,13 +13,18 @@ import torch  # noqa: E402
 
 import certify  # noqa: E402
 
-COLORS = {
-    "rs": "tab:gray",
-    "ddrs": "tab:blue",
-    "ancer": "tab:orange",
-    "rddrs": "tab:green",
-    "rddrs-log-euclidean": "tab:olive",
-}
+from .methods import REGISTRY, compare_names  # noqa: E402
+
+#: colours of the labels that are not a registered method's name (a method's colour is its spec's)
+LABEL_COLORS = {"rddrs-log-euclidean": "tab:olive"}
+
+
+def color_of(label: str) -> str | None:
+    """A log label's colour: its own, else its registered method's (``ddrs_app.methods``), else None."""
+    if label in LABEL_COLORS:
+        return LABEL_COLORS[label]
+    spec = REGISTRY.get(label) or REGISTRY.get(label.split("-")[0])
+    return spec.color if spec is not None else None
 
 
 def accuracy_curve(log_path: Path, column: str, grid: np.ndarray) -> np.ndarray:
@@ -35,7 +40,7 @@ def curves_by_sigma(logs: dict, out: Path, column: str, title: str, sigmas) -> P
         top = max(float(np.max(certify.read_log(p)[column])) for p in entries.values()) if entries else 1.0
         grid = np.linspace(0, max(top, 1e-3) * 1.05, 200)
         for label, path in entries.items():
-            ax.plot(grid, accuracy_curve(path, column, grid), label=label, color=COLORS.get(label))
+            ax.plot(grid, accuracy_curve(path, column, grid), label=label, color=color_of(label))
         _style_accuracy_axis(ax, f"sigma = {s:g}", "l2 radius" if column == "radius" else "proxy radius", 8)
     return _save(fig, out, title)
 
@@ -47,7 +52,7 @@ def sequential_panels(rows, out: Path, radii, title: str) -> Path:
     rows = [row for row in rows if "samples_mean" in row]  # fixed-n rows (true mixtures) have none
     for i, row in enumerate(rows):
         label = f"{row['method']} sigma={row['sigma']:g}"
-        color = COLORS.get(row["method"])
+        color = color_of(row["method"])
         left.plot(radii, [row[f"seq@{r:g}"] for r in radii], marker="o", label=label, color=color)
         right.bar(i, row["samples_mean"], color=color or "tab:purple", alpha=0.7)
         right.plot([i - 0.3, i + 0.3], [row["samples_median"]] * 2, color="black")
@@ -195,7 +200,7 @@ def toy2d_regions(
     class_handles = [
         Patch(facecolor=to_rgba(c, 0.35), edgecolor=c, label=f"class {k}") for k, c in enumerate(CLASS_COLORS)
     ]
-    for label in ("rs", "ddrs", "ancer", "rddrs"):
+    for label in compare_names():
         path = logs.get((label, sigma))
         if path is None:
             continue
@@ -216,7 +221,7 @@ def toy2d_regions(
                 pts = _ellipse_outline(center, scale, rec["radius"])
             else:
                 pts = _ellipse_outline(center, 1.0, float(log["l2_radius"][i]))
-            ax.plot(pts[:, 0], pts[:, 1], color=COLORS[label], lw=1.2, label=label if i == 0 else None)
+            ax.plot(pts[:, 0], pts[:, 1], color=color_of(label), lw=1.2, label=label if i == 0 else None)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")

@@ -32,10 +32,9 @@ from certify.smooth import model_device_dtype
 from ddrs.progress import Span
 
 from .data import Dataset
+from .methods import spec_of
 from .training import dataset_hash, model_hash
 
-METHODS = ("rs", "ddrs", "ancer", "rddrs", "mog")
-DATA_DEPENDENT = ("ddrs", "ancer", "rddrs")
 LOG_COLUMNS = list(certify.COHEN_COLUMNS) + [
     "l2_radius",
     "proxy_radius",
@@ -109,8 +108,7 @@ class MethodConfig:
     mog_range: tuple | None = None  # the [lo, hi] a mixture's constituents were spread over (for labels)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        spec_of(self.method)  # a registered method (ddrs_app.methods)
         if not (self.sigma > 0):
             raise ValueError(f"sigma must be positive, got {self.sigma}")
         if self.method == "mog":
@@ -144,63 +142,13 @@ def choose_noise(
     ``options["warm_start"] == "ancer"`` starts from ANCER's Theta (the chain RS -> DDRS -> ANCER ->
     RDDRS); ``cache`` (idx-aligned list under key "ancer": (theta, forward, backward) per input) reuses
     an ANCER run of the same comparison, and its network work is counted in RDDRS's."""
-    counter = ddrs.NetworkCounter()
-    if config.method == "rs":
-        return [certify.IsotropicGaussian(config.sigma)] * len(x), counter, None
-    if config.method == "mog":
-        return [certify.MixtureOfGaussians(config.sigmas, kind=config.kind)] * len(x), counter, None
-    if sigma_star is None or config.method == "ddrs":
-        dd = ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).fit(model, x, generator=generator, progress=progress)
-        counter.add(dd.network.forward, dd.network.backward)
-        sigma_star = dd.points
-        if config.method == "ddrs":
-            return dd.noises(), counter, sigma_star
-    options = dict(config.options)
-    warm = options.pop("warm_start", None)
-    ancer_options = options.pop("ancer_options", {})
-    if config.method == "ancer":
-        res = ddrs.ANCER(**options).fit(model, x, init=sigma_star, generator=generator, progress=progress)
-        if cache is not None:
-            cache["ancer"] = [
-                (theta, res.network.forward / len(x), res.network.backward / len(x)) for theta in res.points
-            ]
-        counter.add(res.network.forward, res.network.backward)
-        return res.noises(), counter, sigma_star
-    init = sigma_star
-    if warm == "ancer":
-        cached = (cache or {}).get("ancer")
-        if cached is not None and len(cached) == len(x):
-            thetas = torch.stack([c[0] for c in cached])
-            counter.add(sum(c[1] for c in cached), sum(c[2] for c in cached))
-            init = ddrs.SmoothingResult("ancer", None, thetas, sigma_star)
-        else:
-            init = ddrs.ANCER(**ancer_options).fit(model, x, init=sigma_star, generator=generator, progress=progress)
-            counter.add(init.network.forward, init.network.backward)
-    res = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).fit(
-        model, x, init=init, generator=generator, progress=progress
-    )
-    counter.add(res.network.forward, res.network.backward)
-    return res.noises(), counter, sigma_star
+    return spec_of(config.method).choose(config, model, x, generator, sigma_star, cache, progress)
 
 
 def noise_steps(config: MethodConfig, sigma_star_known: bool = False, ancer_known: bool = False) -> int:
     """How many ascent steps :func:`choose_noise` reports to ``progress`` for one batch (every ``fit`` it
     runs, as it decides; ``early_stop`` may end a fit sooner): the total of the runner's bar."""
-    if config.method not in DATA_DEPENDENT:
-        return 0
-    steps = 0
-    if not sigma_star_known or config.method == "ddrs":
-        steps += ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).progress_steps
-        if config.method == "ddrs":
-            return steps
-    options = dict(config.options)
-    warm = options.pop("warm_start", None)
-    ancer_options = options.pop("ancer_options", {})
-    if config.method == "ancer":
-        return steps + ddrs.ANCER(**options).progress_steps
-    if warm == "ancer" and not ancer_known:
-        steps += ddrs.ANCER(**ancer_options).progress_steps
-    return steps + ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).progress_steps
+    return spec_of(config.method).steps(config, sigma_star_known, ancer_known)
 
 
 def _region_record(prediction: int, region: certify.Ellipsoid | None) -> dict:
@@ -400,7 +348,7 @@ def fingerprint(
             "backend": config.backend,
             "ddrs_options": config.ddrs_options,
             "options": config.options,
-            "memory": bool(memory and config.method in DATA_DEPENDENT),
+            "memory": bool(memory and spec_of(config.method).data_dependent),
             "n0": int(n0),
             "n": int(n),
             "alpha": float(alpha),
@@ -565,7 +513,7 @@ class Driver:
         self.config, self.data, self.out = config, data, Path(out)
         self.radii, self.columns = radii, log_columns(radii)
         self.regions_dir = Path(str(self.out) + ".regions")
-        use_memory = memory and config.method in DATA_DEPENDENT
+        use_memory = memory and spec_of(config.method).data_dependent
         if fingerprint is not None:
             check_fingerprint(self.out, fingerprint)
         for note in validate_log(self.out, data, self.regions_dir if use_memory else None, self.columns):
@@ -753,7 +701,7 @@ def run_certification(
     steps = tqdm(  # the noise choice of a batch can take minutes (RDDRS at CIFAR size): show its steps
         desc="  choosing noise",
         unit="step",
-        disable=not progress or config.method not in DATA_DEPENDENT or cluster is not None,
+        disable=not progress or not spec_of(config.method).data_dependent or cluster is not None,
         leave=False,
     )
     try:

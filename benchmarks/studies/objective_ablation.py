@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from ddrs_app.compare import BUDGETS, Budget, run_compare
-from ddrs_app.compare import DD_METHODS as CHAIN  # the compare chain, in order
+from ddrs_app.methods import compare_names
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 OUT = RESULTS_DIR / "objective_ablation"
@@ -50,7 +50,7 @@ def run(dataset: str, objective: str, images: int = 10) -> None:
         dataset,
         OUT / objective,
         sigmas=sigmas_for(dataset),
-        methods=CHAIN,
+        methods=compare_names(),  # the compare chain, in order
         budget=budget_for(dataset, objective, images),
         progress=False,
         command=f"python -m benchmarks.studies.objective_ablation --dataset {dataset} --objective {objective}",
@@ -71,7 +71,7 @@ def table() -> list[dict]:
     rows = []
     for dataset in DATASETS:
         res = {o: read_summary(OUT / o / dataset / "summary.csv") for o in OBJECTIVES}
-        keys = sorted(set(res["certificate"]) & set(res["gap"]), key=lambda k: (k[0], CHAIN.index(k[1])))
+        keys = sorted(set(res["certificate"]) & set(res["gap"]), key=lambda k: (k[0], compare_names().index(k[1])))
         for sigma, method in keys:
             (c, ca, n), (g, ga, _) = res["certificate"][(sigma, method)], res["gap"][(sigma, method)]
             rows.append(

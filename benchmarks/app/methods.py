@@ -1,0 +1,234 @@
+"""The method registry: one :class:`MethodSpec` per method, read by the runner, the CLI, ``compare``, the
+plots and the claims. A new method is one preset (a class with ``fit``, like ``ddrs.DDRS``) and one spec::
+
+    from ddrs_app.methods import MethodSpec, register
+
+    register(MethodSpec("mine", title="Mine", color="tab:purple", choose=choose_mine, data_dependent=True))
+
+after which ``ddrs certify --method mine``, ``ddrs compare --methods ... mine``, the plots' legends and the
+claims table know it (``tests/app/test_methods.py`` adds one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+import certify
+import ddrs
+
+if TYPE_CHECKING:
+    from .runs import MethodConfig
+
+#: ``choose(config, model, x, generator, sigma_star, cache, progress) -> (noises, counter, sigma_star)``:
+#: one noise per input of the batch ``x``, the network work spent, and DDRS's sigma_x* when made (see
+#: ``ddrs_app.runs.choose_noise`` for the arguments).
+Choose = Callable[..., tuple[list, ddrs.NetworkCounter, torch.Tensor | None]]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the application needs to know about one method.
+
+    Parameters
+    ----------
+    name : str
+        The ``--method`` choice, the log label's stem and the key everywhere else.
+    title : str
+        How tables, plots and claims name it (``"RDDRS"``).
+    color : str
+        Its matplotlib colour in every plot.
+    choose : callable
+        The noise of a batch of inputs (see :data:`Choose`).
+    data_dependent : bool
+        Whether the noise depends on the input (then the memory-based certifier applies).
+    steps : callable, optional
+        ``steps(config, sigma_star_known, ancer_known) -> int``: the ascent steps ``choose`` reports to a
+        progress bar for one batch (the total of the runner's bar).
+    options : tuple of str
+        The ``ddrs certify`` options that apply to this method only (``"--metric"``); giving one with
+        another method is an error.
+    budget_options : callable, optional
+        ``budget_options(budget) -> dict``: the preset's options in a comparison's budget
+        (``ddrs_app.compare.Budget``).
+    in_compare : bool
+        Whether ``ddrs compare`` runs it at every sigma by default, in registry order (the mixture is not:
+        ``ddrs compare`` gives it the mixture paper's own rows).
+    beats : tuple of str
+        The claims table's "this method > that one in proxy ACR" claims (the seed papers' chain).
+    preset : type, optional
+        The class whose constructor takes the method's ``options`` (checked by ``certify_model``); None
+        when it takes none (RS, the mixture) or only DDRS's (``ddrs_options``).
+    """
+
+    name: str
+    title: str
+    color: str
+    choose: Choose
+    data_dependent: bool = False
+    steps: Callable[..., int] = field(default=lambda config, sigma_star_known, ancer_known: 0)
+    options: tuple[str, ...] = ()
+    budget_options: Callable[[Any], dict] = field(default=lambda budget: {})
+    in_compare: bool = True
+    beats: tuple[str, ...] = ()
+    preset: type | None = None
+
+
+REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    """Add ``spec`` (a new name, or the replacement of one) to the registry; returns it."""
+    if not (isinstance(spec.name, str) and spec.name and spec.name.replace("-", "").replace("_", "").isalnum()):
+        raise ValueError(f"name must be a word (letters, digits, - or _), got {spec.name!r}")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    REGISTRY.pop(name, None)
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def data_dependent_names() -> tuple[str, ...]:
+    return tuple(name for name, spec in REGISTRY.items() if spec.data_dependent)
+
+
+def compare_names() -> tuple[str, ...]:
+    """The methods ``ddrs compare`` runs at every sigma by default (the mixture has its own rows)."""
+    return tuple(name for name, spec in REGISTRY.items() if spec.in_compare)
+
+
+def spec_of(name: str) -> MethodSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"method must be one of {method_names()}, got {name!r}") from None
+
+
+# ---------------------------------------------------------------------------------- the shipped methods
+def _ddrs_stage(config: MethodConfig, model, x, generator, sigma_star, counter, progress):
+    """sigma_x* of the batch: DDRS's optimum, or the one a comparison already made (``sigma_star``)."""
+    if sigma_star is not None:
+        return sigma_star, None
+    dd = ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).fit(model, x, generator=generator, progress=progress)
+    counter.add(dd.network.forward, dd.network.backward)
+    return dd.points, dd
+
+
+def _choose_rs(config, model, x, generator, sigma_star=None, cache=None, progress=None):
+    return [certify.IsotropicGaussian(config.sigma)] * len(x), ddrs.NetworkCounter(), None
+
+
+def _choose_mog(config, model, x, generator, sigma_star=None, cache=None, progress=None):
+    return [certify.MixtureOfGaussians(config.sigmas, kind=config.kind)] * len(x), ddrs.NetworkCounter(), None
+
+
+def _choose_ddrs(config, model, x, generator, sigma_star=None, cache=None, progress=None):
+    counter = ddrs.NetworkCounter()
+    dd = ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).fit(model, x, generator=generator, progress=progress)
+    counter.add(dd.network.forward, dd.network.backward)
+    return dd.noises(), counter, dd.points
+
+
+def _choose_ancer(config, model, x, generator, sigma_star=None, cache=None, progress=None):
+    counter = ddrs.NetworkCounter()
+    sigma_star, _ = _ddrs_stage(config, model, x, generator, sigma_star, counter, progress)
+    options = dict(config.options)
+    options.pop("warm_start", None)
+    options.pop("ancer_options", None)
+    res = ddrs.ANCER(**options).fit(model, x, init=sigma_star, generator=generator, progress=progress)
+    if cache is not None:
+        cache["ancer"] = [(theta, res.network.forward / len(x), res.network.backward / len(x)) for theta in res.points]
+    counter.add(res.network.forward, res.network.backward)
+    return res.noises(), counter, sigma_star
+
+
+def _choose_rddrs(config, model, x, generator, sigma_star=None, cache=None, progress=None):
+    """RDDRS from DDRS's sigma_x* (cold start), or with ``options["warm_start"] == "ancer"`` from ANCER's
+    Theta (the chain RS -> DDRS -> ANCER -> RDDRS; ``cache["ancer"]`` reuses a comparison's ANCER run,
+    whose network work is counted in RDDRS's)."""
+    counter = ddrs.NetworkCounter()
+    sigma_star, _ = _ddrs_stage(config, model, x, generator, sigma_star, counter, progress)
+    options = dict(config.options)
+    warm = options.pop("warm_start", None)
+    ancer_options = options.pop("ancer_options", {})
+    init = sigma_star
+    if warm == "ancer":
+        cached = (cache or {}).get("ancer")
+        if cached is not None and len(cached) == len(x):
+            thetas = torch.stack([c[0] for c in cached])
+            counter.add(sum(c[1] for c in cached), sum(c[2] for c in cached))
+            init = ddrs.SmoothingResult("ancer", None, thetas, sigma_star)
+        else:
+            init = ddrs.ANCER(**ancer_options).fit(model, x, init=sigma_star, generator=generator, progress=progress)
+            counter.add(init.network.forward, init.network.backward)
+    res = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).fit(
+        model, x, init=init, generator=generator, progress=progress
+    )
+    counter.add(res.network.forward, res.network.backward)
+    return res.noises(), counter, sigma_star
+
+
+def _ddrs_steps(config: MethodConfig, sigma_star_known: bool) -> int:
+    return 0 if sigma_star_known else ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).progress_steps
+
+
+def _steps_ddrs(config, sigma_star_known, ancer_known):
+    return ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).progress_steps
+
+
+def _steps_ancer(config, sigma_star_known, ancer_known):
+    options = {k: v for k, v in config.options.items() if k not in ("warm_start", "ancer_options")}
+    return _ddrs_steps(config, sigma_star_known) + ddrs.ANCER(**options).progress_steps
+
+
+def _steps_rddrs(config, sigma_star_known, ancer_known):
+    options = dict(config.options)
+    warm = options.pop("warm_start", None)
+    ancer_options = options.pop("ancer_options", {})
+    steps = _ddrs_steps(config, sigma_star_known)
+    if warm == "ancer" and not ancer_known:
+        steps += ddrs.ANCER(**ancer_options).progress_steps
+    return steps + ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).progress_steps
+
+
+def _rddrs_budget(budget) -> dict:
+    options = dict(budget.rddrs)
+    if options.get("warm_start") == "ancer":
+        options["ancer_options"] = dict(budget.ancer)
+    return options
+
+
+_ASCENT_OPTIONS = ("--iterations", "--samples", "--no-memory")
+
+register(MethodSpec("rs", title="RS", color="tab:gray", choose=_choose_rs))
+register(
+    MethodSpec(
+        "ddrs", "DDRS", "tab:blue", _choose_ddrs, data_dependent=True, steps=_steps_ddrs, options=_ASCENT_OPTIONS,
+        beats=("rs",),
+    )
+)  # fmt: skip
+register(
+    MethodSpec(
+        "ancer", "ANCER", "tab:orange", _choose_ancer, data_dependent=True, steps=_steps_ancer,
+        options=_ASCENT_OPTIONS, budget_options=lambda budget: dict(budget.ancer), beats=("ddrs",),
+        preset=ddrs.ANCER,
+    )
+)  # fmt: skip
+register(
+    MethodSpec(
+        "rddrs", "RDDRS", "tab:green", _choose_rddrs, data_dependent=True, steps=_steps_rddrs,
+        options=_ASCENT_OPTIONS + ("--metric", "--backend"), budget_options=_rddrs_budget, beats=("ancer",),
+        preset=ddrs.RDDRS,
+    )
+)  # fmt: skip
+register(
+    MethodSpec("mog", "MoG", "tab:purple", _choose_mog, options=("--sigmas", "--kind"), in_compare=False)
+)  # fmt: skip
