@@ -48,10 +48,18 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_compare(args: list[str], threads: int, jobs: int | None, busy: int) -> dict:
+def _process_cpu(pid: int) -> float:
+    """User + system seconds of a live process and its reaped children (Linux ``/proc/PID/stat``)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_compare(args: list[str], threads: int, jobs: int | None, busy: int, timeout: float | None = None) -> dict:
     """One ``ddrs compare`` in a child process with an empty model cache and out-dir, beside ``busy``
     spinning processes; its wall and CPU seconds (the spinners' CPU is not counted: they are killed and
-    reaped after the compare's usage is read). ``jobs`` None: the command's default."""
+    reaped after the compare's usage is read). ``jobs`` None: the command's default. A run still going after
+    ``timeout`` seconds is stopped and reported with the CPU time it had used (``complete`` False: a lower
+    bound)."""
     spinners = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(busy)]
     try:
         time.sleep(0.5 if busy else 0.0)
@@ -61,16 +69,25 @@ def run_compare(args: list[str], threads: int, jobs: int | None, busy: int) -> d
             cmd += ["--model-dir", f"{tmp}/models", "--out-dir", f"{tmp}/out"]
             before = _children_cpu()
             start = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+            try:
+                child.wait(timeout=timeout)
+                complete = True
+            except subprocess.TimeoutExpired:  # a run that spins for ever: its CPU so far, a lower bound
+                complete, cut_cpu = False, _process_cpu(child.pid)
+                child.kill()
+                child.wait()
             wall = time.perf_counter() - start
-            cpu = _children_cpu() - before
+            cpu = _children_cpu() - before if complete else cut_cpu
+            if complete and child.returncode != 0:
+                raise subprocess.CalledProcessError(child.returncode, cmd)
     finally:
         for p in spinners:
             p.kill()
         for p in spinners:
             p.wait()
     return {"setting": _name(threads, jobs), "threads": threads, "jobs": "default" if jobs is None else jobs,
-            "busy_processes": busy, "wall_s": wall, "cpu_s": cpu}  # fmt: skip
+            "busy_processes": busy, "wall_s": wall, "cpu_s": cpu, "complete": complete}  # fmt: skip
 
 
 def _name(threads: int, jobs: int | None) -> str:
@@ -107,6 +124,9 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="a small toy2d compare instead of the quick start")
+    parser.add_argument(
+        "--busy-timeout", type=float, default=1200.0, help="stop a busy run after this many seconds (default 1200)"
+    )
     add_output_args(parser, "thread_contention")
     a = parser.parse_args(argv)
     csv_path, png_path = prepare(
@@ -117,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for busy, settings in ((0, SETTINGS), (cores, BUSY_SETTINGS)):  # the idle runs first, back to back
         for threads, jobs in settings:
-            row = run_compare(args, threads, jobs, busy)
+            row = run_compare(args, threads, jobs, busy, timeout=a.busy_timeout if busy else None)
             rows.append(row)
             print(f"{row['setting']}, {busy} busy processes: wall {row['wall_s']:.1f} s, CPU {row['cpu_s']:.1f} s")
         print("idle runs done" if not busy else "busy runs done", flush=True)
