@@ -1,4 +1,5 @@
-"""Shared test configuration: a deterministic Hypothesis profile (loaded by default) and ``--shuffle-seed``.
+"""Shared test configuration: one torch thread, a deterministic Hypothesis profile (loaded by default) and
+``--shuffle-seed``.
 
 ``python -m pytest -q --shuffle-seed 20261207`` runs the suite in a seeded random order (``.ci/run`` does,
 so that no test depends on another having run first); without the option the order is the file order.
@@ -7,7 +8,13 @@ so that no test depends on another having run first); without the option the ord
 import random
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
+
+# The command line's default thread count (``--threads 1``): a model a fixture trains is then the one a
+# CLI call in the same test finds in the cache (the count is part of the cache key), and every number a
+# test pins is the same on any machine.
+torch.set_num_threads(1)
 
 settings.register_profile(
     "ci", deadline=None, derandomize=True, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
