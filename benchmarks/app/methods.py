@@ -230,5 +230,5 @@ register(
     )
 )  # fmt: skip
 register(
-    MethodSpec("mog", "MoG", "tab:purple", _choose_mog, options=("--sigmas", "--kind"), in_compare=False)
+    MethodSpec("mog", "MoG", "tab:pink", _choose_mog, options=("--sigmas", "--kind"), in_compare=False)
 )  # fmt: skip

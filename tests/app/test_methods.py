@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 
 import pytest
+from ddrs_app import methods, plots
+from ddrs_app.cli import main
 
 import certify
 import ddrs
 from benchmarks.analysis import claims
-from ddrs_app import methods, plots
-from ddrs_app.cli import main
 
 
 class ShrunkRS:

@@ -96,8 +96,10 @@ def test_certificate_repr_is_short(toy):
 
 def test_figure_titles_state_n_alpha_and_inputs_and_classes_have_their_own_colours():
     from ddrs_app.compare import Budget
-    from ddrs_app.plots import CLASS_COLORS, COLORS, run_suffix
+    from ddrs_app.methods import REGISTRY
+    from ddrs_app.plots import CLASS_COLORS, LABEL_COLORS, run_suffix
     from matplotlib.colors import to_hex
 
     assert run_suffix(Budget(n=10_000, alpha=0.001), 40) == "n = 10000, alpha = 0.001, 40 inputs"
-    assert not {to_hex(c) for c in CLASS_COLORS} & {to_hex(c) for c in COLORS.values()}
+    method_colors = [s.color for s in REGISTRY.values()] + list(LABEL_COLORS.values())
+    assert not {to_hex(c) for c in CLASS_COLORS} & {to_hex(c) for c in method_colors}
