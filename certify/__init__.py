@@ -1,7 +1,13 @@
 """certify: Monte Carlo certification of smoothed classifiers (Gaussian, anisotropic, full-covariance
 and mixture-of-Gaussians noise), plain-data certificates, logs and certified accuracy."""
 
-from .bounds import clopper_pearson_lower, empirical_bernstein_lower, hoeffding_lower
+from .bounds import (
+    clopper_pearson,
+    clopper_pearson_lower,
+    clopper_pearson_upper,
+    empirical_bernstein_lower,
+    hoeffding_lower,
+)
 from .certificate import ABSTAIN, Certificate
 from .intersection import ellipsoids_intersect, max_disjoint_radius, separating_direction
 from .log import (
@@ -44,7 +50,9 @@ __all__ = [
     "abstention_rate",
     "average_certified_radius",
     "certified_accuracy",
+    "clopper_pearson",
     "clopper_pearson_lower",
+    "clopper_pearson_upper",
     "cohen_markdown_table",
     "empirical_bernstein_lower",
     "gaussian_radius",

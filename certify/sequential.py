@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from scipy.stats import beta, binom, norm
+from scipy.stats import binom, norm
 
+from .bounds import clopper_pearson
 from .certificate import Certificate
 from .noise import IsotropicGaussian, MixtureOfGaussians
 from .radius import gaussian_radius
@@ -105,17 +106,6 @@ def thresholds(noise, radii: np.ndarray) -> np.ndarray:
     if isinstance(noise, MixtureOfGaussians):  # convolution only (the mixture kind is refused)
         return norm.cdf(radii / noise.effective_sigma)
     return norm.cdf(radii)
-
-
-def clopper_pearson_interval(hits, m, a) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided Clopper-Pearson interval for ``hits`` successes of ``m`` at level ``a`` (each tail
-    a / 2; Clopper and Pearson 1934): the a/2-quantile of Beta(hits, m - hits + 1) (0 if hits = 0) and
-    the (1 - a/2)-quantile of Beta(hits + 1, m - hits) (1 if hits = m). Vectorised over ``hits``."""
-    hits = np.asarray(hits, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lower = np.where(hits > 0, beta.ppf(a / 2, np.maximum(hits, 1), m - hits + 1), 0.0)
-        upper = np.where(hits < m, beta.ppf(1 - a / 2, hits + 1, np.maximum(m - hits, 1)), 1.0)
-    return lower, upper
 
 
 @dataclass
@@ -213,7 +203,7 @@ def run_looks(
         active = np.any(open_, axis=1)
         hits = np.where(active, hits + new, hits)
         prev = m
-        lo, up = clopper_pearson_interval(hits[active], m, a)
+        lo, up = clopper_pearson(hits[active], m, a, "two-sided")
         top = np.maximum(up, 1.0 - lo)  # upper bound on p_A = max_c p_c
         sub = decided[active]
         sub[(sub == 0) & (lo[:, None] > need[None, :])] = 1

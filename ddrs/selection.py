@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from scipy.stats import beta
+
+from certify.bounds import clopper_pearson
 
 from .estimator import NetworkCounter
 
@@ -51,7 +52,7 @@ def hard_vote_radius(
     if counts is None:
         raise ValueError("z must hold at least one noise draw per input")
     top = counts.max(dim=1).values.cpu().double().numpy()
-    lower = torch.as_tensor(beta.ppf(alpha, top, m - top + 1), dtype=torch.float64).nan_to_num(0.0)
+    lower = torch.as_tensor(clopper_pearson(top, m, alpha, "lower")[0], dtype=torch.float64)
     margin = torch.special.ndtri(lower.clamp(max=1 - 1e-12))
     point64 = point.detach().to(torch.float64).cpu()
     scale = manifold.min_eigenvalue(point64) if kind == "l2" else torch.exp(manifold.log_volume(point64))
