@@ -640,7 +640,7 @@ class Driver:
                 "noise": cert.noise or result.noise_kinds[j],
                 "min_sigma": cert.min_sigma,
                 "gm_sigma": cert.gm_sigma,
-                "paper_radius": cert.extras.get("paper_radius", math.nan),
+                "paper_radius": math.nan if cert.paper_radius is None else cert.paper_radius,
                 "memory_action": action or "-",
                 "memory_reason": reason or "-",
                 "choose_seconds": result.choose_seconds,

@@ -234,7 +234,7 @@ def run(dataset: str, methods: list[str], modes: list[str], batch_size: int) -> 
                             radii=radii if mode == "seq" else None,
                         )
                         pred, decided = cert.prediction, cert.decided
-                        at = cert.extras.get("decided_at", ())
+                        at = cert.decided_at or ()
                         row.update(
                             predict=pred,
                             radius=repr(cert.l2_radius),

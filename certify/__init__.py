@@ -8,7 +8,7 @@ from .bounds import (
     empirical_bernstein_lower,
     hoeffding_lower,
 )
-from .certificate import ABSTAIN, Certificate
+from .certificate import ABSTAIN, Certificate, certificate_from_bound
 from .intersection import ellipsoids_intersect, max_disjoint_radius, separating_direction
 from .log import (
     COHEN_COLUMNS,
@@ -50,6 +50,7 @@ __all__ = [
     "abstention_rate",
     "average_certified_radius",
     "certified_accuracy",
+    "certificate_from_bound",
     "clopper_pearson",
     "clopper_pearson_lower",
     "clopper_pearson_upper",

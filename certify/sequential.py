@@ -41,10 +41,9 @@ import torch
 from scipy.stats import binom, norm
 
 from .bounds import clopper_pearson
-from .certificate import Certificate
+from .certificate import Certificate, certificate_from_bound
 from .noise import IsotropicGaussian, MixtureOfGaussians
 from .radius import gaussian_radius
-from .smooth import certificate_for
 
 if TYPE_CHECKING:
     from .smooth import Smooth
@@ -263,15 +262,21 @@ def certify_sequential(
     out = run_looks(draw, n, alpha, thresholds(noise, r), start=start, growth=growth, spending=spending)
     decided: tuple[bool | None, ...] = tuple(None if d == 0 else bool(d > 0) for d in out.decided[0])
     drawn, lower = int(out.drawn[0]), float(out.lower[0])
-    common = dict(n0=n0, n=drawn, alpha=alpha, noise=noise.kind, **noise.scale_summary())
-    extras = {
-        "samples": n0 + drawn,
-        "decided": decided,
-        "radii": tuple(r.tolist()),
-        "looks": int(out.look[0]),
-        "decided_at": tuple(n0 + int(v) for v in out.closed_at[0]),  # per radius, n0 included
-    }
     radius = gaussian_radius(lower)
     seconds = time.perf_counter() - t0
     center = x.detach().reshape(-1).to("cpu", torch.float64).numpy()
-    return certificate_for(noise, center, label, lower, radius, seconds, extras, common)
+    return certificate_from_bound(
+        noise,
+        center,
+        label,
+        lower,
+        radius,
+        n0=n0,
+        n=drawn,  # samples drawn after the selection: cert.samples = n0 + drawn
+        alpha=alpha,
+        seconds=seconds,
+        decided=decided,
+        radii=tuple(r.tolist()),
+        looks=int(out.look[0]),
+        decided_at=tuple(n0 + int(v) for v in out.closed_at[0]),  # per radius, n0 included
+    )

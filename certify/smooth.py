@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .bounds import binomial_test_pvalue, check_alpha, clopper_pearson_lower, soft_lower
-from .certificate import ABSTAIN, Certificate
+from .certificate import ABSTAIN, Certificate, certificate_from_bound
 from .noise import GaussianNoise, MixtureOfGaussians
 from .radius import gaussian_radius, max_sigma_radius, mixture_radius
 
@@ -76,33 +76,6 @@ def _untouched(model):
         with torch.no_grad():
             for b, copy in saved:
                 b.copy_(copy)
-
-
-def certificate_for(
-    noise: GaussianNoise,
-    center: np.ndarray,
-    label: int,
-    p_lower: float,
-    radius: float,
-    seconds: float,
-    extras: dict,
-    common: dict,
-) -> Certificate:
-    """The certificate for ``label`` at ``radius`` (noise's own norm) around ``center``; abstain if radius <= 0."""
-    if radius <= 0.0:
-        return Certificate.abstain(p_lower=p_lower, seconds=seconds, extras=extras, **common)
-    region = noise.region(center, radius)
-    return Certificate(
-        prediction=label,
-        p_lower=p_lower,
-        radius=radius,
-        l2_radius=region.l2_radius,
-        proxy_radius=region.proxy_radius,
-        region=region,
-        seconds=seconds,
-        extras=extras,
-        **common,
-    )
 
 
 class Smooth:
@@ -268,9 +241,8 @@ class Smooth:
         selection = self._statistics(x, n0, batch_size, generator)
         label = int(self._scores(selection).argmax())
         estimation = self._statistics(x, n, batch_size, generator)
-        common = dict(n0=n0, n=n, alpha=alpha, noise=self.noise.kind, **self.noise.scale_summary())
         center = x.detach().reshape(-1).to("cpu", torch.float64).numpy()
-        extras: dict = {}
+        fields: dict = {}
         noise = self.noise
         if isinstance(noise, MixtureOfGaussians) and noise.kind == "mixture":
             K = noise.num_components
@@ -280,22 +252,24 @@ class Smooth:
             p_lower = float(sum(w * p for w, p in zip(weights, p_lowers)))
             merged = {k: v.sum(dim=0, keepdim=True) for k, v in estimation.items()}
             pooled = self._component_lower(merged, 0, label, alpha)
-            extras = {
-                "component_p_lowers": p_lowers,
-                "paper_radius": max_sigma_radius(pooled, sigmas),
-                "paper_radius_is_certificate": False,
-            }
+            fields = dict(
+                component_p_lowers=tuple(p_lowers),
+                paper_radius=max_sigma_radius(pooled, sigmas),
+                paper_radius_is_certificate=False,
+            )
         else:
             merged = {k: v.sum(dim=0, keepdim=True) for k, v in estimation.items()}
             p_lower = self._component_lower(merged, 0, label, alpha)
             radius = gaussian_radius(p_lower)
             if isinstance(noise, MixtureOfGaussians):  # convolution: Cohen at sqrt(sum sigma^2) and Thm 2
-                extras = {
-                    "paper_radius": max_sigma_radius(p_lower, noise.sigmas.tolist()),
-                    "paper_radius_is_certificate": True,
-                }
+                fields = dict(
+                    paper_radius=max_sigma_radius(p_lower, noise.sigmas.tolist()),
+                    paper_radius_is_certificate=True,
+                )
         seconds = time.perf_counter() - start
-        return certificate_for(noise, center, label, p_lower, radius, seconds, extras, common)
+        return certificate_from_bound(
+            noise, center, label, p_lower, radius, n0=n0, n=n, alpha=alpha, seconds=seconds, **fields
+        )
 
     def _check_x(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
