@@ -32,6 +32,15 @@ from .memory import (
 from .noise import DiagonalGaussian, FullGaussian, GaussianNoise, IsotropicGaussian, MixtureOfGaussians
 from .radius import gaussian_radius, max_sigma_radius, mixture_radius
 from .region import Ellipsoid
+from .sampling import (
+    LogitsError,
+    SampleStatistics,
+    model_device_dtype,
+    noisy_forward,
+    sample_statistics,
+    sampling_dtype,
+    untouched,
+)
 from .smooth import Smooth
 
 __all__ = [
@@ -71,4 +80,11 @@ __all__ = [
     "ellipsoids_intersect",
     "max_disjoint_radius",
     "separating_direction",
+    "LogitsError",
+    "SampleStatistics",
+    "model_device_dtype",
+    "noisy_forward",
+    "sample_statistics",
+    "sampling_dtype",
+    "untouched",
 ]

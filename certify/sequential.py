@@ -34,7 +34,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -42,11 +42,21 @@ from scipy.stats import binom, norm
 
 from .bounds import clopper_pearson
 from .certificate import Certificate, certificate_from_bound
-from .noise import IsotropicGaussian, MixtureOfGaussians
+from .noise import GaussianNoise, IsotropicGaussian, MixtureOfGaussians
 from .radius import gaussian_radius
+from .sampling import SampleStatistics
 
-if TYPE_CHECKING:
-    from .smooth import Smooth
+
+class Sampler(Protocol):
+    """What sequential certification needs of a smoothed classifier (``certify.Smooth`` is one):
+    its noise and smoothing, and ``sample_statistics`` (``certify.sampling``)."""
+
+    noise: GaussianNoise
+    smoothing: str
+
+    def sample_statistics(
+        self, x: torch.Tensor, num: int, batch_size: int = ..., generator: torch.Generator | None = ...
+    ) -> SampleStatistics: ...
 
 
 def check_radii(radii: Sequence[float]) -> np.ndarray:
@@ -224,7 +234,7 @@ def run_looks(
 
 
 def certify_sequential(
-    smooth: Smooth,
+    smooth: Sampler,
     x: torch.Tensor,
     n0: int,
     n: int,
@@ -252,12 +262,12 @@ def certify_sequential(
     if not (growth > 1.0):
         raise ValueError(f"growth must be > 1, got {growth}")
     t0 = time.perf_counter()
-    selection = smooth._statistics(x, n0, batch_size, generator)
-    label = int(smooth._scores(selection).argmax())
+    selection = smooth.sample_statistics(x, n0, batch_size, generator)
+    label = int(selection.scores().argmax())
 
     def draw(k: int) -> np.ndarray:
-        stats = smooth._statistics(x, k, batch_size, generator)
-        return np.array([int(stats["counts"].sum(dim=0)[label])])
+        stats = smooth.sample_statistics(x, k, batch_size, generator)
+        return np.array([int(stats.counts.sum(dim=0)[label])])
 
     out = run_looks(draw, n, alpha, thresholds(noise, r), start=start, growth=growth, spending=spending)
     decided: tuple[bool | None, ...] = tuple(None if d == 0 else bool(d > 0) for d in out.decided[0])
