@@ -1,8 +1,14 @@
 """certify: Monte Carlo certification of smoothed classifiers (Gaussian, anisotropic, full-covariance
 and mixture-of-Gaussians noise), plain-data certificates, logs and certified accuracy."""
 
-from .bounds import clopper_pearson_lower, empirical_bernstein_lower, hoeffding_lower
-from .certificate import ABSTAIN, Certificate
+from .bounds import (
+    clopper_pearson,
+    clopper_pearson_lower,
+    clopper_pearson_upper,
+    empirical_bernstein_lower,
+    hoeffding_lower,
+)
+from .certificate import ABSTAIN, Certificate, certificate_from_bound
 from .intersection import ellipsoids_intersect, max_disjoint_radius, separating_direction
 from .log import (
     COHEN_COLUMNS,
@@ -26,6 +32,15 @@ from .memory import (
 from .noise import DiagonalGaussian, FullGaussian, GaussianNoise, IsotropicGaussian, MixtureOfGaussians
 from .radius import gaussian_radius, max_sigma_radius, mixture_radius
 from .region import Ellipsoid
+from .sampling import (
+    LogitsError,
+    SampleStatistics,
+    model_device_dtype,
+    noisy_forward,
+    sample_statistics,
+    sampling_dtype,
+    untouched,
+)
 from .smooth import Smooth
 
 __all__ = [
@@ -44,7 +59,10 @@ __all__ = [
     "abstention_rate",
     "average_certified_radius",
     "certified_accuracy",
+    "certificate_from_bound",
+    "clopper_pearson",
     "clopper_pearson_lower",
+    "clopper_pearson_upper",
     "cohen_markdown_table",
     "empirical_bernstein_lower",
     "gaussian_radius",
@@ -62,4 +80,11 @@ __all__ = [
     "ellipsoids_intersect",
     "max_disjoint_radius",
     "separating_direction",
+    "LogitsError",
+    "SampleStatistics",
+    "model_device_dtype",
+    "noisy_forward",
+    "sample_statistics",
+    "sampling_dtype",
+    "untouched",
 ]

@@ -19,24 +19,49 @@ def check_alpha(alpha: float, name: str = "alpha") -> float:
     return alpha
 
 
-def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
-    """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion.
+ALTERNATIVES = ("two-sided", "lower", "upper")
 
-    Cohen et al. 2019, `core.py` (`proportion_confint(k, n, alpha=2 alpha, method="beta")[0]`):
-    the alpha-quantile of Beta(k, n - k + 1); 0 when k = 0.
-    """
+
+def clopper_pearson(successes, trials, alpha, alternative: str = "two-sided") -> tuple[np.ndarray, np.ndarray]:
+    """Clopper-Pearson confidence bounds (L, U) on a binomial proportion, vectorised over numpy
+    broadcasting of ``successes``, ``trials`` and ``alpha`` (Clopper and Pearson 1934).
+
+    L is the t-quantile of Beta(k, n - k + 1) (0 where k = 0), U the (1 - t)-quantile of
+    Beta(k + 1, n - k) (1 where k = n), with t the tail level: ``"two-sided"`` puts alpha / 2 in each
+    tail (P(p outside [L, U]) <= alpha); ``"lower"`` is the one-sided lower bound at alpha (U = 1),
+    Cohen et al. 2019, `core.py` (``proportion_confint(k, n, alpha=2 alpha, method="beta")[0]``);
+    ``"upper"`` the one-sided upper bound at alpha (L = 0). Returns float64 arrays of the broadcast
+    shape (0-d for scalars). The one formula behind ``clopper_pearson_lower`` / ``_upper``, the
+    sequential looks (``certify.sequential``) and the noise selection (``ddrs.selection``)."""
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(trials, dtype=np.float64)
+    tail = np.asarray(alpha, dtype=np.float64) / 2 if alternative == "two-sided" else np.asarray(alpha, np.float64)
+    shape = np.broadcast_shapes(k.shape, n.shape, tail.shape)
+    lower = np.zeros(shape)
+    upper = np.ones(shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if alternative != "upper":
+            lower = np.where(k > 0, beta.ppf(tail, np.maximum(k, 1), n - k + 1), 0.0)
+        if alternative != "lower":
+            upper = np.where(k < n, beta.ppf(1 - tail, k + 1, np.maximum(n - k, 1)), 1.0)
+    return np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+
+
+def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion (``clopper_pearson``
+    with ``alternative="lower"``): the alpha-quantile of Beta(k, n - k + 1); 0 when k = 0."""
     if trials < 1:
         return 0.0
-    if successes <= 0:
-        return 0.0
-    return float(beta.ppf(alpha, successes, trials - successes + 1))
+    return float(clopper_pearson(successes, trials, alpha, "lower")[0])
 
 
 def clopper_pearson_upper(successes: int, trials: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson upper bound (used by tests and PREDICT diagnostics)."""
-    if trials < 1 or successes >= trials:
+    if trials < 1:
         return 1.0
-    return float(beta.ppf(1.0 - alpha, successes + 1, trials - successes))
+    return float(clopper_pearson(successes, trials, alpha, "upper")[1])
 
 
 def binomial_test_pvalue(successes: int, trials: int) -> float:

@@ -311,12 +311,9 @@ class Memory:
                 l2_radius=adopted.l2_radius,
                 proxy_radius=adopted.proxy_radius,
                 region=adopted,
-                extras={
-                    **certificate.extras,
-                    "memory_action": ADOPTED,
-                    "memory_reason": reason,
-                    "memory_source": self.entries[j].idx,
-                },
+                memory_action=ADOPTED,
+                memory_reason=reason,
+                memory_source=self.entries[j].idx,
             )
             self._append(idx, new.prediction, adopted)
             return MemoryResult(idx, new, certificate, ADOPTED, reason)
@@ -343,8 +340,7 @@ class Memory:
             # a stored region of radius 0 touching x would leave nothing: re-check from below
             reason = tuple(self.entries[j].idx for j in conflicts)
             if radius <= 0.0:
-                new = _abstained(certificate, "shrunk to nothing")
-                new.extras.update(memory_action=ABSTAINED, memory_reason=reason)
+                new = replace(_abstained(certificate, "shrunk to nothing"), memory_reason=reason)
                 if self.abstentions_constrain:
                     self._append(idx, ABSTAIN, Ellipsoid(x, 1.0, 0.0))
                 return MemoryResult(idx, new, certificate, ABSTAINED, reason, stored=self.abstentions_constrain)
@@ -356,7 +352,8 @@ class Memory:
                 l2_radius=shrunk.l2_radius,
                 proxy_radius=shrunk.proxy_radius,
                 region=shrunk,
-                extras={**certificate.extras, "memory_action": SHRUNK, "memory_reason": reason},
+                memory_action=SHRUNK,
+                memory_reason=reason,
             )
             self._append(idx, own, shrunk)
             return MemoryResult(idx, new, certificate, SHRUNK, reason)
@@ -409,7 +406,8 @@ def _abstained(certificate: Certificate, why: str) -> Certificate:
         l2_radius=0.0,
         proxy_radius=0.0,
         region=None,
-        extras={**certificate.extras, "memory_action": ABSTAINED, "memory_why": why},
+        memory_action=ABSTAINED,
+        memory_why=why,
     )
 
 

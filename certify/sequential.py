@@ -34,19 +34,29 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
-from scipy.stats import beta, binom, norm
+from scipy.stats import binom, norm
 
-from .certificate import Certificate
-from .noise import IsotropicGaussian, MixtureOfGaussians
+from .bounds import clopper_pearson
+from .certificate import Certificate, certificate_from_bound
+from .noise import GaussianNoise, IsotropicGaussian, MixtureOfGaussians
 from .radius import gaussian_radius
-from .smooth import certificate_for
+from .sampling import SampleStatistics
 
-if TYPE_CHECKING:
-    from .smooth import Smooth
+
+class Sampler(Protocol):
+    """What sequential certification needs of a smoothed classifier (``certify.Smooth`` is one):
+    its noise and smoothing, and ``sample_statistics`` (``certify.sampling``)."""
+
+    noise: GaussianNoise
+    smoothing: str
+
+    def sample_statistics(
+        self, x: torch.Tensor, num: int, batch_size: int = ..., generator: torch.Generator | None = ...
+    ) -> SampleStatistics: ...
 
 
 def check_radii(radii: Sequence[float]) -> np.ndarray:
@@ -105,17 +115,6 @@ def thresholds(noise, radii: np.ndarray) -> np.ndarray:
     if isinstance(noise, MixtureOfGaussians):  # convolution only (the mixture kind is refused)
         return norm.cdf(radii / noise.effective_sigma)
     return norm.cdf(radii)
-
-
-def clopper_pearson_interval(hits, m, a) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided Clopper-Pearson interval for ``hits`` successes of ``m`` at level ``a`` (each tail
-    a / 2; Clopper and Pearson 1934): the a/2-quantile of Beta(hits, m - hits + 1) (0 if hits = 0) and
-    the (1 - a/2)-quantile of Beta(hits + 1, m - hits) (1 if hits = m). Vectorised over ``hits``."""
-    hits = np.asarray(hits, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lower = np.where(hits > 0, beta.ppf(a / 2, np.maximum(hits, 1), m - hits + 1), 0.0)
-        upper = np.where(hits < m, beta.ppf(1 - a / 2, hits + 1, np.maximum(m - hits, 1)), 1.0)
-    return lower, upper
 
 
 @dataclass
@@ -213,7 +212,7 @@ def run_looks(
         active = np.any(open_, axis=1)
         hits = np.where(active, hits + new, hits)
         prev = m
-        lo, up = clopper_pearson_interval(hits[active], m, a)
+        lo, up = clopper_pearson(hits[active], m, a, "two-sided")
         top = np.maximum(up, 1.0 - lo)  # upper bound on p_A = max_c p_c
         sub = decided[active]
         sub[(sub == 0) & (lo[:, None] > need[None, :])] = 1
@@ -235,7 +234,7 @@ def run_looks(
 
 
 def certify_sequential(
-    smooth: Smooth,
+    smooth: Sampler,
     x: torch.Tensor,
     n0: int,
     n: int,
@@ -263,25 +262,31 @@ def certify_sequential(
     if not (growth > 1.0):
         raise ValueError(f"growth must be > 1, got {growth}")
     t0 = time.perf_counter()
-    selection = smooth._statistics(x, n0, batch_size, generator)
-    label = int(smooth._scores(selection).argmax())
+    selection = smooth.sample_statistics(x, n0, batch_size, generator)
+    label = int(selection.scores().argmax())
 
     def draw(k: int) -> np.ndarray:
-        stats = smooth._statistics(x, k, batch_size, generator)
-        return np.array([int(stats["counts"].sum(dim=0)[label])])
+        stats = smooth.sample_statistics(x, k, batch_size, generator)
+        return np.array([int(stats.counts.sum(dim=0)[label])])
 
     out = run_looks(draw, n, alpha, thresholds(noise, r), start=start, growth=growth, spending=spending)
     decided: tuple[bool | None, ...] = tuple(None if d == 0 else bool(d > 0) for d in out.decided[0])
     drawn, lower = int(out.drawn[0]), float(out.lower[0])
-    common = dict(n0=n0, n=drawn, alpha=alpha, noise=noise.kind, **noise.scale_summary())
-    extras = {
-        "samples": n0 + drawn,
-        "decided": decided,
-        "radii": tuple(r.tolist()),
-        "looks": int(out.look[0]),
-        "decided_at": tuple(n0 + int(v) for v in out.closed_at[0]),  # per radius, n0 included
-    }
     radius = gaussian_radius(lower)
     seconds = time.perf_counter() - t0
     center = x.detach().reshape(-1).to("cpu", torch.float64).numpy()
-    return certificate_for(noise, center, label, lower, radius, seconds, extras, common)
+    return certificate_from_bound(
+        noise,
+        center,
+        label,
+        lower,
+        radius,
+        n0=n0,
+        n=drawn,  # samples drawn after the selection: cert.samples = n0 + drawn
+        alpha=alpha,
+        seconds=seconds,
+        decided=decided,
+        radii=tuple(r.tolist()),
+        looks=int(out.look[0]),
+        decided_at=tuple(n0 + int(v) for v in out.closed_at[0]),  # per radius, n0 included
+    )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from certify.smooth import sampling_dtype
+from certify.sampling import noisy_forward, sampling_dtype
 
 from .eigenframe import EigenFrame
 
@@ -64,6 +64,21 @@ def gap_from_probabilities(
     return torch.special.ndtri(p_a) - torch.special.ndtri(p_b), p_a, p_b
 
 
+def noisy_logits(
+    model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, z: torch.Tensor, num_classes: int | None = None
+) -> torch.Tensor:
+    """The network's logits (B * m, C) on x + noise(point, z) for a batch x (B, *shape) in the model's
+    dtype, noise points (B, ...) and standard normal draws z (B, m, d): ``certify.noisy_forward`` with
+    the noise ``manifold.noise_matrix_apply(point, z)``. The point (float64 geometry), z and x are
+    taken to ``certify.sampling_dtype`` of x's dtype (float32 or float64, never half precision) for
+    the sum, which is then cast to x's dtype. Differentiable w.r.t. ``point``; the estimator and the
+    selection (``ddrs.selection``) evaluate the network here."""
+    B, m, d = z.shape
+    dtype = sampling_dtype(x.dtype)  # noise drawn and added in >= float32, cast to x's (model) dtype
+    noise = manifold.noise_matrix_apply(point.to(dtype), z.to(dtype))
+    return noisy_forward(model, x.to(dtype).reshape(B, 1, d), noise, x.dtype, tuple(x.shape[1:]), num_classes)
+
+
 @dataclass
 class SoftSmoothingEstimator:
     """Monte Carlo estimate of averaged softmax probabilities under ``manifold``'s noise.
@@ -92,23 +107,8 @@ class SoftSmoothingEstimator:
         self, model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, z: torch.Tensor, num_classes: int | None
     ) -> torch.Tensor:
         """Summed softmax probabilities (B, C) over the noise draws z (B, m, d)."""
-        B, m, d = z.shape
-        dtype = sampling_dtype(x.dtype)  # noise drawn and added in >= float32, cast to x's (model) dtype
-        noise = manifold.noise_matrix_apply(point.to(dtype), z.to(dtype))
-        noisy = (x.to(dtype).reshape(B, 1, d) + noise).to(x.dtype).reshape((B * m,) + tuple(x.shape[1:]))
-        logits = model(noisy)
-        if (
-            not isinstance(logits, torch.Tensor)
-            or logits.ndim != 2
-            or logits.shape[0] != B * m
-            or logits.shape[1] < 2
-            or (num_classes is not None and logits.shape[1] != num_classes)
-        ):
-            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(
-                f"model must return logits of shape (batch, num_classes) = ({B * m}, "
-                f"{num_classes if num_classes is not None else 'C'}); got {got}"
-            )
+        B, m, _ = z.shape
+        logits = noisy_logits(model, manifold, x, point, z, num_classes)
         probs = torch.softmax(logits.to(torch.float64), dim=1)
         return probs.reshape(B, m, -1).sum(dim=1)
 

@@ -20,7 +20,7 @@ import torch
 
 import certify
 import manifolds
-from certify.smooth import _untouched, model_device_dtype
+from certify.sampling import model_device_dtype, untouched
 
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator
 from .objectives import EigenvalueFloor, Objective, Radius, ancer_objective, paper_objective
@@ -207,7 +207,7 @@ class _Optimised:
         on_step, close_bar = progress_callback(progress, self.progress_steps, f"{name} fit ({x.shape[0]} inputs)")
         guarded = _BatchGuard(model, tuple(x.shape))
         try:
-            with _untouched(model):  # warns in training mode; buffers (BatchNorm stats) restored
+            with untouched(model):  # warns in training mode; buffers (BatchNorm stats) restored
                 best, trace, kept = self._ascend_and_select(
                     name,
                     guarded,

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from scipy.stats import beta
 
-from .estimator import NetworkCounter
+from certify.bounds import clopper_pearson
+
+from .estimator import NetworkCounter, noisy_logits
 
 KINDS = ("l2", "proxy")
 
@@ -31,27 +32,23 @@ def hard_vote_radius(
     chunk_size: int = 20000,
 ) -> torch.Tensor:
     """Radius (B,) of the hard-vote certificate with noise ``point`` on draws z (B, m, d); 0 where
-    p_A_lower <= 1/2 (the certifier would abstain)."""
+    p_A_lower <= 1/2 (the certifier would abstain). The network runs as in the estimator
+    (``ddrs.estimator.noisy_logits``: noise added in float32 or float64, then cast to x's dtype)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     B, m, d = z.shape
     per_chunk = max(1, chunk_size // max(B, 1))
     counts = None
     with torch.no_grad():
-        noise_point = point.to(x.dtype)
         for s in range(0, m, per_chunk):
-            zc = z[:, s : s + per_chunk]
-            noisy = (x.reshape(B, 1, d) + manifold.noise_matrix_apply(noise_point, zc)).reshape(
-                (B * zc.shape[1],) + tuple(x.shape[1:])
-            )
-            logits = model(noisy)
+            logits = noisy_logits(model, manifold, x, point, z[:, s : s + per_chunk])
             labels = logits.argmax(dim=1).reshape(B, -1)
             c = torch.nn.functional.one_hot(labels, num_classes=logits.shape[1]).sum(1)
             counts = c if counts is None else counts + c
     if counts is None:
         raise ValueError("z must hold at least one noise draw per input")
     top = counts.max(dim=1).values.cpu().double().numpy()
-    lower = torch.as_tensor(beta.ppf(alpha, top, m - top + 1), dtype=torch.float64).nan_to_num(0.0)
+    lower = torch.as_tensor(clopper_pearson(top, m, alpha, "lower")[0], dtype=torch.float64)
     margin = torch.special.ndtri(lower.clamp(max=1 - 1e-12))
     point64 = point.detach().to(torch.float64).cpu()
     scale = manifold.min_eigenvalue(point64) if kind == "l2" else torch.exp(manifold.log_volume(point64))

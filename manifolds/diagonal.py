@@ -17,7 +17,7 @@ from .metrics import AffineInvariant, LogEuclidean
 from .spectral import min_value_vector
 
 
-def _check_metric(metric: Any) -> str:
+def check_metric(metric: Any) -> str:
     """'affine-invariant' or 'log-euclidean' (a name or the metric class/instance): the two coincide on
     commuting matrices, so exp/log/dist agree; ``retr`` follows SPD's (the AI retraction, or exp for LE)."""
     kind = metric if isinstance(metric, str) else getattr(metric, "name", None)
@@ -34,7 +34,7 @@ def _check_metric(metric: Any) -> str:
     return "log-euclidean" if key in ("log-euclidean", "le") else "affine-invariant"
 
 
-def _checked_exp(y: torch.Tensor) -> torch.Tensor:
+def checked_exp(y: torch.Tensor) -> torch.Tensor:
     """exp's contract: a point or an error; x exp(u / x) under/overflows for |u| / x > ~700."""
     if not bool(((y > 0) & torch.isfinite(y)).all()):
         raise FloatingPointError(
@@ -51,7 +51,7 @@ class PositiveDiagonal(Manifold):
 
     def __init__(self, dim: int, metric: Any = "affine-invariant", log_eig_range: float = 1.0):
         super().__init__(dim)
-        self.metric_name = _check_metric(metric)
+        self.metric_name = check_metric(metric)
         self.log_eig_range = float(log_eig_range)
 
     def inner(self, x, u, v):
@@ -63,7 +63,7 @@ class PositiveDiagonal(Manifold):
 
     def exp(self, x, u):
         x = x.to(F64)
-        return _checked_exp(x * torch.exp(u.to(F64) / x))  # C^1/2 expm(C^-1/2 U C^-1/2) C^1/2 on diagonals
+        return checked_exp(x * torch.exp(u.to(F64) / x))  # C^1/2 expm(C^-1/2 U C^-1/2) C^1/2 on diagonals
 
     def retr(self, x, u):
         if self.metric_name == "log-euclidean":

@@ -2,6 +2,8 @@
 
 Importing ``geomstats.backend`` calls ``torch.set_default_dtype(torch.float64)``; we import it
 lazily, on first use, and restore the caller's default dtype afterwards (anchors note, 1.3).
+This module imports nothing of the project: ``manifolds.metrics`` maps Geomstats metrics to its
+own classes (``as_metric``) on top of it.
 """
 
 from __future__ import annotations
@@ -56,39 +58,8 @@ def spd_module():
     return _MODULES["spd"]
 
 
-def to_metric(metric: Any, dim: int | None):
-    """An ``SPDMetric`` for a Geomstats SPD metric class or instance: Geomstats' affine-invariant,
-    log-Euclidean and Bures-Wasserstein metrics (and subclasses, by ``isinstance``) map to the closed-form
-    classes; any other metric runs through ``GeomstatsMetric`` (its exp/log/dist, a Gram solve for rgrad)."""
-    from .metrics import AffineInvariant, BuresWasserstein, GeomstatsMetric, LogEuclidean
-
-    mod = spd_module()
-    known = (
-        (mod.SPDAffineMetric, AffineInvariant),
-        (mod.SPDLogEuclideanMetric, LogEuclidean),
-        (mod.SPDBuresWassersteinMetric, BuresWasserstein),
-    )
-    cls = metric if isinstance(metric, type) else type(metric)
-    if not (isinstance(metric, type) or hasattr(metric, "inner_product")):
-        raise TypeError(
-            f"metric must be a name, an SPDMetric, or a Geomstats SPD metric class/instance, got {metric!r}"
-        )
-    for gs_cls, own in known:
-        if issubclass(cls, gs_cls):
-            if not isinstance(metric, type):
-                _check_space(metric, dim)
-            return own()
-    if isinstance(metric, type):
-        if dim is None:
-            raise ValueError("a Geomstats metric class needs the manifold's dim")
-        space = mod.SPDMatrices(dim, equip=False)
-        space.equip_with_metric(metric)  # equip with a class: instances trip a Geomstats bug (note 1.2)
-        metric = space.metric
-    _check_space(metric, dim)
-    return GeomstatsMetric(metric)
-
-
-def _check_space(metric: Any, dim: int | None) -> None:
+def check_space(metric: Any, dim: int | None) -> None:
+    """Refuse anything but a Geomstats metric bound to an ``SPDMatrices`` space (of ``dim``, if given)."""
     space = getattr(metric, "_space", None)
     if space is None:
         raise TypeError(f"expected a Geomstats metric bound to an SPDMatrices space, got {metric!r}")

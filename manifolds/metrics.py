@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .geomstats_adapter import check_space, spd_module
 from .spectral import divided_difference_log, eigh, remember_eigh, sym, sym_apply
 
 F64 = torch.float64
@@ -388,6 +389,35 @@ def as_metric(metric: Any, dim: int | None = None) -> SPDMetric:
                 "or a Geomstats SPD metric class/instance"
             )
         return METRICS[key]()
-    from . import geomstats_adapter as gsa
+    return from_geomstats(metric, dim)
 
-    return gsa.to_metric(metric, dim)
+
+def from_geomstats(metric: Any, dim: int | None) -> SPDMetric:
+    """An ``SPDMetric`` for a Geomstats SPD metric class or instance: Geomstats' affine-invariant,
+    log-Euclidean and Bures-Wasserstein metrics (and subclasses, by ``isinstance``) map to the closed-form
+    classes; any other metric runs through ``GeomstatsMetric`` (its exp/log/dist, a Gram solve for rgrad).
+    Geomstats is imported here, on first use (``manifolds.geomstats_adapter.spd_module``)."""
+    mod = spd_module()
+    known: tuple[tuple[Any, type[SPDMetric]], ...] = (
+        (mod.SPDAffineMetric, AffineInvariant),
+        (mod.SPDLogEuclideanMetric, LogEuclidean),
+        (mod.SPDBuresWassersteinMetric, BuresWasserstein),
+    )
+    cls = metric if isinstance(metric, type) else type(metric)
+    if not (isinstance(metric, type) or hasattr(metric, "inner_product")):
+        raise TypeError(
+            f"metric must be a name, an SPDMetric, or a Geomstats SPD metric class/instance, got {metric!r}"
+        )
+    for gs_cls, own in known:
+        if issubclass(cls, gs_cls):
+            if not isinstance(metric, type):
+                check_space(metric, dim)
+            return own()
+    if isinstance(metric, type):
+        if dim is None:
+            raise ValueError("a Geomstats metric class needs the manifold's dim")
+        space = mod.SPDMatrices(dim, equip=False)
+        space.equip_with_metric(metric)  # equip with a class: instances trip a Geomstats bug (note 1.2)
+        metric = space.metric
+    check_space(metric, dim)
+    return GeomstatsMetric(metric)

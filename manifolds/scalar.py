@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .base import F64, Manifold
-from .diagonal import _check_metric, _checked_exp
+from .diagonal import check_metric, checked_exp
 
 
 class PositiveScalar(Manifold):
@@ -22,7 +22,7 @@ class PositiveScalar(Manifold):
 
     def __init__(self, dim: int, metric: Any = "affine-invariant", log_eig_range: float = 1.0):
         super().__init__(dim)
-        self.metric_name = _check_metric(metric)
+        self.metric_name = check_metric(metric)
         self.log_eig_range = float(log_eig_range)
 
     def inner(self, x, u, v):
@@ -33,7 +33,7 @@ class PositiveScalar(Manifold):
 
     def exp(self, x, u):
         x = x.to(F64)
-        return _checked_exp(x * torch.exp(u.to(F64) / x))
+        return checked_exp(x * torch.exp(u.to(F64) / x))
 
     def retr(self, x, u):
         if self.metric_name == "log-euclidean":

@@ -79,7 +79,7 @@ def test_tests_mirror_the_packages():
     folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "data"}
     assert folders == {"certify", "manifolds", "ddrs", "app", "analysis", "studies"}
     top = sorted(p.name for p in (ROOT / "tests").glob("test_*.py"))
-    assert top == ["test_device.py", "test_import_isolation.py", "test_layout.py"]
+    assert top == ["test_device.py", "test_import_graph.py", "test_import_isolation.py", "test_layout.py"]
     for package in LIBRARY:
         for path in (ROOT / "tests" / package).glob("test_*.py"):
             names = {name.split(".")[0] for _, name in imported_names(path)}

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 import certify
 import ddrs
-
-if TYPE_CHECKING:
-    from .runs import MethodConfig
 
 #: ``choose(config, model, x, generator, sigma_star, cache, progress) -> (noises, counter, sigma_star)``:
 #: one noise per input of the batch ``x``, the network work spent, and DDRS's sigma_x* when made (see
@@ -78,6 +75,40 @@ class MethodSpec:
 
 
 REGISTRY: dict[str, MethodSpec] = {}
+
+
+@dataclass
+class MethodConfig:
+    """A method and its parameters. ``sigma`` is RS's sigma and the data-dependent methods' start;
+    ``sigmas``/``kind`` are the mixture's; ``options`` go to the preset (e.g. iterations, samples)."""
+
+    method: str
+    sigma: float = 0.25
+    sigmas: tuple = ()
+    kind: str = "mixture"
+    metric: str = "affine-invariant"
+    backend: str = "rgd"
+    ddrs_options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    mog_range: tuple | None = None  # the [lo, hi] a mixture's constituents were spread over (for labels)
+
+    def __post_init__(self) -> None:
+        spec_of(self.method)  # a registered method
+        if not (self.sigma > 0):
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
+        if self.method == "mog":
+            if not self.sigmas:
+                raise ValueError("sigmas: the mixture method needs at least one sigma (--sigmas)")
+            certify.MixtureOfGaussians(self.sigmas, kind=self.kind)  # validates
+
+    @property
+    def label(self) -> str:
+        if self.method == "mog":
+            lo, hi = self.mog_range or (min(self.sigmas), max(self.sigmas))
+            return f"mog-{self.kind}-K{len(self.sigmas)}-[{lo:g},{hi:g}]"
+        if self.method == "rddrs" and self.metric != "affine-invariant":
+            return f"rddrs-{self.metric}"
+        return self.method
 
 
 def register(spec: MethodSpec) -> MethodSpec:

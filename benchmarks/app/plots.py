@@ -41,8 +41,8 @@ def curves_by_sigma(logs: dict, out: Path, column: str, title: str, sigmas) -> P
         grid = np.linspace(0, max(top, 1e-3) * 1.05, 200)
         for label, path in entries.items():
             ax.plot(grid, accuracy_curve(path, column, grid), label=label, color=color_of(label))
-        _style_accuracy_axis(ax, f"sigma = {s:g}", "l2 radius" if column == "radius" else "proxy radius", 8)
-    return _save(fig, out, title)
+        style_accuracy_axis(ax, f"sigma = {s:g}", "l2 radius" if column == "radius" else "proxy radius", 8)
+    return save_figure(fig, out, title)
 
 
 def sequential_panels(rows, out: Path, radii, title: str) -> Path:
@@ -58,15 +58,15 @@ def sequential_panels(rows, out: Path, radii, title: str) -> Path:
         right.plot([i - 0.3, i + 0.3], [row["samples_median"]] * 2, color="black")
         right.plot([i - 0.3, i + 0.3], [row["samples_p90"]] * 2, color="black", linestyle="--")
         labels.append(label)
-    _style_accuracy_axis(left, "certified accuracy (sequential decisions)", "radius", 7)
+    style_accuracy_axis(left, "certified accuracy (sequential decisions)", "radius", 7)
     right.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
     right.set_yscale("log")
     right.set_ylabel("samples per input (bar mean, - median, -- p90)")
     right.grid(alpha=0.3, axis="y")
-    return _save(fig, out, title)
+    return save_figure(fig, out, title)
 
 
-def _style_accuracy_axis(ax, title: str, xlabel: str, legend_size: int) -> None:
+def style_accuracy_axis(ax, title: str, xlabel: str, legend_size: int) -> None:
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("certified accuracy")
@@ -104,7 +104,7 @@ def fit_titles(fig) -> None:
     fig.tight_layout()
 
 
-def _save(fig, out: Path, title: str) -> Path:
+def save_figure(fig, out: Path, title: str) -> Path:
     fig.suptitle(title)
     fit_titles(fig)
     fig.savefig(out, dpi=110)
@@ -149,8 +149,8 @@ def mog_panels(logs: dict, out: Path, title: str) -> Path:
                     ls="--",
                     label=f"K={K} max-sigma claim (not a certificate)",
                 )
-        _style_accuracy_axis(ax, f"mixture over [{lo:g}, {hi:g}]", "l2 radius", 6)
-    return _save(fig, out, title)
+        style_accuracy_axis(ax, f"mixture over [{lo:g}, {hi:g}]", "l2 radius", 6)
+    return save_figure(fig, out, title)
 
 
 def _ellipse_outline(center, scale, radius, num=200):

@@ -142,15 +142,15 @@ def markdown_report(logs: dict[str, certify.Log], radii: Sequence[float], column
 
 def plot_report(logs: dict[str, certify.Log], out: Path, column: str = "radius") -> Path:
     """Certified accuracy against the radius of ``column``, one line per log (PNG)."""
-    from .plots import _save, _style_accuracy_axis, plt
+    from .plots import plt, save_figure, style_accuracy_axis
 
     top = max(float(np.max(log[column])) for log in logs.values())
     grid = np.linspace(0, max(top, 1e-3) * 1.05, 300)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for label, log in logs.items():
         ax.plot(grid, certify.certified_accuracy(log, grid, column=column), label=label.replace("&sigma;", "sigma"))
-    _style_accuracy_axis(ax, "", f"{AXIS_LABELS.get(column, column)} (column {column})", 8)
-    return _save(fig, out, column_title(column))
+    style_accuracy_axis(ax, "", f"{AXIS_LABELS.get(column, column)} (column {column})", 8)
+    return save_figure(fig, out, column_title(column))
 
 
 def write_report(

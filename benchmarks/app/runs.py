@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from certify.smooth import model_device_dtype
 from ddrs.progress import Span
 
 from .data import Dataset
-from .methods import spec_of
+from .methods import MethodConfig, spec_of
 from .training import dataset_hash, model_hash
 
 LOG_COLUMNS = list(certify.COHEN_COLUMNS) + [
@@ -90,40 +90,6 @@ def table_radii_in_own_norm(noise, radii: tuple) -> tuple:
         return tuple(radii)
     gm = float(noise.scale_summary()["gm_sigma"])
     return tuple(float(r) / gm for r in radii)
-
-
-@dataclass
-class MethodConfig:
-    """A method and its parameters. ``sigma`` is RS's sigma and the data-dependent methods' start;
-    ``sigmas``/``kind`` are the mixture's; ``options`` go to the preset (e.g. iterations, samples)."""
-
-    method: str
-    sigma: float = 0.25
-    sigmas: tuple = ()
-    kind: str = "mixture"
-    metric: str = "affine-invariant"
-    backend: str = "rgd"
-    ddrs_options: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
-    mog_range: tuple | None = None  # the [lo, hi] a mixture's constituents were spread over (for labels)
-
-    def __post_init__(self) -> None:
-        spec_of(self.method)  # a registered method (ddrs_app.methods)
-        if not (self.sigma > 0):
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
-        if self.method == "mog":
-            if not self.sigmas:
-                raise ValueError("sigmas: the mixture method needs at least one sigma (--sigmas)")
-            certify.MixtureOfGaussians(self.sigmas, kind=self.kind)  # validates
-
-    @property
-    def label(self) -> str:
-        if self.method == "mog":
-            lo, hi = self.mog_range or (min(self.sigmas), max(self.sigmas))
-            return f"mog-{self.kind}-K{len(self.sigmas)}-[{lo:g},{hi:g}]"
-        if self.method == "rddrs" and self.metric != "affine-invariant":
-            return f"rddrs-{self.metric}"
-        return self.method
 
 
 def choose_noise(
@@ -588,7 +554,7 @@ class Driver:
                 "noise": cert.noise or result.noise_kinds[j],
                 "min_sigma": cert.min_sigma,
                 "gm_sigma": cert.gm_sigma,
-                "paper_radius": cert.extras.get("paper_radius", math.nan),
+                "paper_radius": math.nan if cert.paper_radius is None else cert.paper_radius,
                 "memory_action": action or "-",
                 "memory_reason": reason or "-",
                 "choose_seconds": result.choose_seconds,

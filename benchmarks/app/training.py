@@ -51,7 +51,7 @@ def _check_int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device="cpu") -> dict:
+def cache_key(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device="cpu") -> dict:
     """Validate the arguments and return the cache key (a JSON-able dict). A model trained off the CPU
     is keyed by its device type too (a GPU trains other weights), and every model by the torch thread
     count it is trained with (more threads sum the weight gradients in another order: other weights)."""
@@ -192,7 +192,7 @@ def train(
     rounds differently, so a model trained off the CPU is cached under its own key.
     """
     device = torch.device(device)
-    key = _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device)
+    key = cache_key(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device)
     name, sigma, epochs, seed = key["dataset"], key["sigma"], key["epochs"], key["seed"]
     train_set = load_dataset(name, "train", data_dir=data_dir, rotate=key["rotate"])
     test_set = load_dataset(name, "test", data_dir=data_dir, rotate=key["rotate"])
@@ -282,7 +282,7 @@ def load_or_train(
     training), else ``train(...)`` (which saves it). Arguments as for ``train``; the key includes the
     training ``device``'s type when it is not the CPU. The model is returned on the CPU."""
     device = torch.device(device)
-    key = _resolve(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device)
+    key = cache_key(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device)
     train_set = load_dataset(key["dataset"], "train", data_dir=data_dir, rotate=key["rotate"])
     key["train_data"] = dataset_hash(train_set)  # the cache holds what these data train, nothing else
     path = cache_path(key, model_dir)

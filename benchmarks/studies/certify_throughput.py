@@ -69,9 +69,9 @@ def _model_and_input(shape, seed):
 
     try:
         from ddrs_app.data import load_dataset
-        from ddrs_app.training import _resolve, cache_path, load_or_train
+        from ddrs_app.training import cache_key, cache_path, load_or_train
 
-        key = _resolve("fashion-mnist", 0.25, None, 0, None, None, None, "adam")
+        key = cache_key("fashion-mnist", 0.25, None, 0, None, None, None, "adam")
         if cache_path(key).is_file():
             model, _ = load_or_train("fashion-mnist", 0.25, progress=False)
             x = load_dataset("fashion-mnist", "test").X[0]

@@ -145,15 +145,15 @@ def certify_betting(smooth: certify.Smooth, x, sigma_l2: float, radii, n0, n, al
     """Guess the class from n0 samples, then draw the label stream in growing chunks until every
     radius is decided by ``betting_decisions`` (or n). Returns (label, decisions, samples, seconds)."""
     t0 = time.perf_counter()
-    sel = smooth._statistics(x, n0, batch_size, gen)
-    label = int(smooth._scores(sel).argmax())
+    sel = smooth.sample_statistics(x, n0, batch_size, gen)
+    label = int(sel.scores().argmax())
     need = norm.cdf(np.asarray(radii) / sigma_l2)
     stream: list[torch.Tensor] = []
     drawn, chunk = 0, 100
     while True:
         k = min(chunk, n - drawn)
         got: list[torch.Tensor] = []
-        smooth._statistics(x, k, batch_size, gen, labels=got)
+        smooth.sample_statistics(x, k, batch_size, gen, labels=got)
         stream += got
         drawn += k
         ones = (torch.cat(stream) == label).numpy().astype(np.float64)
@@ -233,7 +233,7 @@ def run(dataset: str, methods: list[str], modes: list[str], batch_size: int) -> 
                             radii=radii if mode == "seq" else None,
                         )
                         pred, decided = cert.prediction, cert.decided
-                        at = cert.extras.get("decided_at", ())
+                        at = cert.decided_at or ()
                         row.update(
                             predict=pred,
                             radius=repr(cert.l2_radius),

@@ -221,22 +221,22 @@ def test_train_device_that_torch_cannot_use_is_one_line_exit_2(device, tmp_path,
 
 
 def test_train_device_cpu_reuses_the_cpu_cache_and_other_devices_have_their_own_key(tmp_path, model_dir, capsys):
-    from ddrs_app.training import _resolve, cache_path
+    from ddrs_app.training import cache_key, cache_path
 
     argv = ["train", "--dataset", "toy2d", "--sigma", "0.1", "--model-dir", model_dir, "--quiet"]
     assert main(argv + ["--device", "cpu"]) == 0
     assert main(argv + ["--device", "cpu"]) == 0
     assert "reused cached model" in capsys.readouterr().out.splitlines()[-1]
-    cpu = _resolve("toy2d", 0.1, None, 0, None, None, None, "adam")
+    cpu = cache_key("toy2d", 0.1, None, 0, None, None, None, "adam")
     assert "device" not in cpu  # CPU keys (and every cached file so far) unchanged
-    assert _resolve("toy2d", 0.1, None, 0, None, None, None, "adam", torch.device("cpu")) == cpu
+    assert cache_key("toy2d", 0.1, None, 0, None, None, None, "adam", torch.device("cpu")) == cpu
     for other in ("cuda", "cuda:1", "mps"):
-        key = _resolve("toy2d", 0.1, None, 0, None, None, None, "adam", torch.device(other))
+        key = cache_key("toy2d", 0.1, None, 0, None, None, None, "adam", torch.device(other))
         assert key["device"] == torch.device(other).type
         assert cache_path(key, model_dir) != cache_path(cpu, model_dir)
         assert f"-{key['device']}-" in cache_path(key, model_dir).name
-    same = _resolve("toy2d", 0.1, None, 0, None, None, None, "adam", torch.device("cuda:1"))
-    assert cache_path(same) == cache_path(_resolve("toy2d", 0.1, None, 0, None, None, None, "adam", "cuda:0"))
+    same = cache_key("toy2d", 0.1, None, 0, None, None, None, "adam", torch.device("cuda:1"))
+    assert cache_path(same) == cache_path(cache_key("toy2d", 0.1, None, 0, None, None, None, "adam", "cuda:0"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")

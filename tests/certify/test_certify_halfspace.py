@@ -125,17 +125,17 @@ def test_full_halfspace_sound_and_tight(p):
 @given(problem("convolution"))
 def test_convolution_halfspace_sound_and_tight(p):
     cert = _check(p, GAUSS_TOL)
-    assert cert.extras["paper_radius_is_certificate"] is True
+    assert cert.paper_radius_is_certificate is True
     # Thm 2's max-sigma radius is weaker than Cohen at sqrt(sum sigma^2) for the convolution
-    assert cert.extras["paper_radius"] <= cert.l2_radius * (1 + 1e-12)
+    assert cert.paper_radius <= cert.l2_radius * (1 + 1e-12)
 
 
 @settings(max_examples=12)
 @given(problem("mixture"))
 def test_mixture_halfspace_sound_and_tight(p):
     cert = _check(p, MIXTURE_TOL)
-    assert cert.extras["paper_radius_is_certificate"] is False
-    assert len(cert.extras["component_p_lowers"]) == p["noise"].num_components
+    assert cert.paper_radius_is_certificate is False
+    assert len(cert.component_p_lowers) == p["noise"].num_components
 
 
 def test_halfspace_other_side_predicts_class_one():

@@ -50,9 +50,9 @@ def test_errata_example_through_certify():
     assert cert.l2_radius < t and cert.radius == cert.l2_radius
     assert cert.l2_radius > 0.9 * t
     assert not cert.contains(np.array([0.0, t, 0.0]))
-    assert cert.extras["paper_radius_is_certificate"] is False
-    assert cert.extras["paper_radius"] > t + 0.1  # ~0.66: NOT a certificate
-    assert cert.log_row()["paper_radius"] == cert.extras["paper_radius"]
+    assert cert.paper_radius_is_certificate is False
+    assert cert.paper_radius > t + 0.1  # ~0.66: NOT a certificate
+    assert cert.log_row()["paper_radius"] == cert.paper_radius
     assert cert.log_row()["l2_radius"] == cert.l2_radius
 
 
@@ -146,7 +146,7 @@ def test_convolution_is_one_gaussian_with_effective_sigma():
     )
     assert a.p_lower == b.p_lower
     assert a.l2_radius == pytest.approx(b.l2_radius, rel=1e-12)
-    assert a.extras["paper_radius"] == pytest.approx(0.4 * norm.ppf(a.p_lower))
+    assert a.paper_radius == pytest.approx(0.4 * norm.ppf(a.p_lower))
     # sample variance of the convolution is sum sigma_k^2
     eps, comp = noise.sample(200_000, 1, torch.Generator().manual_seed(0), "cpu", torch.float64)
     assert comp is None

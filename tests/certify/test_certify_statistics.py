@@ -86,7 +86,7 @@ def test_mixture_false_certification_rate():
     comp_false, radius_false, certified = 0, 0, 0
     for rep in range(reps):
         cert = smooth.certify(x, 10, 300, alpha, generator=torch.Generator().manual_seed(rep))
-        lowers = cert.extras["component_p_lowers"]
+        lowers = cert.component_p_lowers
         comp_false += any(pl > p for pl, p in zip(lowers, exact))
         assert cert.p_lower == pytest.approx(sum(w * pl for w, pl in zip(weights, lowers)))
         radius_false += cert.prediction == 1 or cert.l2_radius >= t
@@ -152,4 +152,4 @@ def test_seeded_runs_are_reproducible():
     a = smooth.certify(x, 10, 1000, 0.01, batch_size=300, generator=torch.Generator().manual_seed(5))
     b = smooth.certify(x, 10, 1000, 0.01, batch_size=300, generator=torch.Generator().manual_seed(5))
     assert a.p_lower == b.p_lower and a.l2_radius == b.l2_radius
-    assert a.extras["component_p_lowers"] == b.extras["component_p_lowers"]
+    assert a.component_p_lowers == b.component_p_lowers

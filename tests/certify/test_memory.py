@@ -85,7 +85,7 @@ def test_invariants_after_any_sequence(items, policy, constrain):
             assert res.reason
         elif res.action == ADOPTED:
             assert policy == "adopt" and new.prediction != k and new.prediction != ABSTAIN
-            src = next(s for s in m.entries if s.idx == new.extras["memory_source"])
+            src = next(s for s in m.entries if s.idx == new.memory_source)
             assert src.prediction == new.prediction
             assert src.region.contains_point(e.center) or src.region.norm(
                 e.center - src.region.center
