@@ -408,7 +408,7 @@ class RDDRS(_Optimised):
     (Labarbarie, Hajri, Arnaudon 2022), initialised at sigma_x* I with the eigenvalue floor
     lambda_i >= sigma_x* (and, by default, the ceiling lambda_i <= 4 sigma_x*).
 
-    The default (issue 13) starts cold at sigma_x* I from the DDRS stage (no ANCER stage needed) and takes
+    The default starts cold at sigma_x* I from the DDRS stage (no ANCER stage needed) and takes
     36 Riemannian Adam steps (``adaptive``; lr 0.05, per-direction second moments, ``RiemannianAdam``) of
     1,000 samples each, with the metric's retraction and one eigendecomposition per step (``shared_frame``,
     ``manifolds.eigenframe``), then keeps the start unless the new noise is better on fresh samples
@@ -555,7 +555,7 @@ class RDDRS(_Optimised):
             )
         else:
             rule = self.step_rule(manifold)
-            if self.backend == "pymanopt":  # Pymanopt's loop, moving by the step rule (issue 12 item 1)
+            if self.backend == "pymanopt":  # Pymanopt's loop, moving by the step rule
                 driver = functools.partial(pymanopt_ascend, solver="sgd", shared_frame=self.shared_frame)
             elif not self.shared_frame:
                 options["shared_frame"] = False

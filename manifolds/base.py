@@ -175,7 +175,8 @@ class Manifold(abc.ABC):
 
         Clipping in the metric's own norm keeps a large exp step inside the cone (Manopt's warning). The
         limit matters for metrics that are not scale-invariant: Bures-Wasserstein's injectivity radius is
-        sqrt(lambda_min), ~0.4 at sigma ~ 0.2, and exp past it is no longer a geodesic (issue 12 item 3).
+        sqrt(lambda_min), ~0.4 at sigma ~ 0.2, and exp past it is no longer a geodesic
+        (manifolds/README.md, backends x metrics).
         """
         if method not in ("exp", "retr"):
             raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")

@@ -14,8 +14,8 @@ Public, documented building blocks for a user's own metric or manifold:
 * ``divided_difference_log(lam)``: the first divided differences of log (Daleckii-Krein), relative
   to the eigenvalues' scale (no absolute tie tolerance).
 
-``torch.linalg.eigh``'s backward divides by eigenvalue gaps and is NaN at C = sigma I (pytorch
-#47599, geomstats #982); the two functions the objectives differentiate get closed-form backwards.
+``torch.linalg.eigh``'s backward divides by eigenvalue gaps and is NaN at C = sigma I; the two functions
+the objectives differentiate get closed-form backwards.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def divided_difference_log(lam: torch.Tensor) -> torch.Tensor:
 
     Computed as log1p(t) / (t lo) with lo = min(l_i, l_j), t = (hi - lo) / lo: relative to the
     eigenvalues' scale at every gap (exactly symmetric, no absolute tie tolerance; Geomstats 2.8
-    treats gaps below an absolute 1e-6 as ties, issue 12 item 2)."""
+    treats gaps below an absolute 1e-6 as ties)."""
     li, lj = lam[..., :, None], lam[..., None, :]
     lo, hi = torch.minimum(li, lj), torch.maximum(li, lj)
     t = (hi - lo) / lo
