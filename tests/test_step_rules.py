@@ -244,3 +244,30 @@ def test_pymanopt_sgd_runs_any_rule_with_the_iterates_of_the_own_backend():
             pym = ddrs.RDDRS(backend="pymanopt", **kw).fit(model, x, init=0.2, generator=gen(0))
             assert torch.equal(own.points, pym.points), (metric, step)
             assert pym.step_rule == "pymanopt SteepestDescent loop stepping by " + own.step_rule
+
+
+# ---- the acceptance study's bookkeeping ----------------------------------------------------------------------
+
+
+def test_metric_swap_rows_acceptance_and_refusal_to_overwrite_committed_results():
+    from benchmarks import metric_swap
+    from benchmarks.compare import BUDGETS
+    from benchmarks.outputs import RESULTS_DIR
+
+    rows = metric_swap.configs(BUDGETS["digits"])
+    names = [n for n, _ in rows]
+    assert names[:6] == ["ai-rgd", "ai-pymanopt", "le-rgd", "le-pymanopt", "bw-rgd", "bw-pymanopt"]
+    assert all(c.options == {} and c.sigma == 0.25 for _, c in rows[:6])  # the defaults a user gets
+    assert [c.options for _, c in rows[6:]] == [{"step": "riemannian"}] * 2
+
+    def row(name, acr, accs, rule="default"):
+        return {"row": name, "rule": rule, "acr_proxy": acr} | {f"proxy@{r:g}": a for r, a in zip((0.5, 1.0), accs)}
+
+    good = [row("a", 1.0, (0.9, 0.5)), row("b", 0.95, (0.85, 0.46)), row("c", 0.3, (0.1, 0.0), "former")]
+    verdict = metric_swap.acceptance(good, (0.5, 1.0))
+    assert verdict == {"best": "a", "ok": True} and not good[2]["ok"]
+    bad = [row("a", 1.0, (0.9, 0.5)), row("b", 0.95, (0.85, 0.0))]
+    assert metric_swap.acceptance(bad, (0.5, 1.0))["ok"] is False and bad[1]["acc_ratio"] == 0.0
+    with pytest.raises(SystemExit) as err:
+        metric_swap.main(["--out-dir", str(RESULTS_DIR)])
+    assert err.value.code == 2 and "pass --results" in str(err.value)
