@@ -33,7 +33,6 @@ from .optimizers import (
     Trace,
     ascend,
     sample_schedule,
-    uses_frame,
 )
 from .progress import callback as progress_callback
 from .pymanopt_ascent import pymanopt_ascend
@@ -53,6 +52,7 @@ class SmoothingResult:
     network: NetworkCounter = field(default_factory=NetworkCounter)
     seconds: float = 0.0
     kept_new: torch.Tensor | None = None  # per input: the selection kept the optimised point (None: no selection)
+    step_rule: str = ""  # the step rule that ran and how (e.g. its eigenframe); "" for RS
 
     def noises(self) -> list[certify.GaussianNoise]:
         """One certify noise object per input."""
@@ -169,6 +169,10 @@ class _Optimised:
         if not (0 < self.selection_alpha < 1):
             raise ValueError(f"selection_alpha must lie in (0, 1), got {self.selection_alpha}")
 
+    def step_rule_for(self, dim: int) -> str:
+        """The step rule ``fit`` runs on inputs of ``dim`` entries, and how (``SmoothingResult.step_rule``)."""
+        raise NotImplementedError
+
     @property
     def progress_steps(self) -> int:
         """How many ascent steps ``fit`` reports to ``progress`` (fewer if ``early_stop`` ends it)."""
@@ -193,6 +197,7 @@ class _Optimised:
         generator,
         progress=None,
         driver: Callable = ascend,
+        step_rule: str | None = None,
         **driver_options: Any,
     ) -> SmoothingResult:
         start = time.perf_counter()
@@ -225,8 +230,10 @@ class _Optimised:
                 )
         finally:
             close_bar()
+        if step_rule is None:
+            step_rule = rule.describe(manifold)
         return SmoothingResult(
-            name, manifold, best, sigma_star, trace, estimator.counter, time.perf_counter() - start, kept
+            name, manifold, best, sigma_star, trace, estimator.counter, time.perf_counter() - start, kept, step_rule
         )
 
     def _ascend_and_select(
@@ -329,6 +336,9 @@ class DDRS(_Optimised):
     max_ratio: float | None = 2.0  # sigma_x <= max_ratio * start (None: unbounded, as the package)
     manifold: manifolds.Manifold | None = None  # any scalar-point Manifold (default PositiveScalar)
 
+    def step_rule_for(self, dim: int) -> str:
+        return _step_rule(self.step, self.lr).describe(manifolds.resolve_manifold(self.manifold, "scalar", dim))
+
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         self._validate()
         x = _on_model(model, x)
@@ -366,6 +376,9 @@ class ANCER(_Optimised):
     max_ratio: float | None = 4.0  # every axis <= max_ratio * sigma_x* (None: unbounded, as the ANCER code)
     manifold: manifolds.Manifold | None = None  # any diagonal-point Manifold (default PositiveDiagonal)
 
+    def step_rule_for(self, dim: int) -> str:
+        return _step_rule(self.step, self.lr).describe(manifolds.resolve_manifold(self.manifold, "diagonal", dim))
+
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         self._validate()
         x = _on_model(model, x)
@@ -395,18 +408,26 @@ class RDDRS(_Optimised):
     (Labarbarie, Hajri, Arnaudon 2022), initialised at sigma_x* I with the eigenvalue floor
     lambda_i >= sigma_x* (and, by default, the ceiling lambda_i <= 4 sigma_x*).
 
-    The default (issue 13) starts cold at sigma_x* I from the DDRS stage (no ANCER stage needed) and takes
-    36 Riemannian Adam steps (``adaptive``; lr 0.05, per-direction second moments in the eigenbasis,
-    ``RiemannianAdam``) of 1,000 samples each, with the second-order retraction and one eigendecomposition
-    per step (``shared_frame``, ``ddrs.eigenframe``), then keeps the start unless the new noise is better
-    on fresh samples (``select``). Adam needs the affine-invariant metric; other metrics, user manifolds
-    and the pymanopt backend take plain Riemannian gradient ascent (``step_size``, clipped at
-    ``max_step_norm``). ``RDDRS.paper()`` is the seed paper's recipe.
+    The default starts cold at sigma_x* I from the DDRS stage (no ANCER stage needed) and takes
+    36 Riemannian Adam steps (``adaptive``; lr 0.05, per-direction second moments, ``RiemannianAdam``) of
+    1,000 samples each, with the metric's retraction and one eigendecomposition per step (``shared_frame``,
+    ``manifolds.eigenframe``), then keeps the start unless the new noise is better on fresh samples
+    (``select``). The step rule is the same whatever the metric, manifold or backend: every shipped SPD metric
+    (affine-invariant, log-Euclidean, Bures-Wasserstein) has an eigenframe in which Adam keeps its
+    per-direction moments; a manifold or metric without one (a user's subclass, a Geomstats metric) gets
+    geoopt's form of Riemannian Adam; ``SmoothingResult.step_rule`` says which ran (``step_rule_for``).
+
+    ``step``: None (``adaptive``: 'adam', else 'riemannian'), 'adam' (``RiemannianAdam`` from ``lr``,
+    ``per_direction``, ``rotation_lr``, ``method``, ``max_step_norm``), 'riemannian' (plain Riemannian gradient
+    ascent, ``RiemannianAscent`` from ``step_size``, ``method``, ``max_step_norm``) or any ``StepRule``.
+    ``RDDRS.paper()`` is the seed paper's recipe.
 
     ``metric``: 'affine-invariant' (the paper) | 'log-euclidean' | 'bures-wasserstein' | a
     ``manifolds.SPDMetric`` | a Geomstats SPD metric; ``manifold``: any ``manifolds.Manifold`` with matrix
-    points, overriding ``metric``; ``backend``: 'rgd' (ours) | 'pymanopt' (``pymanopt_solver`` 'sgd' for
-    Monte Carlo objectives, 'steepest'/'cg' with line searches for deterministic ones).
+    points, overriding ``metric``; ``backend``: 'rgd' (ours) | 'pymanopt'. With ``pymanopt_solver="sgd"`` (the
+    default) Pymanopt's SteepestDescent loop moves by this step rule (the same iterates as 'rgd');
+    'steepest' / 'cg' are Pymanopt's own directions and line searches (deterministic objectives only), which
+    replace the step rule: they refuse an explicit ``step`` and the result names the solver.
 
     ``init``: a DDRS result or sigmas (C0 = sigma_x* I, the paper), or an ANCER result (C0 =
     diag(Theta_x), floor still at its sigma_x*): a warm start that refines ANCER's axis-aligned
@@ -414,7 +435,7 @@ class RDDRS(_Optimised):
     """
 
     iterations: int = 36
-    step_size: float = 1.0  # plain Riemannian gradient ascent (adaptive=False or no Adam for the metric)
+    step_size: float = 1.0  # plain Riemannian gradient ascent (step 'riemannian' / adaptive=False)
     samples: int = 1000
     kappa: float = 1e-8
     metric: Any = "affine-invariant"
@@ -425,11 +446,12 @@ class RDDRS(_Optimised):
     objective: Objective | str | None = None
     max_ratio: float | None = 4.0  # every eigenvalue <= max_ratio * sigma_x* (None: unbounded, the paper)
     manifold: manifolds.Manifold | None = None  # any matrix-point Manifold (overrides ``metric``)
-    adaptive: bool = True  # Riemannian Adam in the eigenframe (affine-invariant metric, backend 'rgd')
+    adaptive: bool = True  # step None: Riemannian Adam (True) or plain Riemannian gradient ascent (False)
     lr: float = 0.05  # Adam's step
-    per_direction: bool = True  # Adam's second moment per eigen-direction (False: one per matrix, geoopt's)
+    per_direction: bool = True  # Adam's second moment per coordinate of the eigenframe (False: one per point)
     rotation_lr: float | None = None  # Adam's step for rotations (off-diagonal in the eigenframe); None: lr
-    shared_frame: bool = True  # one eigendecomposition per step (affine-invariant metric)
+    shared_frame: bool = True  # one eigendecomposition per step (a manifold with an eigenframe)
+    step: Any = None  # None ('adam' if adaptive else 'riemannian'), 'adam', 'riemannian' or a StepRule
 
     @classmethod
     def paper(cls, **overrides: Any) -> RDDRS:
@@ -449,23 +471,59 @@ class RDDRS(_Optimised):
             max_step_norm=2.0,
             adaptive=False,
         )
+        if overrides.get("step") is not None:  # an explicit rule replaces adaptive=False
+            params.pop("adaptive")
         params.update(overrides)
         return cls(**params)
 
-    def step_rule(self, manifold: manifolds.Manifold) -> StepRule:
-        """Riemannian Adam where it applies (``adaptive``, affine-invariant SPD, backend 'rgd'), else
-        plain Riemannian gradient ascent."""
-        plain = RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm)
-        adam = RiemannianAdam(
-            self.lr,
-            per_direction=self.per_direction,
-            method=self.method,
-            max_step_norm=self.max_step_norm,
-            rotation_lr=self.rotation_lr,
-        )
-        if self.adaptive and self.backend == "rgd" and uses_frame(manifold, adam):
-            return adam
-        return plain
+    def _solver_steps(self) -> bool:
+        """True when Pymanopt's solver chooses the steps (backend 'pymanopt', solver 'steepest' or 'cg')."""
+        return self.backend == "pymanopt" and self.pymanopt_solver != "sgd"
+
+    def step_rule(self, manifold: manifolds.Manifold | None = None) -> StepRule:
+        """The step rule ``fit`` runs: ``step``, or RiemannianAdam (``adaptive``) / RiemannianAscent from the
+        fields. The same on every metric, manifold and backend; how it runs on ``manifold``:
+        ``rule.describe(manifold)`` (``step_rule_for``)."""
+        step = self.step
+        if step is None:
+            step = "adam" if self.adaptive else "riemannian"
+        elif not self.adaptive:
+            raise ValueError("adaptive=False is step='riemannian': give step= or adaptive=False, not both")
+        if isinstance(step, StepRule):
+            return step
+        if step not in ("adam", "riemannian"):
+            raise ValueError(f"step must be None, 'adam', 'riemannian' or a StepRule, got {step!r}")
+        rules = {  # both built: every field is validated, whichever runs
+            "adam": RiemannianAdam(
+                self.lr,
+                per_direction=self.per_direction,
+                method=self.method,
+                max_step_norm=self.max_step_norm,
+                rotation_lr=self.rotation_lr,
+            ),
+            "riemannian": RiemannianAscent(self.step_size, method=self.method, max_step_norm=self.max_step_norm),
+        }
+        return rules[step]
+
+    def _manifold(self, dim: int) -> manifolds.Manifold:
+        return manifolds.resolve_manifold(self.manifold, "spd", dim, self.metric)
+
+    def _describe(self, manifold: manifolds.Manifold) -> str:
+        if self._solver_steps():
+            name = {"steepest": "SteepestDescent (Armijo line search)", "cg": "ConjugateGradient"}.get(
+                self.pymanopt_solver, self.pymanopt_solver
+            )
+            return (
+                f"pymanopt {name}: Pymanopt's own directions and step sizes, no step rule "
+                f"(moves: {self.method} clipped at {self.max_step_norm} in {manifold!r})"
+            )
+        described = self.step_rule(manifold).describe(manifold)
+        if self.backend == "pymanopt":
+            return f"pymanopt SteepestDescent loop stepping by {described}"
+        return described
+
+    def step_rule_for(self, dim: int) -> str:
+        return self._describe(self._manifold(dim))
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         self._validate()
@@ -474,22 +532,48 @@ class RDDRS(_Optimised):
         x = _on_model(model, x)
         sigma_star = _sigma_from(init, x, None)
         d = x[0].numel()
-        manifold = manifolds.resolve_manifold(self.manifold, "spd", d, self.metric)
+        manifold = self._manifold(d)
         eye = torch.eye(d, dtype=torch.float64, device=x.device)
         C0 = sigma_star[:, None, None] * eye
         if isinstance(init, SmoothingResult) and init.points.ndim == 2:  # warm start from ANCER's Theta
             C0 = torch.diag_embed(init.points.to(device=x.device, dtype=torch.float64))
         objective = _objective(self.objective, "rddrs", self.kappa)
         floor = _bounds(sigma_star, self.max_ratio)
-        rule = self.step_rule(manifold)
+        rule: StepRule | None
         driver: Callable = ascend
         options: dict[str, Any] = {}
-        if self.backend == "pymanopt":  # Pymanopt drives the same clipped, projected moves (issue 12 item 1)
-            driver = functools.partial(pymanopt_ascend, solver=self.pymanopt_solver)
-        elif not self.shared_frame:
-            options["shared_frame"] = False
+        if self._solver_steps():
+            if self.step is not None:
+                raise ValueError(
+                    f"pymanopt_solver={self.pymanopt_solver!r} chooses its own steps and cannot run step="
+                    f"{self.step!r}; use pymanopt_solver='sgd' (Pymanopt's loop moving by the step rule) or leave "
+                    "step=None"
+                )
+            rule = None
+            driver = functools.partial(
+                pymanopt_ascend, solver=self.pymanopt_solver, method=self.method, max_norm=self.max_step_norm
+            )
+        else:
+            rule = self.step_rule(manifold)
+            if self.backend == "pymanopt":  # Pymanopt's loop, moving by the step rule
+                driver = functools.partial(pymanopt_ascend, solver="sgd", shared_frame=self.shared_frame)
+            elif not self.shared_frame:
+                options["shared_frame"] = False
         return self._run(
-            "rddrs", model, x, manifold, C0, sigma_star, objective, rule, floor, generator, progress, driver, **options
+            "rddrs",
+            model,
+            x,
+            manifold,
+            C0,
+            sigma_star,
+            objective,
+            rule,
+            floor,
+            generator,
+            progress,
+            driver,
+            step_rule=self._describe(manifold),
+            **options,
         )
 
 

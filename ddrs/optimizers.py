@@ -1,7 +1,17 @@
-"""Step rules (Riemannian exp/retraction ascent, Euclidean ascent, Adam, Pymanopt) and the ascent loop.
+"""Step rules (Riemannian exp/retraction ascent, Riemannian Adam, Euclidean ascent, Adam), the driver-side
+``Stepper`` that carries a rule's state and the point's eigenframe, and the ascent loop.
 
-A step rule only talks to the manifold interface (``egrad2rgrad``, ``step``, ``project_floor``), like
-geoopt's optimisers; the loop draws noise, evaluates the objective, keeps the trace and the best iterate.
+A step rule is stateless configuration (a frozen dataclass): what it remembers between the steps of one fit
+(moments, the step counter) lives in a ``StepState`` that the driver makes with ``rule.init_state()`` and owns,
+so one rule object can serve any number of fits, one after the other or at once. A rule only talks to the
+manifold interface (``egrad2rgrad``, ``inner``, ``step``, ``transp``, ``eigenframe``), like geoopt's optimisers;
+the loop draws noise, evaluates the objective, keeps the trace and the best iterate.
+
+Every step rule runs on every shipped manifold and metric. Where the manifold offers an eigenframe
+(``Manifold.eigenframe``: SPD with the affine-invariant, log-Euclidean or Bures-Wasserstein metric) the
+Riemannian rules step in its orthonormal coordinates (one decomposition per step, per-direction second moments
+for Adam); elsewhere (scalar, diagonal, a user's manifold or metric, a Geomstats metric) they step through the
+manifold's own operations, Adam with geoopt's one second moment per point. ``describe(manifold)`` says which.
 """
 
 from __future__ import annotations
@@ -9,13 +19,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from .eigenframe import EigenFrame
+from manifolds.eigenframe import EigenFrame
+
 from .estimator import SoftSmoothingEstimator, Terms
 from .objectives import EigenvalueFloor
+
+F64 = torch.float64
 
 
 def _positive(value: float, name: str) -> float:
@@ -28,63 +42,112 @@ def _positive(value: float, name: str) -> float:
     return value
 
 
-class StepRule:
-    """One ascent step from the Euclidean gradient ``egrad`` of the objective at ``point``."""
-
-    def reset(self) -> None:
-        pass
-
-    def update(self, manifold, point: torch.Tensor, egrad: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+def _method(method: str) -> str:
+    if method not in ("exp", "retr"):
+        raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
+    return method
 
 
 @dataclass
+class StepState:
+    """What a step rule remembers between the steps of ONE fit: the number of steps taken and its buffers
+    (e.g. Adam's moments). Made by ``StepRule.init_state()`` and owned by the driver; never stored on the rule."""
+
+    step: int = 0
+    buffers: dict[str, Any] = field(default_factory=dict)
+
+
+class StepRule:
+    """One ascent step from the Euclidean gradient ``egrad`` of the objective at ``point`` (a batch).
+
+    Subclasses are frozen dataclasses (configuration only) and implement ``update``; a rule with state keeps it
+    in the ``StepState`` it is handed. ``uses_frame``: the driver passes the point's eigenframe (when the
+    manifold has one) so that one decomposition per step serves the constraint, the objective's spectral terms
+    and the move."""
+
+    uses_frame: ClassVar[bool] = False
+
+    def init_state(self) -> StepState:
+        """A fresh state for one fit."""
+        return StepState()
+
+    def check(self, manifold) -> None:
+        """Raise ValueError (naming the reason) if this rule cannot step on ``manifold``."""
+
+    def update(
+        self, manifold, point: torch.Tensor, egrad: torch.Tensor, state: StepState | None = None, frame=None
+    ) -> torch.Tensor:
+        """The next point. ``state``: this fit's ``StepState`` (None: a fresh one, i.e. one isolated step);
+        ``frame``: ``point``'s eigenframe when the driver carries one (``uses_frame``), else None."""
+        raise NotImplementedError
+
+    def describe(self, manifold) -> str:
+        """The rule and how it runs on ``manifold`` (logged with every fit)."""
+        return repr(self)
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # validation in __post_init__ of a frozen dataclass
+
+
+def _frame_of(manifold, point: torch.Tensor) -> EigenFrame | None:
+    eigenframe = getattr(manifold, "eigenframe", None)
+    return None if eigenframe is None or point.ndim < 3 else eigenframe(point)
+
+
+def _frame_name(manifold) -> str | None:
+    frame_type = getattr(manifold, "frame_type", None)
+    cls = None if frame_type is None else frame_type()
+    return None if cls is None else cls.metric_name
+
+
+@dataclass(frozen=True)
 class RiemannianAscent(StepRule):
     """x <- Exp_x(step_size * rgrad) (``method="exp"``, RDDRS) or the metric's retraction
     (``"retr"``); the step's length in the metric's own norm is clipped to ``max_step_norm``
-    (keeps a large step from leaving the SPD cone numerically)."""
+    (keeps a large step from leaving the SPD cone numerically). In an eigenframe the same step is taken
+    in the frame's coordinates (the same iterates up to rounding)."""
 
     step_size: float = 1.0
     method: str = "exp"
     max_step_norm: float | None = 2.0
+    uses_frame: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        self.step_size = _positive(self.step_size, "step_size")
-        if self.method not in ("exp", "retr"):
-            raise ValueError(f"method must be 'exp' or 'retr', got {self.method!r}")
+        self._set("step_size", _positive(self.step_size, "step_size"))
+        _method(self.method)
         if self.max_step_norm is not None:
-            self.max_step_norm = _positive(self.max_step_norm, "max_step_norm")
+            self._set("max_step_norm", _positive(self.max_step_norm, "max_step_norm"))
 
-    def update(self, manifold, point, egrad):
+    def update(self, manifold, point, egrad, state=None, frame=None):
+        if state is not None:
+            state.step += 1
+        if frame is not None:
+            w = self.step_size * frame.whiten_gradient(egrad)
+            return frame.move(frame.clip(w, self.max_step_norm), self.method)
         rgrad = manifold.egrad2rgrad(point, egrad)
         return manifold.step(point, rgrad, self.step_size, method=self.method, max_norm=self.max_step_norm)
 
-    def update_frame(self, frame: EigenFrame, egrad: torch.Tensor) -> torch.Tensor:
-        """The same step for the affine-invariant metric, in the point's frame (no decomposition)."""
-        w = self.step_size * frame.whiten_gradient(egrad)
-        return frame.move(_clip_frobenius(w, self.max_step_norm), self.method)
+    def describe(self, manifold) -> str:
+        name = _frame_name(manifold)
+        where = f"in the {name} eigenframe" if name else "through the manifold's step"
+        return f"{self!r} [{where}]"
 
 
-def _clip_frobenius(w: torch.Tensor, max_norm: float | None) -> torch.Tensor:
-    """Whitened step w with its Frobenius (= affine-invariant) norm clipped at ``max_norm``."""
-    if max_norm is None:
-        return w
-    n = torch.linalg.matrix_norm(w).clamp_min(torch.finfo(w.dtype).tiny)
-    return w * (max_norm / n).clamp(max=1.0)[..., None, None]
-
-
-@dataclass
+@dataclass(frozen=True)
 class RiemannianAdam(StepRule):
-    """Adam on SPD(d) with the affine-invariant metric, in the point's eigenframe (the RDDRS default).
+    """Riemannian Adam (Kingma and Ba 2015; Becigneul and Ganea 2019 for the Riemannian form), the RDDRS default.
 
-    The Riemannian gradient is read in whitened frame coordinates (``EigenFrame.whiten_gradient``), where
-    the metric is Frobenius. The first moment is carried between points in X^-1/2 U X^-1/2 coordinates (an
-    isometric vector transport); the second moment is kept per direction of the current eigenbasis
-    (``per_direction=True``: eigenvalue directions on the diagonal, rotations off it; moved to the next
-    eigenbasis as ``ddrs.eigenframe.transport_second_moment`` does) or as one scalar per matrix
-    (``per_direction=False``, geoopt's RiemannianAdam: momentum RSGD with a normalised step). Step
-    lr * m_hat / (sqrt(v_hat) + eps) (Kingma and Ba 2015; Becigneul and Ganea 2019 for the Riemannian
-    form), its norm clipped at ``max_step_norm``, then ``method``: 'retr' (second-order retraction) or 'exp'."""
+    In an eigenframe (every shipped SPD metric): the Riemannian gradient is read in the frame's orthonormal
+    coordinates (``EigenFrame.whiten_gradient``), the first moment is carried between points by the frames'
+    rotation (``EigenFrame.carry``), and the second moment is kept per coordinate (``per_direction=True``:
+    eigenvalue directions on the diagonal, rotations off it; moved as ``EigenFrame.carry_second_moment``) or
+    as one scalar per point (``per_direction=False``); step lr * m_hat / (sqrt(v_hat) + eps), its norm clipped
+    at the frame's ``step_limit(max_step_norm)``, then ``method``: the metric's retraction or exp.
+
+    Without an eigenframe (scalar, diagonal, a user's manifold or metric, a Geomstats metric): geoopt's
+    RiemannianAdam, i.e. the first moment of the Riemannian gradient moved by ``manifold.transp``, one second
+    moment per point (the gradient's squared Riemannian norm), the step through ``manifold.step`` (clipped at
+    ``max_step_norm``). ``rotation_lr`` needs a frame. ``describe(manifold)`` names the form that runs."""
 
     lr: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
@@ -93,115 +156,97 @@ class RiemannianAdam(StepRule):
     method: str = "retr"
     max_step_norm: float | None = 2.0
     rotation_lr: float | None = None  # step of the off-diagonal (rotation) coordinates; None: lr
-    _m: torch.Tensor | None = field(default=None, repr=False)
-    _v: torch.Tensor | None = field(default=None, repr=False)
-    _vec: torch.Tensor | None = field(default=None, repr=False)
-    _t: int = field(default=0, repr=False)
+    uses_frame: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        self.lr = _positive(self.lr, "lr")
-        if self.method not in ("exp", "retr"):
-            raise ValueError(f"method must be 'exp' or 'retr', got {self.method!r}")
+        self._set("lr", _positive(self.lr, "lr"))
+        _method(self.method)
         if self.max_step_norm is not None:
-            self.max_step_norm = _positive(self.max_step_norm, "max_step_norm")
+            self._set("max_step_norm", _positive(self.max_step_norm, "max_step_norm"))
         if self.rotation_lr is not None and not (math.isfinite(self.rotation_lr) and self.rotation_lr >= 0):
             raise ValueError(f"rotation_lr must be None or a finite float >= 0, got {self.rotation_lr!r}")
         b1, b2 = self.betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
+        self._set("betas", (float(b1), float(b2)))
 
-    def reset(self) -> None:
-        self._m = self._v = self._vec = None
-        self._t = 0
+    def check(self, manifold) -> None:
+        if self.rotation_lr is not None and _frame_name(manifold) is None:
+            raise ValueError(
+                f"rotation_lr steps the off-diagonal coordinates of an eigenframe; {manifold!r} has none "
+                "(leave rotation_lr=None)"
+            )
 
-    def update(self, manifold, point, egrad):
-        """Without a shared frame: decompose the point here (what ``shared_frame=False`` measures)."""
-        _require_affine_invariant(manifold)
-        return self.update_frame(EigenFrame.of(point), egrad)
+    def describe(self, manifold) -> str:
+        name = _frame_name(manifold)
+        if name is None:
+            form = f"geoopt's form, one second moment per point: {manifold!r} has no eigenframe"
+        elif self.per_direction:
+            form = f"per-direction second moments in the {name} eigenframe"
+        else:
+            form = f"one second moment per point, in the {name} eigenframe"
+        return f"{self!r} [{form}]"
 
-    def update_frame(self, frame: EigenFrame, egrad: torch.Tensor) -> torch.Tensor:
-        if self._t < 2 and self.per_direction:
-            frame = _align_ties(frame, egrad)
+    def update(self, manifold, point, egrad, state=None, frame=None):
+        state = self.init_state() if state is None else state
+        if frame is None:  # no frame carried by the driver: decompose here (what ``shared_frame=False`` measures)
+            frame = _frame_of(manifold, point)
+        if frame is None:
+            self.check(manifold)
+            return self._update_plain(manifold, point, egrad, state)
+        return self._update_frame(frame, egrad, state)
+
+    def _update_frame(self, frame: EigenFrame, egrad: torch.Tensor, state: StepState) -> torch.Tensor:
+        if state.step < 2 and self.per_direction:
+            frame = frame.align_ties(frame.whiten_gradient(egrad))
         g = frame.whiten_gradient(egrad)
         b1, b2 = self.betas
-        self._t += 1
-        # moments live in the current frame's coordinates; R = V_new^T V_old moves them between frames
-        # (for the first moment this is the isometric X^-1/2 U X^-1/2 identification: m -> R m R^T)
-        r = None if self._vec is None else frame.vec.transpose(-1, -2) @ self._vec
-        if self._m is None or r is None:
-            self._m = (1 - b1) * g
+        state.step += 1
+        t = state.step
+        m, v, basis = (state.buffers.get(k) for k in ("m", "v", "basis"))
+        # moments live in the current frame's coordinates and move between frames with R = V_new^T V_old
+        if m is None or basis is None:
+            m = (1 - b1) * g
         else:
-            self._m = b1 * (r @ self._m @ r.transpose(-1, -2)) + (1 - b1) * g
+            m = b1 * frame.carry(m, basis) + (1 - b1) * g
         if self.per_direction:
-            v = g * g
-            if self._v is not None and r is not None:
-                q = r * r
-                v = b2 * (q @ self._v @ q.transpose(-1, -2)) + (1 - b2) * v
+            sq = g * g
+            if v is not None and basis is not None:
+                v = b2 * frame.carry_second_moment(v, basis) + (1 - b2) * sq
             else:
-                v = (1 - b2) * v
+                v = (1 - b2) * sq
         else:
-            v = (g * g).sum((-2, -1))[..., None, None]
-            v = (1 - b2) * v if self._v is None else b2 * self._v + (1 - b2) * v
-        self._v, self._vec = v, frame.vec
-        m_hat = self._m / (1 - b1**self._t)
-        v_hat = v / (1 - b2**self._t)
+            sq = (g * g).sum((-2, -1))[..., None, None]
+            v = (1 - b2) * sq if v is None else b2 * v + (1 - b2) * sq
+        state.buffers.update(m=m, v=v, basis=frame.vec)
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
         w = m_hat / (v_hat.clamp_min(0).sqrt() + self.eps)
         if self.rotation_lr is None:
             w = self.lr * w
         else:  # eigenvalue coordinates (diagonal) at lr, rotations (off-diagonal) at rotation_lr
             eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
             w = w * (self.rotation_lr + (self.lr - self.rotation_lr) * eye)
-        return frame.move(_clip_frobenius(w, self.max_step_norm), self.method)
+        return frame.move(frame.clip(w, self.max_step_norm), self.method)
+
+    def _update_plain(self, manifold, point: torch.Tensor, egrad: torch.Tensor, state: StepState) -> torch.Tensor:
+        """geoopt's RiemannianAdam: moments of the Riemannian gradient, one second moment per point."""
+        point = point.detach().to(F64)
+        g = manifold.egrad2rgrad(point, egrad).to(F64)
+        b1, b2 = self.betas
+        state.step += 1
+        t = state.step
+        m, v, at = (state.buffers.get(k) for k in ("m", "v", "at"))
+        m = (1 - b1) * g if m is None else b1 * manifold.transp(at, point, m) + (1 - b1) * g
+        sq = manifold.inner(point, g, g)
+        v = (1 - b2) * sq if v is None else b2 * v + (1 - b2) * sq
+        state.buffers.update(m=m, v=v, at=point)
+        denom = (v / (1 - b2**t)).clamp_min(0).sqrt() + self.eps
+        u = (m / (1 - b1**t)) / denom.reshape(denom.shape + (1,) * (m.ndim - denom.ndim))
+        return manifold.step(point, u, self.lr, method=self.method, max_norm=self.max_step_norm)
 
 
-def _align_ties(frame: EigenFrame, egrad: torch.Tensor, rtol: float = 1e-6) -> EigenFrame:
-    """Within a group of tied eigenvalues every orthonormal basis of the group is an eigenbasis; take the one
-    that diagonalises the gradient's block there, so that per-direction moments do not depend on eigh's
-    arbitrary (and, for near-ties, roundoff-driven) choice. Ties come from the isotropic start sigma I and
-    from Adam's sign-like first step (every coordinate moves by +-lr, up to eps): aligning the first two
-    steps makes the rule commute with rotations of the problem, as the paper's gradient ascent does.
-    Eigenvalues within ``rtol`` (relative) of their neighbour count as tied and are set to the group's
-    mean (the point moves by at most rtol relative)."""
-    g = frame.whiten_gradient(egrad)
-    lam, vec = frame.lam, frame.vec
-    new_lam, new_vec = None, None
-    for b in range(lam.shape[0]):
-        gap = (lam[b, 1:] - lam[b, :-1]) > rtol * lam[b, 1:].abs()
-        cuts = [0] + (gap.nonzero().flatten() + 1).tolist() + [lam.shape[1]]
-        for s, e in zip(cuts[:-1], cuts[1:]):
-            if e - s > 1:
-                q = torch.linalg.eigh(g[b, s:e, s:e])[1]
-                if new_lam is None or new_vec is None:
-                    new_lam, new_vec = lam.clone(), vec.clone()
-                new_vec[b, :, s:e] = vec[b, :, s:e] @ q
-                new_lam[b, s:e] = lam[b, s:e].mean()
-    if new_lam is None or new_vec is None:
-        return frame
-    point = 0.5 * ((new_vec * new_lam.unsqueeze(-2)) @ new_vec.transpose(-1, -2))
-    return EigenFrame(point + point.transpose(-1, -2), new_lam, new_vec)
-
-
-def uses_frame(manifold, rule: StepRule) -> bool:
-    """True iff ``rule`` can step in an ``EigenFrame`` on ``manifold`` (SPD, exactly the affine-invariant metric)."""
-    return hasattr(rule, "update_frame") and _is_affine_invariant(manifold)
-
-
-def _is_affine_invariant(manifold) -> bool:
-    """SPD with exactly the shipped affine-invariant geometry (no user override the frame would bypass)."""
-    from manifolds import SPD
-
-    return isinstance(manifold, SPD) and manifold.plain_affine_invariant()
-
-
-def _require_affine_invariant(manifold) -> None:
-    if not _is_affine_invariant(manifold):
-        raise ValueError(
-            f"RiemannianAdam steps in the affine-invariant eigenframe; got {manifold!r} "
-            "(use RiemannianAscent for other metrics and manifolds)"
-        )
-
-
-@dataclass
+@dataclass(frozen=True)
 class EuclideanAscent(StepRule):
     """x <- x + lr * egrad on the raw parameter (DDRS paper code); only for the scalar and
     diagonal parameterisations, followed by the floor projection (and positivity)."""
@@ -209,50 +254,113 @@ class EuclideanAscent(StepRule):
     lr: float = 0.04
 
     def __post_init__(self) -> None:
-        self.lr = _positive(self.lr, "lr")
+        self._set("lr", _positive(self.lr, "lr"))
 
-    def update(self, manifold, point, egrad):
+    def check(self, manifold) -> None:
+        _check_flat(manifold)
+
+    def update(self, manifold, point, egrad, state=None, frame=None):
+        if state is not None:
+            state.step += 1
         return _keep_positive(manifold, point + self.lr * egrad)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdamAscent(StepRule):
-    """Adam on the raw parameter, maximising (ANCER and the DDRS package use Adam, lr 0.04)."""
+    """Adam on the raw parameter, maximising (ANCER and the DDRS package use Adam, lr 0.04); only for the
+    scalar and diagonal parameterisations."""
 
     lr: float = 0.04
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    _m: torch.Tensor | None = field(default=None, repr=False)
-    _v: torch.Tensor | None = field(default=None, repr=False)
-    _t: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
-        self.lr = _positive(self.lr, "lr")
-
-    def reset(self) -> None:
-        self._m = self._v = None
-        self._t = 0
-
-    def update(self, manifold, point, egrad):
-        if self._m is None:
-            self._m = torch.zeros_like(egrad)
-            self._v = torch.zeros_like(egrad)
+        self._set("lr", _positive(self.lr, "lr"))
         b1, b2 = self.betas
-        self._t += 1
-        self._m = b1 * self._m + (1 - b1) * egrad
-        self._v = b2 * self._v + (1 - b2) * egrad * egrad
-        m_hat = self._m / (1 - b1**self._t)
-        v_hat = self._v / (1 - b2**self._t)
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
+        self._set("betas", (float(b1), float(b2)))
+
+    def check(self, manifold) -> None:
+        _check_flat(manifold)
+
+    def update(self, manifold, point, egrad, state=None, frame=None):
+        state = self.init_state() if state is None else state
+        m, v = state.buffers.get("m"), state.buffers.get("v")
+        if m is None or v is None:
+            m, v = torch.zeros_like(egrad), torch.zeros_like(egrad)
+        b1, b2 = self.betas
+        state.step += 1
+        t = state.step
+        m = b1 * m + (1 - b1) * egrad
+        v = b2 * v + (1 - b2) * egrad * egrad
+        state.buffers.update(m=m, v=v)
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
         return _keep_positive(manifold, point + self.lr * m_hat / (v_hat.sqrt() + self.eps))
+
+
+_FLAT_ERROR = (
+    "Euclidean and Adam steps are for the scalar and diagonal parameterisations; "
+    "use RiemannianAscent or RiemannianAdam (or the pymanopt backend) for SPD matrices"
+)
+
+
+def _check_flat(manifold) -> None:
+    if getattr(manifold, "point_ndim", 0) >= 2:
+        raise ValueError(_FLAT_ERROR)
 
 
 def _keep_positive(manifold, point: torch.Tensor) -> torch.Tensor:
     if getattr(manifold, "point_ndim", 0) >= 2 or point.ndim >= 3:  # any matrix manifold, batched or not
-        raise ValueError(
-            "Euclidean and Adam steps are for the scalar and diagonal parameterisations; "
-            "use RiemannianAscent (or the pymanopt backend) for SPD matrices"
-        )
+        raise ValueError(_FLAT_ERROR)
     return point.clamp_min(1e-6)
+
+
+class Stepper:
+    """A step rule at work on one fit, owned by the driver: the rule (configuration), its ``StepState``, the
+    current point (constraint applied) and, for a rule that ``uses_frame`` on a manifold that has one
+    (``Manifold.eigenframe``) when ``shared_frame``, the point's eigenframe, so that one eigendecomposition
+    per step serves the constraint, the objective's volume and smallest-eigenvalue terms (pass ``frame`` to
+    the estimator), the Riemannian gradient and the move."""
+
+    def __init__(
+        self,
+        rule: StepRule,
+        manifold,
+        point: torch.Tensor,
+        constraint: EigenvalueFloor | None = None,
+        shared_frame: bool = True,
+    ):
+        rule.check(manifold)
+        self.rule, self.manifold, self.constraint = rule, manifold, constraint
+        self.state = rule.init_state()
+        point = point.detach().to(F64)
+        self.frame = _frame_of(manifold, point) if shared_frame and rule.uses_frame else None
+        if self.frame is not None:
+            if constraint is not None:
+                self.frame = self.frame.clamp(constraint.floor, constraint.ceiling)
+            point = self.frame.point
+        elif constraint is not None:
+            point = constraint.project(manifold, point)
+        self.point = point
+
+    def step(self, egrad: torch.Tensor) -> torch.Tensor:
+        """Move from the current point along the rule's step for ``egrad``, apply the constraint; the new point."""
+        new = self.rule.update(self.manifold, self.point, egrad, self.state, self.frame).detach()
+        if self.frame is not None:
+            frame = type(self.frame).of(new)
+            if self.constraint is not None:
+                frame = frame.clamp(self.constraint.floor, self.constraint.ceiling)
+            self.frame, self.point = frame, frame.point
+        else:
+            self.point = new if self.constraint is None else self.constraint.project(self.manifold, new)
+        return self.point
+
+
+def uses_frame(manifold, rule: StepRule) -> bool:
+    """True iff the driver carries an eigenframe for ``rule`` on ``manifold`` (``Manifold.frame_type``)."""
+    return rule.uses_frame and _frame_name(manifold) is not None
 
 
 @dataclass
@@ -332,9 +440,10 @@ def ascend(
     ``schedule``: (first, last) samples per step, a geometric ramp (``sample_schedule``); ``early_stop``:
     (patience, tol): stop once no input's best objective has risen by more than tol * |best| for
     ``patience`` steps (with ``keep_best``, the best evaluated iterate is returned). ``shared_frame``:
-    for a rule with ``update_frame`` on the affine-invariant SPD manifold, one eigendecomposition per step
-    serves floor, volume, smallest eigenvalue, gradient and move (``ddrs.eigenframe``); the iterates are
-    the same as without it up to rounding.
+    for a rule that ``uses_frame`` on a manifold with an eigenframe (``Manifold.eigenframe``), one
+    eigendecomposition per step serves floor, volume, smallest eigenvalue, gradient and move (``Stepper``);
+    the iterates are the same as without it up to rounding. The rule's state lives in the ``Stepper`` of this
+    call: nothing carries over from an earlier fit.
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
@@ -342,19 +451,11 @@ def ascend(
         raise ValueError("common_random_numbers needs a fixed sample count: pass schedule=None")
     _check_early_stop(early_stop)
     counts = sample_schedule(iterations, estimator.samples, schedule)
-    rule.reset()
     B = x.shape[0]
     d = x[0].numel()
     trace = Trace()
-    point = point.detach().to(torch.float64)
-    frame = None
-    if shared_frame and uses_frame(manifold, rule):
-        frame = EigenFrame.of(point)
-        if constraint is not None:
-            frame = frame.clamp(constraint.floor, constraint.ceiling)
-        point = frame.point
-    elif constraint is not None:
-        point = constraint.project(manifold, point)
+    stepper = Stepper(rule, manifold, point, constraint, shared_frame)
+    point = stepper.point
     best_point, best_value = point.clone(), torch.full((B,), -math.inf, dtype=torch.float64, device=point.device)
     last_gain = torch.zeros(B, dtype=torch.long, device=point.device)
     fixed_z = None
@@ -369,7 +470,7 @@ def ascend(
         else:
             z = estimator.draw(B, d, generator, x.device, x.dtype, samples=counts[step])
         value, egrad, terms = estimator.evaluate(
-            model, manifold, x, point, objective, z, num_classes, with_grad=not last, frame=frame
+            model, manifold, x, point, objective, z, num_classes, with_grad=not last, frame=stepper.frame
         )
         if not torch.isfinite(value).all() or (egrad is not None and not torch.isfinite(egrad).all()):
             bad = (~torch.isfinite(value)).nonzero().flatten().tolist()
@@ -390,13 +491,5 @@ def ascend(
             break
         if early_stop is not None and bool((step - last_gain >= early_stop[0]).all()):
             break  # every input has stalled: the current iterate is evaluated, the best is kept
-        if frame is not None:
-            frame = EigenFrame.of(rule.update_frame(frame, egrad).detach())  # type: ignore[attr-defined]
-            if constraint is not None:
-                frame = frame.clamp(constraint.floor, constraint.ceiling)
-            point = frame.point
-        else:
-            point = rule.update(manifold, point, egrad).detach()
-            if constraint is not None:
-                point = constraint.project(manifold, point)
+        point = stepper.step(egrad)
     return (best_point if keep_best else point), trace

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from .eigenframe import EigenFrame
 
 F64 = torch.float64
 
@@ -143,6 +146,26 @@ class Manifold(abc.ABC):
         """Hook: raise ValueError naming the problem if the float64 ``x`` (shape and finiteness already
         checked by ``check_point``; batched or not) is not on the manifold."""
 
+    def transp(self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Hook: a vector transport of ``u`` from the tangent space at ``x`` to the one at ``y`` (an optimiser's
+        momentum). Default: the projection onto the tangent space at ``y`` (geoopt's choice for embedded
+        manifolds); every shipped manifold is an open subset of its ambient space, so that is ``u`` itself."""
+        return u
+
+    # ---- eigenframe (one decomposition per optimisation step) ----------------------------
+    def frame_type(self) -> type[EigenFrame] | None:
+        """Hook: the ``manifolds.eigenframe.EigenFrame`` class that carries this manifold's points with their
+        eigendecomposition and its metric's tangent coordinates, or None when it has none (default). A subclass
+        that overrides any operation a frame re-implements must return None (``SPD`` checks)."""
+        return None
+
+    def eigenframe(self, x: torch.Tensor) -> EigenFrame | None:
+        """The eigenframe of the batch of points ``x`` (B, *point_shape): one decomposition, shared by the
+        floor, the volume terms, the Riemannian gradient and the move of an optimisation step; None when this
+        manifold has no frame (``frame_type``). Optimisers ask for it here, never by the manifold's class."""
+        cls = self.frame_type()
+        return None if cls is None else cls.of(x)
+
     # ---- optimiser helper ----------------------------------------------------------
     def step(
         self, x: torch.Tensor, rgrad: torch.Tensor, step_size, method: str = "exp", max_norm: float | None = None
@@ -152,7 +175,8 @@ class Manifold(abc.ABC):
 
         Clipping in the metric's own norm keeps a large exp step inside the cone (Manopt's warning). The
         limit matters for metrics that are not scale-invariant: Bures-Wasserstein's injectivity radius is
-        sqrt(lambda_min), ~0.4 at sigma ~ 0.2, and exp past it is no longer a geodesic (issue 12 item 3).
+        sqrt(lambda_min), ~0.4 at sigma ~ 0.2, and exp past it is no longer a geodesic
+        (manifolds/README.md, backends x metrics).
         """
         if method not in ("exp", "retr"):
             raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")

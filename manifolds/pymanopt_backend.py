@@ -1,9 +1,11 @@
 """Pymanopt solvers on our manifolds (float64 numpy at the boundary; we MAXIMISE).
 
 When to use which solver:
-* ``"sgd"``: SteepestDescent with a fixed-step line searcher = Riemannian SGD. Use it for
-  Monte-Carlo objectives (the certification-radius surrogate): Armijo backtracking compares
-  noisy costs and stalls with "min step_size reached" (pymanopt #138; anchors note 2.3).
+* ``"sgd"``: SteepestDescent with a fixed-step line searcher = Riemannian SGD, or with any
+  ``line_searcher`` passed in (``ddrs`` passes one that moves by its step rule, e.g. Riemannian Adam:
+  then Pymanopt runs the loop and the rule chooses every move). Use it for Monte-Carlo objectives
+  (the certification-radius surrogate): Armijo backtracking compares noisy costs and stalls with
+  "min step_size reached".
 * ``"steepest"`` (Armijo backtracking) and ``"cg"`` (conjugate gradient, adaptive line search):
   deterministic objectives only (fixed samples / closed-form costs).
 
@@ -116,11 +118,16 @@ def maximize(
     verbosity: int = 0,
     method: str = "retr",
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    line_searcher: Any = None,
 ) -> tuple[torch.Tensor, list[dict]]:
     """Maximise ``cost_and_rgrad(x) -> (value, Riemannian gradient)`` from ``x0`` with a Pymanopt solver.
 
     Every move is ``manifold.step(x, u, 1, method, max_norm)`` (``method`` 'exp' or 'retr', clipped to
     ``max_norm`` in the metric's norm) followed by ``project`` (e.g. a floor), inside Pymanopt's loop.
+
+    ``line_searcher`` (solver ``"sgd"`` only): a Pymanopt line searcher that replaces the fixed step, e.g. one
+    that moves by an optimiser's step rule (``ddrs.pymanopt_ascent``: Riemannian Adam inside Pymanopt's loop).
+    Pymanopt's wall-clock limit is lifted (``max_time``): ``max_iterations`` ends the run.
 
     Returns the final point (float64 torch tensor, shape of x0) and a trace (one dict per iteration:
     iteration, objective, grad_norm). The value and gradient of an iterate are computed once and cached,
@@ -165,10 +172,15 @@ def maximize(
         return -evaluate(x)[1]
 
     problem = pymanopt.Problem(pm_manifold, cost, riemannian_gradient=rgrad)
-    common = dict(max_iterations=int(max_iterations), verbosity=verbosity)
+    if line_searcher is not None and solver != "sgd":
+        raise ValueError(f"line_searcher replaces the fixed step of solver 'sgd'; solver {solver!r} has its own")
+    common = dict(max_iterations=int(max_iterations), verbosity=verbosity, max_time=float("inf"))
     if solver == "sgd":
         opt = SteepestDescent(
-            line_searcher=FixedStepLineSearcher(step_size), min_gradient_norm=0.0, min_step_size=0.0, **common
+            line_searcher=FixedStepLineSearcher(step_size) if line_searcher is None else line_searcher,
+            min_gradient_norm=0.0,
+            min_step_size=0.0,
+            **common,
         )
     elif solver == "steepest":
         opt = SteepestDescent(**common)

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from .base import F64, Manifold
-from .metrics import AffineInvariant, LogEuclidean, SPDMetric, as_metric
+from .eigenframe import AffineInvariantFrame, BuresWassersteinFrame, EigenFrame, LogEuclideanFrame
+from .metrics import AffineInvariant, BuresWasserstein, LogEuclidean, SPDMetric, as_metric
 from .spectral import eigh, log_volume_spd, min_eigenvalue_spd, remember_eigh, sym
 
 
@@ -110,10 +111,24 @@ class SPD(Manifold):
             return metric.clipped_exp(x, u, limit)  # retr is exp for this metric
 
     def plain_affine_invariant(self) -> bool:
-        """True when this manifold's geometry is exactly the shipped affine-invariant one: code that re-implements
-        its step in the eigenbasis (``AffineInvariant.whitened_step``, ``ddrs.eigenframe``) may do so only then;
-        otherwise a user's overridden inner/norm/exp/retr/step_limit/injectivity_radius must be called."""
+        """True when this manifold's geometry is exactly the shipped affine-invariant one (``SPD.step``'s
+        ``AffineInvariant.whitened_step`` is used only then); otherwise a user's overridden
+        inner/norm/exp/retr/step_limit/injectivity_radius must be called."""
         return isinstance(self._fast_step_metric(), AffineInvariant)
+
+    def frame_type(self) -> type[EigenFrame] | None:
+        """The eigenframe of the metric (``manifolds.eigenframe``: affine-invariant, log-Euclidean or
+        Bures-Wasserstein coordinates) when it is a shipped metric and neither this object nor its metric
+        overrides an operation the frame re-implements (``_FRAME_OPS``, class or instance attribute); else None,
+        so that a user's subclass is stepped through its own methods."""
+        if any(getattr(type(self), n) is not f or n in vars(self) for n, f in _FRAME_SPD_OPS.items()):
+            return None
+        metric = self.metric
+        for cls, (frame, ops) in _FRAMES.items():
+            if isinstance(metric, cls):
+                plain = not any(getattr(type(metric), n) is not f or n in vars(metric) for n, f in ops.items())
+                return frame if plain else None
+        return None
 
     def _ai_fast_path(self) -> bool:
         """``plain_affine_invariant`` (kept for callers of the first version)."""
@@ -198,3 +213,15 @@ _SPD_OPS = {name: getattr(SPD, name) for name in _STEP_OPS}
 _AI_OPS = {name: getattr(AffineInvariant, name) for name in (*_STEP_OPS, "whitened_step")}
 _LE_OPS = {name: getattr(LogEuclidean, name) for name in (*_STEP_OPS, "clipped_exp", "_exp_from", "_dlog")}
 _FAST_OPS: dict[type[SPDMetric], dict[str, Any]] = {AffineInvariant: _AI_OPS, LogEuclidean: _LE_OPS}
+#: what an eigenframe re-implements (``SPD.frame_type``): the metric's step operations and gradient, and SPD's
+#: floor and spectral terms; overriding any of them leaves the manifold without a frame
+_FRAME_OPS = (*_STEP_OPS, "egrad2rgrad")
+_FRAME_SPD_OPS = {name: getattr(SPD, name) for name in (*_FRAME_OPS, "project_floor", "log_volume", "min_eigenvalue")}
+_FRAMES: dict[type[SPDMetric], tuple[type[EigenFrame], dict[str, Any]]] = {
+    cls: (frame, {name: getattr(cls, name) for name in _FRAME_OPS})
+    for cls, frame in (
+        (AffineInvariant, AffineInvariantFrame),
+        (LogEuclidean, LogEuclideanFrame),
+        (BuresWasserstein, BuresWassersteinFrame),
+    )
+}

@@ -9,11 +9,13 @@ Public, documented building blocks for a user's own metric or manifold:
 * ``sym_apply(x, f)``: the matrix function U f(Lambda) U^T.
 * ``log_volume_spd(c)``: mean log eigenvalue, gradient C^-1 / d finite everywhere.
 * ``min_eigenvalue_spd(c)``: smallest eigenvalue with the eigenspace-averaged subgradient at ties.
+* ``log_volume_from_eigh`` / ``min_eigenvalue_from_eigh``: the same two from a decomposition already at hand
+  (``manifolds.eigenframe``: one decomposition per optimisation step).
 * ``divided_difference_log(lam)``: the first divided differences of log (Daleckii-Krein), relative
   to the eigenvalues' scale (no absolute tie tolerance).
 
-``torch.linalg.eigh``'s backward divides by eigenvalue gaps and is NaN at C = sigma I (pytorch
-#47599, geomstats #982); the two functions the objectives differentiate get closed-form backwards.
+``torch.linalg.eigh``'s backward divides by eigenvalue gaps and is NaN at C = sigma I; the two functions
+the objectives differentiate get closed-form backwards.
 """
 
 from __future__ import annotations
@@ -83,50 +85,69 @@ def sym_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> to
     return sym((vec * fn(lam).unsqueeze(-2)) @ vec.transpose(-1, -2))
 
 
-class _LogVolumeSPD(torch.autograd.Function):
-    """mean log eigenvalue of C; d/dC = C^{-1} / d (Jacobi's formula), with C^{-1} = U diag(1/lambda) U^T
-    from the forward's eigendecomposition (no LU: batched MKL getri misbehaved at d = 784)."""
+class _LogVolume(torch.autograd.Function):
+    """mean log eigenvalue of C from its decomposition (lam, vec); d/dC = C^{-1} / d (Jacobi's formula), with
+    C^{-1} = U diag(1/lambda) U^T from the same decomposition (no LU: batched MKL getri misbehaved at d = 784)."""
 
     @staticmethod
-    def forward(ctx, c: torch.Tensor) -> torch.Tensor:
-        lam, vec = eigh(c)  # grad mode is off here: shares the cached decomposition of this point
+    def forward(ctx, c: torch.Tensor, lam: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(lam, vec)
-        return lam.log().mean(-1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        lam, vec = ctx.saved_tensors
-        inv = (vec / lam.unsqueeze(-2)) @ vec.transpose(-1, -2)
-        return grad[..., None, None] * sym(inv) / lam.shape[-1]
-
-
-class _MinEigenvalueSPD(torch.autograd.Function):
-    """Smallest eigenvalue of C; (sub)gradient = average of u u^T over its eigenspace (Clarke)."""
-
-    @staticmethod
-    def forward(ctx, c: torch.Tensor, rtol: float) -> torch.Tensor:
-        lam, vec = eigh(c)
-        lmin = lam[..., :1]
-        tol = rtol * lam.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(lam.dtype).tiny)
-        mask = (lam - lmin <= tol).to(lam.dtype)  # the (near-)repeated eigenspace
-        proj = (vec * (mask / mask.sum(-1, keepdim=True)).unsqueeze(-2)) @ vec.transpose(-1, -2)
-        ctx.save_for_backward(proj)
-        return lmin[..., 0]
+        return lam.log().mean(-1).to(c.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (proj,) = ctx.saved_tensors
-        return grad[..., None, None] * proj, None
+        lam, vec = ctx.saved_tensors
+        inv = (vec / lam.unsqueeze(-2)) @ vec.transpose(-1, -2)
+        return grad[..., None, None] * sym(inv) / lam.shape[-1], None, None
+
+
+class _MinEigenvalue(torch.autograd.Function):
+    """Smallest eigenvalue of C from its decomposition; (sub)gradient = average of u u^T over its eigenspace
+    (Clarke)."""
+
+    @staticmethod
+    def forward(ctx, c: torch.Tensor, lam: torch.Tensor, vec: torch.Tensor, rtol: float) -> torch.Tensor:
+        lmin = lam[..., :1]
+        tol = rtol * lam.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(lam.dtype).tiny)
+        mask = (lam - lmin <= tol).to(lam.dtype)  # the (near-)repeated eigenspace
+        ctx.save_for_backward(vec, mask / mask.sum(-1, keepdim=True))
+        return lmin[..., 0].to(c.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        vec, weights = ctx.saved_tensors
+        proj = (vec * weights.unsqueeze(-2)) @ vec.transpose(-1, -2)
+        return grad[..., None, None] * proj, None, None, None
+
+
+def _decomposed(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``eigh`` of ``c`` without a graph (shares the cached decomposition of this storage)."""
+    with torch.no_grad():
+        return eigh(c.detach())
+
+
+def log_volume_from_eigh(c: torch.Tensor, lam: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    """Mean log eigenvalue of ``c`` given its decomposition ``c = vec diag(lam) vec^T`` (differentiable
+    w.r.t. ``c``, gradient C^-1 / d); ``log_volume_spd`` decomposes ``c`` itself."""
+    return _LogVolume.apply(c, lam, vec)
+
+
+def min_eigenvalue_from_eigh(
+    c: torch.Tensor, lam: torch.Tensor, vec: torch.Tensor, rtol: float = 1e-10
+) -> torch.Tensor:
+    """Smallest eigenvalue of ``c`` given its decomposition (ascending ``lam``), with the eigenspace-averaged
+    subgradient at ties; ``min_eigenvalue_spd`` decomposes ``c`` itself."""
+    return _MinEigenvalue.apply(c, lam, vec, rtol)
 
 
 def log_volume_spd(c: torch.Tensor) -> torch.Tensor:
     """Mean log eigenvalue of batched SPD ``c`` (..., d, d) -> (...), finite gradient everywhere."""
-    return _LogVolumeSPD.apply(c)
+    return log_volume_from_eigh(c, *_decomposed(c))
 
 
 def min_eigenvalue_spd(c: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
     """Smallest eigenvalue of batched symmetric ``c``, with a finite subgradient at ties."""
-    return _MinEigenvalueSPD.apply(c, rtol)
+    return min_eigenvalue_from_eigh(c, *_decomposed(c), rtol)
 
 
 def min_value_vector(theta: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
@@ -144,7 +165,7 @@ def divided_difference_log(lam: torch.Tensor) -> torch.Tensor:
 
     Computed as log1p(t) / (t lo) with lo = min(l_i, l_j), t = (hi - lo) / lo: relative to the
     eigenvalues' scale at every gap (exactly symmetric, no absolute tie tolerance; Geomstats 2.8
-    treats gaps below an absolute 1e-6 as ties, issue 12 item 2)."""
+    treats gaps below an absolute 1e-6 as ties)."""
     li, lj = lam[..., :, None], lam[..., None, :]
     lo, hi = torch.minimum(li, lj), torch.maximum(li, lj)
     t = (hi - lo) / lo

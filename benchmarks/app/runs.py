@@ -117,6 +117,19 @@ def noise_steps(config: MethodConfig, sigma_star_known: bool = False, ancer_know
     return spec_of(config.method).steps(config, sigma_star_known, ancer_known)
 
 
+def step_rules(config: MethodConfig, dim: int) -> dict:
+    """The step rule each stage of :func:`choose_noise` runs on inputs of ``dim`` entries, and how (e.g. in which
+    eigenframe): ``SmoothingResult.step_rule`` before the fit; recorded in the fingerprint."""
+    options = dict(config.options)
+    warm, ancer_options = options.pop("warm_start", None), options.pop("ancer_options", {})
+    rules = {"ddrs": ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).step_rule_for(dim)}
+    if config.method == "ancer" or warm == "ancer":
+        rules["ancer"] = ddrs.ANCER(**(options if config.method == "ancer" else ancer_options)).step_rule_for(dim)
+    if config.method == "rddrs":
+        rules["rddrs"] = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).step_rule_for(dim)
+    return rules
+
+
 def _region_record(prediction: int, region: certify.Ellipsoid | None) -> dict:
     if region is None:
         return {"prediction": prediction, "scale": None, "radius": 0.0}
@@ -291,7 +304,8 @@ def fingerprint(
     threads: int | None = None,
 ) -> dict:
     """Everything that determines a run's rows: method and all its options, noise parameters, sample
-    budget, batch sizes, seed, data set with a hash of the inputs certified, model hash, version, the
+    budget, batch sizes, seed, the step rule of each optimisation stage (:func:`step_rules`; the same options give
+    another rule on another metric), data set with a hash of the inputs certified, model hash, version, the
     torch thread count of the processes that compute the rows (``threads``, default this process's: the
     gradients of the noise choice and the eigendecompositions of the geometry are summed in another order
     with more threads, so their last bits, and hence the rows, depend on it), and (only when they apply,
@@ -299,11 +313,13 @@ def fingerprint(
     runs on when it is not the CPU (``device``, default the model's: GPUs draw and round differently, so a
     CPU resume of a GPU log is refused)."""
     sequential = {} if radii is None else {"radii": [float(r) for r in radii], "radii_are": "l2 / proxy"}
+    rules = {"step_rule": step_rules(config, data.X[0].numel())} if config.method in DATA_DEPENDENT else {}
     kind = device or model_device_dtype(model, data.X[:1])[0].type
     on_device = {} if kind == "cpu" else {"device": kind}
     return _jsonable(
         sequential
         | on_device
+        | rules
         | {
             "method": config.method,
             "label": config.label,

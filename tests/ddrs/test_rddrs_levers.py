@@ -10,7 +10,7 @@ from test_ddrs import Ellipse, gen
 
 import ddrs
 import manifolds
-from ddrs.eigenframe import EigenFrame, transport_second_moment
+from manifolds.eigenframe import AffineInvariantFrame, transport_second_moment
 
 F64 = torch.float64
 
@@ -31,7 +31,7 @@ def test_eigenframe_matches_the_affine_invariant_manifold():
     m = manifolds.SPD(d)
     x = _spd(3, d, 1)
     g = _sym(torch.randn(3, d, d, generator=gen(2), dtype=F64))
-    f = EigenFrame.of(x)
+    f = AffineInvariantFrame.of(x)
     w = f.whiten_gradient(g)
     rgrad = m.egrad2rgrad(x, g)
     # whitened coordinates: Frobenius norm = Riemannian norm, and P w P^T = X G X
@@ -53,7 +53,7 @@ def test_eigenframe_terms_and_gradients_match_the_manifold():
     m = manifolds.SPD(d)
     x = _spd(2, d, 3)
     x[1] = 0.3 * torch.eye(d, dtype=F64)  # a fully tied spectrum: the subgradient branch
-    f = EigenFrame.of(x)
+    f = AffineInvariantFrame.of(x)
     for ours, theirs in ((f.log_volume, m.log_volume), (f.min_eigenvalue, m.min_eigenvalue)):
         a = f.point.clone().requires_grad_(True)
         b = f.point.clone().requires_grad_(True)
@@ -68,8 +68,8 @@ def test_second_moment_transport_keeps_the_total_and_is_the_identity_in_the_same
     d = 5
     v = torch.rand(2, d, d, generator=gen(4), dtype=F64)
     v = _sym(v)
-    old = EigenFrame.of(_spd(2, d, 5)).vec
-    new = EigenFrame.of(_spd(2, d, 6)).vec
+    old = AffineInvariantFrame.of(_spd(2, d, 5)).vec
+    new = AffineInvariantFrame.of(_spd(2, d, 6)).vec
     torch.testing.assert_close(transport_second_moment(v, old, old), v, rtol=1e-12, atol=1e-12)
     moved = transport_second_moment(v, old, new)
     torch.testing.assert_close(moved.sum((-2, -1)), v.sum((-2, -1)), rtol=1e-12, atol=0)
@@ -142,7 +142,7 @@ def _gradient_draws(samples: int, seeds, antithetic=False) -> np.ndarray:
     m = manifolds.SPD(3)
     C = 0.6 * torch.tensor([[[0.5, 0.1, 0.0], [0.1, 0.4, 0.05], [0.0, 0.05, 0.3]]], dtype=F64)
     est = ddrs.SoftSmoothingEstimator(samples=samples, antithetic=antithetic, clamp=0.0)
-    frame = EigenFrame.of(C)
+    frame = AffineInvariantFrame.of(C)
     out = []
     for s in seeds:  # the expected probability is linear in G: its gradient estimate is unbiased
         z = est.draw(1, 3, gen(s), x.device, x.dtype)
@@ -198,9 +198,11 @@ def test_early_stop_returns_the_best_evaluated_iterate_and_never_stops_while_imp
 
 def _adam_path(x0: torch.Tensor, grads, **kw) -> list[torch.Tensor]:
     rule = ddrs.RiemannianAdam(**kw)
-    frame, out = EigenFrame.of(x0), []
+    frame, out, state = AffineInvariantFrame.of(x0), [], rule.init_state()
     for g in grads:
-        frame = EigenFrame.of(rule.update_frame(frame, g(frame.point)))
+        frame = AffineInvariantFrame.of(
+            rule.update(manifolds.SPD(x0.shape[-1]), frame.point, g(frame.point), state, frame)
+        )
         out.append(frame.point)
     return out
 
@@ -252,18 +254,35 @@ def test_rotation_lr_zero_moves_only_the_eigenvalues():
         ddrs.RiemannianAdam(rotation_lr=-1.0)
 
 
-def test_adam_needs_the_affine_invariant_metric_else_plain_ascent():
-    spd = manifolds.SPD(3)
-    le = manifolds.SPD(3, metric="log-euclidean")
+def test_the_default_rule_is_riemannian_adam_on_every_metric_and_backend_and_the_result_names_it():
     rd = ddrs.RDDRS()
-    assert isinstance(rd.step_rule(spd), ddrs.RiemannianAdam)
-    assert isinstance(rd.step_rule(le), ddrs.RiemannianAscent)
-    assert isinstance(ddrs.RDDRS(backend="pymanopt").step_rule(spd), ddrs.RiemannianAscent)
-    assert isinstance(ddrs.RDDRS(adaptive=False).step_rule(spd), ddrs.RiemannianAscent)
-    with pytest.raises(ValueError, match="affine-invariant"):
-        ddrs.RiemannianAdam().update(le, spd.random_point(generator=gen(0))[None], torch.eye(3, dtype=F64)[None])
+    for metric in ("affine-invariant", "log-euclidean", "bures-wasserstein"):
+        m = manifolds.SPD(3, metric=metric)
+        assert isinstance(rd.step_rule(m), ddrs.RiemannianAdam)
+        assert f"per-direction second moments in the {metric} eigenframe" in ddrs.RDDRS(metric=metric).step_rule_for(3)
+        assert "pymanopt SteepestDescent loop stepping by RiemannianAdam" in ddrs.RDDRS(
+            metric=metric, backend="pymanopt"
+        ).step_rule_for(3)
+    assert isinstance(ddrs.RDDRS(adaptive=False).step_rule(), ddrs.RiemannianAscent)
+    assert isinstance(ddrs.RDDRS(step="riemannian").step_rule(), ddrs.RiemannianAscent)
+    mine = ddrs.RiemannianAscent(0.3, method="retr")
+    assert ddrs.RDDRS(step=mine).step_rule() is mine
+    with pytest.raises(ValueError, match="not both"):
+        ddrs.RDDRS(step="adam", adaptive=False).step_rule()
+    with pytest.raises(ValueError, match="step must be"):
+        ddrs.RDDRS(step="sgd").step_rule()
+    cg = ddrs.RDDRS(backend="pymanopt", pymanopt_solver="cg")
+    assert "pymanopt ConjugateGradient" in cg.step_rule_for(3) and "no step rule" in cg.step_rule_for(3)
+    with pytest.raises(ValueError, match="chooses its own steps"):
+        ddrs.RDDRS(backend="pymanopt", pymanopt_solver="cg", step="adam").fit(
+            Ellipse([1.0, 1.0]), torch.zeros(1, 2, dtype=F64), init=0.2
+        )
     with pytest.raises(ValueError, match="lr"):
         ddrs.RDDRS(lr=0.0).fit(Ellipse([1.0, 1.0]), torch.zeros(1, 2, dtype=F64), init=0.2)
+    r = ddrs.RDDRS(iterations=2, samples=8, metric="bures-wasserstein").fit(
+        Ellipse([1.0, 1.0]), torch.zeros(1, 2, dtype=F64), init=0.2, generator=gen(0)
+    )
+    assert r.step_rule.startswith("RiemannianAdam(") and "bures-wasserstein eigenframe" in r.step_rule
 
 
 def test_adam_default_beats_plain_ascent_at_the_same_budget_on_an_anisotropic_problem():
@@ -304,6 +323,7 @@ def test_paper_preset_pins_the_paper_recipe_and_default_is_the_cold_start_recipe
         None,
     )
     assert isinstance(p.step_rule(manifolds.SPD(3)), ddrs.RiemannianAscent)
+    assert isinstance(ddrs.RDDRS.paper(step="adam").step_rule(), ddrs.RiemannianAdam)
     d = ddrs.RDDRS()
     assert (d.iterations, d.samples, d.lr, d.method, d.adaptive, d.select) == (36, 1000, 0.05, "retr", True, True)
     from ddrs_app.compare import BUDGETS, Budget
