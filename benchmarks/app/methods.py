@@ -59,6 +59,9 @@ class MethodSpec:
     preset : type, optional
         The class whose constructor takes the method's ``options`` (checked by ``certify_model``); None
         when it takes none (RS, the mixture) or only DDRS's (``ddrs_options``).
+    step_rules : callable, optional
+        ``step_rules(config, dim) -> dict``: stage name -> the step rule it runs on inputs of ``dim``
+        entries (``SmoothingResult.step_rule``), recorded in the log's fingerprint.
     """
 
     name: str
@@ -72,6 +75,7 @@ class MethodSpec:
     in_compare: bool = True
     beats: tuple[str, ...] = ()
     preset: type | None = None
+    step_rules: Callable[..., dict] = field(default=lambda config, dim: {})
 
 
 REGISTRY: dict[str, MethodSpec] = {}
@@ -230,6 +234,19 @@ def _steps_rddrs(config, sigma_star_known, ancer_known):
     return steps + ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).progress_steps
 
 
+def _rules(config, dim) -> dict:
+    """The step rules of the DDRS stage and, for ANCER / RDDRS, of their own stages (and of a warm start's
+    ANCER stage)."""
+    options = dict(config.options)
+    warm, ancer_options = options.pop("warm_start", None), options.pop("ancer_options", {})
+    rules = {"ddrs": ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).step_rule_for(dim)}
+    if config.method == "ancer" or warm == "ancer":
+        rules["ancer"] = ddrs.ANCER(**(options if config.method == "ancer" else ancer_options)).step_rule_for(dim)
+    if config.method == "rddrs":
+        rules["rddrs"] = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).step_rule_for(dim)
+    return rules
+
+
 def _rddrs_budget(budget) -> dict:
     options = dict(budget.rddrs)
     if options.get("warm_start") == "ancer":
@@ -243,21 +260,21 @@ register(MethodSpec("rs", title="RS", color="tab:gray", choose=_choose_rs))
 register(
     MethodSpec(
         "ddrs", "DDRS", "tab:blue", _choose_ddrs, data_dependent=True, steps=_steps_ddrs, options=_ASCENT_OPTIONS,
-        beats=("rs",),
+        beats=("rs",), step_rules=_rules,
     )
 )  # fmt: skip
 register(
     MethodSpec(
         "ancer", "ANCER", "tab:orange", _choose_ancer, data_dependent=True, steps=_steps_ancer,
         options=_ASCENT_OPTIONS, budget_options=lambda budget: dict(budget.ancer), beats=("ddrs",),
-        preset=ddrs.ANCER,
+        preset=ddrs.ANCER, step_rules=_rules,
     )
 )  # fmt: skip
 register(
     MethodSpec(
         "rddrs", "RDDRS", "tab:green", _choose_rddrs, data_dependent=True, steps=_steps_rddrs,
         options=_ASCENT_OPTIONS + ("--metric", "--backend"), budget_options=_rddrs_budget, beats=("ancer",),
-        preset=ddrs.RDDRS,
+        preset=ddrs.RDDRS, step_rules=_rules,
     )
 )  # fmt: skip
 register(

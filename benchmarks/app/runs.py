@@ -119,15 +119,8 @@ def noise_steps(config: MethodConfig, sigma_star_known: bool = False, ancer_know
 
 def step_rules(config: MethodConfig, dim: int) -> dict:
     """The step rule each stage of :func:`choose_noise` runs on inputs of ``dim`` entries, and how (e.g. in which
-    eigenframe): ``SmoothingResult.step_rule`` before the fit; recorded in the fingerprint."""
-    options = dict(config.options)
-    warm, ancer_options = options.pop("warm_start", None), options.pop("ancer_options", {})
-    rules = {"ddrs": ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).step_rule_for(dim)}
-    if config.method == "ancer" or warm == "ancer":
-        rules["ancer"] = ddrs.ANCER(**(options if config.method == "ancer" else ancer_options)).step_rule_for(dim)
-    if config.method == "rddrs":
-        rules["rddrs"] = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).step_rule_for(dim)
-    return rules
+    eigenframe): ``SmoothingResult.step_rule`` before the fit (``MethodSpec.step_rules``); in the fingerprint."""
+    return spec_of(config.method).step_rules(config, dim)
 
 
 def _region_record(prediction: int, region: certify.Ellipsoid | None) -> dict:
@@ -313,7 +306,7 @@ def fingerprint(
     runs on when it is not the CPU (``device``, default the model's: GPUs draw and round differently, so a
     CPU resume of a GPU log is refused)."""
     sequential = {} if radii is None else {"radii": [float(r) for r in radii], "radii_are": "l2 / proxy"}
-    rules = {"step_rule": step_rules(config, data.X[0].numel())} if config.method in DATA_DEPENDENT else {}
+    rules = {"step_rule": step_rules(config, data.X[0].numel())} if spec_of(config.method).data_dependent else {}
     kind = device or model_device_dtype(model, data.X[:1])[0].type
     on_device = {} if kind == "cpu" else {"device": kind}
     return _jsonable(

@@ -250,9 +250,10 @@ def test_pymanopt_sgd_runs_any_rule_with_the_iterates_of_the_own_backend():
 
 
 def test_metric_swap_rows_acceptance_and_refusal_to_overwrite_committed_results():
-    from benchmarks import metric_swap
-    from benchmarks.compare import BUDGETS
-    from benchmarks.outputs import RESULTS_DIR
+    from ddrs_app.compare import BUDGETS
+
+    from benchmarks.analysis.outputs import RESULTS_DIR
+    from benchmarks.studies import metric_swap
 
     rows = metric_swap.configs(BUDGETS["digits"])
     names = [n for n, _ in rows]

@@ -1,12 +1,12 @@
 """Swapping the metric or the backend swaps the geometry, not the optimiser: RDDRS with the defaults a user
 gets, ``RDDRS(metric=...)`` and ``RDDRS(metric=..., backend="pymanopt")``, on the digits compare budget.
 
-    python -m benchmarks.metric_swap                 # writes runs/metric_swap/metric_swap.{csv,md} (+ logs)
-    python -m benchmarks.metric_swap --results       # the committed benchmarks/results/ copies
+    python -m benchmarks.studies.metric_swap                 # writes runs/metric_swap/metric_swap.{csv,md} (+ logs)
+    python -m benchmarks.studies.metric_swap --results       # the committed benchmarks/results/ copies
 
-Every row is one ``ddrs compare`` run (``benchmarks.runs.run_certification``: the same inputs, base model,
+Every row is one ``ddrs compare`` run (``ddrs_app.runs.run_certification``: the same inputs, base model,
 DDRS stage, seed, memory-based certifier and Cohen certification with n = 10,000 fresh samples as the
-``digits`` comparison, ``benchmarks.compare.BUDGETS["digits"]``: 50 test inputs, every 9th) at sigma 0.25,
+``digits`` comparison, ``ddrs_app.compare.BUDGETS["digits"]``: 50 test inputs, every 9th) at sigma 0.25,
 with the RDDRS options left at their defaults except the metric and the backend; the step rule that ran is
 read from the log's fingerprint. Acceptance: every default row reaches >= 90 % of the best default row's proxy
 ACR and of its certified accuracy at each of the table's proxy radii. The two ``former default`` rows rerun the
@@ -22,12 +22,12 @@ import json
 from dataclasses import replace
 
 import torch
+from ddrs_app.compare import BUDGETS, L2_RADII, header, summarise
+from ddrs_app.data import load_dataset, subset
+from ddrs_app.runs import MethodConfig, fingerprint_path, run_certification
+from ddrs_app.training import load_or_train
 
-from benchmarks.compare import BUDGETS, L2_RADII, header, summarise
-from benchmarks.data import load_dataset, subset
-from benchmarks.outputs import add_output_args, output_dir, prepare
-from benchmarks.runs import MethodConfig, fingerprint_path, run_certification
-from benchmarks.training import load_or_train
+from benchmarks.analysis.outputs import add_output_args, output_dir, prepare
 
 METRICS = ("affine-invariant", "log-euclidean", "bures-wasserstein")
 BACKENDS = ("rgd", "pymanopt")
@@ -118,7 +118,7 @@ def markdown(rows: list[dict], verdict: dict, inputs: str) -> str:
     radii = [k for k in rows[0] if k.startswith("proxy@")]
     lines = [
         f"RDDRS with its default step rule per metric and backend, digits, sigma {SIGMA}, {inputs}, 1 torch thread "
-        "(`python -m benchmarks.metric_swap`). Ratios: to the best default row by proxy ACR "
+        "(`python -m benchmarks.studies.metric_swap`). Ratios: to the best default row by proxy ACR "
         f"(`{verdict['best']}`); `acc ratio` the smallest over the proxy radii {', '.join(r[6:] for r in radii[1:])}; "
         "`s / input` the logs' seconds per input (RDDRS stage and certification; 2 shared CPU cores, indicative).",
         "",
@@ -156,7 +156,9 @@ def main(argv=None) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        command = "python -m benchmarks.metric_swap" + (f" --max-inputs {args.max_inputs}" if args.max_inputs else "")
+        command = "python -m benchmarks.studies.metric_swap" + (
+            f" --max-inputs {args.max_inputs}" if args.max_inputs else ""
+        )
         head = header(command)
         rows, verdict, inputs = run(args)
     finally:
