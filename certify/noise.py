@@ -228,7 +228,7 @@ class MixtureOfGaussians(GaussianNoise):
 
     @property
     def effective_sigma(self) -> float:
-        """sqrt(sum sigma_k^2): the scale of the convolution (errata, MoG item 1)."""
+        """sqrt(sum sigma_k^2): the scale of the convolution (README, Errata M1)."""
         return float(self.sigmas.pow(2).sum().sqrt())
 
     def sample(self, count, dim, generator, device, dtype):

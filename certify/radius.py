@@ -11,7 +11,7 @@ from scipy.stats import norm
 
 def gaussian_radius(p_lower: float) -> float:
     """Radius in the noise's own norm: Phi^-1(pA_lower) (Cohen et al. 2019 Thm 1 with pB <= 1 - pA;
-    ANCER Thm for anisotropic noise, errata rddrs item 2). 0 when p_lower <= 1/2 (abstain)."""
+    ANCER Thm for anisotropic noise, README, Errata R2). 0 when p_lower <= 1/2 (abstain)."""
     if p_lower <= 0.5:
         return 0.0
     return float(norm.ppf(p_lower))
@@ -67,7 +67,7 @@ def max_sigma_radius(p_lower: float, sigmas: Sequence[float]) -> float:
     """The MoG paper's Theorem 2 radius max_k sigma_k Phi^-1(pA_lower).
 
     Proven for the *convolution* (sum) of the Gaussians, where it is weaker than the exact
-    sqrt(sum sigma_k^2) Phi^-1(pA_lower). NOT a certificate for the true mixture (errata MoG item 2):
+    sqrt(sum sigma_k^2) Phi^-1(pA_lower). NOT a certificate for the true mixture (README, Errata M2):
     the library only reports it beside the sound radius, labelled as such.
     """
     return float(max(sigmas) * gaussian_radius(p_lower))

@@ -2,7 +2,7 @@
 
 G_c(theta) = E_z[softmax(F(x + noise(theta, z)))_c], estimated with the reparameterisation
 x + noise(theta, z) (z standard normal) so that gradients flow to sigma, Theta or C through the
-network (DDRS; RDDRS eq. (3), errata rddrs item 4: the Euclidean gradient in C is E[sym(grad F z^T)],
+network (DDRS; RDDRS eq. (3), README, Errata R4: the Euclidean gradient in C is E[sym(grad F z^T)],
 which is what autograd through ``z @ C`` computes).
 """
 

@@ -5,10 +5,10 @@ with ``+``. A user's objective is one small class with ``__call__(self, terms)``
 
 Every built-in objective has a ``form``: ``"certificate"`` (the default) uses the margin the
 certificate will get, Phi^-1(p_A) (Cohen et al. Thm 1 with p_B = 1 - p_A; the region is
-{||C^-1 delta|| <= Phi^-1(p_A_lower)}, errata rddrs items 1-3); ``"gap"`` is the papers' top-two gap
+{||C^-1 delta|| <= Phi^-1(p_A_lower)}, README, Errata R1-R3); ``"gap"`` is the papers' top-two gap
 Phi^-1(p_A) - Phi^-1(p_B) with the soft runner-up p_B (DDRS, ANCER, RDDRS eq. (5)). With ten classes
 the runner-up lies far below 1 - p_A, so the gap rewards noise on which the certificate then
-abstains (issue 13: DDRS's ACR at sigma 0.5 goes from 0.221 to 0.465 with the certificate form).
+abstains (digits: DDRS's ACR at sigma 0.5 goes from 0.221 to 0.465 with the certificate form).
 """
 
 from __future__ import annotations

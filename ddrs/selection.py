@@ -5,7 +5,7 @@ draws (common to both candidates, so the comparison is not swamped by Monte Carl
 Clopper-Pearson lower bound p_A_lower at ``alpha`` and the radius Phi^-1(p_A_lower) times the noise's
 smallest axis (``kind="l2"``, DDRS) or its geometric mean (``kind="proxy"``, ANCER / RDDRS; Cohen et
 al. Thm 1, ANCER's proxy radius). These draws come from the fitting generator, never from the
-certification samples (errata rddrs item 5), so certification's statistics are untouched.
+certification samples (README, Errata R5), so certification's statistics are untouched.
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ class AffineInvariantFrame(EigenFrame):
         return self.lam.clamp_min(_TINY).sqrt()
 
     def whiten_gradient(self, egrad: torch.Tensor) -> torch.Tensor:
-        """X sym(G) X in coordinates: D^1/2 V^T sym(G) V D^1/2 (errata rddrs item 4)."""
+        """X sym(G) X in coordinates: D^1/2 V^T sym(G) V D^1/2 (README, Errata R4)."""
         s = self._sqrt_lam()
         g = self.vec.transpose(-1, -2) @ sym(egrad.to(F64)) @ self.vec
         return sym(g * s[..., :, None] * s[..., None, :])

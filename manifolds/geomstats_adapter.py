@@ -1,7 +1,7 @@
 """Lazy, side-effect-free access to Geomstats' SPD metrics (pytorch backend).
 
 Importing ``geomstats.backend`` calls ``torch.set_default_dtype(torch.float64)``; we import it
-lazily, on first use, and restore the caller's default dtype afterwards (anchors note, 1.3).
+lazily, on first use, and restore the caller's default dtype afterwards.
 This module imports nothing of the project: ``manifolds.metrics`` maps Geomstats metrics to its
 own classes (``as_metric``) on top of it.
 """

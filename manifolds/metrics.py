@@ -5,7 +5,8 @@ A metric implements six batched float64 operations, point first: ``inner``, ``eg
 ``injectivity_radius`` (default: infinite). Inputs arrive symmetric, float64 and broadcast to a
 common shape (``SPD`` does that); outputs are symmetric. The shipped metrics work in the
 eigenbasis of x from one (cached) ``eigh``: no LU anywhere (batched MKL getrf hangs at d = 784
-with 2 threads, issue 12 item 0) and no absolute eigenvalue tolerance (issue 12 item 2).
+with 2 threads; tests/manifolds/test_manifolds_lu_free.py) and no absolute eigenvalue tolerance
+(the log-Euclidean maps are scale-invariant; tests/manifolds/test_manifolds_metrics.py).
 
 Adding a metric (see manifolds/README.md for a tested example)::
 
@@ -118,7 +119,7 @@ class AffineInvariant(SPDMetric):
         return (a * b).sum((-2, -1))
 
     def egrad2rgrad(self, x, g):
-        return sym(x @ sym(g) @ x)  # X sym(G) X (Pennec et al. 2006; errata item 4)
+        return sym(x @ sym(g) @ x)  # X sym(G) X (Pennec et al. 2006; README, Errata R4)
 
     def exp(self, x, u):
         w, s, vec = self._whiten(x, u)
@@ -202,7 +203,7 @@ class LogEuclidean(SPDMetric):
         return (a * b).sum((-2, -1))
 
     def egrad2rgrad(self, x, g):
-        # (Dlog_X)^-2 [sym G]: divide V^T G V by Gamma o Gamma (anchors note 2.4)
+        # (Dlog_X)^-2 [sym G]: divide V^T G V by Gamma o Gamma (the Daleckii-Krein divided differences of log)
         lam, vec = eigh(x)
         return _from_basis(vec, _in_basis(vec, sym(g)) / divided_difference_log(lam).square())
 
@@ -287,7 +288,7 @@ class BuresWasserstein(SPDMetric):
         step shrinks sqrt(lambda_min) at most by exp(-max_norm / 2), i.e. lambda_min by exp(-max_norm), the
         bound ``max_norm`` sets under the scale-invariant AI/LE metrics; always inside the injectivity radius.
         A plain max_norm = 2 reaches 4-5x past sqrt(lambda_min) at sigma ~ 0.2 and left BW RDDRS 25-35 %
-        below the other metrics (issue 12 item 3)."""
+        below the other metrics (tests/manifolds/test_manifolds_rddrs.py)."""
         return self.injectivity_radius(x) * -math.expm1(-0.5 * float(max_norm))
 
 

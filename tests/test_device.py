@@ -1,4 +1,4 @@
-"""Issue 15 (device) and issue 16 (door checks, progress): every tensor of a step beside the model.
+"""Every tensor of a step beside the model.
 
 No GPU is needed: the model is put on ``device="meta"`` (shapes and dtypes, no data) as a stand-in for
 CUDA. Any tensor left on the CPU and mixed with the model's (a noise parameter, a floor, an identity)
@@ -175,7 +175,7 @@ def test_gpu_fit_and_certify_match_the_cpu_with_a_cpu_generator():
     assert cb.prediction == ca.prediction or min(ca.p_lower, cb.p_lower) < 0.6
 
 
-# ---------------------------------------------------------------------------------- issue 16: the door
+# ---------------------------------------------------------------------------------- the door checks
 class BNConv(Conv):
     def __init__(self):
         super().__init__()

@@ -55,7 +55,7 @@ BUDGETS = {
     "fashion-mnist": Budget(
         n=10_000,
         batch_size=2_000,
-        max_inputs=100,  # every 100th test image (issue 18; the 20-image run's numbers: results README)
+        max_inputs=100,  # every 100th test image (the 20-image run's numbers: results README)
         every=100,
         opt_batch=20,
         ddrs=dict(iterations=100, samples=64),

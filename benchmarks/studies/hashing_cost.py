@@ -1,13 +1,13 @@
 """What fingerprints cost a ``ddrs compare``: hashing the inputs and the models, measured in one run.
 
-Every log and out-dir carries a fingerprint (issue 16): a sha256 of the inputs certified and of the model,
+Every log and out-dir carries a fingerprint: a sha256 of the inputs certified and of the model,
 and the model cache is keyed on a sha256 of the training data. This script runs ``ddrs compare``
 workloads (cached models, fresh out-dirs) with every ``dataset_hash`` / ``model_hash`` call timed, and
 the training-set loads that only feed the cache key timed too, so that the ratio
 
     hashing seconds / compare seconds          (and: hashing + those loads / compare seconds)
 
-comes from the same run. Target (issue 16): <= 2 %.
+comes from the same run. Target: <= 2 %.
 
     python -m benchmarks.studies.hashing_cost [--quick] [--results | --out-dir DIR]
 

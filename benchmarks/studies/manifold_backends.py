@@ -1,4 +1,4 @@
-"""RDDRS on one fixed problem for every metric x backend x method (issue 12 acceptance table).
+"""RDDRS on one fixed problem for every metric x backend x method (the acceptance table in manifolds/README.md).
 
     python -m benchmarks.studies.manifold_backends            # writes runs/manifold_backends/manifold_backends.{csv,md}
     python -m benchmarks.studies.manifold_backends --results  # the committed benchmarks/results/ copies

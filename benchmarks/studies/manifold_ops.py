@@ -5,7 +5,7 @@
 
 Prints a table and writes runs/manifold_ops/manifold_ops.csv (``--results``: benchmarks/results/;
 columns section, metric, d, op, n, median_ms, geometry_share). The target is a geometry share of at most
-15 % of an RDDRS step at d = 784 (issue 12). The step is the ``SPD.step`` path of ``ddrs.optimizers.ascend``
+15 % of an RDDRS step at d = 784. The step is the ``SPD.step`` path of ``ddrs.optimizers.ascend``
 (plain Riemannian ascent with ``shared_frame=False``, or any metric but affine-invariant; the default
 affine-invariant RDDRS steps in ``ddrs.eigenframe`` instead): the point's eigendecomposition comes from the
 previous step's floor (cached by ``manifolds.eigh``) and serves the volume terms, the norm and the move; the

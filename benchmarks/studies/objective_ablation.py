@@ -1,4 +1,4 @@
-"""Objective ablation (issue 13): the certificate's own objective (the default: Phi^-1(p_A), the form the
+"""Objective ablation: the certificate's own objective (the default: Phi^-1(p_A), the form the
 certificate uses) against the papers' top-two gap, for every data-dependent stage, on every data set.
 
 Each objective runs the `ddrs compare` chain RS -> DDRS -> ANCER -> RDDRS with the data set's compare

@@ -43,7 +43,7 @@ def recipes() -> dict:
     paper = lambda **kw: ddrs.RDDRS.paper(objective=ddrs.paper_objective("rddrs", 1e-8), **kw)  # noqa: E731
     old_dd = ddrs.DDRS(iterations=150, samples=64, objective=ddrs.Radius("gap"), **gap)
     old_an = ddrs.ANCER(iterations=100, samples=64, objective=ddrs.paper_objective("ancer"), **gap)
-    old_rd = ddrs.RDDRS(  # the committed compare budget before issue 13 (plain exp-map ascent, ANCER warm start)
+    old_rd = ddrs.RDDRS(  # the compare budget before the cold-start default (exp-map ascent, ANCER warm start)
         iterations=60,
         samples=128,
         step_size=0.5,
@@ -311,7 +311,7 @@ def write_summary(dataset: str, sigmas=(0.12, 0.25), head: str = "") -> Path:
             nd = next((r for r in rows if r["recipe"] == "new-default"), None)
             if ref is not None and nd is not None:
                 goal = (
-                    f"**Goal (issue 13), sigma {sigma:g}:** `new-default` reaches {100 * nd['median_ratio']:.1f} % of "
+                    f"**Goal, sigma {sigma:g}:** `new-default` reaches {100 * nd['median_ratio']:.1f} % of "
                     f"`paper-capped`'s median proxy radius at {100 * nd['stage_evals_ratio']:.2f} % of its RDDRS "
                     f"stage's network evaluations ({100 * nd['evals_ratio']:.2f} % counting the DDRS stages too), "
                     f"on the {nd['inputs']} inputs both have finished.\n"

@@ -1,4 +1,4 @@
-"""Sequential certification against fixed-n Cohen and the paper's betting sequence (issue 14).
+"""Sequential certification against fixed-n Cohen and the paper's betting sequence.
 
 For every input of a data set and every method (RS, DDRS), the noise is chosen ONCE (DDRS: fitted
 per batch of inputs exactly as ``ddrs compare`` does, logged in ``noise_<method>.tsv``) and the

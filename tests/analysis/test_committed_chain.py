@@ -1,4 +1,4 @@
-"""Issue 13: on every committed `ddrs compare` result, no data-dependent stage ends below the stage it
+"""On every committed `ddrs compare` result, no data-dependent stage ends below the stage it
 started from: at every sigma, proxy ACR of RS <= DDRS <= ANCER <= RDDRS (stated margin: 0)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Benchmark scripts never overwrite committed results unless told (issue 16, benchmarks.analysis.outputs)."""
+"""Benchmark scripts never overwrite committed results unless told (benchmarks.analysis.outputs)."""
 
 from __future__ import annotations
 

@@ -197,7 +197,7 @@ def test_options_that_do_not_apply_to_the_method_are_errors(tmp_path, method, op
 
 
 def test_reproducer_4_a_row_cut_to_its_idx_is_recomputed(tmp_path, model_dir):
-    """Issue 16 item 4: a row cut down to its idx counted as done and ``read_log`` then failed."""
+    """a row cut down to its idx counted as done and ``read_log`` then failed."""
     args = ["certify", "--dataset", "toy2d", "--method", "rs", "--sigma", "0.1", "--model-dir", model_dir] + TINY
     full = tmp_path / "full.tsv"
     assert main(args + ["--out", str(full)]) == 0
@@ -250,7 +250,7 @@ def test_train_on_the_gpu_is_cached_under_its_own_key(tmp_path, capsys):
 
 
 def test_every_parser_in_the_benchmarks_has_allow_abbrev_false():
-    """Issue 16: ``allow_abbrev=False`` on every parser (an abbreviation silently meant another option)."""
+    """``allow_abbrev=False`` on every parser (an abbreviation silently meant another option)."""
     import ast
 
     missing = []
@@ -267,7 +267,7 @@ def test_every_parser_in_the_benchmarks_has_allow_abbrev_false():
 
 
 def test_toy2d_regions_share_class_colours_with_axis_labels_legend_and_budget(tmp_path, model_dir, monkeypatch):
-    """Issue 16 (outputs people read): points and regions in one colour per class, labelled axes, a
+    """points and regions in one colour per class, labelled axes, a
     legend naming the classes and the methods, n / alpha / inputs in the title."""
     from ddrs_app import plots
     from ddrs_app.data import load_dataset, subset

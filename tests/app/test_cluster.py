@@ -1,4 +1,4 @@
-"""Certification on a local 2-worker Ray cluster (issue 17): the single-process log, byte for byte
+"""Certification on a local 2-worker Ray cluster: the single-process log, byte for byte
 apart from the time columns; every idx exactly once when a worker dies or raises; resume after the
 driver is killed; Ray never imported without --workers."""
 
@@ -231,6 +231,8 @@ def test_a_killed_driver_resumes_on_the_cluster(cluster, ray_address, models, tm
     out = tmp_path / "resumed.tsv"
     script = f"""
 import sys
+import torch
+torch.set_num_threads(1)  # the test session's count (tests/conftest.py): the fixture's cached model
 from ddrs_app.cluster import Cluster
 from ddrs_app.data import load_dataset, subset
 from ddrs_app.training import load_or_train

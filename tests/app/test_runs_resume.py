@@ -1,4 +1,4 @@
-"""Resume safety: fingerprints, validated rows and region files, interrupts (issue 16)."""
+"""Resume safety: fingerprints, validated rows and region files, interrupts."""
 
 from __future__ import annotations
 
@@ -310,7 +310,7 @@ ROW_DAMAGE = {
 
 @pytest.mark.parametrize("damage", sorted(ROW_DAMAGE))
 def test_every_kind_of_bad_row_is_named_and_recomputed(toy, full_logs, tmp_path, damage, capsys):
-    """Issue 16: resume validates column count, types, finite numbers, idx in the run's inputs, order;
+    """resume validates column count, types, finite numbers, idx in the run's inputs, order;
     the first bad row is named (file and line) and everything from it on is recomputed exactly."""
     config = dict((c.method, c) for c in reference_configs())["ancer"]
     full = full_logs["ancer"]

@@ -131,7 +131,7 @@ def test_max_sigma_radius_formula():
 
 
 def test_convolution_is_one_gaussian_with_effective_sigma():
-    """errata MoG item 1: the sum of N(0, s_k^2 I) is N(0, sum s_k^2 I); certify like Cohen there."""
+    """README, Errata M1: the sum of N(0, s_k^2 I) is N(0, sum s_k^2 I); certify like Cohen there."""
     sigmas = [0.3, 0.4]
     noise = MixtureOfGaussians(sigmas, kind="convolution")
     assert noise.effective_sigma == pytest.approx(0.5)

@@ -1,4 +1,4 @@
-"""Issue 11 (2-4) and issue 16 (door checks): sampling precision, ownership, validation, no mutation."""
+"""Sampling precision, ownership, validation, no mutation."""
 
 from __future__ import annotations
 
@@ -233,7 +233,7 @@ def test_memory_checks_size_and_finiteness_of_x():
         mem.add((1, region))
 
 
-# ---------------------------------------------------------------------------- issue 16: the door
+# ---------------------------------------------------------------------------------- the door checks
 class _Conv(torch.nn.Module):
     def __init__(self, bn: bool = False):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Issue 11 (1): no false "disjoint" at any condition number, with oracles written here.
+"""No false "disjoint" at any condition number, with oracles written here.
 
 Oracles: (a) pairs built around a common point y (y = c + r S u with ||u|| = 1 - margin), checked
 in exact rational arithmetic in d = 2; (b) a convex search (SLSQP on min max(q1, q2)) for a common

@@ -1,4 +1,4 @@
-"""ddrs: estimators, objectives, optimisers and the four presets on problems with known answers."""
+"""Ddrs: estimators, objectives, optimisers and the four presets on problems with known answers."""
 
 from __future__ import annotations
 

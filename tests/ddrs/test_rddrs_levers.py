@@ -1,4 +1,4 @@
-"""Issue 13: the levers of the new RDDRS default, each a switch, each shown not to bias the estimator
+"""The levers of the new RDDRS default, each a switch, each shown not to bias the estimator
 (or to change nothing but the cost), and the eigenframe against the manifold's own operations."""
 
 from __future__ import annotations

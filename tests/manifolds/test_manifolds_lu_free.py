@@ -1,4 +1,4 @@
-"""Issue 12 item 0: no batched LU in the SPD geometry (batched MKL getrf hangs at d = 784, 2 threads)."""
+"""No batched LU in the SPD geometry (batched MKL getrf hangs at d = 784, 2 threads)."""
 
 import os
 import subprocess

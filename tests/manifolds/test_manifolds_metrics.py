@@ -1,4 +1,4 @@
-"""Issue 12 items 2, 3, 5, 6: metric objects, scale-invariant log-Euclidean maps, Bures-Wasserstein precision,
+"""Metric objects, scale-invariant log-Euclidean maps, Bures-Wasserstein precision,
 the Cholesky-whitened AI distance, user manifolds where they matter; references in 60-digit mpmath."""
 
 import math

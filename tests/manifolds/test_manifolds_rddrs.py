@@ -1,4 +1,4 @@
-"""Issue 12 items 1 and 3: every backend x metric x method of RDDRS on one fixed problem (linear model, d = 16)."""
+"""Every backend x metric x method of RDDRS on one fixed problem (linear model, d = 16)."""
 
 import pytest
 import torch

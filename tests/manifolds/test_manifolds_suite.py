@@ -12,7 +12,7 @@ SHIPPED = [
     ("diagonal", 2, "log-euclidean"),
     ("spd", 4, "affine-invariant"),
     ("spd", 3, "log-euclidean"),
-    ("spd", 3, "bures-wasserstein"),  # was a non-strict xfail: dist(x, x) ~ 1e-5 (issue 12 item 3)
+    ("spd", 3, "bures-wasserstein"),  # was a non-strict xfail: dist(x, x) ~ 1e-5
 ]
 
 
@@ -67,7 +67,7 @@ def test_user_manifold_in_one_small_class():
     assert torch.get_default_dtype() in (torch.float32, torch.float64)
 
 
-# ---- issue 12 item 4: the six bugs that survived the old suite, planted in subclasses ----
+# ---- the six bugs that survived the old suite, planted in subclasses ----
 class _CeilingIgnored(manifolds.SPD):
     def project_floor(self, x, lambda_min, lambda_max=None):
         return super().project_floor(x, lambda_min)
