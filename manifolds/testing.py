@@ -92,7 +92,9 @@ def _tangent(manifold: Manifold, x: torch.Tensor, seed: int, radius: float) -> t
     return u * (radius / n.clamp_min(1e-300)).reshape(n.shape + (1,) * manifold.point_ndim)
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, what: str, scale: float | None = None) -> None:
+def _close(
+    a: torch.Tensor | float, b: torch.Tensor | float, rtol: float, what: str, scale: float | None = None
+) -> None:
     a, b = torch.as_tensor(a, dtype=F64), torch.as_tensor(b, dtype=F64)
     ref = scale if scale is not None else max(1.0, float(b.abs().max()) if b.numel() else 1.0)
     err = float((a - b).abs().max()) if a.numel() else 0.0
