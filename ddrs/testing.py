@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import torch
 
+from manifolds.testing import run_properties
+
 from .objectives import EigenvalueFloor
 from .optimizers import Stepper, StepRule
 
@@ -213,9 +215,4 @@ def check_step_rule(rule: StepRule, manifold, steps: int = 30, seed: int = 0, rt
         ("shared_frame", shared_frame),
         ("batched", batched),
     ]
-    for name, prop in properties:
-        try:
-            prop()
-        except Exception as err:  # noqa: BLE001 - any failure is reported with the property's name
-            kind = "" if isinstance(err, AssertionError) else f"{type(err).__name__}: "
-            raise AssertionError(f"{rule!r} on {manifold!r}: property {name!r} failed: {kind}{err}") from err
+    run_properties(f"{rule!r} on {manifold!r}", properties)

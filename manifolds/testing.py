@@ -92,6 +92,17 @@ def _tangent(manifold: Manifold, x: torch.Tensor, seed: int, radius: float) -> t
     return u * (radius / n.clamp_min(1e-300)).reshape(n.shape + (1,) * manifold.point_ndim)
 
 
+def run_properties(subject: str, properties: list[tuple[str, Callable[[], None]]]) -> None:
+    """Run each named property; the first failure is an AssertionError naming ``subject`` and the property
+    (so a battery reports which law broke, whatever the exception)."""
+    for name, prop in properties:
+        try:
+            prop()
+        except Exception as err:  # noqa: BLE001 - any failure is reported with the property's name
+            kind = "" if isinstance(err, AssertionError) else f"{type(err).__name__}: "
+            raise AssertionError(f"{subject}: property {name!r} failed: {kind}{err}") from err
+
+
 def _close(
     a: torch.Tensor | float, b: torch.Tensor | float, rtol: float, what: str, scale: float | None = None
 ) -> None:
@@ -308,10 +319,5 @@ def check_manifold(
         ("batching", batching),
         ("noise_and_step", noise_and_step),
     ]
-    for name, prop in properties:
-        try:
-            prop()
-        except Exception as err:  # noqa: BLE001 - any failure is reported with the property's name
-            kind = "" if isinstance(err, AssertionError) else f"{type(err).__name__}: "
-            raise AssertionError(f"{manifold!r}: property {name!r} failed: {kind}{err}") from err
+    run_properties(repr(manifold), properties)
     assert torch.get_default_dtype() == dtype_before, "the manifold changed torch's default dtype"
