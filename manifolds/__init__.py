@@ -14,6 +14,7 @@ and ``"steepest"``/``"cg"`` only for deterministic objectives.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 from .base import Manifold
@@ -60,7 +61,7 @@ def resolve_manifold(manifold: Manifold | None, kind: str, dim: int, metric: Any
     return get_manifold(manifold, dim)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> ModuleType:
     # submodules with optional heavy imports (pymanopt, hypothesis) load on first access
     if name in ("pymanopt_backend", "testing"):
         import importlib

@@ -95,7 +95,9 @@ class Manifold(abc.ABC):
         """Eigenvalues of the noise matrix, ascending, shape batch + (dim,)."""
 
     @abc.abstractmethod
-    def project_floor(self, x: torch.Tensor, lambda_min, lambda_max=None) -> torch.Tensor:
+    def project_floor(
+        self, x: torch.Tensor, lambda_min: torch.Tensor | float, lambda_max: torch.Tensor | float | None = None
+    ) -> torch.Tensor:
         """Clamp the eigenvalues of x from below at ``lambda_min`` (float or (B,)), and from above at
         ``lambda_max`` if given; keep eigenvectors; the identity when all eigenvalues are inside."""
 
@@ -168,7 +170,12 @@ class Manifold(abc.ABC):
 
     # ---- optimiser helper ----------------------------------------------------------
     def step(
-        self, x: torch.Tensor, rgrad: torch.Tensor, step_size, method: str = "exp", max_norm: float | None = None
+        self,
+        x: torch.Tensor,
+        rgrad: torch.Tensor,
+        step_size: torch.Tensor | float,
+        method: str = "exp",
+        max_norm: float | None = None,
     ) -> torch.Tensor:
         """Move x along ``step_size * rgrad`` by exp or retr, the step's Riemannian norm clipped to
         ``step_limit(x, max_norm)`` (``max_norm`` itself, or less inside the injectivity radius).

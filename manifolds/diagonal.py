@@ -54,34 +54,36 @@ class PositiveDiagonal(Manifold):
         self.metric_name = check_metric(metric)
         self.log_eig_range = float(log_eig_range)
 
-    def inner(self, x, u, v):
+    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         x = x.to(F64)
         return (u.to(F64) * v.to(F64) / x.square()).sum(-1)  # tr(C^-1 U C^-1 V) on diagonals
 
-    def egrad2rgrad(self, x, g):
+    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return x.to(F64).square() * g.to(F64)  # C G C on diagonals
 
-    def exp(self, x, u):
+    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         x = x.to(F64)
         return checked_exp(x * torch.exp(u.to(F64) / x))  # C^1/2 expm(C^-1/2 U C^-1/2) C^1/2 on diagonals
 
-    def retr(self, x, u):
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         if self.metric_name == "log-euclidean":
             return self.exp(x, u)  # SPD(LE).retr is its exp
         x, u = x.to(F64), u.to(F64)
         return x + u + 0.5 * u.square() / x  # X + V + 1/2 V X^-1 V on diagonals (always > 0)
 
-    def log(self, x, y):
+    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.to(F64)
         return x * torch.log(y.to(F64) / x)
 
-    def dist(self, x, y):
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (torch.log(y.to(F64)) - torch.log(x.to(F64))).norm(dim=-1)
 
-    def eigenvalues(self, x):
+    def eigenvalues(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sort(x.to(F64), dim=-1).values
 
-    def project_floor(self, x, lambda_min, lambda_max=None):
+    def project_floor(
+        self, x: torch.Tensor, lambda_min: torch.Tensor | float, lambda_max: torch.Tensor | float | None = None
+    ) -> torch.Tensor:
         x = x.to(F64)
         lm = torch.as_tensor(lambda_min, dtype=F64, device=x.device)
         x = x.clamp(min=lm[..., None] if lm.ndim else lm)
@@ -90,24 +92,24 @@ class PositiveDiagonal(Manifold):
             x = x.clamp(max=hi[..., None] if hi.ndim else hi)
         return x
 
-    def log_volume(self, x):
+    def log_volume(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(F64).log().mean(-1)
 
-    def min_eigenvalue(self, x):
+    def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
         return min_value_vector(x.to(F64))
 
-    def random_point(self, *batch_shape, generator=None):
+    def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
         r = self.log_eig_range
         return ((torch.rand(*batch_shape, self.dim, generator=generator, dtype=F64) * 2 - 1) * r).exp()
 
-    def noise_matrix_apply(self, x, z):
+    def noise_matrix_apply(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return z * x.to(z.dtype).unsqueeze(-2)
 
-    def point_noise(self, x):
+    def point_noise(self, x: torch.Tensor) -> Any:
         from certify import DiagonalGaussian
 
         return DiagonalGaussian(x)
 
-    def check_values(self, x):
+    def check_values(self, x: torch.Tensor) -> None:
         if not bool((x > 0).all()):
             raise ValueError(f"theta must be positive (min {float(x.min()):.3g})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ def _check_backend() -> None:
         )
 
 
-def spd_module():
+def spd_module() -> ModuleType:
     """``geomstats.geometry.spd_matrices``, imported once with torch's default dtype preserved."""
     mod = _MODULES.get("spd")
     if mod is not None:

@@ -113,19 +113,19 @@ class AffineInvariant(SPDMetric):
         p = vec * s.unsqueeze(-2)  # V D^1/2
         return sym(p @ f @ p.transpose(-1, -2))
 
-    def inner(self, x, u, v):
+    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         a = self._whiten(x, u)[0]
         b = a if v is u else self._whiten(x, v)[0]
         return (a * b).sum((-2, -1))
 
-    def egrad2rgrad(self, x, g):
+    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return sym(x @ sym(g) @ x)  # X sym(G) X (Pennec et al. 2006; README, Errata R4)
 
-    def exp(self, x, u):
+    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         w, s, vec = self._whiten(x, u)
         return self._unwhiten(sym_apply(sym(w), torch.exp), s, vec)
 
-    def retr(self, x, u):
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         w, s, vec = self._whiten(x, u)
         return _from_basis(vec, torch.diag_embed(s.square()) + _in_basis(vec, u) + 0.5 * w @ w * _outer(s, s))
 
@@ -149,11 +149,11 @@ class AffineInvariant(SPDMetric):
             return _from_basis(vec, torch.diag_embed(s.square()) + raw + 0.5 * w @ w * _outer(s, s))
         return self._unwhiten(sym_apply(sym(w), torch.exp), s, vec)
 
-    def log(self, x, y):
+    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         w, s, vec = self._whiten(x, y)
         return self._unwhiten(sym_apply(sym(w), lambda lam: lam.clamp_min(_TINY).log()), s, vec)
 
-    def dist(self, x, y):
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """||log lambda(X^-1 Y)||_2 from Cholesky-whitened L^-1 Y L^-T (X = L L^T) AND L_y^-1 X L_y^-T: eigh
         resolves each side's large eigenvalues to relative accuracy, so every log eigenvalue comes from the side
         where it is >= 0 (accurate at condition numbers where one whitening loses digits); symmetric by
@@ -197,17 +197,17 @@ class LogEuclidean(SPDMetric):
         lam, vec = eigh(x)
         return divided_difference_log(lam) * _in_basis(vec, u), lam, vec
 
-    def inner(self, x, u, v):
+    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         a = self._dlog(x, u)[0]
         b = a if v is u else self._dlog(x, v)[0]
         return (a * b).sum((-2, -1))
 
-    def egrad2rgrad(self, x, g):
+    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         # (Dlog_X)^-2 [sym G]: divide V^T G V by Gamma o Gamma (the Daleckii-Krein divided differences of log)
         lam, vec = eigh(x)
         return _from_basis(vec, _in_basis(vec, sym(g)) / divided_difference_log(lam).square())
 
-    def exp(self, x, u):
+    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         a, lam, vec = self._dlog(x, u)
         return self._exp_from(a, lam, vec)
 
@@ -234,12 +234,12 @@ class LogEuclidean(SPDMetric):
                 a, lam, vec = self._dlog(x, u * scale[..., None, None])
         return self._exp_from(a, lam, vec)
 
-    def log(self, x, y):
+    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         lam, vec = eigh(x)
         logy = _in_basis(vec, sym_apply(y, lambda mu: mu.clamp_min(_TINY).log()))
         return _from_basis(vec, (logy - torch.diag_embed(lam.log())) / divided_difference_log(lam))
 
-    def dist(self, x, y):
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logm = lambda a: sym_apply(a, lambda mu: mu.clamp_min(_TINY).log())  # noqa: E731
         return torch.linalg.matrix_norm(logm(y) - logm(x))
 
@@ -258,32 +258,32 @@ class BuresWasserstein(SPDMetric):
         lam, vec = eigh(x)
         return _in_basis(vec, u) / (lam[..., :, None] + lam[..., None, :]), lam, vec
 
-    def inner(self, x, u, v):
+    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         a, lam, vec = self._lyap(x, u)
         return 0.5 * (a * _in_basis(vec, v)).sum((-2, -1))
 
-    def egrad2rgrad(self, x, g):
+    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         g = sym(g)
         return 2.0 * sym(x @ g + g @ x)  # inverse of U -> 1/2 L_X[U] (Bhatia et al. 2019)
 
-    def exp(self, x, u):
+    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         a, lam, vec = self._lyap(x, u)
         return _from_basis(vec, torch.diag_embed(lam) + _in_basis(vec, u) + (a * lam.unsqueeze(-2)) @ a)
 
-    def log(self, x, y):
+    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         lam, vec = eigh(x)
         s = lam.clamp_min(0).sqrt()
         root = _sqrtm(sym(_in_basis(vec, y) * _outer(s, s)))  # (X^1/2 Y X^1/2)^1/2 in X's eigenbasis
         t = s[..., :, None] * root / s.clamp_min(_TINY)[..., None, :]  # (XY)^1/2 in X's eigenbasis
         return _from_basis(vec, t + t.transpose(-1, -2) - 2.0 * torch.diag_embed(lam))
 
-    def dist(self, x, y):
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 0.5 * (_bw_procrustes(x, y) + _bw_procrustes(y, x))
 
-    def injectivity_radius(self, x):
+    def injectivity_radius(self, x: torch.Tensor) -> torch.Tensor:
         return eigh(x)[0][..., 0].clamp_min(0).sqrt()
 
-    def step_limit(self, x, max_norm):
+    def step_limit(self, x: torch.Tensor, max_norm: float) -> torch.Tensor:
         """sqrt(lambda_min) (1 - exp(-max_norm / 2)): BW distances are Euclidean in sqrt-eigenvalues, so this
         step shrinks sqrt(lambda_min) at most by exp(-max_norm / 2), i.e. lambda_min by exp(-max_norm), the
         bound ``max_norm`` sets under the scale-invariant AI/LE metrics; always inside the injectivity radius.
@@ -319,19 +319,19 @@ class GeomstatsMetric(SPDMetric):
         if max_dim is not None:
             self.max_dim = int(max_dim)
 
-    def inner(self, x, u, v):
+    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.gs.inner_product(u, v, x)
 
-    def exp(self, x, u):
+    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return sym(self.gs.exp(u, x))
 
-    def log(self, x, y):
+    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return sym(self.gs.log(y, x))
 
-    def dist(self, x, y):
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.gs.squared_dist(x, y).clamp_min(0).sqrt()
 
-    def egrad2rgrad(self, x, g):
+    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         n = x.shape[-1]
         if n > self.max_dim:
             raise ValueError(

@@ -25,54 +25,56 @@ class PositiveScalar(Manifold):
         self.metric_name = check_metric(metric)
         self.log_eig_range = float(log_eig_range)
 
-    def inner(self, x, u, v):
+    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.dim * u.to(F64) * v.to(F64) / x.to(F64).square()  # tr(C^-1 U C^-1 V), C = sigma I
 
-    def egrad2rgrad(self, x, g):
+    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return x.to(F64).square() * g.to(F64) / self.dim  # inverse of the metric dim / sigma^2
 
-    def exp(self, x, u):
+    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         x = x.to(F64)
         return checked_exp(x * torch.exp(u.to(F64) / x))
 
-    def retr(self, x, u):
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         if self.metric_name == "log-euclidean":
             return self.exp(x, u)  # SPD(LE).retr is its exp
         x, u = x.to(F64), u.to(F64)
         return x + u + 0.5 * u.square() / x
 
-    def log(self, x, y):
+    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.to(F64)
         return x * torch.log(y.to(F64) / x)
 
-    def dist(self, x, y):
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.dim**0.5 * (torch.log(y.to(F64)) - torch.log(x.to(F64))).abs()
 
-    def eigenvalues(self, x):
+    def eigenvalues(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(F64).unsqueeze(-1).expand(x.shape + (self.dim,))
 
-    def project_floor(self, x, lambda_min, lambda_max=None):
+    def project_floor(
+        self, x: torch.Tensor, lambda_min: torch.Tensor | float, lambda_max: torch.Tensor | float | None = None
+    ) -> torch.Tensor:
         x = x.to(F64).clamp(min=torch.as_tensor(lambda_min, dtype=F64, device=x.device))
         return x if lambda_max is None else x.clamp(max=torch.as_tensor(lambda_max, dtype=F64, device=x.device))
 
-    def log_volume(self, x):
+    def log_volume(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(F64).log()
 
-    def min_eigenvalue(self, x):
+    def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(F64) * 1.0
 
-    def random_point(self, *batch_shape, generator=None):
+    def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
         r = self.log_eig_range
         return ((torch.rand(tuple(batch_shape), generator=generator, dtype=F64) * 2 - 1) * r).exp()
 
-    def noise_matrix_apply(self, x, z):
+    def noise_matrix_apply(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return z * x.to(z.dtype)[..., None, None]
 
-    def point_noise(self, x):
+    def point_noise(self, x: torch.Tensor) -> Any:
         from certify import IsotropicGaussian
 
         return IsotropicGaussian(float(x))
 
-    def check_values(self, x):
+    def check_values(self, x: torch.Tensor) -> None:
         if not bool((x > 0).all()):
             raise ValueError(f"sigma must be positive (got min {float(x.min()):.3g})")

@@ -49,34 +49,34 @@ class SPD(Manifold):
         self.log_eig_range = float(log_eig_range)
 
     # ---- metric (delegated) --------------------------------------------------------
-    def inner(self, x, u, v):
+    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if v is u:  # one whitening for a norm
             x, u = _f64(x, u)
             return self.metric.inner(x, u, u)
         x, u, v = _f64(x, u, v)
         return self.metric.inner(x, u, v)
 
-    def norm(self, x, u):
+    def norm(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         x, u = _f64(x, u)
         return self.metric.norm(x, u)
 
-    def egrad2rgrad(self, x, g):
+    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         x, g = _f64(x, g)
         return self.metric.egrad2rgrad(x, sym(g))
 
-    def exp(self, x, u):
+    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         x, u = _f64(x, u)
         return self.metric.exp(x, sym(u))
 
-    def retr(self, x, u):
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         x, u = _f64(x, u)
         return self.metric.retr(x, sym(u))
 
-    def log(self, x, y):
+    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = _f64(x, y)
         return self.metric.log(x, y)
 
-    def dist(self, x, y):
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = _f64(x, y)
         return self.metric.dist(x, y)
 
@@ -90,7 +90,14 @@ class SPD(Manifold):
         return self.metric.step_limit(x.to(F64), max_norm)
 
     # ---- optimiser step ------------------------------------------------------------
-    def step(self, x, rgrad, step_size, method="exp", max_norm=None):
+    def step(
+        self,
+        x: torch.Tensor,
+        rgrad: torch.Tensor,
+        step_size: torch.Tensor | float,
+        method: str = "exp",
+        max_norm: float | None = None,
+    ) -> torch.Tensor:
         """``Manifold.step``; with the shipped affine-invariant or log-Euclidean metric and nothing it relies on
         overridden (``_fast_step_metric``), norm, clip and move share one whitening / one Dlog
         (``AffineInvariant.whitened_step``, ``LogEuclidean.clipped_exp``, bit for bit the generic step).
@@ -148,10 +155,12 @@ class SPD(Manifold):
         return None
 
     # ---- spectrum ---------------------------------------------------------------
-    def eigenvalues(self, x):
+    def eigenvalues(self, x: torch.Tensor) -> torch.Tensor:
         return torch.linalg.eigvalsh(x.to(F64))
 
-    def project_floor(self, x, lambda_min, lambda_max=None):
+    def project_floor(
+        self, x: torch.Tensor, lambda_min: torch.Tensor | float, lambda_max: torch.Tensor | float | None = None
+    ) -> torch.Tensor:
         x = x.to(F64)
         lam, vec = eigh(x)
         lm = torch.as_tensor(lambda_min, dtype=F64, device=x.device)
@@ -169,28 +178,28 @@ class SPD(Manifold):
         remember_eigh(out, clamped, vec)  # the next step's eigh of this point (floor exact in min_eigenvalue)
         return out
 
-    def log_volume(self, x):
+    def log_volume(self, x: torch.Tensor) -> torch.Tensor:
         return log_volume_spd(x.to(F64))
 
-    def min_eigenvalue(self, x):
+    def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
         return min_eigenvalue_spd(x.to(F64))
 
     # ---- points and noise -----------------------------------------------------------
-    def random_point(self, *batch_shape, generator=None):
+    def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
         q = random_orthogonal(*batch_shape, dim=self.dim, generator=generator)
         r = self.log_eig_range
         lam = (torch.rand(*batch_shape, self.dim, generator=generator, dtype=F64) * 2 - 1) * r
         return sym((q * lam.exp().unsqueeze(-2)) @ q.transpose(-1, -2))
 
-    def noise_matrix_apply(self, x, z):
+    def noise_matrix_apply(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return z @ x.to(z.dtype)  # rows z^T C = (C z)^T since C is symmetric
 
-    def point_noise(self, x):
+    def point_noise(self, x: torch.Tensor) -> Any:
         from certify import FullGaussian
 
         return FullGaussian(x)
 
-    def check_values(self, x):
+    def check_values(self, x: torch.Tensor) -> None:
         # relative per point: max |C - C^T| <= 1e-8 max |C| (an absolute floor would pass any tiny matrix)
         asym = (x - x.transpose(-1, -2)).abs().amax((-2, -1))
         scale = x.abs().amax((-2, -1))

@@ -11,7 +11,7 @@ eigenvectors) are exported too: ``spd_points``, ``commuting_spd_pair``, ``gl_mat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
@@ -30,7 +30,13 @@ def _orthogonal_from(entries: list[float], n: int) -> torch.Tensor:
 
 
 @st.composite
-def spd_points(draw, n: int, max_log_eig: float = 2.0, log_scale: float = 2.0, eigvals=None) -> torch.Tensor:
+def spd_points(
+    draw: st.DrawFn,
+    n: int,
+    max_log_eig: float = 2.0,
+    log_scale: float = 2.0,
+    eigvals: Sequence[float] | None = None,
+) -> torch.Tensor:
     """SPD Q diag(exp(lambda)) Q^T: |lambda_i| <= max_log_eig around a shift in [-log_scale, log_scale].
 
     Condition number <= exp(2 max_log_eig) (max_log_eig = 7 gives ill-conditioned kappa ~ 1e6).
@@ -49,7 +55,7 @@ def spd_points(draw, n: int, max_log_eig: float = 2.0, log_scale: float = 2.0, e
 
 
 @st.composite
-def commuting_spd_pair(draw, n: int, max_log_eig: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+def commuting_spd_pair(draw: st.DrawFn, n: int, max_log_eig: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Two SPD matrices sharing eigenvectors."""
     q = _orthogonal_from(draw(st.lists(st.floats(-1, 1), min_size=n * n, max_size=n * n)), n)
     out = []
@@ -61,7 +67,7 @@ def commuting_spd_pair(draw, n: int, max_log_eig: float = 2.0) -> tuple[torch.Te
 
 
 @st.composite
-def gl_matrices(draw, n: int) -> torch.Tensor:
+def gl_matrices(draw: st.DrawFn, n: int) -> torch.Tensor:
     """Invertible A = Q1 diag(s) Q2 with s in [0.5, 2]."""
     q1 = _orthogonal_from(draw(st.lists(st.floats(-1, 1), min_size=n * n, max_size=n * n)), n)
     q2 = _orthogonal_from(draw(st.lists(st.floats(-1, 1), min_size=n * n, max_size=n * n)), n)
@@ -70,7 +76,7 @@ def gl_matrices(draw, n: int) -> torch.Tensor:
 
 
 @st.composite
-def manifold_points(draw, manifold: Manifold, max_condition: float = 1e6) -> torch.Tensor:
+def manifold_points(draw: st.DrawFn, manifold: Manifold, max_condition: float = 1e6) -> torch.Tensor:
     """Generic points: ``random_point`` from a drawn seed, the isotropic sigma I (via the floor), and for
     matrix manifolds ill-conditioned SPD points (condition number up to ``max_condition``)."""
     x = manifold.random_point(generator=torch.Generator().manual_seed(draw(_SEEDS)))
