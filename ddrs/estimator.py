@@ -27,7 +27,23 @@ PROBABILITY_CLAMP = 1e-3
 class Terms:
     """What an objective sees, one entry per input: the papers' gap R = Phi^-1(G_A) - Phi^-1(G_B),
     the certificate's margin Phi^-1(G_A) (p_B = 1 - p_A), the mean log eigenvalue of the noise scale
-    (log of the geometric mean P) and its smallest eigenvalue K; plus the raw estimates."""
+    (log of the geometric mean P) and its smallest eigenvalue K; plus the raw estimates.
+
+    Attributes
+    ----------
+    gap : torch.Tensor
+        (B,) the papers' gap R = Phi^-1(p_A) - Phi^-1(p_B) of the clamped soft probabilities.
+    log_volume : torch.Tensor
+        (B,) mean log eigenvalue of the noise scale, log P.
+    min_eigenvalue : torch.Tensor
+        (B,) smallest eigenvalue of the noise scale, K (sigma for scalar noise).
+    p_top : torch.Tensor
+        (B,) clamped soft probability p_A of the top class.
+    p_second : torch.Tensor
+        (B,) clamped soft probability p_B of the runner-up.
+    point : torch.Tensor
+        The noise points (B, ...) the terms were computed at.
+    """
 
     gap: torch.Tensor
     log_volume: torch.Tensor
@@ -44,7 +60,15 @@ class Terms:
 
 @dataclass
 class NetworkCounter:
-    """Network evaluations (per sample) spent choosing the noise: forward and backward separately."""
+    """Network evaluations (per sample) spent choosing the noise: forward and backward separately.
+
+    Attributes
+    ----------
+    forward : int, default 0
+        Noisy copies passed forward through the network.
+    backward : int, default 0
+        Noisy copies back-propagated through the network.
+    """
 
     forward: int = 0
     backward: int = 0
@@ -87,6 +111,19 @@ class SoftSmoothingEstimator:
     copies per network call (over all inputs of the batch). When one chunk holds everything, one
     forward and one backward pass give the gradient; otherwise a first no-grad pass estimates the
     probabilities and a second pass back-propagates dObjective/dG chunk by chunk (exact, two forwards).
+
+    Parameters
+    ----------
+    samples : int, default 100
+        Noise draws per input and step (``draw``'s default count).
+    chunk_size : int, default 20000
+        Most noisy copies per network call; memory only, the estimate is the same up to rounding.
+    clamp : float, default 1e-3
+        Soft probabilities are clamped to [clamp, 1 - clamp] before Phi^-1 (``PROBABILITY_CLAMP``); in [0, 0.5).
+    antithetic : bool, default False
+        ``draw`` returns antithetic pairs (z, -z).
+    counter : NetworkCounter, default NetworkCounter()
+        Receives the network evaluations of every ``evaluate``.
     """
 
     samples: int = 100

@@ -42,7 +42,33 @@ from .selection import select as _select
 @dataclass
 class SmoothingResult:
     """Noise chosen for a batch of inputs: the points on the manifold, the stage's sigma_x* (the
-    isotropic sigma it started from, used as floor by later stages), its trace and cost."""
+    isotropic sigma it started from, used as floor by later stages), its trace and cost.
+
+    Attributes
+    ----------
+    method : str
+        The stage that chose the noise: 'rs', 'ddrs', 'ancer' or 'rddrs'.
+    manifold : manifolds.Manifold
+        The manifold the points live on; ``manifold.to_noise(point)`` is the ``certify`` noise.
+    points : torch.Tensor
+        One noise parameter per input, float64: sigma (B,) for RS and DDRS, the diagonal Theta (B, d) for
+        ANCER, the SPD matrix C (B, d, d) for RDDRS (noise x + C z, covariance C^2; README, Errata R3).
+    sigma_star : torch.Tensor
+        (B,) float64: the isotropic sigma_x* of each input (RS: sigma; DDRS: its own result; ANCER and RDDRS:
+        the sigma_x* they started from). The next stage starts from it and keeps it as eigenvalue floor.
+    trace : Trace or None, default None
+        Per-step objective, gap, log-volume and smallest eigenvalue of the ascent; None for RS.
+    network : NetworkCounter
+        Per-sample forward and backward network evaluations spent choosing the noise (ascent and
+        selection; certification not included).
+    seconds : float, default 0.0
+        Wall-clock time of ``fit``.
+    kept_new : torch.Tensor or None, default None
+        (B,) bool: True where the selection kept the optimised noise, False where it kept the start; None
+        when no selection ran (``select=False``, ``iterations=0`` or RS).
+    step_rule : str, default ''
+        The step rule that ran and how (e.g. in which eigenframe); '' for RS.
+    """
 
     method: str
     manifold: Any
@@ -131,7 +157,15 @@ def _check_int(value, name: str, minimum: int) -> int:
 
 @dataclass
 class RS:
-    """Randomized smoothing with one fixed sigma (Cohen et al. 2019)."""
+    """Randomized smoothing with one fixed sigma (Cohen et al. 2019).
+
+    Parameters
+    ----------
+    sigma : float, default 0.25
+        Standard deviation of the isotropic Gaussian noise, the same for every input (must be positive).
+        The certified l2 radius is sigma Phi^-1(p_A_lower) (Cohen et al. Thm 1). ``fit`` takes no optimisation
+        steps and ignores ``init``.
+    """
 
     sigma: float = 0.25
 
@@ -139,6 +173,8 @@ class RS:
         certify.IsotropicGaussian(self.sigma)  # validates
 
     def fit(self, model, x, init=None, generator=None) -> SmoothingResult:
+        """Sigma for every input of the batch x (B, *input_shape); ``model``, ``init`` and ``generator`` are
+        accepted for the presets' common interface and unused. Returns a ``SmoothingResult``."""
         x = _check_batch(x)
         sig = torch.full((x.shape[0],), float(self.sigma), dtype=torch.float64)
         return SmoothingResult("rs", manifolds.get_manifold("scalar", x[0].numel()), sig, sig.clone())
@@ -146,6 +182,8 @@ class RS:
 
 @dataclass
 class _Optimised:
+    """The fields shared by the optimised presets (DDRS, ANCER, RDDRS); each preset documents them."""
+
     iterations: int = 100
     samples: int = 100
     clamp: float = PROBABILITY_CLAMP
@@ -326,6 +364,72 @@ class DDRS(_Optimised):
     input and step, clamp 1e-3, starting from ``sigma0`` (or ``init``); the best iterate is kept.
     ``step``: 'adam' | 'euclidean' (the paper code's plain ascent) | 'riemannian' (exp map of the
     scalar manifold's metric) | a StepRule.
+
+    The noise is chosen from its own samples; ``certify_inputs`` certifies it on fresh ones. Whether a
+    data-dependent certificate holds for a deployed classifier: README, What each certificate guarantees.
+
+    Parameters
+    ----------
+    iterations : int, default 900
+        Ascent steps per input (Alfarra et al.'s package: 900). 0 returns the start point (no step, no selection).
+    samples : int, default 100
+        Monte Carlo noise draws per input and step for the soft-smoothing estimate of the objective and its gradient
+        (``SoftSmoothingEstimator``). More samples: a less noisy ascent, cost linear in ``samples``.
+    clamp : float, default 1e-3
+        The soft probabilities are clamped to [clamp, 1 - clamp] before Phi^-1 (``PROBABILITY_CLAMP``, the DDRS/ANCER
+        package value); this bounds the gap by 2 Phi^-1(1 - clamp) and keeps gradients finite. Used only while choosing
+        the noise; the certificate is computed from hard votes.
+    chunk_size : int, default 20000
+        Most noisy copies per network call, over all inputs of the batch (also during selection). Memory only: the
+        estimate is the same up to rounding.
+    keep_best : bool, default True
+        Return, per input, the best evaluated iterate (the final one is evaluated too: iterations + 1 evaluations);
+        False returns the last iterate.
+    num_classes : int or None, default None
+        Number of classes the model's logits must have (checked on every call); None accepts any C >= 2.
+    antithetic : bool, default False
+        Draw half of each step's samples and use them with both signs (z, -z): still N(0, I) marginally, lower variance
+        for the odd part of the integrand.
+    select : bool, default True
+        After the ascent, keep the start (projected onto the constraint) unless the optimised noise has a strictly
+        larger hard-vote certified radius (l2: sigma Phi^-1(p_A_lower)) on ``selection_samples`` fresh draws common to
+        both candidates (``ddrs.selection``). These draws come from the fitting generator, never from the certification
+        samples (README, Errata R5). The result's ``kept_new`` says which was kept.
+    selection_samples : int, default 1000
+        Fresh noise draws per input for ``select``.
+    selection_alpha : float, default 0.001
+        Level of the Clopper-Pearson lower bound p_A_lower used by ``select``; must lie in (0, 1).
+    common_random_numbers : bool, default False
+        Draw the noise once and reuse it at every step (a deterministic objective, e.g. for line searches); incompatible
+        with ``schedule``.
+    schedule : tuple of (int, int) or None, default None
+        (first, last) samples per step, a geometric ramp from first to last (``sample_schedule``) replacing ``samples``
+        during the ascent. None: ``samples`` at every step.
+    early_stop : tuple of (int, float) or None, default None
+        (patience, tol): stop once no input's best objective has risen by more than tol * abs(best) for ``patience``
+        steps; with ``keep_best`` the best evaluated iterate is returned. None: run all ``iterations``.
+    lr : float, default 0.04
+        Step of the rule named by ``step`` ('adam', 'euclidean', and the step size of 'riemannian' and 'retraction');
+        ignored when ``step`` is a ``StepRule``.
+    sigma0 : float, default 0.12
+        Starting sigma when ``fit`` gets no ``init``; an ``init`` (a previous stage's result, a float or a (B,) tensor
+        of sigmas) replaces it.
+    step : str or StepRule, default 'adam'
+        'adam' (``AdamAscent`` on sigma, the DDRS package), 'euclidean' (``EuclideanAscent``, the paper code's plain
+        ascent), 'riemannian' (``RiemannianAscent``, exp map of ``manifold``'s metric), 'retraction' (the same with the
+        metric's retraction) or any ``StepRule``.
+    objective : Objective or str, default Radius()
+        What is maximised per input: ``Radius()`` or 'certificate' (sigma Phi^-1(p_A), the radius the certificate
+        reports; Cohen et al. Thm 1), 'gap' (``Radius("gap")``: sigma R / 2 with the soft runner-up, Alfarra et al.) or
+        any ``Objective``.
+    max_ratio : float or None, default 2.0
+        Ceiling sigma_x <= max_ratio * starting sigma, a projection after every step (with a floor of 1e-6): the
+        certified radius is then at most max_ratio * start * Phi^-1(p_A_lower), at noise levels near those the model was
+        trained on. None: unbounded, as the DDRS package.
+    manifold : manifolds.Manifold or None, default None
+        The geometry of sigma: any ``manifolds.Manifold`` with scalar points (``point_ndim`` 0) and the inputs'
+        dimension; None: ``manifolds.PositiveScalar`` with the affine-invariant metric. It shapes the Riemannian rules'
+        steps; 'adam' and 'euclidean' step on the raw sigma.
     """
 
     iterations: int = 900
@@ -340,6 +444,29 @@ class DDRS(_Optimised):
         return _step_rule(self.step, self.lr).describe(manifolds.resolve_manifold(self.manifold, "scalar", dim))
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
+        """Choose the noise for every input of the batch x.
+
+        Parameters
+        ----------
+        model : Callable
+            The base classifier: a batch (N, *input_shape) to logits (N, C), run in its own device and dtype (a
+            model in training mode draws a warning; its buffers, e.g. BatchNorm statistics, are restored afterwards).
+        x : torch.Tensor
+            A batch of inputs (B, *input_shape); for one input pass x[None].
+        init : SmoothingResult, float, torch.Tensor or None, default None
+            The starting sigma: a previous stage's result (RS), a float or a (B,) tensor; None: ``sigma0``.
+        generator : torch.Generator or None, default None
+            Source of every noise draw of the ascent and the selection (None: torch's global generator). Keep it apart
+            from the certification's (README, Errata R5).
+        progress : bool, object or callable, default None
+            None / False: nothing; True: a text bar on stderr; an object with ``update(n)`` (e.g. tqdm); or a callable
+            ``(step, point, value, terms)`` after every ascent step (``ddrs.progress``).
+
+        Returns
+        -------
+        SmoothingResult
+            The chosen noise per input, its sigma_x*, trace and cost.
+        """
         self._validate()
         x = _on_model(model, x)
         sig0 = _sigma_from(init, x, self.sigma0)
@@ -366,7 +493,72 @@ class DDRS(_Optimised):
 class ANCER(_Optimised):
     """Per-input diagonal Theta_x maximising R P + kappa K R (Eiras et al.), initialised at the
     DDRS sigma_x* and projected after every step onto Theta >= sigma_x* so the DDRS ball stays inside.
-    Defaults: the ANCER code's (Adam, lr 0.04, 100 steps, 100 samples, kappa 2)."""
+    Defaults: the ANCER code's (Adam, lr 0.04, 100 steps, 100 samples, kappa 2). ``fit`` needs ``init``: the
+    DDRS result (or sigmas) that gives sigma_x*.
+
+    Parameters
+    ----------
+    iterations : int, default 100
+        Ascent steps per input (the ANCER code: 100). 0 returns the start point (no step, no selection).
+    samples : int, default 100
+        Monte Carlo noise draws per input and step for the soft-smoothing estimate of the objective and its gradient
+        (``SoftSmoothingEstimator``). More samples: a less noisy ascent, cost linear in ``samples``.
+    clamp : float, default 1e-3
+        The soft probabilities are clamped to [clamp, 1 - clamp] before Phi^-1 (``PROBABILITY_CLAMP``, the DDRS/ANCER
+        package value); this bounds the gap by 2 Phi^-1(1 - clamp) and keeps gradients finite. Used only while choosing
+        the noise; the certificate is computed from hard votes.
+    chunk_size : int, default 20000
+        Most noisy copies per network call, over all inputs of the batch (also during selection). Memory only: the
+        estimate is the same up to rounding.
+    keep_best : bool, default True
+        Return, per input, the best evaluated iterate (the final one is evaluated too: iterations + 1 evaluations);
+        False returns the last iterate.
+    num_classes : int or None, default None
+        Number of classes the model's logits must have (checked on every call); None accepts any C >= 2.
+    antithetic : bool, default False
+        Draw half of each step's samples and use them with both signs (z, -z): still N(0, I) marginally, lower variance
+        for the odd part of the integrand.
+    select : bool, default True
+        After the ascent, keep the start (projected onto the constraint) unless the optimised noise has a strictly
+        larger hard-vote certified radius (proxy: the geometric mean of Theta times Phi^-1(p_A_lower)) on
+        ``selection_samples`` fresh draws common to both candidates (``ddrs.selection``). These draws come from the
+        fitting generator, never from the certification samples (README, Errata R5). The result's ``kept_new`` says
+        which was kept.
+    selection_samples : int, default 1000
+        Fresh noise draws per input for ``select``.
+    selection_alpha : float, default 0.001
+        Level of the Clopper-Pearson lower bound p_A_lower used by ``select``; must lie in (0, 1).
+    common_random_numbers : bool, default False
+        Draw the noise once and reuse it at every step (a deterministic objective, e.g. for line searches); incompatible
+        with ``schedule``.
+    schedule : tuple of (int, int) or None, default None
+        (first, last) samples per step, a geometric ramp from first to last (``sample_schedule``) replacing ``samples``
+        during the ascent. None: ``samples`` at every step.
+    early_stop : tuple of (int, float) or None, default None
+        (patience, tol): stop once no input's best objective has risen by more than tol * abs(best) for ``patience``
+        steps; with ``keep_best`` the best evaluated iterate is returned. None: run all ``iterations``.
+    lr : float, default 0.04
+        Step of the rule named by ``step`` (the step size of 'riemannian' and 'retraction'); ignored when ``step`` is a
+        ``StepRule``.
+    kappa : float, default 2.0
+        Weight of the term kappa K R (K the smallest axis) in H = R P + kappa K R: larger keeps the inscribed (DDRS)
+        ball larger against the volume proxy R P. Used by the default and 'gap' objectives; ignored when ``objective``
+        is an ``Objective``.
+    step : str or StepRule, default 'adam'
+        'adam' (``AdamAscent`` on Theta, the ANCER code), 'euclidean' (``EuclideanAscent``), 'riemannian'
+        (``RiemannianAscent``, exp map of ``manifold``'s metric), 'retraction' (its retraction) or any ``StepRule``.
+    objective : Objective, str or None, default None
+        None or 'certificate': ``ancer_objective(kappa)``, R P + kappa K R with R = Phi^-1(p_A) (R P is then the proxy
+        radius the certificate reports); 'gap': Eiras et al.'s, R the top-two gap; or any ``Objective``.
+    max_ratio : float or None, default 4.0
+        Ceiling Theta_i <= max_ratio * sigma_x* (must be >= 1), projected after every step together with the floor
+        Theta_i >= sigma_x*: keeps every axis near the noise levels the model was trained on. None: unbounded, as the
+        ANCER code.
+    manifold : manifolds.Manifold or None, default None
+        The geometry of Theta: any ``manifolds.Manifold`` with diagonal points (``point_ndim`` 1) and the inputs'
+        dimension; None: ``manifolds.PositiveDiagonal`` with the affine-invariant metric. It shapes the Riemannian
+        rules' steps; 'adam' and 'euclidean' step on the raw Theta.
+    """
 
     iterations: int = 100
     lr: float = 0.04
@@ -380,6 +572,29 @@ class ANCER(_Optimised):
         return _step_rule(self.step, self.lr).describe(manifolds.resolve_manifold(self.manifold, "diagonal", dim))
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
+        """Choose the noise for every input of the batch x.
+
+        Parameters
+        ----------
+        model : Callable
+            The base classifier: a batch (N, *input_shape) to logits (N, C), run in its own device and dtype (a
+            model in training mode draws a warning; its buffers, e.g. BatchNorm statistics, are restored afterwards).
+        x : torch.Tensor
+            A batch of inputs (B, *input_shape); for one input pass x[None].
+        init : SmoothingResult, float or torch.Tensor
+            Required: sigma_x*, as the DDRS result, a float or a (B,) tensor; start, floor and ceiling scale with it.
+        generator : torch.Generator or None, default None
+            Source of every noise draw of the ascent and the selection (None: torch's global generator). Keep it apart
+            from the certification's (README, Errata R5).
+        progress : bool, object or callable, default None
+            None / False: nothing; True: a text bar on stderr; an object with ``update(n)`` (e.g. tqdm); or a callable
+            ``(step, point, value, terms)`` after every ascent step (``ddrs.progress``).
+
+        Returns
+        -------
+        SmoothingResult
+            The chosen noise per input, its sigma_x*, trace and cost.
+        """
         self._validate()
         x = _on_model(model, x)
         sigma_star = _sigma_from(init, x, None)
@@ -432,6 +647,100 @@ class RDDRS(_Optimised):
     ``init``: a DDRS result or sigmas (C0 = sigma_x* I, the paper), or an ANCER result (C0 =
     diag(Theta_x), floor still at its sigma_x*): a warm start that refines ANCER's axis-aligned
     ellipsoid by rotating and reshaping it.
+
+    Parameters
+    ----------
+    iterations : int, default 36
+        Ascent steps per input (``RDDRS.paper()``: 98). 0 returns the start point (no step, no selection).
+    samples : int, default 1000
+        Monte Carlo noise draws per input and step for the soft-smoothing estimate of the objective and its gradient
+        (``SoftSmoothingEstimator``). More samples: a less noisy ascent, cost linear in ``samples``.
+    clamp : float, default 1e-3
+        The soft probabilities are clamped to [clamp, 1 - clamp] before Phi^-1 (``PROBABILITY_CLAMP``, the DDRS/ANCER
+        package value); this bounds the gap by 2 Phi^-1(1 - clamp) and keeps gradients finite. Used only while choosing
+        the noise; the certificate is computed from hard votes.
+    chunk_size : int, default 20000
+        Most noisy copies per network call, over all inputs of the batch (also during selection). Memory only: the
+        estimate is the same up to rounding.
+    keep_best : bool, default True
+        Return, per input, the best evaluated iterate (the final one is evaluated too: iterations + 1 evaluations);
+        False returns the last iterate.
+    num_classes : int or None, default None
+        Number of classes the model's logits must have (checked on every call); None accepts any C >= 2.
+    antithetic : bool, default False
+        Draw half of each step's samples and use them with both signs (z, -z): still N(0, I) marginally, lower variance
+        for the odd part of the integrand.
+    select : bool, default True
+        After the ascent, keep the start (projected onto the constraint) unless the optimised noise has a strictly
+        larger hard-vote certified radius (proxy: the geometric mean of the eigenvalues of C times Phi^-1(p_A_lower)) on
+        ``selection_samples`` fresh draws common to both candidates (``ddrs.selection``). These draws come from the
+        fitting generator, never from the certification samples (README, Errata R5). The result's ``kept_new`` says
+        which was kept.
+    selection_samples : int, default 1000
+        Fresh noise draws per input for ``select``.
+    selection_alpha : float, default 0.001
+        Level of the Clopper-Pearson lower bound p_A_lower used by ``select``; must lie in (0, 1).
+    common_random_numbers : bool, default False
+        Draw the noise once and reuse it at every step (a deterministic objective, e.g. for line searches); incompatible
+        with ``schedule``.
+    schedule : tuple of (int, int) or None, default None
+        (first, last) samples per step, a geometric ramp from first to last (``sample_schedule``) replacing ``samples``
+        during the ascent (``backend='rgd'`` only). None: ``samples`` at every step.
+    early_stop : tuple of (int, float) or None, default None
+        (patience, tol): stop once no input's best objective has risen by more than tol * abs(best) for ``patience``
+        steps; with ``keep_best`` the best evaluated iterate is returned (``backend='rgd'`` only). None: run all
+        ``iterations``.
+    step_size : float, default 1.0
+        Step of plain Riemannian gradient ascent (``RiemannianAscent``: ``step='riemannian'`` or ``adaptive=False``);
+        unused by Adam.
+    kappa : float, default 1e-8
+        Weight of the term kappa K R in H = R P + kappa K R (the RDDRS paper's value: in effect the volume proxy R P
+        alone). Used by the default and 'gap' objectives; ignored when ``objective`` is an ``Objective``.
+    metric : str, SPDMetric or Geomstats metric, default 'affine-invariant'
+        The SPD manifold's metric: 'affine-invariant' (the paper), 'log-euclidean', 'bures-wasserstein', a
+        ``manifolds.SPDMetric`` or a Geomstats SPD metric. It changes the geometry of the steps only: the objective and
+        the certificate of a given C do not depend on it. Ignored when ``manifold`` is given.
+    method : str, default 'retr'
+        How a step moves along its tangent vector: 'retr' (the metric's retraction) or 'exp' (its exponential map, the
+        paper).
+    max_step_norm : float or None, default 2.0
+        Each step's length in the metric's own norm is clipped here (or to the injectivity radius where that is
+        smaller), so a large step stays in the SPD cone. None: no clipping.
+    backend : str, default 'rgd'
+        'rgd': this package's ascent loop (``ddrs.optimizers.ascend``); 'pymanopt': Pymanopt's solver loop
+        (``pymanopt_solver``), which takes neither ``schedule`` nor ``early_stop``.
+    pymanopt_solver : str, default 'sgd'
+        With ``backend='pymanopt'``: 'sgd' (Pymanopt's SteepestDescent loop moving by the step rule: the same iterates
+        as 'rgd'), 'steepest' or 'cg' (Pymanopt's own directions and line searches, for deterministic objectives, e.g.
+        ``common_random_numbers``; they replace the step rule and refuse an explicit ``step``).
+    objective : Objective, str or None, default None
+        None or 'certificate': ``ancer_objective(kappa)``, R P + kappa K R with R = Phi^-1(p_A) (R P is then the proxy
+        radius the certificate reports); 'gap': the paper's eq. (5), R the top-two gap; or any ``Objective``.
+    max_ratio : float or None, default 4.0
+        Eigenvalue ceiling lambda_i <= max_ratio * sigma_x* (must be >= 1), projected after every step together with the
+        floor lambda_i >= sigma_x*: keeps every axis near the noise levels the model was trained on. None: no ceiling
+        (the paper).
+    manifold : manifolds.Manifold or None, default None
+        Any ``manifolds.Manifold`` with matrix points (``point_ndim`` 2) and the inputs' dimension, overriding
+        ``metric``; None: ``manifolds.SPD(d, metric)``.
+    adaptive : bool, default True
+        With ``step=None``: Riemannian Adam (True) or plain Riemannian gradient ascent (False). False together with an
+        explicit ``step`` is an error.
+    lr : float, default 0.05
+        Riemannian Adam's step.
+    per_direction : bool, default True
+        Adam's second moment per coordinate of the eigenframe (eigenvalue directions on the diagonal, rotations off it);
+        False: one per point. Without an eigenframe Adam keeps one per point either way.
+    rotation_lr : float or None, default None
+        Adam's step for the rotations (off-diagonal coordinates of the eigenframe; 0: only the eigenvalues move); None:
+        ``lr``. Needs a manifold with an eigenframe.
+    shared_frame : bool, default True
+        One eigendecomposition per step serves the constraint, the objective's volume and smallest-eigenvalue terms, the
+        gradient and the move (``Stepper``); False decomposes in each (the same iterates up to rounding, slower).
+    step : str, StepRule or None, default None
+        None ('adam' if ``adaptive`` else 'riemannian'), 'adam' (``RiemannianAdam`` from ``lr``, ``per_direction``,
+        ``rotation_lr``, ``method``, ``max_step_norm``), 'riemannian' (``RiemannianAscent`` from ``step_size``,
+        ``method``, ``max_step_norm``) or any ``StepRule``.
     """
 
     iterations: int = 36
@@ -526,6 +835,30 @@ class RDDRS(_Optimised):
         return self._describe(self._manifold(dim))
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
+        """Choose the noise for every input of the batch x.
+
+        Parameters
+        ----------
+        model : Callable
+            The base classifier: a batch (N, *input_shape) to logits (N, C), run in its own device and dtype (a
+            model in training mode draws a warning; its buffers, e.g. BatchNorm statistics, are restored afterwards).
+        x : torch.Tensor
+            A batch of inputs (B, *input_shape); for one input pass x[None].
+        init : SmoothingResult, float or torch.Tensor
+            Required: a DDRS result or sigmas (start sigma_x* I), or an ANCER result (start diag(Theta_x), floor at its
+            sigma_x*).
+        generator : torch.Generator or None, default None
+            Source of every noise draw of the ascent and the selection (None: torch's global generator). Keep it apart
+            from the certification's (README, Errata R5).
+        progress : bool, object or callable, default None
+            None / False: nothing; True: a text bar on stderr; an object with ``update(n)`` (e.g. tqdm); or a callable
+            ``(step, point, value, terms)`` after every ascent step (``ddrs.progress``).
+
+        Returns
+        -------
+        SmoothingResult
+            The chosen noise per input, its sigma_x*, trace and cost.
+        """
         self._validate()
         if self.backend not in ("rgd", "pymanopt"):
             raise ValueError(f"backend must be 'rgd' or 'pymanopt', got {self.backend!r}")

@@ -47,7 +47,13 @@ class Objective:
 
 
 class Sum(Objective):
-    """The sum of objectives."""
+    """The sum of objectives.
+
+    Parameters
+    ----------
+    *parts : Objective
+        The summands; a ``Sum`` among them is flattened into its parts. Calling a ``Sum`` of no parts raises.
+    """
 
     def __init__(self, *parts: Objective):
         self.parts: list[Objective] = []
@@ -70,7 +76,13 @@ class Sum(Objective):
 class Radius(Objective):
     """The isotropic certified radius, sigma the smallest axis of the noise (the scalar for DDRS):
     ``"certificate"``: sigma Phi^-1(p_A) (Cohen et al. Thm 1, p_B = 1 - p_A); ``"gap"``: sigma R / 2
-    with the soft runner-up (DDRS, Alfarra et al.)."""
+    with the soft runner-up (DDRS, Alfarra et al.).
+
+    Parameters
+    ----------
+    form : str, default 'certificate'
+        'certificate' (sigma Phi^-1(p_A)) or 'gap' (sigma R / 2, R the top-two gap).
+    """
 
     form: str = "certificate"
 
@@ -87,7 +99,13 @@ class Radius(Objective):
 class VolumeProxy(Objective):
     """R * P with P the geometric mean of the noise axes (ANCER's volume proxy; RDDRS eq. (5)),
     computed as exp(mean log eigenvalue) so that d = 784 products never under/overflow; R is
-    Phi^-1(p_A) (``"certificate"``: then R P is the proxy radius the certificate reports) or the gap."""
+    Phi^-1(p_A) (``"certificate"``: then R P is the proxy radius the certificate reports) or the gap.
+
+    Parameters
+    ----------
+    form : str, default 'certificate'
+        'certificate' (R = Phi^-1(p_A)) or 'gap' (R the top-two gap, ANCER and RDDRS eq. (5)).
+    """
 
     form: str = "certificate"
 
@@ -101,7 +119,15 @@ class VolumeProxy(Objective):
 @dataclass
 class KappaPenalty(Objective):
     """kappa * K * R with K the smallest axis (ANCER; RDDRS eq. (5)): rewards keeping the largest
-    inscribed ball, i.e. the DDRS ball, large."""
+    inscribed ball, i.e. the DDRS ball, large.
+
+    Parameters
+    ----------
+    kappa : float, default 2.0
+        Weight of the term (>= 0); ANCER's default is 2, RDDRS's 1e-8.
+    form : str, default 'certificate'
+        'certificate' (R = Phi^-1(p_A)) or 'gap' (R the top-two gap).
+    """
 
     kappa: float = 2.0
     form: str = "certificate"
@@ -139,7 +165,15 @@ class EigenvalueFloor:
     ``ceiling`` (optional) also bounds the axes from above. Without it, an axis along which the base
     model is insensitive (a constant border pixel; the far-field of a ReLU network) grows without
     bound: the certificate is still true for that noise, but it certifies regions far outside the
-    data domain, against a model never trained at that noise level."""
+    data domain, against a model never trained at that noise level.
+
+    Parameters
+    ----------
+    floor : torch.Tensor or float
+        Lower bound of every eigenvalue (axis) of the noise: a float, or a (B,) tensor, one per input (sigma_x*).
+    ceiling : torch.Tensor, float or None, default None
+        Upper bound of every eigenvalue, a float or a (B,) tensor; None: no upper bound.
+    """
 
     floor: torch.Tensor | float
     ceiling: torch.Tensor | float | None = None

@@ -51,7 +51,15 @@ def _method(method: str) -> str:
 @dataclass
 class StepState:
     """What a step rule remembers between the steps of ONE fit: the number of steps taken and its buffers
-    (e.g. Adam's moments). Made by ``StepRule.init_state()`` and owned by the driver; never stored on the rule."""
+    (e.g. Adam's moments). Made by ``StepRule.init_state()`` and owned by the driver; never stored on the rule.
+
+    Parameters
+    ----------
+    step : int, default 0
+        Steps taken so far in this fit (Adam's bias correction uses it).
+    buffers : dict of str to Any, default {}
+        The rule's own memory, by name (Adam: 'm', 'v' and the frame or point they were taken at).
+    """
 
     step: int = 0
     buffers: dict[str, Any] = field(default_factory=dict)
@@ -63,7 +71,13 @@ class StepRule:
     Subclasses are frozen dataclasses (configuration only) and implement ``update``; a rule with state keeps it
     in the ``StepState`` it is handed. ``uses_frame``: the driver passes the point's eigenframe (when the
     manifold has one) so that one decomposition per step serves the constraint, the objective's spectral terms
-    and the move."""
+    and the move.
+
+    Attributes
+    ----------
+    uses_frame : bool, class attribute, default False
+        True for a rule that can step in the point's eigenframe (``RiemannianAscent``, ``RiemannianAdam``).
+    """
 
     uses_frame: ClassVar[bool] = False
 
@@ -105,7 +119,17 @@ class RiemannianAscent(StepRule):
     """x <- Exp_x(step_size * rgrad) (``method="exp"``, RDDRS) or the metric's retraction
     (``"retr"``); the step's length in the metric's own norm is clipped to ``max_step_norm``
     (keeps a large step from leaving the SPD cone numerically). In an eigenframe the same step is taken
-    in the frame's coordinates (the same iterates up to rounding)."""
+    in the frame's coordinates (the same iterates up to rounding).
+
+    Parameters
+    ----------
+    step_size : float, default 1.0
+        Multiplies the Riemannian gradient (positive).
+    method : str, default 'exp'
+        'exp' (exponential map, the RDDRS paper) or 'retr' (the metric's retraction).
+    max_step_norm : float or None, default 2.0
+        Clip of each step's length in the metric's norm (or less, inside the injectivity radius); None: no clip.
+    """
 
     step_size: float = 1.0
     method: str = "exp"
@@ -147,7 +171,26 @@ class RiemannianAdam(StepRule):
     Without an eigenframe (scalar, diagonal, a user's manifold or metric, a Geomstats metric): geoopt's
     RiemannianAdam, i.e. the first moment of the Riemannian gradient moved by ``manifold.transp``, one second
     moment per point (the gradient's squared Riemannian norm), the step through ``manifold.step`` (clipped at
-    ``max_step_norm``). ``rotation_lr`` needs a frame. ``describe(manifold)`` names the form that runs."""
+    ``max_step_norm``). ``rotation_lr`` needs a frame. ``describe(manifold)`` names the form that runs.
+
+    Parameters
+    ----------
+    lr : float, default 0.05
+        Step size (positive); in a frame, of the eigenvalue (diagonal) coordinates when ``rotation_lr`` is set.
+    betas : tuple of (float, float), default (0.9, 0.999)
+        Decay rates of the first and second moments, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the square root of the second moment.
+    per_direction : bool, default True
+        In an eigenframe, one second moment per coordinate; False: one per point (always so without a frame).
+    method : str, default 'retr'
+        'retr' (the metric's retraction) or 'exp' (its exponential map).
+    max_step_norm : float or None, default 2.0
+        Clip of each step's length in the metric's norm (the frame's ``step_limit``); None: no clip.
+    rotation_lr : float or None, default None
+        Step size of the off-diagonal (rotation) coordinates of the eigenframe (>= 0); None: ``lr``. Needs a manifold
+        with an eigenframe.
+    """
 
     lr: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
@@ -249,7 +292,13 @@ class RiemannianAdam(StepRule):
 @dataclass(frozen=True)
 class EuclideanAscent(StepRule):
     """x <- x + lr * egrad on the raw parameter (DDRS paper code); only for the scalar and
-    diagonal parameterisations, followed by the floor projection (and positivity)."""
+    diagonal parameterisations, followed by the floor projection (and positivity).
+
+    Parameters
+    ----------
+    lr : float, default 0.04
+        Multiplies the Euclidean gradient (positive).
+    """
 
     lr: float = 0.04
 
@@ -268,7 +317,17 @@ class EuclideanAscent(StepRule):
 @dataclass(frozen=True)
 class AdamAscent(StepRule):
     """Adam on the raw parameter, maximising (ANCER and the DDRS package use Adam, lr 0.04); only for the
-    scalar and diagonal parameterisations."""
+    scalar and diagonal parameterisations.
+
+    Parameters
+    ----------
+    lr : float, default 0.04
+        Step size (positive).
+    betas : tuple of (float, float), default (0.9, 0.999)
+        Decay rates of the first and second moments, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the square root of the second moment.
+    """
 
     lr: float = 0.04
     betas: tuple[float, float] = (0.9, 0.999)
@@ -322,7 +381,31 @@ class Stepper:
     current point (constraint applied) and, for a rule that ``uses_frame`` on a manifold that has one
     (``Manifold.eigenframe``) when ``shared_frame``, the point's eigenframe, so that one eigendecomposition
     per step serves the constraint, the objective's volume and smallest-eigenvalue terms (pass ``frame`` to
-    the estimator), the Riemannian gradient and the move."""
+    the estimator), the Riemannian gradient and the move.
+
+    Parameters
+    ----------
+    rule : StepRule
+        The step rule (checked against ``manifold``).
+    manifold : manifolds.Manifold
+        The manifold the points live on.
+    point : torch.Tensor
+        The start, a batch of points (projected onto ``constraint``).
+    constraint : EigenvalueFloor or None, default None
+        Eigenvalue floor and ceiling applied after every step; None: none.
+    shared_frame : bool, default True
+        Carry the point's eigenframe when the rule ``uses_frame`` and the manifold has one; False: the rule decomposes
+        on its own (the same iterates up to rounding).
+
+    Attributes
+    ----------
+    state : StepState
+        The rule's state for this fit.
+    point : torch.Tensor
+        The current point (float64, constraint applied).
+    frame : EigenFrame or None
+        The current point's eigenframe, or None when none is carried.
+    """
 
     def __init__(
         self,
@@ -365,7 +448,19 @@ def uses_frame(manifold, rule: StepRule) -> bool:
 
 @dataclass
 class Trace:
-    """Per-step record, arrays of shape (steps, B): objective, gap, log-volume, min eigenvalue."""
+    """Per-step record, arrays of shape (steps, B): objective, gap, log-volume, min eigenvalue.
+
+    Attributes
+    ----------
+    objective : list of numpy.ndarray
+        Objective value per input at each evaluated step.
+    gap : list of numpy.ndarray
+        The papers' gap R at each evaluated step.
+    log_volume : list of numpy.ndarray
+        Mean log eigenvalue of the noise at each evaluated step.
+    min_eigenvalue : list of numpy.ndarray
+        Smallest eigenvalue of the noise at each evaluated step.
+    """
 
     objective: list = field(default_factory=list)
     gap: list = field(default_factory=list)
