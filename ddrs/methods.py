@@ -386,7 +386,7 @@ class DDRS(_Optimised):
         Return, per input, the best evaluated iterate (the final one is evaluated too: iterations + 1 evaluations);
         False returns the last iterate.
     num_classes : int or None, default None
-        Number of classes the model's logits must have (checked on every call); None accepts any C >= 2.
+        Number of classes the model's logits must have (checked at every ascent step); None accepts any C >= 2.
     antithetic : bool, default False
         Draw half of each step's samples and use them with both signs (z, -z): still N(0, I) marginally, lower variance
         for the odd part of the integrand.
@@ -514,7 +514,7 @@ class ANCER(_Optimised):
         Return, per input, the best evaluated iterate (the final one is evaluated too: iterations + 1 evaluations);
         False returns the last iterate.
     num_classes : int or None, default None
-        Number of classes the model's logits must have (checked on every call); None accepts any C >= 2.
+        Number of classes the model's logits must have (checked at every ascent step); None accepts any C >= 2.
     antithetic : bool, default False
         Draw half of each step's samples and use them with both signs (z, -z): still N(0, I) marginally, lower variance
         for the odd part of the integrand.
@@ -666,7 +666,7 @@ class RDDRS(_Optimised):
         Return, per input, the best evaluated iterate (the final one is evaluated too: iterations + 1 evaluations);
         False returns the last iterate.
     num_classes : int or None, default None
-        Number of classes the model's logits must have (checked on every call); None accepts any C >= 2.
+        Number of classes the model's logits must have (checked at every ascent step); None accepts any C >= 2.
     antithetic : bool, default False
         Draw half of each step's samples and use them with both signs (z, -z): still N(0, I) marginally, lower variance
         for the odd part of the integrand.
