@@ -25,6 +25,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.stats import binomtest, norm
 
@@ -92,10 +94,11 @@ HALF_WIDTHS = [slab_half_width(t) for t in SCALE_X1]
 SELECTOR_HALF = [(-math.inf, 0.0), (0.0, math.inf)]  # closed x_2 ranges where h = 0, h = 1
 
 
-def bad_boxes(label):
-    """Closed boxes (x_1 range, x_2 range) covering {y : G(y) != label}."""
+def bad_boxes(label, half_widths=HALF_WIDTHS):
+    """Closed boxes (x_1 range, x_2 range) covering {y : G(y) != label} (entry k's slab half-width
+    ``half_widths[k]``, None: g_k is 0 everywhere)."""
     boxes = []
-    for k, s in enumerate(HALF_WIDTHS):
+    for k, s in enumerate(half_widths):
         j = SELECTOR_HALF[k]
         if label == 0:
             if s is not None:
@@ -108,9 +111,9 @@ def bad_boxes(label):
     return boxes
 
 
-def reaches_past_truth(contains, x, label):
+def reaches_past_truth(contains, x, label, half_widths=HALF_WIDTHS):
     """True iff the certified region (``contains``, about x, axis-aligned) meets {G != label}."""
-    for i, j in bad_boxes(label):
+    for i, j in bad_boxes(label, half_widths):
         nearest = np.array([np.clip(x[0], *i), np.clip(x[1], *j)])
         if contains(nearest - x):
             return True
@@ -201,6 +204,58 @@ def test_dual_on_boundary_abstains_mostly():
         cert = model.certify(x, N0_SEL, N_SEL, ALPHA_SEL, N0, N, ALPHA_CLS, generator=torch.Generator().manual_seed(i))
         abstained += cert.abstained and cert.abstained_by == "selector"
     assert abstained >= 180  # the selector's p is exactly 1/2 there: it certifies with prob <= alpha_sel
+
+
+@st.composite
+def mixed_problem(draw):
+    """Two entries, each isotropic or diagonal (scales 0.1-1.5), any sigma_e, any input."""
+    entries, along_x1 = [], []
+    for _ in range(2):
+        if draw(st.booleans()):
+            sigma = draw(st.floats(0.1, 1.5))
+            entries.append(IsotropicGaussian(sigma))
+            along_x1.append(sigma)
+        else:
+            theta = [draw(st.floats(0.1, 1.5)), draw(st.floats(0.1, 1.5))]
+            entries.append(DiagonalGaussian(theta))
+            along_x1.append(theta[0])
+    sigma_e = draw(st.floats(0.05, 1.0))
+    side = draw(st.sampled_from([-1.0, 1.0]))  # which entry; x_2 = 0 (a tie) is tested above
+    x = np.array([draw(st.floats(-0.5, 1.5)), side * draw(st.floats(0.02, 1.0))])
+    return entries, [slab_half_width(t) for t in along_x1], sigma_e, x, draw(st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=40)
+@given(mixed_problem())
+def test_mixed_dictionaries_sound_and_consistent(p):
+    """Dictionaries mixing isotropic and diagonal entries: at alpha_sel = alpha_cls = 1e-4 no certificate
+    reaches past the truth (a false one has probability <= 2e-4 per example), and the combined region's
+    numbers agree with its parts: l2 radius = min(R_sel, classifier's), the capped ellipsoid inside both."""
+    entries, half_widths, sigma_e, x, seed = p
+    model = DualSmooth(Slab().eval(), HalfSpace([0.0, 1.0], 0.0).eval(), entries, 2, IsotropicGaussian(sigma_e))
+    gen = torch.Generator().manual_seed(seed)
+    cert = model.certify(torch.as_tensor(x), 50, 2000, 1e-4, 50, 2000, 1e-4, generator=gen, batch_size=2000)
+    if cert.abstained:
+        assert not cert.contains(np.zeros(2))
+        return
+    assert cert.selected == (0 if x[1] <= 0 else 1)  # the smoothed selector is the half-space itself
+    assert not reaches_past_truth(cert.contains, x, cert.prediction, half_widths)
+    assert cert.classifier is not None and cert.region is not None
+    assert cert.l2_radius == pytest.approx(min(cert.selector_radius, cert.classifier.l2_radius), rel=1e-12)
+    assert cert.region.l2_radius == pytest.approx(cert.l2_radius, rel=1e-12)
+    assert cert.proxy_radius <= min(cert.selector_radius, cert.classifier.proxy_radius) * (1 + 1e-12)
+    assert cert.selector_radius == pytest.approx(sigma_e * norm.ppf(cert.selector_p_lower), rel=1e-12)
+    assert cert.selector_radius < abs(x[1])  # sound for the selector's own half-space
+    u = np.random.default_rng(seed).normal(size=(200, 2))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    assert all(cert.contains(q * (1 - 1e-9)) for q in u * _axes(cert.region))
+
+
+def _axes(region):
+    """Semi-axes of an axis-aligned region in coordinate order."""
+    values, vecs = region.axes
+    assert vecs is None
+    return region.radius * values
 
 
 # ---------------------------------------------------------------------- (c) hand-computed regions
