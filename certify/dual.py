@@ -53,6 +53,8 @@ Conditions, and what does not bind:
   alpha_sel + alpha_cls is the failure probability of the combined certificate for this one input.
 * The selector's abstention (p_sel_lower <= 1/2) or the classifier's makes the whole certificate
   abstain.
+* A one-entry dictionary is allowed (the selector then scores one entry, h is constant and the ball is
+  only conservative: ``certify.Smooth`` with that noise certifies the same classifier without it).
 
 Region reported. The combined region B(x, R_sel) cap E_k is not an ellipsoid. ``DualCertificate``
 reports its exact membership test (``contains``), its largest inscribed l2 ball (``l2_radius =
@@ -217,10 +219,19 @@ class DualSmooth:
         alpha: float,
         generator: torch.Generator | None = None,
         batch_size: int = 1000,
+        *,
+        selector_radii: Sequence[float] | None = None,
+        radii: Sequence[float] | None = None,
     ) -> DualCertificate:
         """Certify x: the selector's CERTIFY (n0_sel, n_sel, alpha_sel) picks k and its ball R_sel, then
         the classifier's CERTIFY with dictionary[k] (n0, n, alpha) on fresh draws from ``generator``.
-        Wrong with probability <= alpha_sel + alpha (``certify.dual``'s theorem)."""
+        Wrong with probability <= alpha_sel + alpha (``certify.dual``'s theorem).
+
+        Sequential mode (``certify.sequential``, through ``certify.Smooth``): with ``selector_radii``
+        (l2) the selector's vote stops drawing once each asked ball radius is decided (n_sel is then its
+        maximum; ``selector.decided`` / ``selector.samples`` report it); with ``radii`` (the noise's own
+        norm for an anisotropic entry, as ``Smooth.certify``) the classifier's does. Each stage is still
+        wrong with probability <= its alpha, so the theorem and its alpha_sel + alpha are unchanged."""
         n0_sel = check_count(n0_sel, "n0_sel")
         n_sel = check_count(n_sel, "n_sel")
         alpha_sel = check_alpha(alpha_sel, "alpha_sel")
@@ -230,7 +241,9 @@ class DualSmooth:
         batch_size = check_count(batch_size, "batch_size")
         start = time.perf_counter()
         with self._selector_errors():
-            sel = self._selector_smooth.certify(x, n0_sel, n_sel, alpha_sel, batch_size=batch_size, generator=generator)
+            sel = self._selector_smooth.certify(
+                x, n0_sel, n_sel, alpha_sel, batch_size=batch_size, generator=generator, radii=selector_radii
+            )
         total_alpha = alpha_sel + alpha
         if sel.abstained:
             return DualCertificate(
@@ -249,7 +262,9 @@ class DualSmooth:
             )
         k = sel.prediction
         r_sel = sel.l2_radius  # sigma_e Phi^-1(p_sel_lower): the selector's ball
-        cls = self.classifier_smooth(k).certify(x, n0, n, alpha, batch_size=batch_size, generator=generator)
+        cls = self.classifier_smooth(k).certify(
+            x, n0, n, alpha, batch_size=batch_size, generator=generator, radii=radii
+        )
         if cls.abstained or cls.region is None:
             return DualCertificate(
                 prediction=ABSTAIN,

@@ -402,3 +402,52 @@ def test_bad_input_errors():
         model.predict(x, 100, 0.0, 100, 0.05)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         model.certify(np.zeros(2), 10, 100, 0.05, 10, 100, 0.05)
+
+
+# ---------------------------------------------------------------------- sequential mode
+
+
+def test_sequential_selector_stops_early_and_classifier_radii():
+    model = dual()
+    x = torch.tensor([0.5, -0.8], dtype=torch.float64)  # the selector's p = Phi(3.2) = 0.9993
+    cert = model.certify(
+        x,
+        10,
+        100_000,
+        0.001,
+        10,
+        100_000,
+        0.001,
+        generator=torch.Generator().manual_seed(0),
+        selector_radii=[0.1],
+        radii=[0.5],
+    )
+    assert cert.selected == 0 and cert.prediction == 1
+    assert cert.selector.decided == (True,) and cert.selector.samples < 2000
+    assert cert.selector_radius > 0.1
+    assert cert.classifier is not None and cert.classifier.decided == (True,)
+    assert cert.classifier.samples < 2000 and cert.classifier.radius > 0.5
+    assert cert.l2_radius == pytest.approx(min(cert.selector_radius, cert.classifier.l2_radius))
+
+
+SEQ_RUNS = 500
+
+
+def test_sequential_selector_sound_binomial():
+    """The binomial test of (a) with the selector's vote in sequential mode (up to 2,000 samples)."""
+    model = dual()
+    xs = inputs(SEQ_RUNS, seed=1)
+    violations = certified = 0
+    for i, x in enumerate(xs):
+        gen = torch.Generator().manual_seed(5000 + i)
+        cert = model.certify(
+            torch.as_tensor(x), N0_SEL, 2000, ALPHA_SEL, N0, N, ALPHA_CLS, generator=gen, selector_radii=[0.05, 0.2]
+        )
+        if cert.abstained:
+            continue
+        certified += 1
+        violations += reaches_past_truth(cert.contains, x, cert.prediction)
+    pvalue = binomtest(violations, SEQ_RUNS, ALPHA_TOTAL, alternative="greater").pvalue
+    print(f"sequential: {violations} violations in {SEQ_RUNS} runs, {certified} certified, p = {pvalue:.3g}")
+    assert certified > SEQ_RUNS // 3
+    assert pvalue > 1e-3, (violations, SEQ_RUNS)
