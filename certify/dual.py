@@ -5,7 +5,8 @@ Source: Sun, Mao and Vechev, "Dual Randomized Smoothing: Beyond Global Noise Var
 input (their Theorems 4.1 and 4.2), and a noise selector smoothed by its own RS makes it so.
 
 Setting. ``dictionary`` = (N_0, ..., N_{K-1}), K >= 1 noises of ``certify.noise`` (isotropic,
-diagonal, full; any mix). F is the base classifier, s the base selector (scores over the K entries),
+diagonal, full, mixtures of Gaussians; any mix; a true mixture's E_k below is the l2 ball of
+``certify.radius.mixture_radius``). F is the base classifier, s the base selector (scores over the K entries),
 e ~ N(0, sigma_e^2 I) the selector's own noise. The smoothed selector and the smoothed classifiers are
 
     h(x)   = argmax_k P(s(x + e) = k)                      (ties: smallest k)
@@ -49,6 +50,8 @@ Conditions, and what does not bind:
   space. A selector that reads a transformed input t(x) is the selector s o t on x (smooth that
   composite, noise added to x); a selector smoothed in another space would need the Lipschitz
   constant of the map to carry its radius over, and is not supported.
+  The selection is made once per query, on the query itself (h(x'), then g_{h(x')} at x'); choosing a
+  noise per noisy sample would smooth another classifier, which this theorem does not cover.
 * The two Monte Carlo stages must use disjoint draws (here: consecutive draws of one generator), and
   alpha_sel + alpha_cls is the failure probability of the combined certificate for this one input.
 * The selector's abstention (p_sel_lower <= 1/2) or the classifier's makes the whole certificate
