@@ -451,3 +451,26 @@ def test_sequential_selector_sound_binomial():
     print(f"sequential: {violations} violations in {SEQ_RUNS} runs, {certified} certified, p = {pvalue:.3g}")
     assert certified > SEQ_RUNS // 3
     assert pvalue > 1e-3, (violations, SEQ_RUNS)
+
+
+def test_constant_models_full_and_mixture_entries():
+    """A full (rotated) entry and a true-mixture entry, with constant models: exact numbers again."""
+    v1, v2 = np.array([1.0, 1.0]) / math.sqrt(2), np.array([1.0, -1.0]) / math.sqrt(2)
+    full = FullGaussian(0.5 * np.outer(v1, v1) + 2.0 * np.outer(v2, v2))
+    mixture = MixtureOfGaussians([0.25, 0.5])
+    x = torch.zeros(2, dtype=torch.float64)
+    q = norm.ppf(0.05 ** (1 / 100))
+    cert = DualSmooth(Constant(1, 2).eval(), Constant(0, 2).eval(), [full, mixture], 2, IsotropicGaussian(1.0)).certify(
+        x, 5, 100, 0.05, 5, 100, 0.05, generator=torch.Generator().manual_seed(0)
+    )
+    assert cert.selected == 0 and cert.region is not None and cert.region.kind == "full"
+    np.testing.assert_allclose(cert.region.semi_axes, [0.5 * q, q], rtol=1e-9)
+    assert cert.contains(0.99 * q * v2) and not cert.contains(1.01 * q * v2)  # cut by the ball
+    assert cert.contains(0.49 * q * v1) and not cert.contains(0.51 * q * v1)  # cut by the ellipsoid
+    cert = DualSmooth(Constant(1, 2).eval(), Constant(1, 2).eval(), [full, mixture], 2, IsotropicGaussian(0.1)).certify(
+        x, 5, 100, 0.05, 5, 100, 0.05, generator=torch.Generator().manual_seed(0)
+    )
+    assert cert.selected == 1 and cert.classifier is not None and cert.region is not None
+    assert cert.region.kind == "ball"  # a true mixture certifies an l2 ball
+    assert cert.l2_radius == pytest.approx(min(0.1 * q, cert.classifier.l2_radius), rel=1e-12)
+    assert cert.l2_radius == pytest.approx(0.1 * q, rel=1e-9)  # the mixture's ball is larger here
