@@ -9,6 +9,7 @@ from .bounds import (
     hoeffding_lower,
 )
 from .certificate import ABSTAIN, Certificate, certificate_from_bound
+from .dual import DualCertificate, DualSmooth, capped_ellipsoid
 from .intersection import ellipsoids_intersect, max_disjoint_radius, separating_direction
 from .log import (
     COHEN_COLUMNS,
@@ -48,6 +49,8 @@ __all__ = [
     "Certificate",
     "COHEN_COLUMNS",
     "DiagonalGaussian",
+    "DualCertificate",
+    "DualSmooth",
     "Ellipsoid",
     "FullGaussian",
     "GaussianNoise",
@@ -58,6 +61,7 @@ __all__ = [
     "Smooth",
     "abstention_rate",
     "average_certified_radius",
+    "capped_ellipsoid",
     "certified_accuracy",
     "certificate_from_bound",
     "clopper_pearson",

@@ -1,0 +1,345 @@
+"""Dual randomized smoothing: input-dependent noise from a finite dictionary, sound without memory.
+
+Source: Sun, Mao and Vechev, "Dual Randomized Smoothing: Beyond Global Noise Variance", ICLR 2026
+(arXiv 2512.01782): RS stays valid with an input-dependent noise that is locally constant around each
+input (their Theorems 4.1 and 4.2), and a noise selector smoothed by its own RS makes it so.
+
+Setting. ``dictionary`` = (N_0, ..., N_{K-1}), K >= 1 noises of ``certify.noise`` (isotropic,
+diagonal, full, mixtures of Gaussians; any mix; a true mixture's E_k below is the l2 ball of
+``certify.radius.mixture_radius``). F is the base classifier, s the base selector (scores over the K entries),
+e ~ N(0, sigma_e^2 I) the selector's own noise. The smoothed selector and the smoothed classifiers are
+
+    h(x)   = argmax_k P(s(x + e) = k)                      (ties: smallest k)
+    g_k(x) = argmax_c P(F(x + eps) = c),  eps ~ N_k         (Cohen et al. 2019)
+
+and the deployed, memory-free classifier is G(x) = g_{h(x)}(x): a deterministic function of its input
+only, whatever was queried before.
+
+Theorem (the certificate ``DualSmooth.certify`` returns). Let the selector's CERTIFY (``certify.Smooth``
+with noise sigma_e) return index k and a lower bound p_sel_lower > 1/2 at level alpha_sel, and let the
+classifier's CERTIFY with noise N_k, run on samples drawn independently of the selector's, return class
+c and the region E_k = {x + delta : ||S_k^-1 delta|| <= r_cls} (S_k the scale of N_k; ANCER's theorem,
+Cohen's ball for isotropic N_k) at level alpha_cls. Let R_sel = sigma_e Phi^-1(p_sel_lower). Then with
+probability >= 1 - alpha_sel - alpha_cls (over the Monte Carlo draws of both):
+
+    G(x + delta) = c   for every delta with ||delta||_2 <= R_sel and x + delta in E_k.
+
+Proof. (1) With probability >= 1 - alpha_sel the selector's bound holds, P(s(x + e) = k) >= p_sel_lower
+> 1/2; then Cohen et al.'s Theorem 1 applied to s gives h(x + delta) = k for ||delta|| < R_sel. (2)
+Conditionally on k (a function of the selector's draws only), the classifier's draws are fresh, so
+with probability >= 1 - alpha_cls its bound holds and g_k(x + delta) = c on E_k. (3) On both events,
+for delta in the ball and in E_k, G(x + delta) = g_{h(x + delta)}(x + delta) = g_k(x + delta) = c.
+Union bound over the two failures. (The boundary sphere ||delta|| = R_sel is a null set; like every
+region of this library, ``contains`` includes it.)
+
+Conditions, and what does not bind:
+
+* The selector's noise must be isotropic Gaussian: its certificate is then a ball, whatever the
+  dictionary holds. Anisotropic selector noise would certify an ellipsoid by the same argument (ANCER),
+  but it is not implemented here and is refused (``TypeError``).
+* No relation between sigma_e and the dictionary entries is needed for soundness, for isotropic or
+  anisotropic entries alike: the selector's ball and the classifier's ellipsoid are two certificates
+  about two different smoothed functions (h and g_k), each valid on its own region, and the proof uses
+  only that both hold at once on their intersection. How sigma_e compares with the entries' scales
+  decides only which of the two regions is smaller (utility), not whether the combined region is
+  valid. In particular the classifier's ellipsoid E_k may reach far beyond the ball along a long axis
+  of an anisotropic N_k: that part is cut off by the intersection, which is exactly where the selection
+  could change and the memory-free construction fails (Sukenik et al., ICML 2022).
+* The selector must see the same input as the classifier, in the same coordinates: step (3) evaluates
+  h and g at the same point x + delta, and the ball's radius is measured in the classifier's input
+  space. A selector that reads a transformed input t(x) is the selector s o t on x (smooth that
+  composite, noise added to x); a selector smoothed in another space would need the Lipschitz
+  constant of the map to carry its radius over, and is not supported.
+  The selection is made once per query, on the query itself (h(x'), then g_{h(x')} at x'); choosing a
+  noise per noisy sample would smooth another classifier, which this theorem does not cover.
+* The two Monte Carlo stages must use disjoint draws (here: consecutive draws of one generator), and
+  alpha_sel + alpha_cls is the failure probability of the combined certificate for this one input.
+* The selector's abstention (p_sel_lower <= 1/2) or the classifier's makes the whole certificate
+  abstain.
+* A one-entry dictionary is allowed (the selector then scores one entry, h is constant and the ball is
+  only conservative: ``certify.Smooth`` with that noise certifies the same classifier without it).
+
+Region reported. The combined region B(x, R_sel) cap E_k is not an ellipsoid. ``DualCertificate``
+reports its exact membership test (``contains``), its largest inscribed l2 ball (``l2_radius =
+min(R_sel, classifier l2 radius)``) and, as a proxy, the *capped ellipsoid* ``region``: E_k's own
+ellipsoid (same centre and principal axes) with every semi-axis a_i replaced by min(a_i, R_sel). It lies
+inside E_k (each semi-axis no longer, same axes) and inside the ball (no semi-axis longer than R_sel),
+so inside the combined region; ``proxy_radius`` is its volume-equivalent ball radius
+(prod_i min(a_i, R_sel))^(1/d) (ANCER's proxy, of the capped ellipsoid), a lower bound on the combined
+region's volume-equivalent radius.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .bounds import check_alpha
+from .certificate import ABSTAIN, Certificate
+from .noise import GaussianNoise, IsotropicGaussian
+from .region import Ellipsoid
+from .sampling import LogitsError, check_count
+from .smooth import Smooth
+
+__all__ = ["DualCertificate", "DualSmooth", "capped_ellipsoid"]
+
+
+def capped_ellipsoid(region: Ellipsoid, cap: float) -> Ellipsoid:
+    """``region`` with every semi-axis a_i replaced by min(a_i, cap): same centre and principal axes.
+
+    It lies inside ``region`` and inside the ball of radius ``cap`` about the same centre (the inner
+    ellipsoid of ``certify.dual``'s combined region). Returned with the same radius as ``region``, the
+    scale capped at cap / radius."""
+    cap = float(cap)
+    if not (np.isfinite(cap) and cap > 0):
+        raise ValueError(f"cap must be positive and finite, got {cap}")
+    r = region.radius
+    if r <= 0:
+        raise ValueError("a region of radius 0 has no capped ellipsoid")
+    limit = cap / r  # semi-axis r * s <= cap  <=>  s <= cap / r
+    if region.kind == "ball":
+        return Ellipsoid(region.center, min(float(region.scale), limit), r)
+    if region.kind == "diagonal":
+        return Ellipsoid(region.center, np.minimum(np.asarray(region.scale), limit), r)
+    vals, vecs = region.eigh
+    assert vecs is not None  # a full scale always has its eigenvectors
+    capped = np.minimum(vals, limit)
+    scale = (vecs * capped) @ vecs.T
+    scale = 0.5 * (scale + scale.T)
+    return Ellipsoid(region.center, scale, r, _eig=(capped, vecs))
+
+
+@dataclass
+class DualCertificate:
+    """The result of ``DualSmooth.certify`` for one input (see ``certify.dual`` for the theorem).
+
+    ``prediction``: the class c, or ``ABSTAIN`` when either stage abstained (``abstained_by`` says
+    which: "selector" or "classifier"). ``selected``: the dictionary index k (``ABSTAIN`` if the
+    selector abstained). ``selector``: the selector's own certificate (a ball of radius
+    ``selector_radius`` = sigma_e Phi^-1(``selector_p_lower``)). ``classifier``: the classifier's
+    certificate under dictionary[k] (None if the selector abstained). ``l2_radius``: min(R_sel,
+    classifier l2 radius), the combined region's largest inscribed ball. ``region``: the capped
+    ellipsoid (inside the combined region), ``proxy_radius`` its volume-equivalent radius. ``alpha``:
+    alpha_sel + alpha_cls, the failure probability of the whole certificate."""
+
+    prediction: int
+    selected: int
+    selector: Certificate
+    classifier: Certificate | None
+    selector_p_lower: float
+    selector_radius: float
+    l2_radius: float
+    proxy_radius: float
+    region: Ellipsoid | None
+    alpha: float
+    abstained_by: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
+
+    def contains(self, delta) -> bool:
+        """True iff ``x + delta`` lies in the combined region: ||delta||_2 <= R_sel and x + delta in the
+        classifier's certified region (always False after abstaining)."""
+        if self.abstained or self.classifier is None:
+            return False
+        if hasattr(delta, "detach"):
+            delta = delta.detach().cpu().numpy()
+        delta = np.asarray(delta, dtype=np.float64).reshape(-1)
+        return bool(np.linalg.norm(delta) <= self.selector_radius and self.classifier.contains(delta))
+
+    def __repr__(self) -> str:
+        if self.abstained:
+            return f"DualCertificate(abstain by {self.abstained_by}, selected={self.selected})"
+        return (
+            f"DualCertificate(prediction={self.prediction}, selected={self.selected}, "
+            f"selector_radius={self.selector_radius:.4g}, l2_radius={self.l2_radius:.4g}, "
+            f"proxy_radius={self.proxy_radius:.4g}, alpha={self.alpha:g})"
+        )
+
+
+class DualSmooth:
+    """Dual randomized smoothing (Sun, Mao and Vechev, ICLR 2026): a smoothed selector picks one of a
+    finite dictionary of noises, the classifier is smoothed with that noise.
+
+    ``classifier``: the base classifier (logits over ``num_classes``). ``selector``: the base selector
+    (scores over ``len(dictionary)`` entries, on the same input as the classifier). ``dictionary``: a
+    non-empty sequence of ``certify`` noises. ``selector_noise``: the selector's own
+    ``IsotropicGaussian(sigma_e)``."""
+
+    def __init__(
+        self,
+        classifier: Callable,
+        selector: Callable,
+        dictionary: Sequence[GaussianNoise],
+        num_classes: int,
+        selector_noise: GaussianNoise,
+    ):
+        if not callable(classifier):
+            raise TypeError(f"classifier must be callable, got {type(classifier).__name__}")
+        if not callable(selector):
+            raise TypeError(f"selector must be callable, got {type(selector).__name__}")
+        if isinstance(dictionary, GaussianNoise) or not isinstance(dictionary, Sequence):
+            raise TypeError(f"dictionary must be a sequence (list) of noise objects, got {type(dictionary).__name__}")
+        entries = list(dictionary)
+        if not entries:
+            raise ValueError("dictionary must hold at least one noise (got an empty dictionary)")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, GaussianNoise):
+                raise TypeError(f"dictionary[{i}] must be a certify noise object, got {type(entry).__name__}")
+        if not isinstance(selector_noise, IsotropicGaussian):
+            raise TypeError(
+                "selector_noise must be IsotropicGaussian(sigma_e): the dual certificate uses the "
+                "selector's l2 ball (Cohen et al. 2019); anisotropic selector noise is not supported, "
+                f"got {type(selector_noise).__name__}"
+            )
+        self.num_classes = check_count(num_classes, "num_classes")
+        self.classifier = classifier
+        self.selector = selector
+        self.dictionary: tuple[GaussianNoise, ...] = tuple(entries)
+        self.selector_noise = selector_noise
+        # the selector's smoothed vote: one "class" per dictionary entry
+        self._selector_smooth = Smooth(selector, selector_noise, len(entries))
+
+    def classifier_smooth(self, k: int) -> Smooth:
+        """The fixed smoothed classifier g_k: the classifier with dictionary[k]."""
+        return Smooth(self.classifier, self.dictionary[k], self.num_classes)
+
+    def certify(
+        self,
+        x: torch.Tensor,
+        n0_sel: int,
+        n_sel: int,
+        alpha_sel: float,
+        n0: int,
+        n: int,
+        alpha: float,
+        generator: torch.Generator | None = None,
+        batch_size: int = 1000,
+        *,
+        selector_radii: Sequence[float] | None = None,
+        radii: Sequence[float] | None = None,
+    ) -> DualCertificate:
+        """Certify x: the selector's CERTIFY (n0_sel, n_sel, alpha_sel) picks k and its ball R_sel, then
+        the classifier's CERTIFY with dictionary[k] (n0, n, alpha) on fresh draws from ``generator``.
+        Wrong with probability <= alpha_sel + alpha (``certify.dual``'s theorem).
+
+        Sequential mode (``certify.sequential``, through ``certify.Smooth``): with ``selector_radii``
+        (l2) the selector's vote stops drawing once each asked ball radius is decided (n_sel is then its
+        maximum; ``selector.decided`` / ``selector.samples`` report it); with ``radii`` (the noise's own
+        norm for an anisotropic entry, as ``Smooth.certify``) the classifier's does. Each stage is still
+        wrong with probability <= its alpha, so the theorem and its alpha_sel + alpha are unchanged."""
+        n0_sel = check_count(n0_sel, "n0_sel")
+        n_sel = check_count(n_sel, "n_sel")
+        alpha_sel = check_alpha(alpha_sel, "alpha_sel")
+        n0 = check_count(n0, "n0")
+        n = check_count(n, "n")
+        alpha = check_alpha(alpha, "alpha")
+        batch_size = check_count(batch_size, "batch_size")
+        start = time.perf_counter()
+        with self._selector_errors():
+            sel = self._selector_smooth.certify(
+                x, n0_sel, n_sel, alpha_sel, batch_size=batch_size, generator=generator, radii=selector_radii
+            )
+        total_alpha = alpha_sel + alpha
+        if sel.abstained:
+            return DualCertificate(
+                prediction=ABSTAIN,
+                selected=ABSTAIN,
+                selector=sel,
+                classifier=None,
+                selector_p_lower=sel.p_lower,
+                selector_radius=0.0,
+                l2_radius=0.0,
+                proxy_radius=0.0,
+                region=None,
+                alpha=total_alpha,
+                abstained_by="selector",
+                seconds=time.perf_counter() - start,
+            )
+        k = sel.prediction
+        r_sel = sel.l2_radius  # sigma_e Phi^-1(p_sel_lower): the selector's ball
+        cls = self.classifier_smooth(k).certify(
+            x, n0, n, alpha, batch_size=batch_size, generator=generator, radii=radii
+        )
+        if cls.abstained or cls.region is None:
+            return DualCertificate(
+                prediction=ABSTAIN,
+                selected=k,
+                selector=sel,
+                classifier=cls,
+                selector_p_lower=sel.p_lower,
+                selector_radius=r_sel,
+                l2_radius=0.0,
+                proxy_radius=0.0,
+                region=None,
+                alpha=total_alpha,
+                abstained_by="classifier",
+                seconds=time.perf_counter() - start,
+            )
+        inner = capped_ellipsoid(cls.region, r_sel)
+        return DualCertificate(
+            prediction=cls.prediction,
+            selected=k,
+            selector=sel,
+            classifier=cls,
+            selector_p_lower=sel.p_lower,
+            selector_radius=r_sel,
+            l2_radius=min(r_sel, cls.l2_radius),
+            proxy_radius=inner.proxy_radius,
+            region=inner,
+            alpha=total_alpha,
+            seconds=time.perf_counter() - start,
+        )
+
+    def select(
+        self,
+        x: torch.Tensor,
+        n: int,
+        alpha: float,
+        batch_size: int = 1000,
+        generator: torch.Generator | None = None,
+    ) -> int:
+        """Cohen's PREDICT on the selector: h(x) or ``ABSTAIN``, wrong with probability <= alpha."""
+        with self._selector_errors():
+            return self._selector_smooth.predict(x, n, alpha, batch_size=batch_size, generator=generator)
+
+    @contextlib.contextmanager
+    def _selector_errors(self) -> Iterator[None]:
+        # the selector's bad output is reported as the selector's, with the width it must have
+        try:
+            yield
+        except LogitsError as err:
+            raise LogitsError(
+                f"selector: {err} (the selector must return one score per dictionary entry, "
+                f"len(dictionary) = {len(self.dictionary)})"
+            ) from err
+
+    def predict(
+        self,
+        x: torch.Tensor,
+        n_sel: int,
+        alpha_sel: float,
+        n: int,
+        alpha: float,
+        generator: torch.Generator | None = None,
+        batch_size: int = 1000,
+    ) -> int:
+        """The deployed classifier G(x) = g_{h(x)}(x): the selector's PREDICT (n_sel, alpha_sel), then
+        the classifier's PREDICT with the selected noise (n, alpha). Returns G(x) or ``ABSTAIN``; wrong
+        (a class other than G(x)) with probability <= alpha_sel + alpha."""
+        n_sel = check_count(n_sel, "n_sel")
+        alpha_sel = check_alpha(alpha_sel, "alpha_sel")
+        n = check_count(n, "n")
+        alpha = check_alpha(alpha, "alpha")
+        batch_size = check_count(batch_size, "batch_size")
+        k = self.select(x, n_sel, alpha_sel, batch_size, generator)
+        if k == ABSTAIN:
+            return ABSTAIN
+        return self.classifier_smooth(k).predict(x, n, alpha, batch_size=batch_size, generator=generator)
