@@ -43,7 +43,14 @@ from .sampling import (
     untouched,
 )
 from .smooth import Smooth
-from .structured import KroneckerEllipsoid, KroneckerGaussian, LowRankEllipsoid, LowRankGaussian
+from .structured import (
+    KroneckerEllipsoid,
+    KroneckerGaussian,
+    LowRankEllipsoid,
+    LowRankGaussian,
+    kronecker_ellipsoids_intersect,
+    kronecker_separating_direction,
+)
 
 __all__ = [
     "ABSTAIN",
@@ -85,6 +92,8 @@ __all__ = [
     "memory_failure_bound",
     "per_certificate_alpha",
     "ellipsoids_intersect",
+    "kronecker_ellipsoids_intersect",
+    "kronecker_separating_direction",
     "max_disjoint_radius",
     "separating_direction",
     "LogitsError",

@@ -31,7 +31,13 @@ from certify import (
     clopper_pearson_lower,
     gaussian_radius,
 )
-from certify.structured import DENSE_LIMIT
+from certify.intersection import ellipsoids_intersect, intersection_value, separation_gap
+from certify.structured import (
+    DENSE_LIMIT,
+    kronecker_ellipsoids_intersect,
+    kronecker_separating_direction,
+    kronecker_separation_gap,
+)
 from tests.classifiers import HalfSpace
 
 
@@ -467,3 +473,65 @@ def test_memory_takes_structured_regions_through_their_dense_form():
     assert cert.region is not None
     cert.region = cert.region.to_ellipsoid()  # type: ignore[attr-defined]
     assert Memory().add(cert).certificate.prediction == 0
+
+
+# ------------------------------------------------------------------------------------ Kronecker pairs
+@st.composite
+def kronecker_pair(draw):
+    shape = draw(st.sampled_from([(3,), (2, 3), (1, 5), (4, 4), (2, 2, 4), (4, 4, 4), (2, 1, 3)]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    log_cond = math.log(draw(st.floats(1.0, 1e3))) / len(shape)
+    target = draw(st.floats(0.5, 2.0))  # max_t F of the pair: > 1 disjoint, < 1 intersecting
+    assume(abs(target - 1.0) > 1e-3)
+    rng = np.random.default_rng(seed)
+    d = math.prod(shape)
+    k1 = KroneckerEllipsoid(rng.normal(size=d), [_spd(rng, n, log_cond) for n in shape], rng.uniform(0.2, 2.0))
+    c2 = k1.center + rng.normal(size=d) * rng.uniform(0.2, 3.0)
+    k2 = KroneckerEllipsoid(c2, [_spd(rng, n, log_cond) for n in shape], rng.uniform(0.2, 2.0))
+    value, _ = intersection_value(k1.to_ellipsoid(), k2.to_ellipsoid())
+    s = math.sqrt(value / target)  # F scales as 1 / s^2 when both radii scale by s
+    return k1.with_radius(k1.radius * s), k2.with_radius(k2.radius * s), target
+
+
+@settings(max_examples=150)
+@given(kronecker_pair())
+def test_kronecker_pair_test_matches_dense(pair):
+    """The factor-wise test agrees with the dense one (away from touching), is symmetric, and every
+    "disjoint" carries a direction that the dense, independent rounding-safe check also accepts."""
+    k1, k2, target = pair
+    e1, e2 = k1.to_ellipsoid(), k2.to_ellipsoid()
+    got = kronecker_ellipsoids_intersect(k1, k2)
+    assert got == ellipsoids_intersect(e1, e2)
+    assert got == (target < 1.0)
+    assert got == kronecker_ellipsoids_intersect(k2, k1)
+    v = kronecker_separating_direction(k1, k2)
+    assert (v is None) == got
+    if v is not None:
+        assert separation_gap(e1, e2, v) > 0
+        assert kronecker_separation_gap(k1, k2, v) > 0
+        assert k1.support(v) < -k2.support(-v)
+        w = kronecker_separating_direction(k2, k1)
+        assert w is not None and separation_gap(e2, e1, w) > 0
+
+
+def test_kronecker_pair_touching_is_intersecting():
+    """Two translates of one region at own-norm distance exactly 2r touch: never "disjoint"; a little
+    further apart they are proved disjoint."""
+    rng = np.random.default_rng(8)
+    shape = (2, 3, 4)
+    k1 = KroneckerEllipsoid(np.zeros(24), [_spd(rng, n, 2.0) for n in shape], 0.7)
+    u = rng.normal(size=24)
+    u = u / k1.norm(u)  # own norm 1
+    for factor, want in ((1.0, True), (1.0 - 1e-9, True), (1.0 + 1e-4, False)):
+        k2 = KroneckerEllipsoid(2 * 0.7 * factor * u, k1.factors, 0.7)
+        assert kronecker_ellipsoids_intersect(k1, k2) is want
+        assert ellipsoids_intersect(k1.to_ellipsoid(), k2.to_ellipsoid()) is want
+
+
+def test_kronecker_pair_rejects_other_shapes():
+    a = KroneckerEllipsoid(np.zeros(6), [np.eye(2), np.eye(3)], 1.0)
+    b = KroneckerEllipsoid(np.zeros(6), [np.eye(3), np.eye(2)], 1.0)
+    with pytest.raises(ValueError, match="factor shapes"):
+        kronecker_ellipsoids_intersect(a, b)
+    with pytest.raises(TypeError):
+        kronecker_ellipsoids_intersect(a, a.to_ellipsoid())  # type: ignore[arg-type]
