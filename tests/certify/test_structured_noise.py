@@ -535,3 +535,20 @@ def test_kronecker_pair_rejects_other_shapes():
         kronecker_ellipsoids_intersect(a, b)
     with pytest.raises(TypeError):
         kronecker_ellipsoids_intersect(a, a.to_ellipsoid())  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
+def test_structured_sampling_on_cuda():
+    """Drawn on the generator's device (CUDA), in the asked dtype; the Kronecker draws are the dense ones."""
+    rng = np.random.default_rng(0)
+    kron = KroneckerGaussian([_spd(rng, 3, 1.0), _spd(rng, 8, 1.0), _spd(rng, 8, 1.0)])
+    U, _ = np.linalg.qr(rng.normal(size=(192, 4)))
+    low = LowRankGaussian(0.1, U, [1.0, 2.0, 3.0, 4.0])
+    for noise in (kron, low):
+        eps, _ = noise.sample(64, 192, torch.Generator(device="cuda").manual_seed(0), "cuda", torch.float32)
+        assert eps.device.type == "cuda" and eps.dtype == torch.float32 and eps.shape == (64, 192)
+    a, _ = kron.sample(64, 192, torch.Generator(device="cuda").manual_seed(1), "cuda", torch.float64)
+    b, _ = FullGaussian(kron.scale()).sample(
+        64, 192, torch.Generator(device="cuda").manual_seed(1), "cuda", torch.float64
+    )
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
