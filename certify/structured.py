@@ -19,8 +19,9 @@ interface a ``Certificate`` uses (``l2_radius``, ``proxy_radius``, ``contains_de
   The inscribed-ball radius uses lambda_min(Sigma) >= min(D) (U diag(lam) U^T is PSD; + min lam when
   k = d), exact when D is constant (spiked form); the proxy radius is exact.
 
-The algebra is in this repository's notes on structured noise (Kronecker: eigenvalues and determinants
-of Kronecker products; low rank: Woodbury and the determinant lemma).
+The algebra: eigenvalues, determinants and the mixed-product rule of Kronecker products (Van Loan, "The
+ubiquitous Kronecker product", 2000); Woodbury's identity and the matrix determinant lemma (Harville,
+"Matrix Algebra From a Statistician's Perspective", 1997, Ch. 18). README of ``certify``, "Structured noise".
 """
 
 from __future__ import annotations
