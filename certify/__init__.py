@@ -1,5 +1,6 @@
-"""certify: Monte Carlo certification of smoothed classifiers (Gaussian, anisotropic, full-covariance
-and mixture-of-Gaussians noise), plain-data certificates, logs and certified accuracy."""
+"""certify: Monte Carlo certification of smoothed classifiers (Gaussian, anisotropic, full-covariance,
+mixture-of-Gaussians, and Kronecker and low-rank structured noise for large inputs), plain-data
+certificates, logs and certified accuracy."""
 
 from .bounds import (
     clopper_pearson,
@@ -32,7 +33,7 @@ from .memory import (
 )
 from .noise import DiagonalGaussian, FullGaussian, GaussianNoise, IsotropicGaussian, MixtureOfGaussians
 from .radius import gaussian_radius, max_sigma_radius, mixture_radius
-from .region import Ellipsoid
+from .region import Ellipsoid, Region
 from .sampling import (
     LogitsError,
     SampleStatistics,
@@ -43,6 +44,14 @@ from .sampling import (
     untouched,
 )
 from .smooth import Smooth
+from .structured import (
+    KroneckerEllipsoid,
+    KroneckerGaussian,
+    LowRankEllipsoid,
+    LowRankGaussian,
+    kronecker_ellipsoids_intersect,
+    kronecker_separating_direction,
+)
 
 __all__ = [
     "ABSTAIN",
@@ -55,9 +64,14 @@ __all__ = [
     "FullGaussian",
     "GaussianNoise",
     "IsotropicGaussian",
+    "KroneckerEllipsoid",
+    "KroneckerGaussian",
+    "LowRankEllipsoid",
+    "LowRankGaussian",
     "Log",
     "LogWriter",
     "MixtureOfGaussians",
+    "Region",
     "Smooth",
     "abstention_rate",
     "average_certified_radius",
@@ -82,6 +96,8 @@ __all__ = [
     "memory_failure_bound",
     "per_certificate_alpha",
     "ellipsoids_intersect",
+    "kronecker_ellipsoids_intersect",
+    "kronecker_separating_direction",
     "max_disjoint_radius",
     "separating_direction",
     "LogitsError",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .region import Ellipsoid
+from .region import Region
 
 if TYPE_CHECKING:
     from .noise import GaussianNoise
@@ -44,7 +44,7 @@ class Certificate:
     radius: float
     l2_radius: float
     proxy_radius: float
-    region: Ellipsoid | None
+    region: Region | None
     n0: int = 0
     n: int = 0
     alpha: float = 0.0

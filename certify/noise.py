@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .region import Ellipsoid
+from .region import Ellipsoid, Region
 
 
 def _as_float64_tensor(value, name: str) -> torch.Tensor:
@@ -72,7 +72,7 @@ class GaussianNoise:
         """Draw ``count`` noise vectors (count, dim) and the component index of each (or None)."""
         raise NotImplementedError
 
-    def region(self, center: np.ndarray, radius: float) -> Ellipsoid:
+    def region(self, center: np.ndarray, radius: float) -> Region:
         """The certified region ``{center + delta : ||scale^{-1} delta|| <= radius}``."""
         raise NotImplementedError
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 
@@ -33,6 +34,30 @@ def _owned(a: np.ndarray) -> np.ndarray:
     a = np.array(a, dtype=np.float64, copy=True)
     a.setflags(write=False)
     return a
+
+
+class Region(Protocol):
+    """What a certificate needs of its region: ``Ellipsoid`` and the structured regions of
+    ``certify.structured`` (which never form the d x d scale) provide it."""
+
+    @property
+    def center(self) -> np.ndarray: ...
+
+    @property
+    def radius(self) -> float: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def l2_radius(self) -> float: ...
+
+    @property
+    def proxy_radius(self) -> float: ...
+
+    def norm(self, delta: np.ndarray) -> np.ndarray: ...
+
+    def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray: ...
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,666 @@
+"""Structured Gaussian noise for inputs of CIFAR-10 and ImageNet size: Kronecker and low-rank SPD.
+
+Neither noise forms a d x d matrix to sample or to certify; each has its own region class with the
+interface a ``Certificate`` uses (``l2_radius``, ``proxy_radius``, ``contains_delta``, ``norm``).
+
+* ``KroneckerGaussian(factors)``: noise ``(C_1 (x) C_2 (x) ... (x) C_K) z`` with each C_i symmetric
+  positive definite (d_i x d_i), on inputs of shape (d_1, ..., d_K) flattened row-major (the last axis
+  fastest: e.g. channel, height, width). The scale is the symmetric S = (x)_i C_i, the covariance
+  S^2 = (x)_i C_i^2, and the region ``{delta : ||S^{-1} delta|| <= r}`` is exactly
+  ``certify.Ellipsoid(center, S, r)`` (ANCER's theorem for noise S z). The eigenvalues of S are the
+  products of the factors' eigenvalues, so lambda_min(S) = prod_i lambda_min(C_i) and
+  log det S = sum_i (d / d_i) log det C_i: the inscribed-ball and proxy radii are exact.
+* ``LowRankGaussian(diag, U, lam)``: covariance Sigma = D + U diag(lam) U^T (U with orthonormal
+  columns, d x k). The region is ``{delta : delta^T Sigma^{-1} delta <= r^2}``, i.e. the region of
+  ``FullGaussian(Sigma^{1/2})`` (Sigma^{1/2} the symmetric square root) at the same radius: the
+  certificate for Gaussian noise of covariance Sigma does not depend on which square root draws it.
+  Norms by Woodbury, log det by the matrix determinant lemma (the capacitance algebra of
+  ``torch.distributions.LowRankMultivariateNormal``): O(d k + k^3) per vector after O(d k^2) set-up.
+  The inscribed-ball radius uses lambda_min(Sigma) >= min(D) (U diag(lam) U^T is PSD; + min lam when
+  k = d), exact when D is constant (spiked form); the proxy radius is exact.
+
+The algebra: eigenvalues, determinants and the mixed-product rule of Kronecker products (Van Loan, "The
+ubiquitous Kronecker product", 2000); Woodbury's identity and the matrix determinant lemma (Harville,
+"Matrix Algebra From a Statistician's Perspective", 1997, Ch. 18). README of ``certify``, "Structured noise".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .intersection import DEFAULT_RTOL, PairSpectrum
+from .noise import GaussianNoise
+from .region import SYMMETRY_RTOL, Ellipsoid
+
+#: the largest dimension for which ``covariance()``, ``scale()`` and ``to_ellipsoid()`` form a dense matrix.
+DENSE_LIMIT = 4096
+
+
+def _as_float64_tensor(value: Any, name: str) -> torch.Tensor:
+    """An owned float64 CPU copy of a number, array or tensor (finite), as the noises of ``certify.noise``."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().to(device="cpu", dtype=torch.float64, copy=True)
+    else:
+        try:
+            t = torch.tensor(np.array(value, dtype=np.float64, copy=True))
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number, array or tensor, got {type(value).__name__}") from None
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or infinite entries")
+    return t
+
+
+def _randn(count: int, dim: int, generator: torch.Generator | None, device: Any, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal (count, dim) on the generator's device, moved to ``device`` (the stream of
+    ``certify.noise``'s samplers, so that one factor-free draw is FullGaussian's draw)."""
+    gen_device = generator.device if generator is not None else device
+    z = torch.randn((count, dim), generator=generator, device=gen_device, dtype=dtype)
+    return z.to(device, non_blocking=True)
+
+
+def _check_dense(d: int, what: str) -> None:
+    if d > DENSE_LIMIT:
+        raise ValueError(
+            f"{what}: the dense matrix would be {d} x {d}; dense forms are only built up to d = {DENSE_LIMIT} "
+            f"(for tests and small problems). Use the structured methods (sample, region, norm) instead."
+        )
+
+
+def _frozen_np(a: Any) -> np.ndarray:
+    """A read-only float64 numpy copy (what regions share)."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _apply_along_axes(v: np.ndarray, mats: Sequence[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """``((x)_i mats[i]) v`` for flat vectors v of shape (..., d): one small product per axis."""
+    lead = v.shape[:-1]
+    t = v.reshape(lead + shape)
+    offset = len(lead)
+    for i, m in enumerate(mats):
+        t = np.moveaxis(np.tensordot(t, m, axes=([offset + i], [1])), -1, offset + i)
+    return t.reshape(lead + (-1,))
+
+
+# ---------------------------------------------------------------------------------------------- Kronecker
+@dataclass(frozen=True, eq=False)
+class KroneckerEllipsoid:
+    """``{center + delta : ||S^{-1} delta||_2 <= radius}`` with S = (x)_i C_i (row-major vectorisation),
+    stored by its symmetric positive definite factors (its exact definition: the separation proofs of
+    ``kronecker_separation_gap`` use them) and their eigendecompositions; never as a d x d matrix."""
+
+    center: np.ndarray
+    factors: tuple[np.ndarray, ...]
+    radius: float
+    _eig: tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]] | None = field(default=None, repr=False)
+    _inverse: tuple[np.ndarray, ...] = field(init=False, repr=False)
+
+    kind = "kronecker"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.factors, np.ndarray) or len(self.factors) == 0:
+            raise TypeError("factors must be a non-empty sequence of square matrices (one per input axis)")
+        factors = []
+        for i, f in enumerate(self.factors):
+            c = np.asarray(f, dtype=np.float64)
+            if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] == 0 or not np.all(np.isfinite(c)):
+                raise ValueError(f"factors[{i}] must be a finite square (d_i, d_i) matrix, got shape {c.shape}")
+            asym = float(np.max(np.abs(c - c.T)))
+            if asym > SYMMETRY_RTOL * max(1.0, float(np.max(np.abs(c)))):
+                raise ValueError(f"factors[{i}] must be symmetric (max |C - C^T| = {asym:.3g})")
+            factors.append(_frozen_np(0.5 * (c + c.T)))  # an owned copy (exactly c when c is symmetric)
+        object.__setattr__(self, "factors", tuple(factors))
+        if self._eig is None:
+            pairs = [np.linalg.eigh(c) for c in factors]
+            eig = (tuple(_frozen_np(a) for a, _ in pairs), tuple(_frozen_np(b) for _, b in pairs))
+            object.__setattr__(self, "_eig", eig)
+        for i, lam in enumerate(self.eigenvalues):
+            if not lam[0] > 0:
+                raise ValueError(f"factors[{i}] must be positive definite (smallest eigenvalue {lam[0]:.3g})")
+        center = _frozen_np(np.asarray(self.center, dtype=np.float64).reshape(-1))
+        if not np.all(np.isfinite(center)):
+            raise ValueError("center contains NaN or infinite entries")
+        if math.prod(self.shape) != center.shape[0]:
+            raise ValueError(f"center has {center.shape[0]} entries; the factors define shape {self.shape}")
+        radius = float(self.radius)
+        if not (radius >= 0 and np.isfinite(radius)):
+            raise ValueError(f"radius must be finite and >= 0, got {radius}")
+        object.__setattr__(self, "center", center)
+        object.__setattr__(self, "radius", radius)
+        inv = tuple(_frozen_np((v / lam) @ v.T) for lam, v in zip(self.eigenvalues, self.eigenvectors))
+        object.__setattr__(self, "_inverse", inv)
+
+    @property
+    def eigenvalues(self) -> tuple[np.ndarray, ...]:
+        """Each factor's eigenvalues, ascending."""
+        assert self._eig is not None  # set in __post_init__
+        return self._eig[0]
+
+    @property
+    def eigenvectors(self) -> tuple[np.ndarray, ...]:
+        assert self._eig is not None
+        return self._eig[1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(lam.shape[0]) for lam in self.eigenvalues)
+
+    @property
+    def dim(self) -> int:
+        return int(self.center.shape[0])
+
+    @property
+    def l2_radius(self) -> float:
+        """Exact: radius * lambda_min(S) = radius * prod_i lambda_min(C_i)."""
+        return float(self.radius * math.prod(float(lam[0]) for lam in self.eigenvalues))
+
+    @property
+    def proxy_radius(self) -> float:
+        """Exact: radius * (prod eig S)^(1/d) = radius * exp(sum_i mean(log eig C_i))."""
+        return float(self.radius * math.exp(sum(float(np.mean(np.log(lam))) for lam in self.eigenvalues)))
+
+    @property
+    def outer_radius(self) -> float:
+        """Exact: radius * lambda_max(S)."""
+        return float(self.radius * math.prod(float(lam[-1]) for lam in self.eigenvalues))
+
+    def whiten(self, delta: np.ndarray) -> np.ndarray:
+        """``S^{-1} delta`` for (..., d): one d_i x d_i product per axis."""
+        return _apply_along_axes(np.asarray(delta, dtype=np.float64), self._inverse, self.shape)
+
+    def apply_scale(self, v: np.ndarray) -> np.ndarray:
+        """``S v`` for (..., d)."""
+        return _apply_along_axes(np.asarray(v, dtype=np.float64), self.factors, self.shape)
+
+    def norm(self, delta: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(self.whiten(delta), axis=-1)
+
+    def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray:
+        return self.norm(_as_vectors(delta, self.dim, "delta")) <= self.radius
+
+    def contains_point(self, point: np.ndarray) -> bool | np.ndarray:
+        return self.contains_delta(_as_vectors(point, self.dim, "point") - self.center)
+
+    def support(self, direction: np.ndarray) -> float:
+        """``max_{y in region} <direction, y> = <direction, c> + radius ||S direction||``."""
+        v = np.asarray(direction, dtype=np.float64).reshape(-1)
+        return float(v @ self.center + self.radius * np.linalg.norm(self.apply_scale(v)))
+
+    def with_radius(self, radius: float) -> KroneckerEllipsoid:
+        return KroneckerEllipsoid(self.center, self.factors, radius, _eig=self._eig)
+
+    def to_ellipsoid(self) -> Ellipsoid:
+        """The same region as a dense ``certify.Ellipsoid`` (d <= DENSE_LIMIT; for the memory and tests)."""
+        _check_dense(self.dim, "to_ellipsoid")
+        vals, vecs = _kron_eig(self.eigenvalues, self.eigenvectors)
+        scale = (vecs * vals) @ vecs.T
+        return Ellipsoid(self.center, 0.5 * (scale + scale.T), self.radius, _eig=(vals, vecs))
+
+
+def _kron_eig(eigenvalues: Sequence[np.ndarray], eigenvectors: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of (x)_i C_i from the factors' (dense; small d only)."""
+    vals = np.ones(1)
+    vecs = np.ones((1, 1))
+    for lam, v in zip(eigenvalues, eigenvectors):
+        vals = np.kron(vals, lam)
+        vecs = np.kron(vecs, v)
+    order = np.argsort(vals, kind="stable")
+    return vals[order], vecs[:, order]
+
+
+def _as_vectors(a: np.ndarray, dim: int, name: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == dim:
+        return a.reshape(-1)
+    if a.ndim >= 2 and a.shape[-1] == dim:
+        return a
+    raise ValueError(f"{name} has shape {a.shape}; the region has dimension {dim}")
+
+
+class KroneckerGaussian(GaussianNoise):
+    """``x + (C_1 (x) ... (x) C_K) z`` with each C_i symmetric positive definite, on inputs of shape
+    (d_1, ..., d_K) flattened row-major; covariance (x)_i C_i^2. Sampling costs O(d sum_i d_i)."""
+
+    kind = "kronecker"
+    param_name = "factors"
+
+    def __init__(self, factors: Sequence[Any], symmetry_tol: float = SYMMETRY_RTOL):
+        if isinstance(factors, (torch.Tensor, np.ndarray)) or len(factors) == 0:
+            raise TypeError("factors must be a non-empty sequence of square matrices (one per input axis)")
+        mats, vals, vecs = [], [], []
+        for i, f in enumerate(factors):
+            C = _as_float64_tensor(f, f"factors[{i}]")
+            if C.ndim != 2 or C.shape[0] != C.shape[1] or C.shape[0] == 0:
+                raise ValueError(f"factors[{i}] must be a square (d_i, d_i) matrix, got shape {tuple(C.shape)}")
+            asym = (C - C.T).abs().max().item()
+            if asym > symmetry_tol * max(1.0, C.abs().max().item()):
+                raise ValueError(f"factors[{i}] must be symmetric (max |C - C^T| = {asym:.3g})")
+            C = 0.5 * (C + C.T)
+            lam, v = torch.linalg.eigh(C)
+            if lam[0] <= 0:
+                raise ValueError(f"factors[{i}] must be positive definite (smallest eigenvalue {lam[0].item():.3g})")
+            mats.append(C)
+            vals.append(_frozen_np(lam))
+            vecs.append(_frozen_np(v))
+        self.factors: tuple[torch.Tensor, ...] = tuple(mats)
+        self.shape: tuple[int, ...] = tuple(int(C.shape[0]) for C in mats)
+        self._eigenvalues: tuple[np.ndarray, ...] = tuple(vals)
+        self._eigenvectors: tuple[np.ndarray, ...] = tuple(vecs)
+        self._factors_np: tuple[np.ndarray, ...] = tuple(_frozen_np(C) for C in mats)
+        self._cache: dict[tuple[str, torch.dtype], tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.shape)
+
+    def _factors_on(self, device: Any, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        key = (str(device), dtype)
+        if key not in self._cache:
+            self._cache[key] = tuple(C.to(device=device, dtype=dtype) for C in self.factors)
+        return self._cache[key]
+
+    def sample(
+        self, count: int, dim: int, generator: torch.Generator | None, device: Any, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``count`` draws (count, d) of S z: d standard normals per draw (the same stream as
+        ``FullGaussian``), then one d_i x d_i product along each axis."""
+        z = _randn(count, dim, generator, device, dtype).reshape((count,) + self.shape)
+        for i, C in enumerate(self._factors_on(device, dtype)):
+            z = torch.movedim(torch.tensordot(z, C, dims=([i + 1], [1])), -1, i + 1)
+        return z.reshape(count, dim), None
+
+    def region(self, center: np.ndarray, radius: float) -> KroneckerEllipsoid:
+        return KroneckerEllipsoid(center, self._factors_np, radius, _eig=(self._eigenvalues, self._eigenvectors))
+
+    def scale_summary(self) -> dict[str, float]:
+        """min_sigma = lambda_min(S) = prod_i lambda_min(C_i); gm_sigma = exp(sum_i log det C_i / d_i)."""
+        return {
+            "min_sigma": math.prod(float(lam[0]) for lam in self._eigenvalues),
+            "gm_sigma": math.exp(sum(float(np.mean(np.log(lam))) for lam in self._eigenvalues)),
+        }
+
+    def log_det_covariance(self) -> float:
+        """log det S^2 = 2 sum_i (d / d_i) log det C_i."""
+        d = self.dim
+        return float(2.0 * sum(d / lam.shape[0] * float(np.sum(np.log(lam))) for lam in self._eigenvalues))
+
+    def scale(self) -> np.ndarray:
+        """The dense scale (x)_i C_i (d <= DENSE_LIMIT)."""
+        _check_dense(self.dim, "scale")
+        out = np.ones((1, 1))
+        for C in self.factors:
+            out = np.kron(out, C.numpy())
+        return out
+
+    def covariance(self) -> np.ndarray:
+        """The dense covariance (x)_i C_i^2 (d <= DENSE_LIMIT)."""
+        _check_dense(self.dim, "covariance")
+        out = np.ones((1, 1))
+        for C in self.factors:
+            c = C.numpy()
+            out = np.kron(out, c @ c)
+        return out
+
+    def __repr__(self) -> str:
+        s = self.scale_summary()
+        return f"KroneckerGaussian(shape={self.shape}, min_sigma={s['min_sigma']:.4g}, gm_sigma={s['gm_sigma']:.4g})"
+
+
+# ------------------------------------------------------------------------- Kronecker pairs: intersection
+# The pencil of two Kronecker scales with the same factor shapes is the Kronecker product of the factor
+# pencils: S1^-1 S2 = (x)_i C_i^-1 B_i, so the simultaneous diagonalisation that ``certify.intersection``
+# computes with one d x d SVD is here one d_i x d_i SVD per axis (the SVD of a Kronecker product is the
+# Kronecker product of the SVDs), and every vector it needs costs O(d sum_i d_i). As in
+# ``certify.intersection`` (Gilitschenski and Hanebeck 2012), the spectrum only proposes a direction v;
+# "disjoint" is answered only when the support-function gap along v exceeds a bound on its rounding.
+
+_UNIT = 2.0**-53  # unit roundoff of float64
+
+
+def _gamma(n: int) -> float:
+    """Higham's gamma_n = n u / (1 - n u)."""
+    return n * _UNIT / (1.0 - n * _UNIT)
+
+
+def _check_pair(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid) -> None:
+    if not (isinstance(e1, KroneckerEllipsoid) and isinstance(e2, KroneckerEllipsoid)):
+        raise TypeError("both regions must be KroneckerEllipsoid")
+    if e1.shape != e2.shape:
+        raise ValueError(f"factor shapes differ: {e1.shape} vs {e2.shape} (convert with to_ellipsoid())")
+
+
+def _kron_norms(e: KroneckerEllipsoid, v: np.ndarray) -> tuple[float, float]:
+    """``(fl ||S v||, fl || |S| |v| ||)`` from the stored factors, one product per axis (|S| = (x)_i |C_i|)."""
+    n = float(np.linalg.norm(_apply_along_axes(v, e.factors, e.shape)))
+    a = float(np.linalg.norm(_apply_along_axes(np.abs(v), [np.abs(c) for c in e.factors], e.shape)))
+    return n, a
+
+
+def kronecker_separation_gap(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, v: np.ndarray) -> float:
+    """A rigorous float64 lower bound of ``min_{y in E2} <v, y> - max_{y in E1} <v, y>`` (positive only if
+    v proves the closed regions disjoint), the bound of ``certify.intersection.separation_gap`` with
+    S v computed one factor at a time: the K chained products of inner lengths d_i err componentwise by
+    at most gamma_{sum d_i} (|S| |v|) (Higham 2002, Lemma 3.3 and Sec. 3.5), so gamma_d there becomes
+    gamma_m with m = max(d, sum_i d_i). The factors (c, C_i, r) are taken as exact."""
+    _check_pair(e1, e2)
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
+    if v.shape[0] != e1.dim or not np.all(np.isfinite(v)) or not np.any(v != 0):
+        return -np.inf
+    delta = e2.center - e1.center
+    p, pa = float(v @ delta), float(np.abs(v) @ np.abs(delta))
+    n1, a1 = _kron_norms(e1, v)
+    n2, a2 = _kron_norms(e2, v)
+    m = max(e1.dim, sum(e1.shape))
+    gap = p - e1.radius * n1 - e2.radius * n2
+    err = 2.0 * _gamma(m + 8) * (pa + e1.radius * (n1 + 2.0 * a1) + e2.radius * (n2 + 2.0 * a2)) + 1e-290
+    return gap - err if np.isfinite(gap) and np.isfinite(err) else -np.inf
+
+
+def _kron_proves(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, v: np.ndarray, rtol: float) -> bool:
+    """``kronecker_separation_gap`` > 0 with the relative margin of ``certify.intersection``."""
+    gap = kronecker_separation_gap(e1, e2, v)
+    if not gap > 0:
+        return False
+    if rtol <= 0:
+        return True
+    width = e1.radius * _kron_norms(e1, v)[0] + e2.radius * _kron_norms(e2, v)[0]
+    return bool(gap > 0.5 * rtol * width * (1.0 + 4 * _UNIT))
+
+
+def _kron_ordered(
+    e1: KroneckerEllipsoid, e2: KroneckerEllipsoid
+) -> tuple[KroneckerEllipsoid, KroneckerEllipsoid, bool]:
+    """A fixed order of the unordered pair (centre, then factors, then radius): symmetric verdicts."""
+    b1, b2 = e1.center.tobytes(), e2.center.tobytes()
+    if b1 == b2:
+        b1 = b"".join(c.tobytes() for c in e1.factors)
+        b2 = b"".join(c.tobytes() for c in e2.factors)
+    swap = b2 < b1 if b1 != b2 else e2.radius < e1.radius
+    return (e2, e1, True) if swap else (e1, e2, False)
+
+
+def _kron_spectrum(first: KroneckerEllipsoid, second: KroneckerEllipsoid) -> tuple[PairSpectrum, list[np.ndarray]]:
+    """F(t) of ``certify.intersection.PairSpectrum`` for a Kronecker pair, whitening by ``first``: per axis
+    the SVD G_i = diag(1/lam1_i) V1_i^T V2_i diag(lam2_i) = U_i diag(sigma_i) W_i^T; nu = (x)_i sigma_i^2,
+    w = ((x)_i U_i^T diag(1/lam1_i) V1_i^T) delta. Returns the spectrum and the U_i."""
+    us: list[np.ndarray] = []
+    nu: np.ndarray = np.ones(1)
+    inv1: np.ndarray = np.ones(1)
+    for lam1, v1, lam2, v2 in zip(first.eigenvalues, first.eigenvectors, second.eigenvalues, second.eigenvectors):
+        g = ((v1.T @ v2) * lam2) / lam1[:, None]
+        u, sigma, _ = np.linalg.svd(g)
+        us.append(u)
+        nu = np.kron(nu, sigma * sigma)
+        inv1 = np.kron(inv1, 1.0 / lam1)
+    nu = np.maximum(nu, np.finfo(np.float64).tiny)
+    delta = second.center - first.center
+    wd = _apply_along_axes(delta, [(v / lam).T for lam, v in zip(first.eigenvalues, first.eigenvectors)], first.shape)
+    w = _apply_along_axes(wd, [u.T for u in us], first.shape)
+    return PairSpectrum(w, nu, None, inv1, None), us
+
+
+def _kron_direction(
+    first: KroneckerEllipsoid, spec: PairSpectrum, us: list[np.ndarray], t: float, r1: float, r2: float
+) -> np.ndarray:
+    """``(A1 / t + A2 / (1 - t))^-1 delta`` up to a positive factor: V1 diag(inv1) U (w / h)."""
+    if r1 == 0.0 and r2 == 0.0:
+        h = np.ones_like(spec.nu)
+    elif r1 == 0.0:
+        h = r2 * r2 * spec.nu
+    elif r2 == 0.0:
+        h = np.full_like(spec.nu, r1 * r1)
+    else:
+        h = r1 * r1 / t + r2 * r2 * spec.nu / (1.0 - t)
+    y = _apply_along_axes(spec.w / h, us, first.shape) * spec.inv1
+    return _apply_along_axes(y, first.eigenvectors, first.shape)
+
+
+def _kron_prove(first: KroneckerEllipsoid, second: KroneckerEllipsoid, rtol: float) -> np.ndarray | None:
+    """A direction proving (first, second) disjoint, or None (``certify.intersection``'s search)."""
+    delta = second.center - first.center
+    if _kron_proves(first, second, delta, rtol):  # the centre line
+        return delta
+    if float(np.linalg.norm(delta)) <= first.l2_radius + second.l2_radius:  # inscribed balls meet
+        return None
+    spec, us = _kron_spectrum(first, second)
+    r1, r2 = first.radius, second.radius
+    for threshold in (1.0 + 2.0 * max(rtol, 0.0), None):
+        value, t = spec.sup(r1, r2, threshold=threshold)
+        if not value > 1.0:
+            return None
+        v = _kron_direction(first, spec, us, t, r1, r2)
+        if _kron_proves(first, second, v, rtol):
+            return v
+    return None
+
+
+def kronecker_ellipsoids_intersect(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, rtol: float = DEFAULT_RTOL) -> bool:
+    """``certify.ellipsoids_intersect`` for two Kronecker regions of the same factor shapes, in
+    O(d sum_i d_i + sum_i d_i^3): True unless proved disjoint by a direction whose gap exceeds its
+    rounding bound (``kronecker_separation_gap``) and ``rtol`` times the widths. Symmetric."""
+    _check_pair(e1, e2)
+    first, second, _ = _kron_ordered(e1, e2)
+    return _kron_prove(first, second, max(rtol, 0.0)) is None
+
+
+def kronecker_separating_direction(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid) -> np.ndarray | None:
+    """A verified v with ``e1.support(v) < -e2.support(-v)``, or None when none is found."""
+    _check_pair(e1, e2)
+    first, second, swapped = _kron_ordered(e1, e2)
+    v = _kron_prove(first, second, 0.0)
+    if v is None:
+        return None
+    return -v if swapped else v
+
+
+# ---------------------------------------------------------------------------------------------- low rank
+@dataclass(frozen=True, eq=False)
+class LowRankEllipsoid:
+    """``{center + delta : delta^T Sigma^{-1} delta <= radius^2}``, Sigma = D + W W^T with W = U diag(sqrt(lam))
+    (the region of ``FullGaussian(Sigma^{1/2})`` at this radius). Norms by Woodbury."""
+
+    center: np.ndarray
+    diag: np.ndarray
+    factor: np.ndarray  # W, (d, k)
+    radius: float
+    spiked: bool = False
+    _capacitance_inverse_tril: np.ndarray = field(init=False, repr=False)
+    _log_det: float = field(init=False, repr=False)
+
+    kind = "lowrank"
+
+    def __post_init__(self) -> None:
+        center = _frozen_np(np.asarray(self.center, dtype=np.float64).reshape(-1))
+        if not np.all(np.isfinite(center)):
+            raise ValueError("center contains NaN or infinite entries")
+        if center.shape[0] != self.diag.shape[0]:
+            raise ValueError(f"center has {center.shape[0]} entries; the noise has dimension {self.diag.shape[0]}")
+        radius = float(self.radius)
+        if not (radius >= 0 and np.isfinite(radius)):
+            raise ValueError(f"radius must be finite and >= 0, got {radius}")
+        object.__setattr__(self, "center", center)
+        object.__setattr__(self, "radius", radius)
+        # capacitance M = I_k + W^T D^-1 W = L L^T (as torch's LowRankMultivariateNormal)
+        W, D = self.factor, self.diag
+        M = np.eye(W.shape[1]) + (W / D[:, None]).T @ W
+        L = np.linalg.cholesky(M)
+        object.__setattr__(self, "_capacitance_inverse_tril", _frozen_np(np.linalg.inv(L)))
+        object.__setattr__(self, "_log_det", float(2.0 * np.sum(np.log(np.diag(L))) + np.sum(np.log(D))))
+
+    @property
+    def dim(self) -> int:
+        return int(self.center.shape[0])
+
+    @property
+    def log_det_covariance(self) -> float:
+        """log det Sigma = log det M + sum log D (matrix determinant lemma)."""
+        return self._log_det
+
+    @property
+    def min_eigenvalue_bound(self) -> float:
+        """A lower bound on lambda_min(Sigma): min D, plus min lam when k = d (Weyl: lambda_min(A + B)
+        >= lambda_min(A) + lambda_min(B), and U diag(lam) U^T has lambda_min 0 for k < d, min lam for
+        k = d). Exact in the spiked form D = s I."""
+        extra = float(np.min(np.sum(self.factor**2, axis=0))) if self.factor.shape[1] == self.dim else 0.0
+        return float(np.min(self.diag)) + extra
+
+    @property
+    def l2_radius(self) -> float:
+        """radius * sqrt(min_eigenvalue_bound) <= radius * sqrt(lambda_min(Sigma)); equal in the spiked form."""
+        return float(self.radius * math.sqrt(self.min_eigenvalue_bound))
+
+    @property
+    def proxy_radius(self) -> float:
+        """Exact: radius * (det Sigma)^(1/(2d))."""
+        return float(self.radius * math.exp(0.5 * self._log_det / self.dim))
+
+    @property
+    def outer_radius(self) -> float:
+        """radius * sqrt(max D + max lam) >= radius * sqrt(lambda_max(Sigma)) (an enclosing ball)."""
+        lam_max = float(np.max(np.sum(self.factor**2, axis=0))) if self.factor.shape[1] else 0.0
+        return float(self.radius * math.sqrt(float(np.max(self.diag)) + lam_max))
+
+    def norm(self, delta: np.ndarray) -> np.ndarray:
+        """``sqrt(delta^T Sigma^{-1} delta)`` for (..., d): Woodbury,
+        Sigma^-1 = D^-1 - D^-1 W M^-1 W^T D^-1, O(d k) per vector."""
+        delta = np.asarray(delta, dtype=np.float64)
+        y = delta / self.diag
+        t = (y @ self.factor) @ self._capacitance_inverse_tril.T
+        q = np.sum(delta * y, axis=-1) - np.sum(t * t, axis=-1)
+        return np.sqrt(np.maximum(q, 0.0))
+
+    def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray:
+        return self.norm(_as_vectors(delta, self.dim, "delta")) <= self.radius
+
+    def contains_point(self, point: np.ndarray) -> bool | np.ndarray:
+        return self.contains_delta(_as_vectors(point, self.dim, "point") - self.center)
+
+    def support(self, direction: np.ndarray) -> float:
+        """``max_{y in region} <direction, y> = <direction, c> + radius sqrt(v^T Sigma v)``."""
+        v = np.asarray(direction, dtype=np.float64).reshape(-1)
+        wv = v @ self.factor
+        return float(v @ self.center + self.radius * math.sqrt(float(v @ (self.diag * v) + wv @ wv)))
+
+    def with_radius(self, radius: float) -> LowRankEllipsoid:
+        return LowRankEllipsoid(self.center, self.diag, self.factor, radius, self.spiked)
+
+    def covariance(self) -> np.ndarray:
+        _check_dense(self.dim, "covariance")
+        return np.diag(self.diag) + self.factor @ self.factor.T
+
+    def to_ellipsoid(self) -> Ellipsoid:
+        """The same region as a dense ``certify.Ellipsoid`` with scale Sigma^{1/2} (d <= DENSE_LIMIT)."""
+        vals, vecs = np.linalg.eigh(self.covariance())
+        if vals[0] <= 0:
+            raise ValueError(f"covariance is not positive definite in float64 (smallest eigenvalue {vals[0]:.3g})")
+        root = np.sqrt(vals)
+        scale = (vecs * root) @ vecs.T
+        return Ellipsoid(self.center, 0.5 * (scale + scale.T), self.radius, _eig=(root, vecs))
+
+
+class LowRankGaussian(GaussianNoise):
+    """Gaussian noise of covariance ``D + U diag(lam) U^T``: D > 0 (a scalar: the spiked form s I + ...,
+    or one entry per coordinate), U (d, k) with orthonormal columns, lam (k,) > 0.
+
+    Drawn as ``sqrt(D) z_d + U diag(sqrt(lam)) z_k``: d + k standard normals per draw (one (count, d + k)
+    draw from the generator, z_d first). The region is the Mahalanobis ball of Sigma (the region of
+    ``FullGaussian(Sigma^{1/2})``, ``LowRankEllipsoid``)."""
+
+    kind = "lowrank"
+    param_name = "U"
+
+    def __init__(self, diag: Any, U: Any, lam: Any, orthonormal_tol: float = 1e-8):
+        Ut = _as_float64_tensor(U, "U")
+        if Ut.ndim != 2 or Ut.shape[0] == 0 or Ut.shape[1] == 0 or Ut.shape[1] > Ut.shape[0]:
+            raise ValueError(f"U must be a (d, k) matrix with 1 <= k <= d, got shape {tuple(Ut.shape)}")
+        d, k = Ut.shape
+        err = (Ut.T @ Ut - torch.eye(k, dtype=torch.float64)).abs().max().item()
+        if err > orthonormal_tol:
+            raise ValueError(f"U must have orthonormal columns (max |U^T U - I| = {err:.3g})")
+        lt = _as_float64_tensor(lam, "lam").reshape(-1)
+        if lt.shape[0] != k:
+            raise ValueError(f"lam has {lt.shape[0]} entries but U has {k} columns")
+        if (lt <= 0).any():
+            raise ValueError(f"lam must be positive (min {lt.min().item():g})")
+        Dt = _as_float64_tensor(diag, "diag")
+        spiked = Dt.ndim == 0 or Dt.numel() == 1
+        Dt = Dt.reshape(-1).expand(d).clone() if spiked else Dt.reshape(-1)
+        if Dt.shape[0] != d:
+            raise ValueError(f"diag has {Dt.shape[0]} entries but U has {d} rows")
+        if (Dt <= 0).any():
+            raise ValueError(f"diag must be positive (min {Dt.min().item():g})")
+        self.diag = Dt
+        self.U = Ut
+        self.lam = lt
+        self.spiked = bool(spiked or bool((Dt == Dt[0]).all()))
+        self._root_diag = Dt.sqrt()
+        self._factor = Ut * lt.sqrt()  # W = U diag(sqrt(lam))
+        self._diag_np = _frozen_np(Dt)
+        self._factor_np = _frozen_np(self._factor)
+        self._template = LowRankEllipsoid(np.zeros(d), self._diag_np, self._factor_np, 0.0, self.spiked)
+        self._cache: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def dim(self) -> int:
+        return int(self.U.shape[0])
+
+    @property
+    def rank(self) -> int:
+        return int(self.U.shape[1])
+
+    def _params_on(self, device: Any, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (str(device), dtype)
+        if key not in self._cache:
+            self._cache[key] = (
+                self._root_diag.to(device=device, dtype=dtype),
+                self._factor.T.contiguous().to(device=device, dtype=dtype),
+            )
+        return self._cache[key]
+
+    def sample(
+        self, count: int, dim: int, generator: torch.Generator | None, device: Any, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``count`` draws (count, d): sqrt(D) z_d + W z_k from one (count, d + k) standard normal draw."""
+        d, k = self.dim, self.rank
+        if dim != d:
+            raise ValueError(f"sample: dim {dim} but the noise has dimension {d}")
+        z = _randn(count, d + k, generator, device, dtype)
+        root_diag, factor_t = self._params_on(device, dtype)
+        return z[:, :d] * root_diag + z[:, d:] @ factor_t, None
+
+    def region(self, center: np.ndarray, radius: float) -> LowRankEllipsoid:
+        return LowRankEllipsoid(center, self._diag_np, self._factor_np, radius, self.spiked)
+
+    def log_det_covariance(self) -> float:
+        return self._template.log_det_covariance
+
+    def scale_summary(self) -> dict[str, float]:
+        """min_sigma = sqrt(min D) (min D + min lam when k = d): a lower bound on sqrt(lambda_min(Sigma)),
+        exact when spiked; gm_sigma = (det Sigma)^(1/(2d)) (exact)."""
+        return {
+            "min_sigma": math.sqrt(self._template.min_eigenvalue_bound),
+            "gm_sigma": math.exp(0.5 * self.log_det_covariance() / self.dim),
+        }
+
+    def covariance(self) -> np.ndarray:
+        """The dense covariance D + U diag(lam) U^T (d <= DENSE_LIMIT)."""
+        return self._template.covariance()
+
+    def scale(self) -> np.ndarray:
+        """The dense symmetric square root Sigma^{1/2} (d <= DENSE_LIMIT): ``FullGaussian(scale())`` has
+        the same distribution and the same regions."""
+        return np.array(self._template.to_ellipsoid().scale)
+
+    def __repr__(self) -> str:
+        s = self.scale_summary()
+        form = "spiked" if self.spiked else "diagonal"
+        return f"LowRankGaussian(d={self.dim}, k={self.rank}, {form}, gm_sigma={s['gm_sigma']:.4g})"
