@@ -283,7 +283,8 @@ class DualSmooth:
                 abstained_by="classifier",
                 seconds=time.perf_counter() - start,
             )
-        inner = capped_ellipsoid(cls.region, r_sel)
+        # a structured region (certify.structured) gives its dense form, refusing above d = 4096
+        inner = capped_ellipsoid(cls.region.to_ellipsoid(), r_sel)
         return DualCertificate(
             prediction=cls.prediction,
             selected=k,

@@ -59,6 +59,10 @@ class Region(Protocol):
 
     def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray: ...
 
+    def to_ellipsoid(self) -> Ellipsoid:
+        """The same set as a dense ``Ellipsoid`` (structured regions refuse above d = 4096)."""
+        ...
+
 
 @dataclass(frozen=True, eq=False)
 class Ellipsoid:
@@ -193,6 +197,10 @@ class Ellipsoid:
         if a.ndim >= 2 and a.shape[-1] == self.dim:
             return a
         raise ValueError(f"{name} has shape {a.shape}; the region has dimension {self.dim}")
+
+    def to_ellipsoid(self) -> Ellipsoid:
+        """Itself (the dense form every region can give; see :class:`Region`)."""
+        return self
 
     def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray:
         """True iff ``center + delta`` lies in the region (``delta`` of any shape with d entries,
