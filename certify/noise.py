@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,8 @@ import torch
 from .region import Ellipsoid, Region
 
 
-def _as_float64_tensor(value, name: str) -> torch.Tensor:
+def owned_float64(value: Any, name: str) -> torch.Tensor:
+    """An owned, finite float64 CPU copy of a number, array or tensor (``name`` in the errors)."""
     # always a copy: the noise owns its parameters (mutating the caller's tensor or array later
     # changes neither the noise nor any certificate made with it)
     if isinstance(value, torch.Tensor):
@@ -37,7 +39,9 @@ def _frozen(t: torch.Tensor) -> np.ndarray:
     return a
 
 
-def _randn(count: int, dim: int, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+def standard_normal(
+    count: int, dim: int, generator: torch.Generator | None, device: Any, dtype: torch.dtype
+) -> torch.Tensor:
     """Standard normal (count, dim) on the generator's device, moved to ``device``."""
     gen_device = generator.device if generator is not None else device
     z = torch.randn((count, dim), generator=generator, device=gen_device, dtype=dtype)
@@ -106,7 +110,7 @@ class IsotropicGaussian(GaussianNoise):
         self.sigma = sigma
 
     def sample(self, count, dim, generator, device, dtype):
-        return _randn(count, dim, generator, device, dtype).mul_(self.sigma), None
+        return standard_normal(count, dim, generator, device, dtype).mul_(self.sigma), None
 
     def region(self, center, radius):
         return Ellipsoid(center, self.sigma, radius)
@@ -125,7 +129,7 @@ class DiagonalGaussian(GaussianNoise):
     param_name = "theta"
 
     def __init__(self, theta):
-        theta = _as_float64_tensor(theta, "theta").reshape(-1)
+        theta = owned_float64(theta, "theta").reshape(-1)
         if theta.numel() == 0:
             raise ValueError("theta must not be empty")
         if (theta <= 0).any():
@@ -138,7 +142,7 @@ class DiagonalGaussian(GaussianNoise):
         return self.theta.numel()
 
     def sample(self, count, dim, generator, device, dtype):
-        return _randn(count, dim, generator, device, dtype).mul_(self._cast(self.theta, device, dtype)), None
+        return standard_normal(count, dim, generator, device, dtype).mul_(self._cast(self.theta, device, dtype)), None
 
     def region(self, center, radius):
         return Ellipsoid(center, self._theta_np, radius)
@@ -157,7 +161,7 @@ class FullGaussian(GaussianNoise):
     param_name = "C"
 
     def __init__(self, C, symmetry_tol: float = 1e-8):
-        C = _as_float64_tensor(C, "C")
+        C = owned_float64(C, "C")
         if C.ndim != 2 or C.shape[0] != C.shape[1]:
             raise ValueError(f"C must be a square (d, d) matrix, got shape {tuple(C.shape)}")
         asym = (C - C.T).abs().max().item()
@@ -177,7 +181,7 @@ class FullGaussian(GaussianNoise):
         return self.C.shape[0]
 
     def sample(self, count, dim, generator, device, dtype):
-        z = _randn(count, dim, generator, device, dtype)
+        z = standard_normal(count, dim, generator, device, dtype)
         return z @ self._cast(self.C, device, dtype), None  # rows z^T C = (C z)^T, C symmetric
 
     def region(self, center, radius):
@@ -203,7 +207,7 @@ class MixtureOfGaussians(GaussianNoise):
     """
 
     def __init__(self, sigmas: Sequence[float], weights: Sequence[float] | None = None, kind: str = "mixture"):
-        sig = _as_float64_tensor(sigmas, "sigmas").reshape(-1)
+        sig = owned_float64(sigmas, "sigmas").reshape(-1)
         if sig.numel() == 0:
             raise ValueError("sigmas must not be empty")
         if (sig <= 0).any():
@@ -213,7 +217,7 @@ class MixtureOfGaussians(GaussianNoise):
         if weights is None:
             w = torch.full_like(sig, 1.0 / sig.numel())
         else:
-            w = _as_float64_tensor(weights, "weights").reshape(-1)
+            w = owned_float64(weights, "weights").reshape(-1)
             if w.numel() != sig.numel():
                 raise ValueError(f"weights has {w.numel()} entries but sigmas has {sig.numel()}")
             if (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-6:
@@ -232,7 +236,7 @@ class MixtureOfGaussians(GaussianNoise):
         return float(self.sigmas.pow(2).sum().sqrt())
 
     def sample(self, count, dim, generator, device, dtype):
-        z = _randn(count, dim, generator, device, dtype)
+        z = standard_normal(count, dim, generator, device, dtype)
         if self.kind == "convolution":
             return z.mul_(self.effective_sigma), None
         if self.num_components == 1:  # no draw: K = 1 is exactly IsotropicGaussian, same random stream

@@ -35,33 +35,11 @@ import numpy as np
 import torch
 
 from .intersection import DEFAULT_RTOL, PairSpectrum
-from .noise import GaussianNoise
+from .noise import GaussianNoise, owned_float64, standard_normal
 from .region import SYMMETRY_RTOL, Ellipsoid
 
 #: the largest dimension for which ``covariance()``, ``scale()`` and ``to_ellipsoid()`` form a dense matrix.
 DENSE_LIMIT = 4096
-
-
-def _as_float64_tensor(value: Any, name: str) -> torch.Tensor:
-    """An owned float64 CPU copy of a number, array or tensor (finite), as the noises of ``certify.noise``."""
-    if isinstance(value, torch.Tensor):
-        t = value.detach().to(device="cpu", dtype=torch.float64, copy=True)
-    else:
-        try:
-            t = torch.tensor(np.array(value, dtype=np.float64, copy=True))
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be a number, array or tensor, got {type(value).__name__}") from None
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or infinite entries")
-    return t
-
-
-def _randn(count: int, dim: int, generator: torch.Generator | None, device: Any, dtype: torch.dtype) -> torch.Tensor:
-    """Standard normal (count, dim) on the generator's device, moved to ``device`` (the stream of
-    ``certify.noise``'s samplers, so that one factor-free draw is FullGaussian's draw)."""
-    gen_device = generator.device if generator is not None else device
-    z = torch.randn((count, dim), generator=generator, device=gen_device, dtype=dtype)
-    return z.to(device, non_blocking=True)
 
 
 def _check_dense(d: int, what: str) -> None:
@@ -238,7 +216,7 @@ class KroneckerGaussian(GaussianNoise):
             raise TypeError("factors must be a non-empty sequence of square matrices (one per input axis)")
         mats, vals, vecs = [], [], []
         for i, f in enumerate(factors):
-            C = _as_float64_tensor(f, f"factors[{i}]")
+            C = owned_float64(f, f"factors[{i}]")
             if C.ndim != 2 or C.shape[0] != C.shape[1] or C.shape[0] == 0:
                 raise ValueError(f"factors[{i}] must be a square (d_i, d_i) matrix, got shape {tuple(C.shape)}")
             asym = (C - C.T).abs().max().item()
@@ -273,7 +251,7 @@ class KroneckerGaussian(GaussianNoise):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``count`` draws (count, d) of S z: d standard normals per draw (the same stream as
         ``FullGaussian``), then one d_i x d_i product along each axis."""
-        z = _randn(count, dim, generator, device, dtype).reshape((count,) + self.shape)
+        z = standard_normal(count, dim, generator, device, dtype).reshape((count,) + self.shape)
         for i, C in enumerate(self._factors_on(device, dtype)):
             z = torch.movedim(torch.tensordot(z, C, dims=([i + 1], [1])), -1, i + 1)
         return z.reshape(count, dim), None
@@ -579,19 +557,19 @@ class LowRankGaussian(GaussianNoise):
     param_name = "U"
 
     def __init__(self, diag: Any, U: Any, lam: Any, orthonormal_tol: float = 1e-8):
-        Ut = _as_float64_tensor(U, "U")
+        Ut = owned_float64(U, "U")
         if Ut.ndim != 2 or Ut.shape[0] == 0 or Ut.shape[1] == 0 or Ut.shape[1] > Ut.shape[0]:
             raise ValueError(f"U must be a (d, k) matrix with 1 <= k <= d, got shape {tuple(Ut.shape)}")
         d, k = Ut.shape
         err = (Ut.T @ Ut - torch.eye(k, dtype=torch.float64)).abs().max().item()
         if err > orthonormal_tol:
             raise ValueError(f"U must have orthonormal columns (max |U^T U - I| = {err:.3g})")
-        lt = _as_float64_tensor(lam, "lam").reshape(-1)
+        lt = owned_float64(lam, "lam").reshape(-1)
         if lt.shape[0] != k:
             raise ValueError(f"lam has {lt.shape[0]} entries but U has {k} columns")
         if (lt <= 0).any():
             raise ValueError(f"lam must be positive (min {lt.min().item():g})")
-        Dt = _as_float64_tensor(diag, "diag")
+        Dt = owned_float64(diag, "diag")
         spiked = Dt.ndim == 0 or Dt.numel() == 1
         Dt = Dt.reshape(-1).expand(d).clone() if spiked else Dt.reshape(-1)
         if Dt.shape[0] != d:
@@ -633,7 +611,7 @@ class LowRankGaussian(GaussianNoise):
         d, k = self.dim, self.rank
         if dim != d:
             raise ValueError(f"sample: dim {dim} but the noise has dimension {d}")
-        z = _randn(count, d + k, generator, device, dtype)
+        z = standard_normal(count, d + k, generator, device, dtype)
         root_diag, factor_t = self._params_on(device, dtype)
         return z[:, :d] * root_diag + z[:, d:] @ factor_t, None
 
