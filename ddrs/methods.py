@@ -493,7 +493,8 @@ class DDRS(_Optimised):
 @dataclass
 class ANCER(_Optimised):
     """Per-input diagonal Theta_x maximising R P + kappa K R (Eiras et al.), initialised at the
-    DDRS sigma_x* and projected after every step onto Theta >= sigma_x* so the DDRS ball stays inside.
+    DDRS sigma_x* and projected after every step onto Theta >= sigma_x*. The floor alone does not keep the
+    DDRS ball (r(x, Theta) drops as the noise grows); ``keep_ball`` (default) keeps it in the selection.
     Defaults: the ANCER code's (Adam, lr 0.04, 100 steps, 100 samples, kappa 2). ``fit`` needs ``init``: the
     DDRS result (or sigmas) that gives sigma_x*.
 
@@ -927,7 +928,8 @@ class RDDRS(_Optimised):
 
 
 def _bounds(sigma_star: torch.Tensor, max_ratio: float | None) -> EigenvalueFloor:
-    """Floor at sigma_x* (the DDRS ball stays inside), optional ceiling at max_ratio * sigma_x*."""
+    """Floor at sigma_x* (the ball of radius sigma_x* r(x, C); the DDRS ball only with ``keep_ball``),
+    optional ceiling at max_ratio * sigma_x*."""
     if max_ratio is not None and not (max_ratio >= 1):
         raise ValueError(f"max_ratio must be >= 1 or None, got {max_ratio}")
     return EigenvalueFloor(sigma_star, None if max_ratio is None else max_ratio * sigma_star)

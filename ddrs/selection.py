@@ -16,6 +16,12 @@ sigma_x*) does not imply it, since r(x, C) drops as the noise grows. It is enfor
 samples, rather than in the objective or the projection: the selection is the only step that judges a
 point by a hard-vote Clopper-Pearson bound, the quantity certification reports, and the start always
 satisfies the constraint, so the fallback is feasible.
+
+What each stage then guarantees, about estimates on the selection's draws (not a certificate: the
+certified radii come from certification's own samples and can differ by their Monte Carlo error):
+DDRS (``kind="l2"``) keeps RS's sigma unless a strictly larger l2 radius is shown; ANCER and RDDRS with
+``keep_ball`` keep their start (from a DDRS result: sigma_x* I, the DDRS ball) unless the optimised noise
+shows both a strictly larger proxy radius and an l2 radius at least the start's.
 """
 
 from __future__ import annotations
