@@ -327,6 +327,7 @@ class _Optimised:
                 "l2" if name == "ddrs" else "proxy",
                 estimator.counter,
                 self.chunk_size,
+                keep_ball=bool(getattr(self, "keep_ball", False)),
             )
         return best, trace, kept
 
@@ -492,7 +493,8 @@ class DDRS(_Optimised):
 @dataclass
 class ANCER(_Optimised):
     """Per-input diagonal Theta_x maximising R P + kappa K R (Eiras et al.), initialised at the
-    DDRS sigma_x* and projected after every step onto Theta >= sigma_x* so the DDRS ball stays inside.
+    DDRS sigma_x* and projected after every step onto Theta >= sigma_x*. The floor alone does not keep the
+    DDRS ball (r(x, Theta) drops as the noise grows); ``keep_ball`` (default) keeps it in the selection.
     Defaults: the ANCER code's (Adam, lr 0.04, 100 steps, 100 samples, kappa 2). ``fit`` needs ``init``: the
     DDRS result (or sigmas) that gives sigma_x*.
 
@@ -554,6 +556,12 @@ class ANCER(_Optimised):
         Ceiling Theta_i <= max_ratio * sigma_x* (must be >= 1), projected after every step together with the floor
         Theta_i >= sigma_x*: keeps every axis near the noise levels the model was trained on. None: unbounded, as the
         ANCER code.
+    keep_ball : bool, default True
+        With ``select``: the optimised Theta is kept only if, on the same fresh draws, its certified l2 radius
+        (inscribed ball, min_i Theta_i Phi^-1(p_A_lower)) is also at least the start's (the DDRS ball sigma_x*
+        Phi^-1(p_A_lower)): the containment constraint min_i theta_i r(x, Theta) >= r_iso* of Eiras et al.'s eq. (4),
+        which the floor Theta_i >= sigma_x* alone does not give (r(x, Theta) drops as the noise grows;
+        ``ddrs.selection``). False: the volume proxy alone decides, as the ANCER code.
     manifold : manifolds.Manifold or None, default None
         The geometry of Theta: any ``manifolds.Manifold`` with diagonal points (``point_ndim`` 1) and the inputs'
         dimension; None: ``manifolds.PositiveDiagonal`` with the affine-invariant metric. It shapes the Riemannian
@@ -566,6 +574,7 @@ class ANCER(_Optimised):
     step: Any = "adam"
     objective: Objective | None = None
     max_ratio: float | None = 4.0  # every axis <= max_ratio * sigma_x* (None: unbounded, as the ANCER code)
+    keep_ball: bool = True  # selection also needs an l2 radius >= the start's (ANCER eq. (4)); False: volume only
     manifold: manifolds.Manifold | None = None  # any diagonal-point Manifold (default PositiveDiagonal)
 
     def step_rule_for(self, dim: int) -> str:
@@ -720,6 +729,12 @@ class RDDRS(_Optimised):
         Eigenvalue ceiling lambda_i <= max_ratio * sigma_x* (must be >= 1), projected after every step together with the
         floor lambda_i >= sigma_x*: keeps every axis near the noise levels the model was trained on. None: no ceiling
         (the paper).
+    keep_ball : bool, default True
+        With ``select``: the optimised C is kept only if, on the same fresh draws, its certified l2 radius (inscribed
+        ball, lambda_min(C) Phi^-1(p_A_lower); README, Errata R3) is also at least the start's (from a DDRS result, the
+        DDRS ball sigma_x* Phi^-1(p_A_lower)): lambda_min(C) r(x, C) >= sigma_x* r_iso(x), the SPD counterpart of Eiras
+        et al.'s eq. (4), which the floor lambda_i >= sigma_x* alone does not give (``ddrs.selection``). False: the
+        volume proxy alone decides (the paper; ``RDDRS.paper()`` selects nothing).
     manifold : manifolds.Manifold or None, default None
         Any ``manifolds.Manifold`` with matrix points (``point_ndim`` 2) and the inputs' dimension, overriding
         ``metric``; None: ``manifolds.SPD(d, metric)``.
@@ -754,6 +769,7 @@ class RDDRS(_Optimised):
     pymanopt_solver: str = "sgd"
     objective: Objective | str | None = None
     max_ratio: float | None = 4.0  # every eigenvalue <= max_ratio * sigma_x* (None: unbounded, the paper)
+    keep_ball: bool = True  # selection also needs an l2 radius >= the start's; False: volume only (the paper)
     manifold: manifolds.Manifold | None = None  # any matrix-point Manifold (overrides ``metric``)
     adaptive: bool = True  # step None: Riemannian Adam (True) or plain Riemannian gradient ascent (False)
     lr: float = 0.05  # Adam's step
@@ -777,6 +793,7 @@ class RDDRS(_Optimised):
             max_ratio=None,
             objective="gap",
             select=False,
+            keep_ball=False,
             max_step_norm=2.0,
             adaptive=False,
         )
@@ -911,7 +928,8 @@ class RDDRS(_Optimised):
 
 
 def _bounds(sigma_star: torch.Tensor, max_ratio: float | None) -> EigenvalueFloor:
-    """Floor at sigma_x* (the DDRS ball stays inside), optional ceiling at max_ratio * sigma_x*."""
+    """Floor at sigma_x* (the ball of radius sigma_x* r(x, C); the DDRS ball only with ``keep_ball``),
+    optional ceiling at max_ratio * sigma_x*."""
     if max_ratio is not None and not (max_ratio >= 1):
         raise ValueError(f"max_ratio must be >= 1 or None, got {max_ratio}")
     return EigenvalueFloor(sigma_star, None if max_ratio is None else max_ratio * sigma_star)

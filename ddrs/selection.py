@@ -6,6 +6,22 @@ Clopper-Pearson lower bound p_A_lower at ``alpha`` and the radius Phi^-1(p_A_low
 smallest axis (``kind="l2"``, DDRS) or its geometric mean (``kind="proxy"``, ANCER / RDDRS; Cohen et
 al. Thm 1, ANCER's proxy radius). These draws come from the fitting generator, never from the
 certification samples (README, Errata R5), so certification's statistics are untouched.
+
+``keep_ball`` (ANCER and RDDRS by default) adds the containment constraint of ANCER's problem (Eiras
+et al., eq. (4): min_i theta_i r(x, Theta) >= r_iso*) and its SPD counterpart lambda_min(C) r(x, C) >=
+sigma_x* r_iso(x) (noise C z, inscribed ball lambda_min(C) r; README, Errata R3): the optimised noise
+is accepted only if, in addition, its estimated certified l2 radius lambda_min Phi^-1(p_A_lower) is at
+least the start's, both from the same fresh draws. The eigenvalue floor of the ascent (lambda_i >=
+sigma_x*) does not imply it, since r(x, C) drops as the noise grows. It is enforced here, on fresh
+samples, rather than in the objective or the projection: the selection is the only step that judges a
+point by a hard-vote Clopper-Pearson bound, the quantity certification reports, and the start always
+satisfies the constraint, so the fallback is feasible.
+
+What each stage then guarantees, about estimates on the selection's draws (not a certificate: the
+certified radii come from certification's own samples and can differ by their Monte Carlo error):
+DDRS (``kind="l2"``) keeps RS's sigma unless a strictly larger l2 radius is shown; ANCER and RDDRS with
+``keep_ball`` keep their start (from a DDRS result: sigma_x* I, the DDRS ball) unless the optimised noise
+shows both a strictly larger proxy radius and an l2 radius at least the start's.
 """
 
 from __future__ import annotations
@@ -21,21 +37,19 @@ from .estimator import NetworkCounter, noisy_logits
 KINDS = ("l2", "proxy")
 
 
-def hard_vote_radius(
+def hard_vote_radii(
     model: Callable,
     manifold,
     x: torch.Tensor,
     point: torch.Tensor,
     z: torch.Tensor,
     alpha: float,
-    kind: str,
     chunk_size: int = 20000,
-) -> torch.Tensor:
-    """Radius (B,) of the hard-vote certificate with noise ``point`` on draws z (B, m, d); 0 where
-    p_A_lower <= 1/2 (the certifier would abstain). The network runs as in the estimator
+) -> dict[str, torch.Tensor]:
+    """Both radii (B,) of the hard-vote certificate with noise ``point`` on draws z (B, m, d), keyed by
+    kind ('l2': smallest axis, 'proxy': geometric mean, times Phi^-1(p_A_lower)), from one set of votes;
+    0 where p_A_lower <= 1/2 (the certifier would abstain). The network runs as in the estimator
     (``ddrs.estimator.noisy_logits``: noise added in float32 or float64, then cast to x's dtype)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     B, m, d = z.shape
     per_chunk = max(1, chunk_size // max(B, 1))
     counts = None
@@ -51,8 +65,24 @@ def hard_vote_radius(
     lower = torch.as_tensor(clopper_pearson(top, m, alpha, "lower")[0], dtype=torch.float64)
     margin = torch.special.ndtri(lower.clamp(max=1 - 1e-12))
     point64 = point.detach().to(torch.float64).cpu()
-    scale = manifold.min_eigenvalue(point64) if kind == "l2" else torch.exp(manifold.log_volume(point64))
-    return torch.where(lower > 0.5, margin * scale, torch.zeros_like(margin))
+    scales = {"l2": manifold.min_eigenvalue(point64), "proxy": torch.exp(manifold.log_volume(point64))}
+    return {k: torch.where(lower > 0.5, margin * v, torch.zeros_like(margin)) for k, v in scales.items()}
+
+
+def hard_vote_radius(
+    model: Callable,
+    manifold,
+    x: torch.Tensor,
+    point: torch.Tensor,
+    z: torch.Tensor,
+    alpha: float,
+    kind: str,
+    chunk_size: int = 20000,
+) -> torch.Tensor:
+    """Radius (B,) of the hard-vote certificate of ``kind`` ('l2' or 'proxy'; ``hard_vote_radii``)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return hard_vote_radii(model, manifold, x, point, z, alpha, chunk_size)[kind]
 
 
 def select(
@@ -66,13 +96,20 @@ def select(
     kind: str,
     counter: NetworkCounter,
     chunk_size: int = 20000,
+    keep_ball: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per input, ``new`` if its fresh-sample radius beats ``start``'s strictly, else ``start``.
+    """Per input, ``new`` if its fresh-sample radius of ``kind`` beats ``start``'s strictly (and, with
+    ``keep_ball``, its l2 radius is at least ``start``'s on the same draws), else ``start``.
     Returns (points, kept_new mask (B,)); the forward passes are added to ``counter``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     z = draw()
-    r_start = hard_vote_radius(model, manifold, x, start, z, alpha, kind, chunk_size)
-    r_new = hard_vote_radius(model, manifold, x, new, z, alpha, kind, chunk_size)
+    r_start = hard_vote_radii(model, manifold, x, start, z, alpha, chunk_size)
+    r_new = hard_vote_radii(model, manifold, x, new, z, alpha, chunk_size)
     counter.add(forward=2 * z.shape[0] * z.shape[1])
-    better = (r_new > r_start).to(new.device)
+    better = r_new[kind] > r_start[kind]
+    if keep_ball:
+        better = better & (r_new["l2"] >= r_start["l2"])
+    better = better.to(new.device)
     shape = (-1,) + (1,) * (new.ndim - 1)
     return torch.where(better.reshape(shape), new, start.to(new.dtype).to(new.device)), better
