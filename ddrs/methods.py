@@ -494,7 +494,7 @@ class DDRS(_Optimised):
 class ANCER(_Optimised):
     """Per-input diagonal Theta_x maximising R P + kappa K R (Eiras et al.), initialised at the
     DDRS sigma_x* and projected after every step onto Theta >= sigma_x*. The floor alone does not keep the
-    DDRS ball (r(x, Theta) drops as the noise grows); ``keep_ball`` (default) keeps it in the selection.
+    DDRS ball (r(x, Theta) drops as the noise grows); ``keep_ball=True`` keeps it in the selection.
     Defaults: the ANCER code's (Adam, lr 0.04, 100 steps, 100 samples, kappa 2). ``fit`` needs ``init``: the
     DDRS result (or sigmas) that gives sigma_x*.
 
@@ -556,7 +556,7 @@ class ANCER(_Optimised):
         Ceiling Theta_i <= max_ratio * sigma_x* (must be >= 1), projected after every step together with the floor
         Theta_i >= sigma_x*: keeps every axis near the noise levels the model was trained on. None: unbounded, as the
         ANCER code.
-    keep_ball : bool, default True
+    keep_ball : bool, default False
         With ``select``: the optimised Theta is kept only if, on the same fresh draws, its certified l2 radius
         (inscribed ball, min_i Theta_i Phi^-1(p_A_lower)) is also at least the start's (the DDRS ball sigma_x*
         Phi^-1(p_A_lower)): the containment constraint min_i theta_i r(x, Theta) >= r_iso* of Eiras et al.'s eq. (4),
@@ -574,7 +574,7 @@ class ANCER(_Optimised):
     step: Any = "adam"
     objective: Objective | None = None
     max_ratio: float | None = 4.0  # every axis <= max_ratio * sigma_x* (None: unbounded, as the ANCER code)
-    keep_ball: bool = True  # selection also needs an l2 radius >= the start's (ANCER eq. (4)); False: volume only
+    keep_ball: bool = False  # True: selection also needs an l2 radius >= the start's (ANCER eq. (4))
     manifold: manifolds.Manifold | None = None  # any diagonal-point Manifold (default PositiveDiagonal)
 
     def step_rule_for(self, dim: int) -> str:
@@ -729,7 +729,7 @@ class RDDRS(_Optimised):
         Eigenvalue ceiling lambda_i <= max_ratio * sigma_x* (must be >= 1), projected after every step together with the
         floor lambda_i >= sigma_x*: keeps every axis near the noise levels the model was trained on. None: no ceiling
         (the paper).
-    keep_ball : bool, default True
+    keep_ball : bool, default False
         With ``select``: the optimised C is kept only if, on the same fresh draws, its certified l2 radius (inscribed
         ball, lambda_min(C) Phi^-1(p_A_lower); README, Errata R3) is also at least the start's (from a DDRS result, the
         DDRS ball sigma_x* Phi^-1(p_A_lower)): lambda_min(C) r(x, C) >= sigma_x* r_iso(x), the SPD counterpart of Eiras
@@ -769,7 +769,7 @@ class RDDRS(_Optimised):
     pymanopt_solver: str = "sgd"
     objective: Objective | str | None = None
     max_ratio: float | None = 4.0  # every eigenvalue <= max_ratio * sigma_x* (None: unbounded, the paper)
-    keep_ball: bool = True  # selection also needs an l2 radius >= the start's; False: volume only (the paper)
+    keep_ball: bool = False  # True: selection also needs an l2 radius >= the start's (SPD counterpart)
     manifold: manifolds.Manifold | None = None  # any matrix-point Manifold (overrides ``metric``)
     adaptive: bool = True  # step None: Riemannian Adam (True) or plain Riemannian gradient ascent (False)
     lr: float = 0.05  # Adam's step

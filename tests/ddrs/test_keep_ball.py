@@ -50,8 +50,8 @@ def test_volume_only_ancer_loses_the_ddrs_ball_and_keep_ball_keeps_it():
     l2, proxy = closed_form(loose.points[0])
     assert loose.kept_new.tolist() == [True]
     assert proxy > 1.4 * D and l2 < 0.85 * D  # larger ellipsoid, smaller inscribed ball
-    kept = ddrs.ANCER(kappa=1e-8).fit(model, x, init=SIGMA, generator=gen(0))
-    assert ddrs.ANCER().keep_ball and kept.kept_new.tolist() == [False]
+    kept = ddrs.ANCER(kappa=1e-8, keep_ball=True).fit(model, x, init=SIGMA, generator=gen(0))
+    assert not ddrs.ANCER().keep_ball and kept.kept_new.tolist() == [False]
     assert closed_form(kept.points[0])[0] >= D - 1e-12
 
 
@@ -80,9 +80,9 @@ def test_spd_selection_rejects_a_point_that_shrinks_the_ball_and_accepts_one_tha
 
 def test_rddrs_keeps_the_ddrs_ball_by_default_and_the_paper_form_does_not_select():
     model, x = problem()
-    fitted = ddrs.RDDRS().fit(model, x, init=SIGMA, generator=gen(0))
+    fitted = ddrs.RDDRS(keep_ball=True).fit(model, x, init=SIGMA, generator=gen(0))
     assert closed_form(fitted.points[0])[0] >= 0.97 * D
-    assert ddrs.RDDRS().keep_ball and not ddrs.RDDRS.paper().keep_ball and not ddrs.RDDRS.paper().select
+    assert not ddrs.RDDRS().keep_ball and not ddrs.RDDRS.paper().keep_ball and not ddrs.RDDRS.paper().select
 
 
 def test_hard_vote_radii_match_the_closed_form():
