@@ -48,6 +48,24 @@ def standard_normal(
     return z.to(device, non_blocking=True)
 
 
+def checked_spd(
+    value: Any, name: str, symmetry_tol: float, shape: str = "(d, d)"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An owned float64 copy of a square, symmetric (within ``symmetry_tol``), positive definite matrix,
+    symmetrised, with its ascending eigenvalues and eigenvectors; ValueError naming ``name`` otherwise."""
+    C = owned_float64(value, name)
+    if C.ndim != 2 or C.shape[0] != C.shape[1] or C.shape[0] == 0:
+        raise ValueError(f"{name} must be a square {shape} matrix, got shape {tuple(C.shape)}")
+    asym = (C - C.T).abs().max().item()
+    if asym > symmetry_tol * max(1.0, C.abs().max().item()):
+        raise ValueError(f"{name} must be symmetric (max |C - C^T| = {asym:.3g})")
+    C = 0.5 * (C + C.T)
+    eigvals, eigvecs = torch.linalg.eigh(C)
+    if eigvals[0] <= 0:
+        raise ValueError(f"{name} must be positive definite (smallest eigenvalue {eigvals[0].item():.3g})")
+    return C, eigvals, eigvecs
+
+
 class GaussianNoise:
     """Base class: a zero-mean Gaussian ``scale @ z`` (z standard normal) on R^d."""
 
@@ -161,16 +179,7 @@ class FullGaussian(GaussianNoise):
     param_name = "C"
 
     def __init__(self, C, symmetry_tol: float = 1e-8):
-        C = owned_float64(C, "C")
-        if C.ndim != 2 or C.shape[0] != C.shape[1]:
-            raise ValueError(f"C must be a square (d, d) matrix, got shape {tuple(C.shape)}")
-        asym = (C - C.T).abs().max().item()
-        if asym > symmetry_tol * max(1.0, C.abs().max().item()):
-            raise ValueError(f"C must be symmetric (max |C - C^T| = {asym:.3g})")
-        C = 0.5 * (C + C.T)
-        eigvals, eigvecs = torch.linalg.eigh(C)
-        if eigvals[0] <= 0:
-            raise ValueError(f"C must be positive definite (smallest eigenvalue {eigvals[0].item():.3g})")
+        C, eigvals, eigvecs = checked_spd(C, "C", symmetry_tol, "(d, d)")
         self.C = C
         self.eigenvalues = eigvals
         self.eigenvectors = eigvecs

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .intersection import DEFAULT_RTOL, PairSpectrum
-from .noise import GaussianNoise, owned_float64, standard_normal
+from .noise import GaussianNoise, checked_spd, owned_float64, standard_normal
 from .region import SYMMETRY_RTOL, Ellipsoid
 
 #: the largest dimension for which ``covariance()``, ``scale()`` and ``to_ellipsoid()`` form a dense matrix.
@@ -216,16 +216,7 @@ class KroneckerGaussian(GaussianNoise):
             raise TypeError("factors must be a non-empty sequence of square matrices (one per input axis)")
         mats, vals, vecs = [], [], []
         for i, f in enumerate(factors):
-            C = owned_float64(f, f"factors[{i}]")
-            if C.ndim != 2 or C.shape[0] != C.shape[1] or C.shape[0] == 0:
-                raise ValueError(f"factors[{i}] must be a square (d_i, d_i) matrix, got shape {tuple(C.shape)}")
-            asym = (C - C.T).abs().max().item()
-            if asym > symmetry_tol * max(1.0, C.abs().max().item()):
-                raise ValueError(f"factors[{i}] must be symmetric (max |C - C^T| = {asym:.3g})")
-            C = 0.5 * (C + C.T)
-            lam, v = torch.linalg.eigh(C)
-            if lam[0] <= 0:
-                raise ValueError(f"factors[{i}] must be positive definite (smallest eigenvalue {lam[0].item():.3g})")
+            C, lam, v = checked_spd(f, f"factors[{i}]", symmetry_tol, "(d_i, d_i)")
             mats.append(C)
             vals.append(_frozen_np(lam))
             vecs.append(_frozen_np(v))
