@@ -1,7 +1,8 @@
 """ddrs: per-input optimisation of the smoothing noise (sigma: DDRS, Theta: ANCER, C: RDDRS) with
 pluggable objectives and swappable metric / optimiser."""
 
-from .eigenframe import EigenFrame
+from manifolds.eigenframe import EigenFrame
+
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator, Terms, gap_from_probabilities
 from .methods import ANCER, DDRS, RDDRS, RS, SmoothingResult, certify_inputs, run_chain
 from .objectives import (
@@ -27,6 +28,8 @@ from .optimizers import (
     ascend,
     sample_schedule,
 )
+from .problem import Problem
+from .pymanopt_ascent import pymanopt_ascend
 from .selection import hard_vote_radius, select
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "NetworkCounter",
     "Objective",
     "PROBABILITY_CLAMP",
+    "Problem",
     "RDDRS",
     "RS",
     "Radius",
@@ -61,6 +65,7 @@ __all__ = [
     "gap_from_probabilities",
     "hard_vote_radius",
     "paper_objective",
+    "pymanopt_ascend",
     "run_chain",
     "sample_schedule",
     "select",

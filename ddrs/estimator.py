@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import torch
 
 from certify.sampling import noisy_forward, sampling_dtype
-
-from .eigenframe import EigenFrame
+from manifolds import Manifold, NoiseMap, as_noise_map
+from manifolds.eigenframe import EigenFrame
 
 #: Probabilities are clamped to [PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP] before Phi^-1
 #: (the DDRS/ANCER package value; the DDRS paper code used 0.02). It bounds the gap by
@@ -89,23 +89,30 @@ def gap_from_probabilities(
 
 
 def noisy_logits(
-    model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, z: torch.Tensor, num_classes: int | None = None
+    model: Callable,
+    noise: NoiseMap | Manifold,
+    x: torch.Tensor,
+    point: torch.Tensor,
+    z: torch.Tensor,
+    num_classes: int | None = None,
 ) -> torch.Tensor:
     """The network's logits (B * m, C) on x + noise(point, z) for a batch x (B, *shape) in the model's
-    dtype, noise points (B, ...) and standard normal draws z (B, m, d): ``certify.noisy_forward`` with
-    the noise ``manifold.noise_matrix_apply(point, z)``. The point (float64 geometry), z and x are
+    dtype, noise points (B, ...) and standard normal draws z (B, m, normals): ``certify.noisy_forward`` with
+    the noise ``noise.apply(point, z)`` (``noise``: a ``manifolds.NoiseMap``, or a manifold whose points are the
+    noise scale, ``manifolds.as_noise_map``). The point (float64 geometry), z and x are
     taken to ``certify.sampling_dtype`` of x's dtype (float32 or float64, never half precision) for
     the sum, which is then cast to x's dtype. Differentiable w.r.t. ``point``; the estimator and the
     selection (``ddrs.selection``) evaluate the network here."""
-    B, m, d = z.shape
+    B, m = z.shape[:2]
+    d = x[0].numel()
     dtype = sampling_dtype(x.dtype)  # noise drawn and added in >= float32, cast to x's (model) dtype
-    noise = manifold.noise_matrix_apply(point.to(dtype), z.to(dtype))
-    return noisy_forward(model, x.to(dtype).reshape(B, 1, d), noise, x.dtype, tuple(x.shape[1:]), num_classes)
+    eps = as_noise_map(noise).apply(point.to(dtype), z.to(dtype))
+    return noisy_forward(model, x.to(dtype).reshape(B, 1, d), eps, x.dtype, tuple(x.shape[1:]), num_classes)
 
 
 @dataclass
 class SoftSmoothingEstimator:
-    """Monte Carlo estimate of averaged softmax probabilities under ``manifold``'s noise.
+    """Monte Carlo estimate of averaged softmax probabilities under a ``manifolds.NoiseMap``.
 
     ``samples`` noisy copies per input and step, evaluated in chunks of at most ``chunk_size``
     copies per network call (over all inputs of the batch). When one chunk holds everything, one
@@ -141,11 +148,17 @@ class SoftSmoothingEstimator:
             raise ValueError(f"clamp must lie in [0, 0.5), got {self.clamp}")
 
     def _probs(
-        self, model: Callable, manifold, x: torch.Tensor, point: torch.Tensor, z: torch.Tensor, num_classes: int | None
+        self,
+        model: Callable,
+        noise: NoiseMap,
+        x: torch.Tensor,
+        point: torch.Tensor,
+        z: torch.Tensor,
+        num_classes: int | None,
     ) -> torch.Tensor:
-        """Summed softmax probabilities (B, C) over the noise draws z (B, m, d)."""
+        """Summed softmax probabilities (B, C) over the noise draws z (B, m, normals)."""
         B, m, _ = z.shape
-        logits = noisy_logits(model, manifold, x, point, z, num_classes)
+        logits = noisy_logits(model, noise, x, point, z, num_classes)
         probs = torch.softmax(logits.to(torch.float64), dim=1)
         return probs.reshape(B, m, -1).sum(dim=1)
 
@@ -178,7 +191,7 @@ class SoftSmoothingEstimator:
     def evaluate(
         self,
         model: Callable,
-        manifold,
+        noise: NoiseMap | Manifold,
         x: torch.Tensor,
         point: torch.Tensor,
         objective: Callable[[Terms], torch.Tensor],
@@ -193,16 +206,18 @@ class SoftSmoothingEstimator:
         groups of inputs whose samples fit in one ``chunk_size`` network call, each group with ONE
         forward and one backward pass per sample; only an input whose own samples exceed
         ``chunk_size`` takes the exact two-pass route (a no-grad forward for the probabilities, then
-        forward and backward chunk by chunk). ``frame``: the points' ``EigenFrame`` (the volume and
-        smallest-eigenvalue terms are then read from it instead of decomposing the point again)."""
+        forward and backward chunk by chunk). ``noise``: the ``manifolds.NoiseMap`` of the points (or a manifold
+        whose points are the noise scale). ``frame``: the points' ``EigenFrame`` (the volume and
+        smallest-eigenvalue terms are then read from it when the noise map allows, ``NoiseMap.terms``)."""
+        noise = as_noise_map(noise)
         B, n, d = z.shape
         group = max(1, self.chunk_size // max(n, 1))
         if B <= group:
-            return self._evaluate_group(model, manifold, x, point, objective, z, num_classes, with_grad, frame)
+            return self._evaluate_group(model, noise, x, point, objective, z, num_classes, with_grad, frame)
         parts = [
             self._evaluate_group(
                 model,
-                manifold,
+                noise,
                 x[s : s + group],
                 point[s : s + group],
                 objective,
@@ -222,7 +237,7 @@ class SoftSmoothingEstimator:
     def _evaluate_group(
         self,
         model: Callable,
-        manifold,
+        noise: NoiseMap,
         x: torch.Tensor,
         point: torch.Tensor,
         objective: Callable[[Terms], torch.Tensor],
@@ -237,10 +252,7 @@ class SoftSmoothingEstimator:
 
         def terms_from(probs_mean: torch.Tensor) -> Terms:
             gap, p_a, p_b = gap_from_probabilities(probs_mean, self.clamp)
-            if frame is not None:
-                log_volume, min_eigenvalue = frame.log_volume(point), frame.min_eigenvalue(point)
-            else:
-                log_volume, min_eigenvalue = manifold.log_volume(point), manifold.min_eigenvalue(point)
+            log_volume, min_eigenvalue = noise.terms(point, frame)
             return Terms(
                 gap=gap,
                 log_volume=log_volume,
@@ -253,7 +265,7 @@ class SoftSmoothingEstimator:
         def summed_probs() -> torch.Tensor:
             total = torch.zeros((), dtype=torch.float64)
             for s in range(0, n, per_chunk):
-                total = total + self._probs(model, manifold, x, point, z[:, s : s + per_chunk], num_classes)
+                total = total + self._probs(model, noise, x, point, z[:, s : s + per_chunk], num_classes)
             return total
 
         if not with_grad:
@@ -265,7 +277,7 @@ class SoftSmoothingEstimator:
 
         if n <= per_chunk:  # one forward, one backward
             with torch.enable_grad():
-                probs = self._probs(model, manifold, x, point, z, num_classes) / n
+                probs = self._probs(model, noise, x, point, z, num_classes) / n
                 terms = terms_from(probs)
                 value = objective(terms)
                 (egrad,) = torch.autograd.grad(value.sum(), point)
@@ -281,7 +293,7 @@ class SoftSmoothingEstimator:
             dprobs, direct = torch.autograd.grad(value.sum(), [probs, point], allow_unused=True)
             egrad = torch.zeros_like(point) if direct is None else direct.clone()
             for s in range(0, n, per_chunk):  # pass 2: back-propagate dObjective/dG chunk by chunk
-                chunk = self._probs(model, manifold, x, point, z[:, s : s + per_chunk], num_classes)
+                chunk = self._probs(model, noise, x, point, z[:, s : s + per_chunk], num_classes)
                 (g,) = torch.autograd.grad((chunk * dprobs).sum() / n, point)
                 egrad += g
         self.counter.add(forward=2 * B * n, backward=B * n)

@@ -34,6 +34,7 @@ from .optimizers import (
     ascend,
     sample_schedule,
 )
+from .problem import Problem
 from .progress import callback as progress_callback
 from .pymanopt_ascent import pymanopt_ascend
 from .selection import select as _select
@@ -49,7 +50,7 @@ class SmoothingResult:
     method : str
         The stage that chose the noise: 'rs', 'ddrs', 'ancer' or 'rddrs'.
     manifold : manifolds.Manifold
-        The manifold the points live on; ``manifold.to_noise(point)`` is the ``certify`` noise.
+        The geometry the points live on.
     points : torch.Tensor
         One noise parameter per input, float64: sigma (B,) for RS and DDRS, the diagonal Theta (B, d) for
         ANCER, the SPD matrix C (B, d, d) for RDDRS (noise x + C z, covariance C^2; README, Errata R3).
@@ -68,6 +69,8 @@ class SmoothingResult:
         when no selection ran (``select=False``, ``iterations=0`` or RS).
     step_rule : str, default ''
         The step rule that ran and how (e.g. in which eigenframe); '' for RS.
+    noise : manifolds.NoiseMap or None, default None
+        What a point means for smoothing (``noises()``); None: ``manifolds.noise_for(manifold)``.
     """
 
     method: str
@@ -79,10 +82,16 @@ class SmoothingResult:
     seconds: float = 0.0
     kept_new: torch.Tensor | None = None  # per input: the selection kept the optimised point (None: no selection)
     step_rule: str = ""  # the step rule that ran and how (e.g. its eigenframe); "" for RS
+    noise: manifolds.NoiseMap | None = None  # None: manifolds.noise_for(manifold)
+
+    @property
+    def noise_map(self) -> manifolds.NoiseMap:
+        """The noise map of the points (``noise``, or the manifold's shipped one)."""
+        return manifolds.as_noise_map(self.manifold if self.noise is None else self.noise)
 
     def noises(self) -> list[certify.GaussianNoise]:
         """One certify noise object per input."""
-        return [self.manifold.to_noise(p) for p in self.points]
+        return [self.noise_map.to_noise(p) for p in self.points]
 
     def __len__(self) -> int:
         return self.points.shape[0]
@@ -223,17 +232,17 @@ class _Optimised:
 
     def _run(
         self,
-        name,
-        model,
-        x,
-        manifold,
-        point,
-        sigma_star,
-        objective,
-        rule,
-        constraint,
-        generator,
-        progress=None,
+        name: str,
+        model: Callable,
+        x: torch.Tensor,
+        manifold: manifolds.Manifold,
+        point: torch.Tensor,
+        sigma_star: torch.Tensor,
+        objective: Callable,
+        rule: StepRule | None,
+        constraint: EigenvalueFloor | None,
+        generator: torch.Generator | None,
+        progress: Any = None,
         driver: Callable = ascend,
         step_rule: str | None = None,
         **driver_options: Any,
@@ -248,60 +257,41 @@ class _Optimised:
         if driver_options and driver is not ascend:
             raise ValueError(f"{sorted(driver_options)} need backend='rgd'")
         on_step, close_bar = progress_callback(progress, self.progress_steps, f"{name} fit ({x.shape[0]} inputs)")
+        noise = getattr(self, "noise", None)
         guarded = _BatchGuard(model, tuple(x.shape))
+        problem = Problem(guarded, x, manifold, objective, estimator, noise, constraint, self.num_classes)
         try:
             with untouched(model):  # warns in training mode; buffers (BatchNorm stats) restored
                 best, trace, kept = self._ascend_and_select(
-                    name,
-                    guarded,
-                    x,
-                    manifold,
-                    point,
-                    objective,
-                    rule,
-                    constraint,
-                    generator,
-                    on_step,
-                    driver,
-                    estimator,
-                    driver_options,
+                    name, problem, point, rule, generator, on_step, driver, driver_options
                 )
         finally:
             close_bar()
         if step_rule is None:
+            assert rule is not None
             step_rule = rule.describe(manifold)
         return SmoothingResult(
-            name, manifold, best, sigma_star, trace, estimator.counter, time.perf_counter() - start, kept, step_rule
-        )
+            name, manifold, best, sigma_star, trace, estimator.counter, time.perf_counter() - start, kept, step_rule,
+            problem.noise,
+        )  # fmt: skip
 
     def _ascend_and_select(
         self,
-        name,
-        model,
-        x,
-        manifold,
-        point,
-        objective,
-        rule,
-        constraint,
-        generator,
-        progress,
-        driver,
-        estimator,
+        name: str,
+        problem: Problem,
+        point: torch.Tensor,
+        rule: StepRule | None,
+        generator: torch.Generator | None,
+        progress: Callable | None,
+        driver: Callable,
         driver_options: dict[str, Any],
-    ):
+    ) -> tuple[torch.Tensor, Trace, torch.Tensor | None]:
         best, trace = driver(
-            model,
-            manifold,
-            x,
+            problem,
             point,
-            objective,
-            estimator,
             rule,
             self.iterations,
-            generator=generator,
-            constraint=constraint,
-            num_classes=self.num_classes,
+            generator,
             keep_best=self.keep_best,
             common_random_numbers=self.common_random_numbers,
             callback=progress,
@@ -309,23 +299,21 @@ class _Optimised:
         )
         kept = None
         if self.select and self.iterations > 0:
-            B, d = x.shape[0], x[0].numel()
+            x = problem.inputs
             draw = lambda: SoftSmoothingEstimator(samples=self.selection_samples).draw(  # noqa: E731
-                B, d, generator, x.device, x.dtype
+                len(problem), problem.noise_map.normals, generator, x.device, x.dtype
             )
-            start_point = point.detach().to(torch.float64)
-            if constraint is not None:
-                start_point = constraint.project(manifold, start_point)
+            start_point = problem.project(point.detach().to(torch.float64))
             best, kept = _select(
-                model,
-                manifold,
+                problem.model,
+                problem.noise_map,
                 x,
                 start_point,
                 best,
                 draw,
                 self.selection_alpha,
                 "l2" if name == "ddrs" else "proxy",
-                estimator.counter,
+                problem.estimator.counter,
                 self.chunk_size,
                 keep_ball=bool(getattr(self, "keep_ball", False)),
             )
@@ -431,6 +419,10 @@ class DDRS(_Optimised):
         The geometry of sigma: any ``manifolds.Manifold`` with scalar points (``point_ndim`` 0) and the inputs'
         dimension; None: ``manifolds.PositiveScalar`` with the affine-invariant metric. It shapes the Riemannian rules'
         steps; 'adam' and 'euclidean' step on the raw sigma.
+    noise : manifolds.NoiseMap or None, default None
+        What a point means for smoothing (the noise it draws, its smallest scale, volume, floor and certificate); None:
+        ``manifolds.noise_for(manifold)``, the shipped map that reads the point as the noise scale. Pass one with a
+        manifold whose points mean something else (geometry and noise are apart: ``manifolds/README.md``).
     """
 
     iterations: int = 900
@@ -440,6 +432,7 @@ class DDRS(_Optimised):
     objective: Objective = field(default_factory=Radius)
     max_ratio: float | None = 2.0  # sigma_x <= max_ratio * start (None: unbounded, as the package)
     manifold: manifolds.Manifold | None = None  # any scalar-point Manifold (default PositiveScalar)
+    noise: manifolds.NoiseMap | None = None  # None: manifolds.noise_for(manifold)
 
     def step_rule_for(self, dim: int) -> str:
         return _step_rule(self.step, self.lr).describe(manifolds.resolve_manifold(self.manifold, "scalar", dim))
@@ -472,13 +465,14 @@ class DDRS(_Optimised):
         x = _on_model(model, x)
         sig0 = _sigma_from(init, x, self.sigma0)
         manifold = manifolds.resolve_manifold(self.manifold, "scalar", x[0].numel())
+        noise = _noise_of(self.noise, manifold)
         bounds = None if self.max_ratio is None else EigenvalueFloor(1e-6, self.max_ratio * sig0)
         result = self._run(
             "ddrs",
             model,
             x,
             manifold,
-            sig0,
+            noise.from_scales(sig0[:, None].expand(-1, x[0].numel())),
             sig0,
             _objective(self.objective, "ddrs"),
             _step_rule(self.step, self.lr),
@@ -486,7 +480,9 @@ class DDRS(_Optimised):
             generator,
             progress,
         )
-        result.sigma_star = result.points.clone()
+        result.sigma_star = (
+            noise.min_eigenvalue(result.points).detach().clone()
+        )  # the chosen sigma (its smallest scale)
         return result
 
 
@@ -566,6 +562,10 @@ class ANCER(_Optimised):
         The geometry of Theta: any ``manifolds.Manifold`` with diagonal points (``point_ndim`` 1) and the inputs'
         dimension; None: ``manifolds.PositiveDiagonal`` with the affine-invariant metric. It shapes the Riemannian
         rules' steps; 'adam' and 'euclidean' step on the raw Theta.
+    noise : manifolds.NoiseMap or None, default None
+        What a point means for smoothing (the noise it draws, its smallest scale, volume, floor and certificate); None:
+        ``manifolds.noise_for(manifold)``, the shipped map that reads the point as the noise scale. Pass one with a
+        manifold whose points mean something else (geometry and noise are apart: ``manifolds/README.md``).
     """
 
     iterations: int = 100
@@ -576,6 +576,7 @@ class ANCER(_Optimised):
     max_ratio: float | None = 4.0  # every axis <= max_ratio * sigma_x* (None: unbounded, as the ANCER code)
     keep_ball: bool = False  # True: selection also needs an l2 radius >= the start's (ANCER eq. (4))
     manifold: manifolds.Manifold | None = None  # any diagonal-point Manifold (default PositiveDiagonal)
+    noise: manifolds.NoiseMap | None = None  # None: manifolds.noise_for(manifold)
 
     def step_rule_for(self, dim: int) -> str:
         return _step_rule(self.step, self.lr).describe(manifolds.resolve_manifold(self.manifold, "diagonal", dim))
@@ -609,7 +610,7 @@ class ANCER(_Optimised):
         sigma_star = _sigma_from(init, x, None)
         d = x[0].numel()
         manifold = manifolds.resolve_manifold(self.manifold, "diagonal", d)
-        theta0 = sigma_star[:, None].expand(-1, d).clone()
+        theta0 = _noise_of(self.noise, manifold).from_scales(sigma_star[:, None].expand(-1, d).clone())
         objective = _objective(self.objective, "ancer", self.kappa)
         return self._run(
             "ancer",
@@ -738,6 +739,10 @@ class RDDRS(_Optimised):
     manifold : manifolds.Manifold or None, default None
         Any ``manifolds.Manifold`` with matrix points (``point_ndim`` 2) and the inputs' dimension, overriding
         ``metric``; None: ``manifolds.SPD(d, metric)``.
+    noise : manifolds.NoiseMap or None, default None
+        What a point means for smoothing (the noise it draws, its smallest scale, volume, floor and certificate); None:
+        ``manifolds.noise_for(manifold)``, the shipped map that reads the point as the noise scale. Pass one with a
+        manifold whose points mean something else (geometry and noise are apart: ``manifolds/README.md``).
     adaptive : bool, default True
         With ``step=None``: Riemannian Adam (True) or plain Riemannian gradient ascent (False). False together with an
         explicit ``step`` is an error.
@@ -771,6 +776,7 @@ class RDDRS(_Optimised):
     max_ratio: float | None = 4.0  # every eigenvalue <= max_ratio * sigma_x* (None: unbounded, the paper)
     keep_ball: bool = False  # True: selection also needs an l2 radius >= the start's (SPD counterpart)
     manifold: manifolds.Manifold | None = None  # any matrix-point Manifold (overrides ``metric``)
+    noise: manifolds.NoiseMap | None = None  # None: manifolds.noise_for(manifold)
     adaptive: bool = True  # step None: Riemannian Adam (True) or plain Riemannian gradient ascent (False)
     lr: float = 0.05  # Adam's step
     per_direction: bool = True  # Adam's second moment per coordinate of the eigenframe (False: one per point)
@@ -883,10 +889,10 @@ class RDDRS(_Optimised):
         sigma_star = _sigma_from(init, x, None)
         d = x[0].numel()
         manifold = self._manifold(d)
-        eye = torch.eye(d, dtype=torch.float64, device=x.device)
-        C0 = sigma_star[:, None, None] * eye
+        noise = _noise_of(self.noise, manifold)
+        C0 = noise.from_scales(sigma_star[:, None].expand(-1, d))  # sigma_x* I
         if isinstance(init, SmoothingResult) and init.points.ndim == 2:  # warm start from ANCER's Theta
-            C0 = torch.diag_embed(init.points.to(device=x.device, dtype=torch.float64))
+            C0 = noise.from_scales(init.points.to(device=x.device, dtype=torch.float64))
         objective = _objective(self.objective, "rddrs", self.kappa)
         floor = _bounds(sigma_star, self.max_ratio)
         rule: StepRule | None
@@ -925,6 +931,11 @@ class RDDRS(_Optimised):
             step_rule=self._describe(manifold),
             **options,
         )
+
+
+def _noise_of(noise: manifolds.NoiseMap | None, manifold: manifolds.Manifold) -> manifolds.NoiseMap:
+    """The preset's noise map: ``noise``, or the shipped one of ``manifold``'s point shape."""
+    return manifolds.as_noise_map(manifold if noise is None else noise)
 
 
 def _bounds(sigma_star: torch.Tensor, max_ratio: float | None) -> EigenvalueFloor:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from manifolds import Manifold, NoiseMap, as_noise_map
+
 from .estimator import Terms
 
 FORMS = ("certificate", "gap")
@@ -178,5 +180,7 @@ class EigenvalueFloor:
     floor: torch.Tensor | float
     ceiling: torch.Tensor | float | None = None
 
-    def project(self, manifold, point: torch.Tensor) -> torch.Tensor:
-        return manifold.project_floor(point, self.floor, self.ceiling)
+    def project(self, noise: NoiseMap | Manifold, point: torch.Tensor) -> torch.Tensor:
+        """``point`` floored (and capped) by ``noise``'s ``project_floor`` (a ``manifolds.NoiseMap``, or a manifold
+        whose points are the noise scale)."""
+        return as_noise_map(noise).project_floor(point, self.floor, self.ceiling)

@@ -24,10 +24,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from manifolds import NoiseMap, as_noise_map
 from manifolds.eigenframe import EigenFrame
 
-from .estimator import SoftSmoothingEstimator, Terms
+from .estimator import Terms
 from .objectives import EigenvalueFloor
+from .problem import Problem
 
 F64 = torch.float64
 
@@ -396,6 +398,8 @@ class Stepper:
     shared_frame : bool, default True
         Carry the point's eigenframe when the rule ``uses_frame`` and the manifold has one; False: the rule decomposes
         on its own (the same iterates up to rounding).
+    noise : manifolds.NoiseMap or None, default None
+        The noise map whose ``project_floor`` applies ``constraint``; None: ``manifolds.noise_for(manifold)``.
 
     Attributes
     ----------
@@ -414,30 +418,38 @@ class Stepper:
         point: torch.Tensor,
         constraint: EigenvalueFloor | None = None,
         shared_frame: bool = True,
+        noise: NoiseMap | None = None,
     ):
         rule.check(manifold)
         self.rule, self.manifold, self.constraint = rule, manifold, constraint
+        self.noise = as_noise_map(manifold if noise is None else noise)
         self.state = rule.init_state()
         point = point.detach().to(F64)
         self.frame = _frame_of(manifold, point) if shared_frame and rule.uses_frame else None
         if self.frame is not None:
-            if constraint is not None:
-                self.frame = self.frame.clamp(constraint.floor, constraint.ceiling)
+            self.frame = self._constrained(self.frame)
             point = self.frame.point
         elif constraint is not None:
-            point = constraint.project(manifold, point)
+            point = constraint.project(self.noise, point)
         self.point = point
+
+    def _constrained(self, frame: EigenFrame) -> EigenFrame:
+        """``frame`` with the constraint applied: clamped in the frame when the noise map lets the frame stand in
+        for its floor (``NoiseMap.frame_terms``), else the noise map's projection, decomposed again."""
+        if self.constraint is None:
+            return frame
+        if self.noise.frame_terms(frame):
+            return frame.clamp(self.constraint.floor, self.constraint.ceiling)
+        return type(frame).of(self.constraint.project(self.noise, frame.point))
 
     def step(self, egrad: torch.Tensor) -> torch.Tensor:
         """Move from the current point along the rule's step for ``egrad``, apply the constraint; the new point."""
         new = self.rule.update(self.manifold, self.point, egrad, self.state, self.frame).detach()
         if self.frame is not None:
-            frame = type(self.frame).of(new)
-            if self.constraint is not None:
-                frame = frame.clamp(self.constraint.floor, self.constraint.ceiling)
-            self.frame, self.point = frame, frame.point
+            self.frame = self._constrained(type(self.frame).of(new))
+            self.point = self.frame.point
         else:
-            self.point = new if self.constraint is None else self.constraint.project(self.manifold, new)
+            self.point = new if self.constraint is None else self.constraint.project(self.noise, new)
         return self.point
 
 
@@ -508,17 +520,12 @@ def _check_early_stop(early_stop: tuple[int, float] | None) -> None:
 
 
 def ascend(
-    model: Callable,
-    manifold,
-    x: torch.Tensor,
+    problem: Problem,
     point: torch.Tensor,
-    objective: Callable,
-    estimator: SoftSmoothingEstimator,
     rule: StepRule,
     iterations: int,
     generator: torch.Generator | None = None,
-    constraint: EigenvalueFloor | None = None,
-    num_classes: int | None = None,
+    *,
     keep_best: bool = True,
     common_random_numbers: bool = False,
     callback: Callable | None = None,
@@ -526,11 +533,11 @@ def ascend(
     early_stop: tuple[int, float] | None = None,
     shared_frame: bool = True,
 ) -> tuple[torch.Tensor, Trace]:
-    """Maximise ``objective`` over the noise parameter, one point per input (batched).
+    """Maximise ``problem``'s objective over the noise parameter, one point per input (batched).
 
     Every step draws fresh noise from ``generator`` (or reuses one draw if ``common_random_numbers``),
-    evaluates objective and Euclidean gradient, records the trace, then steps and projects on
-    ``constraint``. Returns the best evaluated iterate per input (``keep_best``) or the last one.
+    evaluates objective and Euclidean gradient, records the trace, then steps by ``rule`` and applies the
+    problem's constraint. Returns the best evaluated iterate per input (``keep_best``) or the last one.
 
     ``schedule``: (first, last) samples per step, a geometric ramp (``sample_schedule``); ``early_stop``:
     (patience, tol): stop once no input's best objective has risen by more than tol * |best| for
@@ -545,11 +552,10 @@ def ascend(
     if common_random_numbers and schedule is not None:
         raise ValueError("common_random_numbers needs a fixed sample count: pass schedule=None")
     _check_early_stop(early_stop)
-    counts = sample_schedule(iterations, estimator.samples, schedule)
-    B = x.shape[0]
-    d = x[0].numel()
+    counts = sample_schedule(iterations, problem.estimator.samples, schedule)
+    B = len(problem)
     trace = Trace()
-    stepper = Stepper(rule, manifold, point, constraint, shared_frame)
+    stepper = Stepper(rule, problem.manifold, point, problem.constraint, shared_frame, problem.noise)
     point = stepper.point
     best_point, best_value = point.clone(), torch.full((B,), -math.inf, dtype=torch.float64, device=point.device)
     last_gain = torch.zeros(B, dtype=torch.long, device=point.device)
@@ -560,13 +566,11 @@ def ascend(
             break
         if common_random_numbers:
             if fixed_z is None:
-                fixed_z = estimator.draw(B, d, generator, x.device, x.dtype)
+                fixed_z = problem.draw(generator)
             z = fixed_z
         else:
-            z = estimator.draw(B, d, generator, x.device, x.dtype, samples=counts[step])
-        value, egrad, terms = estimator.evaluate(
-            model, manifold, x, point, objective, z, num_classes, with_grad=not last, frame=stepper.frame
-        )
+            z = problem.draw(generator, samples=counts[step])
+        value, egrad, terms = problem.evaluate(point, z, with_grad=not last, frame=stepper.frame)
         if not torch.isfinite(value).all() or (egrad is not None and not torch.isfinite(egrad).all()):
             bad = (~torch.isfinite(value)).nonzero().flatten().tolist()
             raise FloatingPointError(

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .estimator import SoftSmoothingEstimator
-from .objectives import EigenvalueFloor
 from .optimizers import Stepper, StepRule, Trace, ascend
+from .problem import Problem
 
 F64 = torch.float64
 
@@ -46,17 +45,12 @@ class _RuleLineSearcher:
 
 
 def pymanopt_ascend(
-    model: Callable,
-    manifold,
-    x: torch.Tensor,
+    problem: Problem,
     point: torch.Tensor,
-    objective: Callable,
-    estimator: SoftSmoothingEstimator,
     rule: StepRule | None,
     iterations: int,
     generator: torch.Generator | None = None,
-    constraint: EigenvalueFloor | None = None,
-    num_classes: int | None = None,
+    *,
     keep_best: bool = True,
     common_random_numbers: bool = False,
     callback: Callable | None = None,
@@ -65,7 +59,9 @@ def pymanopt_ascend(
     method: str = "retr",
     max_norm: float | None = 2.0,
 ) -> tuple[torch.Tensor, Trace]:
-    """Maximise ``objective`` with ``manifolds.pymanopt_backend.maximize``; returns (best or last point, trace).
+    """Maximise ``problem``'s objective with ``manifolds.pymanopt_backend.maximize``; returns (best or last
+    point, trace). The signature of ``ddrs.ascend`` (problem, start, rule, iterations, generator), with
+    Pymanopt's options.
 
     ``solver="sgd"`` moves by ``rule`` (any ``StepRule``; ``shared_frame`` as in ``ascend``); 'steepest' and 'cg'
     take ``rule=None`` and move by the manifold's ``method`` step clipped at ``max_norm``."""
@@ -84,12 +80,15 @@ def pymanopt_ascend(
         from .optimizers import RiemannianAscent
 
         plain = rule if rule is not None else RiemannianAscent(method=method, max_step_norm=max_norm)
-        return ascend(model, manifold, x, point, objective, estimator, plain, 0, generator, constraint, num_classes,
-                      keep_best, common_random_numbers, callback)  # fmt: skip
-    B, d = x.shape[0], x[0].numel()
+        return ascend(
+            problem, point, plain, 0, generator,
+            keep_best=keep_best, common_random_numbers=common_random_numbers, callback=callback,
+        )  # fmt: skip
+    manifold, constraint = problem.manifold, problem.constraint
+    B = len(problem)
     shape = point.shape
-    stepper = None if rule is None else Stepper(rule, manifold, point, constraint, shared_frame)
-    project = None if constraint is None else (lambda p: constraint.project(manifold, p.reshape(shape)))
+    stepper = None if rule is None else Stepper(rule, manifold, point, constraint, shared_frame, problem.noise)
+    project = None if constraint is None else (lambda p: problem.project(p.reshape(shape)))
     point = point.detach().to(F64)
     if stepper is not None:
         point = stepper.point
@@ -108,14 +107,12 @@ def pymanopt_ascend(
         c = c.reshape(shape).to(point.device)  # Pymanopt's iterate (host) beside the model
         step = len(trace)
         if common_random_numbers:
-            z = fixed.setdefault("z", estimator.draw(B, d, generator, x.device, x.dtype))
+            z = fixed.setdefault("z", problem.draw(generator))
         else:
-            z = estimator.draw(B, d, generator, x.device, x.dtype)
+            z = problem.draw(generator)
         last = solver == "sgd" and step == iterations  # Pymanopt's final cost call needs no gradient
         frame = stepper.frame if stepper is not None and current(c) else None
-        value, egrad, terms = estimator.evaluate(
-            model, manifold, x, c, objective, z, num_classes, with_grad=not last, frame=frame
-        )
+        value, egrad, terms = problem.evaluate(c, z, with_grad=not last, frame=frame)
         if not torch.isfinite(value).all() or (egrad is not None and not torch.isfinite(egrad).all()):
             raise FloatingPointError(f"objective or its gradient is not finite at step {step} (pymanopt backend)")
         trace.record(value, terms)

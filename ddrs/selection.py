@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 
 from certify.bounds import clopper_pearson
+from manifolds import Manifold, NoiseMap, as_noise_map
 
 from .estimator import NetworkCounter, noisy_logits
 
@@ -39,7 +40,7 @@ KINDS = ("l2", "proxy")
 
 def hard_vote_radii(
     model: Callable,
-    manifold,
+    noise: NoiseMap | Manifold,
     x: torch.Tensor,
     point: torch.Tensor,
     z: torch.Tensor,
@@ -50,12 +51,13 @@ def hard_vote_radii(
     kind ('l2': smallest axis, 'proxy': geometric mean, times Phi^-1(p_A_lower)), from one set of votes;
     0 where p_A_lower <= 1/2 (the certifier would abstain). The network runs as in the estimator
     (``ddrs.estimator.noisy_logits``: noise added in float32 or float64, then cast to x's dtype)."""
-    B, m, d = z.shape
+    noise = as_noise_map(noise)
+    B, m = z.shape[:2]
     per_chunk = max(1, chunk_size // max(B, 1))
     counts = None
     with torch.no_grad():
         for s in range(0, m, per_chunk):
-            logits = noisy_logits(model, manifold, x, point, z[:, s : s + per_chunk])
+            logits = noisy_logits(model, noise, x, point, z[:, s : s + per_chunk])
             labels = logits.argmax(dim=1).reshape(B, -1)
             c = torch.nn.functional.one_hot(labels, num_classes=logits.shape[1]).sum(1)
             counts = c if counts is None else counts + c
@@ -65,13 +67,13 @@ def hard_vote_radii(
     lower = torch.as_tensor(clopper_pearson(top, m, alpha, "lower")[0], dtype=torch.float64)
     margin = torch.special.ndtri(lower.clamp(max=1 - 1e-12))
     point64 = point.detach().to(torch.float64).cpu()
-    scales = {"l2": manifold.min_eigenvalue(point64), "proxy": torch.exp(manifold.log_volume(point64))}
+    scales = {"l2": noise.min_eigenvalue(point64), "proxy": torch.exp(noise.log_volume(point64))}
     return {k: torch.where(lower > 0.5, margin * v, torch.zeros_like(margin)) for k, v in scales.items()}
 
 
 def hard_vote_radius(
     model: Callable,
-    manifold,
+    noise: NoiseMap | Manifold,
     x: torch.Tensor,
     point: torch.Tensor,
     z: torch.Tensor,
@@ -82,12 +84,12 @@ def hard_vote_radius(
     """Radius (B,) of the hard-vote certificate of ``kind`` ('l2' or 'proxy'; ``hard_vote_radii``)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    return hard_vote_radii(model, manifold, x, point, z, alpha, chunk_size)[kind]
+    return hard_vote_radii(model, noise, x, point, z, alpha, chunk_size)[kind]
 
 
 def select(
     model: Callable,
-    manifold,
+    noise: NoiseMap | Manifold,
     x: torch.Tensor,
     start: torch.Tensor,
     new: torch.Tensor,
@@ -104,8 +106,8 @@ def select(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     z = draw()
-    r_start = hard_vote_radii(model, manifold, x, start, z, alpha, chunk_size)
-    r_new = hard_vote_radii(model, manifold, x, new, z, alpha, chunk_size)
+    r_start = hard_vote_radii(model, noise, x, start, z, alpha, chunk_size)
+    r_new = hard_vote_radii(model, noise, x, new, z, alpha, chunk_size)
     counter.add(forward=2 * z.shape[0] * z.shape[1])
     better = r_new[kind] > r_start[kind]
     if keep_ball:

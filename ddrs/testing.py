@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from manifolds import Manifold, NoiseMap, as_noise_map
 from manifolds.testing import run_properties
 
 from .objectives import EigenvalueFloor
@@ -26,19 +27,32 @@ from .optimizers import Stepper, StepRule
 F64 = torch.float64
 
 
-def _noise_matrix(manifold, x: torch.Tensor) -> torch.Tensor:
-    """C(x) (B, d, d) for a batch of points: the noise of the rows of the identity."""
-    eye = torch.eye(manifold.dim, dtype=F64, device=x.device).expand(x.shape[0], manifold.dim, manifold.dim)
-    return manifold.noise_matrix_apply(x, eye)
+def _noise_matrix(noise: NoiseMap, x: torch.Tensor) -> torch.Tensor:
+    """C(x) (B, d, d) for a batch of points: the noise's scale (A A^T)^(1/2), A(x) = the noise of the rows of the
+    identity (normals x d); A itself when it is square and symmetric (every shipped map)."""
+    n = noise.normals
+    eye = torch.eye(n, dtype=F64, device=x.device).expand(x.shape[0], n, n)
+    a = noise.apply(x, eye)
+    if n == noise.dim and torch.allclose(a, a.transpose(-1, -2), rtol=0, atol=1e-12 * float(a.detach().abs().max())):
+        return a
+    lam, vec = torch.linalg.eigh(a.transpose(-1, -2) @ a)
+    return (vec * lam.clamp_min(0).sqrt().unsqueeze(-2)) @ vec.transpose(-1, -2)
 
 
-def concave_objective(manifold, target: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """f(x) = mean log eigenvalue of C(x) - tr(T^-1 C(x)) / d per point (B,), maximal at x = target."""
-    t_inv = torch.linalg.inv(_noise_matrix(manifold, target))
+def _scales(noise: NoiseMap, x: torch.Tensor) -> torch.Tensor:
+    """The scales of the noise of each point (its singular values), ascending, (B, d)."""
+    return torch.linalg.eigvalsh(_noise_matrix(noise, x.reshape((-1,) + tuple(x.shape[1:]))))
+
+
+def concave_objective(noise: NoiseMap | Manifold, target: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """f(x) = mean log eigenvalue of C(x) - tr(T^-1 C(x)) / d per point (B,), maximal at x = target (``noise``: a
+    ``manifolds.NoiseMap``, or a manifold whose points are the noise scale)."""
+    noise = as_noise_map(noise)
+    t_inv = torch.linalg.inv(_noise_matrix(noise, target))
 
     def f(x: torch.Tensor) -> torch.Tensor:
-        c = _noise_matrix(manifold, x)
-        return manifold.log_volume(x) - (t_inv * c).sum((-2, -1)) / manifold.dim
+        c = _noise_matrix(noise, x)
+        return noise.log_volume(x) - (t_inv * c).sum((-2, -1)) / noise.dim
 
     return f
 
@@ -58,29 +72,30 @@ def ascend_points(
     steps: int,
     constraint: EigenvalueFloor | None = None,
     shared_frame: bool = True,
+    noise: NoiseMap | None = None,
 ) -> list[torch.Tensor]:
     """The start (constraint applied) and ``steps`` iterates of ``rule`` driven by a ``Stepper``;
     ``gradient(point, k)`` is the Euclidean gradient at step k."""
-    stepper = Stepper(rule, manifold, start, constraint, shared_frame)
+    stepper = Stepper(rule, manifold, start, constraint, shared_frame, noise)
     points = [stepper.point]
     for k in range(steps):
         points.append(stepper.step(gradient(stepper.point, k)))
     return points
 
 
-def _problem(manifold, seed: int, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """(start, target): a random start and the isotropic start sigma I (its largest eigenvalue), a random target."""
+def _starts(manifold, noise: NoiseMap, seed: int, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start, target): a random start and the isotropic start sigma I (its largest scale), a random target."""
     gen = torch.Generator().manual_seed(seed)
     start = manifold.random_point(batch, generator=gen)
     target = manifold.random_point(batch, generator=gen)
-    top = manifold.eigenvalues(start[1:2]).amax()
-    start[1:2] = manifold.project_floor(start[1:2], float(top))  # every eigenvalue = top: sigma I
+    top = _scales(noise, start[1:2]).amax()
+    start[1:2] = noise.project_floor(start[1:2], float(top))  # every scale = top: sigma I
     return start, target
 
 
-def _exact(manifold, target: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """The Euclidean gradient of ``concave_objective(manifold, target)`` as a ``gradient(point, k)``."""
-    f = concave_objective(manifold, target)
+def _exact(noise: NoiseMap, target: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """The Euclidean gradient of ``concave_objective(noise, target)`` as a ``gradient(point, k)``."""
+    f = concave_objective(noise, target)
     return lambda x, k: euclidean_gradient(f, x)
 
 
@@ -99,8 +114,11 @@ def _configuration(rule: StepRule) -> dict:
     return {name: getattr(rule, name) for name in names} | dict(vars(rule))
 
 
-def check_step_rule(rule: StepRule, manifold, steps: int = 30, seed: int = 0, rtol: float = 1e-6) -> None:
-    """Run the battery on ``rule`` x ``manifold``; raises AssertionError naming the failed property.
+def check_step_rule(
+    rule: StepRule, manifold, steps: int = 30, seed: int = 0, rtol: float = 1e-6, noise: NoiseMap | None = None
+) -> None:
+    """Run the battery on ``rule`` x ``manifold`` (with ``noise``, default ``manifolds.noise_for(manifold)``, for the
+    objective and the floor); raises AssertionError naming the failed property.
 
     A combination the rule does not support must say so up front: ``rule.check(manifold)`` raises ValueError
     (re-raised here as it is). Properties:
@@ -117,20 +135,21 @@ def check_step_rule(rule: StepRule, manifold, steps: int = 30, seed: int = 0, rt
     * ``batched``: a batch takes the iterates of its inputs run one by one (up to ``rtol``).
     """
     rule.check(manifold)
+    nm = as_noise_map(manifold if noise is None else noise)
     before = copy.deepcopy(rule)
     fresh = copy.deepcopy(rule)
-    start, target = _problem(manifold, seed)
-    f = concave_objective(manifold, target)
+    start, target = _starts(manifold, nm, seed)
+    f = concave_objective(nm, target)
 
     def exact(x: torch.Tensor, k: int) -> torch.Tensor:
         return euclidean_gradient(f, x)
 
-    lam = manifold.eigenvalues(torch.cat([start, target]))
+    lam = _scales(nm, torch.cat([start, target]))
     floor = EigenvalueFloor(0.5 * float(lam.amin()), 2.0 * float(lam.amax()))
 
     def ascends() -> None:
         for constraint in (None, floor):
-            path = ascend_points(rule, manifold, start, exact, steps, constraint)
+            path = ascend_points(rule, manifold, start, exact, steps, constraint, noise=nm)
             first, last, best = f(path[0]), f(path[-1]), f(target)
             gain = last - first
             assert bool((gain > 0.1 * (best - first)).all()), (
@@ -140,13 +159,13 @@ def check_step_rule(rule: StepRule, manifold, steps: int = 30, seed: int = 0, rt
 
     def on_manifold() -> None:
         for constraint in (None, floor):
-            for k, p in enumerate(ascend_points(rule, manifold, start, exact, steps, constraint)):
+            for k, p in enumerate(ascend_points(rule, manifold, start, exact, steps, constraint, noise=nm)):
                 try:
                     manifold.check_point(p)
                 except ValueError as err:
                     raise AssertionError(f"iterate {k} is not on the manifold: {err}") from err
                 if constraint is not None:
-                    ev = manifold.eigenvalues(p)
+                    ev = _scales(nm, p)
                     lo, hi = float(constraint.floor), float(constraint.ceiling)  # type: ignore[arg-type]
                     assert float(ev.amin()) >= lo * (1 - 1e-9) and float(ev.amax()) <= hi * (1 + 1e-9), (
                         f"iterate {k} leaves [floor, ceiling] = [{lo:.4g}, {hi:.4g}]: "
@@ -156,17 +175,19 @@ def check_step_rule(rule: StepRule, manifold, steps: int = 30, seed: int = 0, rt
     def stateless() -> None:
         s1, s2 = rule.init_state(), rule.init_state()
         assert s1 is not s2 and s1.step == 0 and not s1.buffers, "init_state must return a fresh, empty state"
-        other_start, other_target = _problem(manifold, seed + 1)
-        g = concave_objective(manifold, other_target)
-        ascend_points(rule, manifold, other_start, lambda x, k: euclidean_gradient(g, x), steps)  # an earlier fit
-        after = ascend_points(rule, manifold, start, exact, steps)
-        clean = ascend_points(fresh, manifold, start, exact, steps)
+        other_start, other_target = _starts(manifold, nm, seed + 1)
+        g = concave_objective(nm, other_target)
+        ascend_points(
+            rule, manifold, other_start, lambda x, k: euclidean_gradient(g, x), steps, noise=nm
+        )  # an earlier fit
+        after = ascend_points(rule, manifold, start, exact, steps, noise=nm)
+        clean = ascend_points(fresh, manifold, start, exact, steps, noise=nm)
         assert all(torch.equal(a, b) for a, b in zip(after, clean)), "state leaked from an earlier fit"
         assert _same(_configuration(rule), _configuration(before)), (
             f"the rule's configuration changed during fits: {before!r} -> {rule!r}"
         )
-        one = Stepper(rule, manifold, start)
-        two = Stepper(rule, manifold, other_start)
+        one = Stepper(rule, manifold, start, noise=nm)
+        two = Stepper(rule, manifold, other_start, noise=nm)
         for _ in range(steps):  # two fits at once with one rule object
             one.step(exact(one.point, 0))
             two.step(euclidean_gradient(g, two.point))
@@ -185,8 +206,8 @@ def check_step_rule(rule: StepRule, manifold, steps: int = 30, seed: int = 0, rt
         return grad
 
     def deterministic() -> None:  # fresh copies: a leak between fits is ``stateless``'s to report
-        a = ascend_points(copy.deepcopy(before), manifold, start, noisy(seed + 7), steps, floor)
-        b = ascend_points(copy.deepcopy(before), manifold, start, noisy(seed + 7), steps, floor)
+        a = ascend_points(copy.deepcopy(before), manifold, start, noisy(seed + 7), steps, floor, noise=nm)
+        b = ascend_points(copy.deepcopy(before), manifold, start, noisy(seed + 7), steps, floor, noise=nm)
         assert all(torch.equal(p, q) for p, q in zip(a, b)), "the same seed gave other iterates"
 
     def _close(a: list[torch.Tensor], b: list[torch.Tensor], what: str) -> None:
@@ -197,14 +218,16 @@ def check_step_rule(rule: StepRule, manifold, steps: int = 30, seed: int = 0, rt
 
     def shared_frame() -> None:
         for constraint in (None, floor):
-            carried = ascend_points(rule, manifold, start, exact, steps, constraint, shared_frame=True)
-            alone = ascend_points(rule, manifold, start, exact, steps, constraint, shared_frame=False)
+            carried = ascend_points(rule, manifold, start, exact, steps, constraint, shared_frame=True, noise=nm)
+            alone = ascend_points(rule, manifold, start, exact, steps, constraint, shared_frame=False, noise=nm)
             _close(carried, alone, "shared frame vs none")
 
     def batched() -> None:
-        together = ascend_points(rule, manifold, start, exact, steps, floor)
+        together = ascend_points(rule, manifold, start, exact, steps, floor, noise=nm)
         for i in range(start.shape[0]):
-            single = ascend_points(rule, manifold, start[i : i + 1], _exact(manifold, target[i : i + 1]), steps, floor)
+            single = ascend_points(
+                rule, manifold, start[i : i + 1], _exact(nm, target[i : i + 1]), steps, floor, noise=nm
+            )
             _close([p[i : i + 1] for p in together], single, f"batch vs input {i} alone")
 
     properties = [

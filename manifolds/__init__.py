@@ -1,7 +1,9 @@
 """manifolds: the geometry of the smoothing noise's parameter.
 
 ``PositiveScalar`` (sigma, DDRS), ``PositiveDiagonal`` (theta, ANCER) and ``SPD`` (C, RDDRS) share
-one point-first interface (``Manifold``); ``to_noise`` hands the point to ``certify``. ``SPD`` takes a
+one point-first geometry interface (``Manifold``). What a point means for smoothing is a ``NoiseMap``, kept
+apart: ``ScalarNoise``, ``DiagonalNoise``, ``MatrixNoise`` read the point as the noise scale (``noise_for``
+picks the one of a manifold's point shape) and ``to_noise`` hands the point to ``certify``. ``SPD`` takes a
 metric object (``AffineInvariant``, ``LogEuclidean``, ``BuresWasserstein``, a user's ``SPDMetric``
 subclass, or any Geomstats SPD metric via ``GeomstatsMetric``); names stay as shortcuts.
 Geomstats is imported lazily (only for Geomstats metrics), leaving torch's default dtype alone.
@@ -20,6 +22,7 @@ from typing import Any
 from .base import Manifold
 from .diagonal import PositiveDiagonal
 from .metrics import METRICS, AffineInvariant, BuresWasserstein, GeomstatsMetric, LogEuclidean, SPDMetric
+from .noise_map import DiagonalNoise, MatrixNoise, NoiseMap, ScalarNoise, as_noise_map, noise_for
 from .scalar import PositiveScalar
 from .spd import SPD
 from .spectral import eigh, log_volume_spd, min_eigenvalue_spd, remember_eigh, sym
@@ -73,6 +76,12 @@ def __getattr__(name: str) -> ModuleType:
 __all__ = [
     "METRICS",
     "AffineInvariant",
+    "DiagonalNoise",
+    "MatrixNoise",
+    "NoiseMap",
+    "ScalarNoise",
+    "as_noise_map",
+    "noise_for",
     "BuresWasserstein",
     "GeomstatsMetric",
     "LogEuclidean",

@@ -1,7 +1,8 @@
-"""Abstract manifold of smoothing-noise parameters (geoopt/Manopt vocabulary, point first).
+"""Abstract manifold of smoothing-noise parameters (geoopt/Manopt vocabulary, point first): geometry only.
 
-A point parameterises the noise scale: sigma (scalar), theta (diagonal) or C (SPD); the
-noise is ``C z``. Points live in float64 and may carry one leading batch axis.
+A point parameterises the noise: sigma (scalar), theta (diagonal) or C (SPD). What the point means for
+smoothing (the noise it draws, its smallest scale, volume, floor and ``certify`` object) is a
+``manifolds.noise_map.NoiseMap``, kept apart. Points live in float64 and may carry one leading batch axis.
 """
 
 from __future__ import annotations
@@ -19,10 +20,17 @@ F64 = torch.float64
 
 
 class Manifold(abc.ABC):
-    """Interface every noise-parameter manifold implements.
+    """The geometry every noise-parameter manifold implements (geoopt-sized).
 
-    Subclasses set ``point_ndim`` (0, 1 or 2 trailing axes per point) and implement the
-    abstract methods; ``step``, ``to_noise`` for batches and ``check_point`` come for free.
+    Subclasses set ``point_ndim`` (0, 1 or 2 trailing axes per point) and implement six methods: ``inner``,
+    ``egrad2rgrad``, ``exp``, ``log``, ``random_point`` and ``check_values``; ``norm``, ``retr`` (default exp),
+    ``dist``, ``transp``, ``step``, ``check_point`` and the injectivity radius come for free, and ``frame_type``
+    is the optional eigenframe fast path. The noise a point stands for is a ``NoiseMap``.
+
+    Parameters
+    ----------
+    dim : int
+        Dimension d of the inputs the noise is added to.
     """
 
     #: number of trailing axes of a single point: 0 scalar, 1 diagonal, 2 matrix
@@ -89,46 +97,10 @@ class Manifold(abc.ABC):
         default min(max_norm, injectivity_radius(x))."""
         return self.injectivity_radius(x).clamp(max=float(max_norm))
 
-    # ---- spectrum ---------------------------------------------------------------
-    @abc.abstractmethod
-    def eigenvalues(self, x: torch.Tensor) -> torch.Tensor:
-        """Eigenvalues of the noise matrix, ascending, shape batch + (dim,)."""
-
-    @abc.abstractmethod
-    def project_floor(
-        self, x: torch.Tensor, lambda_min: torch.Tensor | float, lambda_max: torch.Tensor | float | None = None
-    ) -> torch.Tensor:
-        """Clamp the eigenvalues of x from below at ``lambda_min`` (float or (B,)), and from above at
-        ``lambda_max`` if given; keep eigenvectors; the identity when all eigenvalues are inside."""
-
-    @abc.abstractmethod
-    def log_volume(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean log eigenvalue (differentiable, finite gradient at repeated eigenvalues)."""
-
-    @abc.abstractmethod
-    def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
-        """Smallest eigenvalue (differentiable with a finite subgradient at ties)."""
-
-    # ---- points and noise ---------------------------------------------------------
+    # ---- points ---------------------------------------------------------------------
     @abc.abstractmethod
     def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A random float64 point of shape batch_shape + point_shape."""
-
-    @abc.abstractmethod
-    def noise_matrix_apply(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Noise ``C z`` for standard normal rows ``z`` (B, n, dim) -> (B, n, dim), in z's dtype,
-        differentiable w.r.t. x (reparameterised Monte Carlo)."""
-
-    @abc.abstractmethod
-    def point_noise(self, x: torch.Tensor) -> Any:
-        """Hook: the ``certify`` noise object (e.g. ``certify.FullGaussian(x)``) for ONE float64 point."""
-
-    def to_noise(self, x: torch.Tensor) -> Any:
-        """The matching ``certify`` noise for a point (a list for a batch of points)."""
-        x = x.detach().to("cpu", F64)  # noise objects live on the CPU (float64 geometry)
-        if x.ndim == self.point_ndim:
-            return self.point_noise(x)
-        return [self.point_noise(xi) for xi in x.reshape((-1,) + self.point_shape)]
 
     def check_point(self, x: torch.Tensor) -> None:
         """Raise ValueError naming the problem if ``x`` is not a point of this manifold."""

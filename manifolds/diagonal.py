@@ -14,7 +14,6 @@ import torch
 
 from .base import F64, Manifold
 from .metrics import AffineInvariant, LogEuclidean
-from .spectral import min_value_vector
 
 
 def check_metric(metric: Any) -> str:
@@ -45,7 +44,7 @@ def checked_exp(y: torch.Tensor) -> torch.Tensor:
 
 
 class PositiveDiagonal(Manifold):
-    """theta in (0, inf)^dim; noise theta * z; points (dim,) or (B, dim)."""
+    """theta in (0, inf)^dim (noise theta * z: ``manifolds.DiagonalNoise``); points (dim,) or (B, dim)."""
 
     point_ndim = 1
 
@@ -78,37 +77,9 @@ class PositiveDiagonal(Manifold):
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (torch.log(y.to(F64)) - torch.log(x.to(F64))).norm(dim=-1)
 
-    def eigenvalues(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sort(x.to(F64), dim=-1).values
-
-    def project_floor(
-        self, x: torch.Tensor, lambda_min: torch.Tensor | float, lambda_max: torch.Tensor | float | None = None
-    ) -> torch.Tensor:
-        x = x.to(F64)
-        lm = torch.as_tensor(lambda_min, dtype=F64, device=x.device)
-        x = x.clamp(min=lm[..., None] if lm.ndim else lm)
-        if lambda_max is not None:
-            hi = torch.as_tensor(lambda_max, dtype=F64, device=x.device)
-            x = x.clamp(max=hi[..., None] if hi.ndim else hi)
-        return x
-
-    def log_volume(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(F64).log().mean(-1)
-
-    def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
-        return min_value_vector(x.to(F64))
-
     def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
         r = self.log_eig_range
         return ((torch.rand(*batch_shape, self.dim, generator=generator, dtype=F64) * 2 - 1) * r).exp()
-
-    def noise_matrix_apply(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return z * x.to(z.dtype).unsqueeze(-2)
-
-    def point_noise(self, x: torch.Tensor) -> Any:
-        from certify import DiagonalGaussian
-
-        return DiagonalGaussian(x)
 
     def check_values(self, x: torch.Tensor) -> None:
         if not bool((x > 0).all()):

@@ -16,7 +16,7 @@ from .diagonal import check_metric, checked_exp
 
 
 class PositiveScalar(Manifold):
-    """sigma > 0; noise sigma * z on R^dim; points () or (B,)."""
+    """sigma > 0 (noise sigma z: ``manifolds.ScalarNoise``); points () or (B,)."""
 
     point_ndim = 0
 
@@ -48,32 +48,9 @@ class PositiveScalar(Manifold):
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.dim**0.5 * (torch.log(y.to(F64)) - torch.log(x.to(F64))).abs()
 
-    def eigenvalues(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(F64).unsqueeze(-1).expand(x.shape + (self.dim,))
-
-    def project_floor(
-        self, x: torch.Tensor, lambda_min: torch.Tensor | float, lambda_max: torch.Tensor | float | None = None
-    ) -> torch.Tensor:
-        x = x.to(F64).clamp(min=torch.as_tensor(lambda_min, dtype=F64, device=x.device))
-        return x if lambda_max is None else x.clamp(max=torch.as_tensor(lambda_max, dtype=F64, device=x.device))
-
-    def log_volume(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(F64).log()
-
-    def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(F64) * 1.0
-
     def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
         r = self.log_eig_range
         return ((torch.rand(tuple(batch_shape), generator=generator, dtype=F64) * 2 - 1) * r).exp()
-
-    def noise_matrix_apply(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return z * x.to(z.dtype)[..., None, None]
-
-    def point_noise(self, x: torch.Tensor) -> Any:
-        from certify import IsotropicGaussian
-
-        return IsotropicGaussian(float(x))
 
     def check_values(self, x: torch.Tensor) -> None:
         if not bool((x > 0).all()):

@@ -1,9 +1,9 @@
 """Full SPD noise matrices C (RDDRS): the manifold SPD(dim) equipped with a metric object.
 
-``SPD`` owns what every metric shares (shapes, float64 casting, the eigenvalue floor, spectral
-functions, random points, the noise); the metric (``manifolds.metrics``: one small class each for
-affine-invariant, log-Euclidean, Bures-Wasserstein, or any Geomstats metric) owns inner, egrad2rgrad,
-exp, log, retr, dist and the injectivity radius.
+``SPD`` owns what every metric shares (shapes, float64 casting, random points, the point check); the metric
+(``manifolds.metrics``: one small class each for affine-invariant, log-Euclidean, Bures-Wasserstein, or any
+Geomstats metric) owns inner, egrad2rgrad, exp, log, retr, dist and the injectivity radius. The noise a point
+stands for (C z, its floor and spectral terms) is ``manifolds.MatrixNoise``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from .base import F64, Manifold
 from .eigenframe import AffineInvariantFrame, BuresWassersteinFrame, EigenFrame, LogEuclideanFrame
 from .metrics import AffineInvariant, BuresWasserstein, LogEuclidean, SPDMetric, as_metric
-from .spectral import eigh, log_volume_spd, min_eigenvalue_spd, remember_eigh, sym
+from .spectral import sym
 
 
 def random_orthogonal(*shape: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -154,50 +154,12 @@ class SPD(Manifold):
                 return metric if plain else None
         return None
 
-    # ---- spectrum ---------------------------------------------------------------
-    def eigenvalues(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.eigvalsh(x.to(F64))
-
-    def project_floor(
-        self, x: torch.Tensor, lambda_min: torch.Tensor | float, lambda_max: torch.Tensor | float | None = None
-    ) -> torch.Tensor:
-        x = x.to(F64)
-        lam, vec = eigh(x)
-        lm = torch.as_tensor(lambda_min, dtype=F64, device=x.device)
-        lm = lm[..., None] if lm.ndim else lm  # (B,) -> (B, 1) against eigenvalues (B, d)
-        hi = None
-        if lambda_max is not None:
-            hi = torch.as_tensor(lambda_max, dtype=F64, device=x.device)
-            hi = hi[..., None] if hi.ndim else hi
-        inside = (lam >= lm) if hi is None else (lam >= lm) & (lam <= hi)
-        if bool(inside.all()):
-            return x  # exactly the identity inside (and the same tensor: its eigh stays cached)
-        clamped = lam.clamp(min=lm, max=hi)  # still ascending: clamping is monotone
-        floored = sym((vec * clamped.unsqueeze(-2)) @ vec.transpose(-1, -2))
-        out = torch.where(inside.all(-1)[..., None, None], x, floored)
-        remember_eigh(out, clamped, vec)  # the next step's eigh of this point (floor exact in min_eigenvalue)
-        return out
-
-    def log_volume(self, x: torch.Tensor) -> torch.Tensor:
-        return log_volume_spd(x.to(F64))
-
-    def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
-        return min_eigenvalue_spd(x.to(F64))
-
-    # ---- points and noise -----------------------------------------------------------
+    # ---- points -------------------------------------------------------------------
     def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
         q = random_orthogonal(*batch_shape, dim=self.dim, generator=generator)
         r = self.log_eig_range
         lam = (torch.rand(*batch_shape, self.dim, generator=generator, dtype=F64) * 2 - 1) * r
         return sym((q * lam.exp().unsqueeze(-2)) @ q.transpose(-1, -2))
-
-    def noise_matrix_apply(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return z @ x.to(z.dtype)  # rows z^T C = (C z)^T since C is symmetric
-
-    def point_noise(self, x: torch.Tensor) -> Any:
-        from certify import FullGaussian
-
-        return FullGaussian(x)
 
     def check_values(self, x: torch.Tensor) -> None:
         # relative per point: max |C - C^T| <= 1e-8 max |C| (an absolute floor would pass any tiny matrix)
@@ -222,10 +184,11 @@ _SPD_OPS = {name: getattr(SPD, name) for name in _STEP_OPS}
 _AI_OPS = {name: getattr(AffineInvariant, name) for name in (*_STEP_OPS, "whitened_step")}
 _LE_OPS = {name: getattr(LogEuclidean, name) for name in (*_STEP_OPS, "clipped_exp", "_exp_from", "_dlog")}
 _FAST_OPS: dict[type[SPDMetric], dict[str, Any]] = {AffineInvariant: _AI_OPS, LogEuclidean: _LE_OPS}
-#: what an eigenframe re-implements (``SPD.frame_type``): the metric's step operations and gradient, and SPD's
-#: floor and spectral terms; overriding any of them leaves the manifold without a frame
+#: what an eigenframe re-implements of the geometry (``SPD.frame_type``): the metric's step operations and gradient;
+#: overriding any of them leaves the manifold without a frame (the noise map's floor and spectral terms are checked
+#: by ``NoiseMap.frame_terms``)
 _FRAME_OPS = (*_STEP_OPS, "egrad2rgrad")
-_FRAME_SPD_OPS = {name: getattr(SPD, name) for name in (*_FRAME_OPS, "project_floor", "log_volume", "min_eigenvalue")}
+_FRAME_SPD_OPS = {name: getattr(SPD, name) for name in _FRAME_OPS}
 _FRAMES: dict[type[SPDMetric], tuple[type[EigenFrame], dict[str, Any]]] = {
     cls: (frame, {name: getattr(cls, name) for name in _FRAME_OPS})
     for cls, frame in (

@@ -1,8 +1,10 @@
-"""Reusable Hypothesis property suite for any ``manifolds.Manifold`` (the user's own included).
+"""Reusable Hypothesis property suites for any ``manifolds.Manifold`` and any ``manifolds.NoiseMap`` (the
+user's own included).
 
-    from manifolds.testing import check_manifold
+    from manifolds.testing import check_manifold, check_noise_map
     def test_my_manifold():
         check_manifold(MyManifold(4))
+        check_noise_map(MyNoise(4), MyManifold(4))
 
 Strategies for well- and ill-conditioned SPD matrices (bounded log-eigenvalues, random orthogonal
 eigenvectors) are exported too: ``spd_points``, ``commuting_spd_pair``, ``gl_matrices``.
@@ -18,6 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from .base import F64, Manifold
+from .noise_map import NoiseMap
 
 _SEEDS = st.integers(min_value=0, max_value=2**31 - 1)
 
@@ -84,10 +87,27 @@ def manifold_points(draw: st.DrawFn, manifold: Manifold, max_condition: float = 
         n, half = manifold.dim, 0.5 * math.log(max_condition)
         inner = draw(st.lists(st.floats(-half, half), min_size=max(n - 2, 0), max_size=max(n - 2, 0)))
         return draw(spd_points(n, max_log_eig=half, log_scale=1.0, eigvals=([-half, half] + inner)[:n]))
-    if draw(st.booleans()):  # C = sigma I: every eigenvalue clamped up to sigma
-        sigma = float(manifold.eigenvalues(x).max()) * draw(st.floats(1.0, 2.0))
-        x = manifold.project_floor(x, sigma)
+    if draw(st.booleans()):  # C = sigma I (the isotropic point, tied eigenvalues) when it is a point here
+        iso = _isotropic(manifold, float(x.abs().max()) * draw(st.floats(1.0, 2.0)))
+        if iso is not None:
+            return iso
     return x
+
+
+def _isotropic(manifold: Manifold, sigma: float) -> torch.Tensor | None:
+    """sigma I in ``manifold``'s point shape (sigma, sigma * ones or sigma * eye), or None when that is not one of
+    its points."""
+    d = manifold.dim
+    iso = {0: torch.tensor(sigma, dtype=F64), 1: torch.full((d,), sigma, dtype=F64)}.get(
+        manifold.point_ndim, sigma * torch.eye(d, dtype=F64) if manifold.point_ndim == 2 else None
+    )
+    if iso is None:
+        return None
+    try:
+        manifold.check_point(iso)
+    except ValueError:
+        return None
+    return iso
 
 
 def _tangent(manifold: Manifold, x: torch.Tensor, seed: int, radius: float) -> torch.Tensor:
@@ -132,10 +152,10 @@ def check_manifold(
     """Run the property suite on ``manifold``; raises AssertionError naming the failed property.
 
     ``points``: a strategy of single float64 points (default: ``manifold_points``, which includes
-    sigma I). Tangent vectors have Riemannian norm <= ``tangent_radius``. Properties: point validity,
-    exp/log inverse, distance axioms, retraction order (slope test), Riemannian gradient vs a central
-    finite difference along the geodesic, spectral functions and their gradients, the floor, batching,
-    the certify noise, step clipping, and torch's default dtype left unchanged.
+    sigma I). Tangent vectors have Riemannian norm <= ``tangent_radius``. Properties (geometry only; the noise a
+    point stands for has its own battery, ``check_noise_map``): point validity, exp/log inverse, distance axioms,
+    retraction order (slope test), Riemannian gradient vs a central finite difference along the geodesic,
+    batching, step clipping, and torch's default dtype left unchanged.
     ``shrink=False`` skips Hypothesis' shrinking (faster failure, less minimal counterexample).
     ``rtol`` is the float64 relative tolerance (exp/log round trips get ``1e3 * rtol``, distances
     ``1e2 * rtol``); ``retraction_order=1`` accepts a valid first-order retraction. Any exception
@@ -162,15 +182,15 @@ def check_manifold(
     def points_and_exp(x, seed, r):
         m.check_point(x)
         u = _tangent(m, x, seed, r)
-        for name, y in (("exp", m.exp(x, u)), ("retr", m.retr(x, u))):
+        for y in (m.exp(x, u), m.retr(x, u)):
             m.check_point(y)
-            assert float(m.min_eigenvalue(y)) > 0, f"{name} left the cone"
-        try:
-            m.check_point(-x)
-        except ValueError:
-            pass
-        else:
-            raise AssertionError("check_point accepted -x")
+        wrong_shape = x.reshape((1, 1) + tuple(x.shape))
+        for bad, what in ((x * float("nan"), "a NaN point"), (wrong_shape, "a point of another shape")):
+            try:
+                m.check_point(bad)
+            except ValueError:
+                continue
+            raise AssertionError(f"check_point accepted {what}")
 
     @cfg
     @given(x=pts, y=pts, seed=_SEEDS, r=radii)
@@ -206,11 +226,9 @@ def check_manifold(
         assert first[1] <= first[0] * 10**-1.5 + 10 * floor, f"retraction not first order: {first}"
 
     def _test_fn(x: torch.Tensor, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(1, 3, m.dim, generator=gen, dtype=F64)
-        w = torch.randn(1, 3, m.dim, generator=gen, dtype=F64)
-        scale = 1.0 / float(m.eigenvalues(x).max())
-        return lambda p: (torch.tanh(scale * m.noise_matrix_apply(p.unsqueeze(0), z)) * w).sum() + m.log_volume(p)
+        w = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        scale = 1.0 / max(1.0, float(x.abs().max()))  # entries of order one at most: a smooth, bounded test function
+        return lambda p: (torch.tanh(scale * p) * w).sum() + (scale * p).square().sum()
 
     @cfg
     @given(x=pts, seed=_SEEDS)
@@ -230,49 +248,6 @@ def check_manifold(
         )
 
     @cfg
-    @given(x=pts)
-    def spectral_functions(x):
-        lam = m.eigenvalues(x)
-        assert bool((lam[1:] >= lam[:-1]).all()), "eigenvalues not ascending"
-        _close(m.log_volume(x), lam.log().mean(), 1e-10, "log_volume != mean log eigenvalue")
-        _close(m.min_eigenvalue(x), lam.min(), 1e-10 * float(lam.max()), "min_eigenvalue")
-        for fn, expect in ((m.log_volume, 1.0), (m.min_eigenvalue, float(lam.min()))):
-            xr = x.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(fn(xr), xr)
-            assert torch.isfinite(g).all(), f"{fn.__name__}: non-finite gradient"
-            # Euler's identity for degree-0/1 homogeneous functions: d/dt f((1+t) x) at t = 0
-            _close((g * x).sum(), expect, 1e-8, f"{fn.__name__}: <grad, x>", scale=max(1.0, abs(expect)))
-
-    @cfg
-    @given(x=pts, frac=st.floats(0.0, 1.0))
-    def floor(x, frac):
-        lam = m.eigenvalues(x)
-        level = float(lam.min() + frac * (lam.max() - lam.min()))
-        f = m.project_floor(x, level)
-        m.check_point(f)
-        _close(m.eigenvalues(f), lam.clamp(min=level), 1e-9, "floor eigenvalues != clamp", scale=float(lam.max()))
-        _close(m.project_floor(f, level), f, 1e-12, "floor not idempotent", scale=float(lam.max()))
-        assert torch.equal(m.project_floor(x, 0.5 * float(lam.min())), x), "floor changed a point above it"
-        # the ceiling: eigenvalues clamped into [lo, hi], the identity inside
-        lo = float(lam.min() + 0.25 * frac * (lam.max() - lam.min()))
-        hi = float(lam.max() - 0.25 * (1 - frac) * (lam.max() - lam.min()))
-        c = m.project_floor(x, lo, hi)
-        m.check_point(c)
-        _close(
-            m.eigenvalues(c),
-            lam.clamp(min=lo, max=hi),
-            1e-9,
-            "floor with lambda_max: eigenvalues != clamp(lambda_min, lambda_max)",
-            scale=float(lam.max()),
-        )
-        assert float(m.eigenvalues(c).max()) <= hi * (1 + 1e-9), "lambda_max ceiling ignored"
-        assert torch.equal(m.project_floor(x, 0.5 * float(lam.min()), 2 * float(lam.max())), x), (
-            "floor with lambda_max changed a point inside the bounds"
-        )
-        if m.point_ndim == 2:  # eigenvectors kept <=> f commutes with x
-            _close(f @ x, x @ f, 1e-9, "floor changed eigenvectors", scale=float(lam.max()) ** 2)
-
-    @cfg
     @given(x=pts, y=pts, seed=_SEEDS)
     def batching(x, y, seed):
         xb, yb = torch.stack([x, y]), torch.stack([y, x])
@@ -284,29 +259,15 @@ def check_manifold(
             ("dist", m.dist, (xb, yb)),
             ("inner", lambda a, b: m.inner(a, b, b), (xb, ub)),
             ("egrad2rgrad", m.egrad2rgrad, (xb, ub)),
-            ("log_volume", m.log_volume, (xb,)),
-            ("min_eigenvalue", m.min_eigenvalue, (xb,)),
         ):
             out = fn(*args)
             single = torch.stack([fn(*(a[i] for a in args)) for i in range(2)])
             tol = 1e-7 if name == "dist" else 1e-9  # sqrt amplifies round-off near dist = 0
             _close(out, single, tol, f"batched {name} != stacked single results")
-        lm = torch.stack([m.eigenvalues(x).mean(), m.eigenvalues(y).mean()])
-        _close(
-            m.project_floor(xb, lm),
-            torch.stack([m.project_floor(x, lm[0]), m.project_floor(y, lm[1])]),
-            1e-9,
-            "batched floor",
-        )
 
     @cfg
     @given(x=pts, seed=_SEEDS)
-    def noise_and_step(x, seed):
-        noise = m.to_noise(x)
-        eps, _ = noise.sample(5, m.dim, torch.Generator().manual_seed(seed), "cpu", F64)
-        z = torch.randn((5, m.dim), generator=torch.Generator().manual_seed(seed), dtype=F64)
-        _close(eps, m.noise_matrix_apply(x.unsqueeze(0), z.unsqueeze(0))[0], 1e-10, "to_noise vs noise_matrix_apply")
-        assert len(m.to_noise(torch.stack([x, x]))) == 2, "to_noise of a batch must return a list"
+    def step(x, seed):
         u = _tangent(m, x, seed, 2.0)
         y = m.step(x, u, 1.0, method="exp", max_norm=0.5)
         limit = float(m.step_limit(x, 0.5))  # <= 0.5 and inside the injectivity radius
@@ -320,10 +281,157 @@ def check_manifold(
         ("distance_axioms", distance_axioms),
         ("retraction_order", retraction),
         ("riemannian_gradient", riemannian_gradient),
-        ("spectral_functions", spectral_functions),
-        ("floor", floor),
         ("batching", batching),
-        ("noise_and_step", noise_and_step),
+        ("step", step),
     ]
     run_properties(repr(manifold), properties)
     assert torch.get_default_dtype() == dtype_before, "the manifold changed torch's default dtype"
+
+
+def _dense_scales(noise: NoiseMap, x: torch.Tensor) -> torch.Tensor:
+    """The singular values of the noise's A(x) (batch + (dim,), ascending), from the dense d x normals matrix: the
+    reference every noise map is held against."""
+    n = noise.normals
+    eye = torch.eye(n, dtype=F64).expand(x.shape[: x.ndim - noise.point_ndim] + (n, n))
+    a = noise.apply(x, eye)  # rows: A e_i, (.., normals, dim)
+    return torch.linalg.svdvals(a).flip(-1)
+
+
+def check_noise_map(
+    noise: NoiseMap,
+    manifold: Manifold,
+    points: st.SearchStrategy | None = None,
+    max_examples: int = 20,
+    rtol: float = 1e-9,
+    derandomize: bool = True,
+    shrink: bool = True,
+) -> None:
+    """Run the noise-map property suite on ``noise`` over points of ``manifold``; raises AssertionError naming the
+    failed property.
+
+    Every property is held against the dense path: A(x) built from ``apply`` on the rows of the identity, its
+    singular values the noise's scales. Properties: ``apply`` shapes and dtype; ``min_eigenvalue`` a lower bound on
+    the smallest scale (exact where the map lists ``eigenvalues``) with a finite gradient; ``log_volume`` the mean log
+    scale with a finite gradient that matches a finite difference along the manifold's geodesic; the floor (a point
+    of the manifold whose smallest scale is at least the level, idempotent, the identity above it; with a ceiling
+    every scale at most it); batching; the ``certify`` noise draws what ``apply`` draws.
+    """
+    pts = points if points is not None else manifold_points(manifold)
+    cfg = settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=derandomize,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[p for p in Phase if shrink or p is not Phase.shrink],
+    )
+    nm, m = noise, manifold
+    if nm.point_ndim != m.point_ndim or nm.dim != m.dim:
+        raise ValueError(f"{nm!r} does not fit the points of {m!r} (point_ndim, dim)")
+
+    def listed(x: torch.Tensor) -> torch.Tensor | None:
+        try:
+            return nm.eigenvalues(x)
+        except NotImplementedError:
+            return None
+
+    @cfg
+    @given(x=pts, seed=_SEEDS)
+    def apply_shapes(x, seed):
+        for dtype in (torch.float32, F64):
+            z = torch.randn((2, 3, nm.normals), generator=torch.Generator().manual_seed(seed), dtype=dtype)
+            eps = nm.apply(torch.stack([x, x]).to(dtype), z)
+            assert eps.shape == (2, 3, nm.dim) and eps.dtype == dtype, f"apply gave {tuple(eps.shape)} {eps.dtype}"
+
+    @cfg
+    @given(x=pts, seed=_SEEDS)
+    def spectral_terms(x, seed):
+        scales = _dense_scales(nm, x)
+        lo = float(nm.min_eigenvalue(x))
+        assert lo <= float(scales.min()) * (1 + 1e-9), (
+            f"min_eigenvalue {lo:.6g} > smallest scale {float(scales.min()):.6g}"
+        )
+        assert lo > 0, "min_eigenvalue must be positive"
+        _close(nm.log_volume(x), scales.log().mean(), 1e-9, "log_volume != mean log scale")
+        lam = listed(x)
+        if lam is not None:
+            assert bool((lam[1:] >= lam[:-1]).all()), "eigenvalues not ascending"
+            _close(lam, scales, 1e-9, "eigenvalues != the dense scales", scale=float(scales.max()))
+            _close(lo, lam.min(), 1e-10, "min_eigenvalue != the smallest listed eigenvalue", scale=float(lam.max()))
+        u = _tangent(m, x, seed, 1.0)
+        for fn in (nm.log_volume, nm.min_eigenvalue):
+            xr = x.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(fn(xr), xr)
+            assert torch.isfinite(g).all(), f"{fn.__name__}: non-finite gradient"
+        xr = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(nm.log_volume(xr), xr)
+        t = 1e-4  # log det is linear along AI geodesics: rounding (~kappa * eps / t) dominates, not truncation
+        with torch.no_grad():
+            fd = (nm.log_volume(m.exp(x, t * u)) - nm.log_volume(m.exp(x, -t * u))) / (2 * t)
+        an = float((g * u).sum())
+        assert abs(float(fd) - an) <= 1e-5 * max(1.0, abs(an)), (
+            f"log_volume gradient {an} vs finite difference {float(fd)}"
+        )
+
+    @cfg
+    @given(x=pts, frac=st.floats(0.0, 1.0))
+    def floor(x, frac):
+        scales = _dense_scales(nm, x)
+        smin, smax = float(scales.min()), float(scales.max())
+        level = smin + frac * (smax - smin)
+        f = nm.project_floor(x, level)
+        m.check_point(f)
+        assert float(nm.min_eigenvalue(f)) >= level * (1 - 1e-9), "floor: min_eigenvalue below the level"
+        assert float(_dense_scales(nm, f).min()) >= level * (1 - 1e-9), "floor: a scale below the level"
+        _close(nm.project_floor(f, level), f, 1e-12, "floor not idempotent", scale=smax)
+        assert torch.equal(nm.project_floor(x, 0.5 * float(nm.min_eigenvalue(x))), x), "floor changed a point above it"
+        lo, hi = smin + 0.25 * frac * (smax - smin), smax - 0.25 * (1 - frac) * (smax - smin)
+        c = nm.project_floor(x, lo, hi)
+        m.check_point(c)
+        sc = _dense_scales(nm, c)
+        assert float(sc.min()) >= lo * (1 - 1e-9) and float(sc.max()) <= hi * (1 + 1e-9), "floor with a ceiling"
+        lam, lam_f, lam_c = listed(x), listed(f), listed(c)
+        if lam is not None and lam_f is not None and lam_c is not None:  # the shipped maps clamp eigenvalues
+            _close(lam_f, lam.clamp(min=level), 1e-9, "floor eigenvalues != clamp", scale=smax)
+            _close(lam_c, lam.clamp(min=lo, max=hi), 1e-9, "floor with a ceiling != clamp", scale=smax)
+            if nm.point_ndim == 2:
+                _close(f @ x, x @ f, 1e-9, "floor changed eigenvectors", scale=smax**2)
+
+    @cfg
+    @given(x=pts, y=pts, seed=_SEEDS)
+    def batching(x, y, seed):
+        xb = torch.stack([x, y])
+        z = torch.randn((2, 3, nm.normals), generator=torch.Generator().manual_seed(seed), dtype=F64)
+        for name, fn, args in (
+            ("apply", nm.apply, (xb, z)),
+            ("log_volume", nm.log_volume, (xb,)),
+            ("min_eigenvalue", nm.min_eigenvalue, (xb,)),
+        ):
+            out = fn(*args)
+            single = torch.stack([fn(*(a[i : i + 1] if name == "apply" else a[i] for a in args)) for i in range(2)])
+            _close(out, single.reshape(out.shape), 1e-9, f"batched {name} != stacked single results")
+        lm = torch.stack([nm.min_eigenvalue(x), nm.min_eigenvalue(y)]) * 1.5
+        _close(
+            nm.project_floor(xb, lm),
+            torch.stack([nm.project_floor(x, lm[0]), nm.project_floor(y, lm[1])]),
+            1e-9,
+            "batched floor",
+        )
+
+    @cfg
+    @given(x=pts, seed=_SEEDS)
+    def certify_noise(x, seed):
+        obj = nm.to_noise(x)
+        eps, _ = obj.sample(5, nm.dim, torch.Generator().manual_seed(seed), "cpu", F64)
+        z = torch.randn((5, nm.normals), generator=torch.Generator().manual_seed(seed), dtype=F64)
+        _close(eps, nm.apply(x.unsqueeze(0), z.unsqueeze(0))[0], 1e-10, "to_noise draws other noise than apply")
+        assert len(nm.to_noise(torch.stack([x, x]))) == 2, "to_noise of a batch must return a list"
+
+    properties: list[tuple[str, Callable[[], None]]] = [
+        ("apply_shapes", apply_shapes),
+        ("spectral_terms", spectral_terms),
+        ("floor", floor),
+        ("batching", batching),
+        ("certify_noise", certify_noise),
+    ]
+    run_properties(f"{nm!r} on {m!r}", properties)

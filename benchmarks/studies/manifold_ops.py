@@ -7,7 +7,7 @@ Prints a table and writes runs/manifold_ops/manifold_ops.csv (``--results``: ben
 columns section, metric, d, op, n, median_ms, geometry_share). The target is a geometry share of at most
 15 % of an RDDRS step at d = 784. The step is the ``SPD.step`` path of ``ddrs.optimizers.ascend``
 (plain Riemannian ascent with ``shared_frame=False``, or any metric but affine-invariant; the default
-affine-invariant RDDRS steps in ``ddrs.eigenframe`` instead): the point's eigendecomposition comes from the
+affine-invariant RDDRS steps in ``manifolds.eigenframe`` instead): the point's eigendecomposition comes from the
 previous step's floor (cached by ``manifolds.eigh``) and serves the volume terms, the norm and the move; the
 timed geometry ends with the floor of the new point. Use ``--threads 1`` on a shared machine.
 """
@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from manifolds import noise_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import manifolds  # noqa: E402
@@ -59,7 +61,7 @@ def op_rows(dims, repeats_small: int, repeats_large: int) -> list[dict]:
                 "retr": lambda: m.retr(x, u),
                 "exp": lambda: m.exp(x, u),
                 "step(exp, max_norm)": lambda: m.step(x, rg, 0.1, method="exp", max_norm=1.0),
-                "project_floor": lambda: m.project_floor(x, 1.0),
+                "project_floor": lambda: noise_for(m).project_floor(x, 1.0),
                 "norm": lambda: m.norm(x, u),
             }
             if metric == "affine-invariant":
@@ -130,13 +132,13 @@ def rddrs_step_rows(n: int, chunk: int, repeats: int) -> list[dict]:
         for _ in range(repeats):
             # the previous step ended with the floor, whose eigendecomposition of C this step reuses (the
             # estimator's detached view, the volume terms, the norm and the move share it; ddrs.optimizers.ascend)
-            C = m.project_floor(C, 0.05)
+            C = noise_for(m).project_floor(C, 0.05)
             t0 = time.perf_counter()
             Cr = C.detach().requires_grad_(True)
             total = 0.0
             for start in range(0, n, chunk):  # reparameterised MC: E[log p_y(x + C z)], C's grad by autograd
                 z = torch.randn(1, min(chunk, n - start), d, generator=gen)
-                eps = m.noise_matrix_apply(Cr.unsqueeze(0), z)[0]
+                eps = noise_for(m).apply(Cr.unsqueeze(0), z)[0]
                 logits = model((x_in + eps).reshape(-1, 1, 28, 28))
                 loss = torch.log_softmax(logits, -1)[:, label].sum() / n
                 loss.backward()
@@ -145,10 +147,12 @@ def rddrs_step_rows(n: int, chunk: int, repeats: int) -> list[dict]:
             # geometry: the objective's volume and smallest-eigenvalue terms with their gradients, egrad2rgrad,
             # the norm-clipped step and the eigenvalue floor of the new point
             Cv = C.detach().requires_grad_(True)
-            (g_terms,) = torch.autograd.grad(0.1 * m.log_volume(Cv) + 1e-8 * m.min_eigenvalue(Cv), Cv)
+            (g_terms,) = torch.autograd.grad(
+                0.1 * noise_for(m).log_volume(Cv) + 1e-8 * noise_for(m).min_eigenvalue(Cv), Cv
+            )
             rg = m.egrad2rgrad(C, Cr.grad + g_terms)
             C_new = m.step(C, rg, 0.5, method=method, max_norm=0.5)
-            C_new = m.project_floor(C_new, 0.05)
+            C_new = noise_for(m).project_floor(C_new, 0.05)
             t2 = time.perf_counter()
             t_model.append(t1 - t0)
             t_geo.append(t2 - t1)

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from manifolds import noise_for
+
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 LOG_ROOT = Path(os.environ.get("RDDRS_EFFICIENCY_LOGS", RESULTS_DIR / "rddrs_efficiency_logs"))
 PROXY_RADII = (0.25, 0.5, 0.75, 1.0)
@@ -171,7 +173,7 @@ def run(
             cert = certify.Smooth(model, noise, data.num_classes).certify(
                 xi, 100, n, 0.001, batch_size=min(n, 10_000), generator=torch.Generator().manual_seed(10_000_019 + idx)
             )
-            eig = res.manifold.eigenvalues(res.points[0]).flatten()
+            eig = noise_for(res.manifold).eigenvalues(res.points[0]).flatten()
             star = float(res.sigma_star.flatten()[0])
             row = {
                 "idx": idx,

@@ -16,6 +16,7 @@ from certify.bounds import clopper_pearson
 from certify.sampling import LogitsError, noisy_forward, sample_statistics, sampling_dtype, untouched
 from ddrs.estimator import noisy_logits
 from ddrs.selection import hard_vote_radius
+from manifolds import noise_for
 
 
 # ---------------------------------------------------------------------------- Clopper-Pearson
@@ -121,7 +122,7 @@ def test_estimator_and_selection_send_the_same_noisy_copies_through_the_network(
         logits = noisy_logits(model, manifold, x, point, z, 3)
         assert logits.shape == (128, 3) and logits.dtype == dtype
         if dtype == torch.float32:  # what the selection computed before, in the model's dtype
-            old = model((x.reshape(2, 1, 4) + manifold.noise_matrix_apply(point.to(dtype), z)).reshape(128, 4))
+            old = model((x.reshape(2, 1, 4) + noise_for(manifold).apply(point.to(dtype), z)).reshape(128, 4))
             assert torch.equal(logits, old)
         top = torch.nn.functional.one_hot(logits.argmax(1).reshape(2, -1), 3).sum(1).max(1).values
         lower = torch.as_tensor(clopper_pearson(top.double().numpy(), 64, 0.01, "lower")[0])

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import ddrs
+import manifolds
 from ddrs.testing import check_step_rule
 from manifolds import SPD, AffineInvariant, PositiveDiagonal, PositiveScalar
 from manifolds.eigenframe import (
@@ -142,11 +143,16 @@ def test_the_manifold_hands_out_its_frame_and_none_where_it_has_none():
     assert PositiveScalar(3).eigenframe(torch.ones(2, dtype=F64)) is None
     assert PositiveDiagonal(3).frame_type() is None
 
-    class OwnFloor(SPD):
+    class OwnFloor(manifolds.MatrixNoise):
         def project_floor(self, x, lambda_min, lambda_max=None):
             return super().project_floor(x, lambda_min, lambda_max)
 
-    assert OwnFloor(3).frame_type() is None  # a frame would bypass the override
+    frame = SPD(3).eigenframe(x)
+    assert manifolds.MatrixNoise(3).frame_terms(frame)
+    assert not OwnFloor(3).frame_terms(frame)  # a frame would bypass the override
+    own = manifolds.MatrixNoise(3)
+    own.min_eigenvalue = lambda x: manifolds.MatrixNoise.min_eigenvalue(own, x)  # type: ignore[method-assign]
+    assert not own.frame_terms(frame)
     m = SPD(3)
     m.exp = lambda x, u: SPD.exp(m, x, u)  # type: ignore[method-assign]  # instance attribute
     assert m.frame_type() is None
@@ -186,7 +192,10 @@ def test_each_frame_is_its_metric_in_coordinates(metric):
     )
     clipped = frame.clip(10 * w, 2.0)
     assert float(torch.linalg.matrix_norm(clipped).max()) <= float(m.step_limit(x, 2.0).max()) * (1 + 1e-12)
-    for ours, theirs in ((frame.log_volume, m.log_volume), (frame.min_eigenvalue, m.min_eigenvalue)):
+    for ours, theirs in (
+        (frame.log_volume, manifolds.noise_for(m).log_volume),
+        (frame.min_eigenvalue, manifolds.noise_for(m).min_eigenvalue),
+    ):
         a, b = frame.point.clone().requires_grad_(True), frame.point.clone().requires_grad_(True)
         torch.testing.assert_close(ours(a), theirs(b), rtol=1e-12, atol=1e-14)
         (ga,) = torch.autograd.grad(ours(a).sum(), a)

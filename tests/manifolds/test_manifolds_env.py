@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from manifolds import SPD, PositiveDiagonal, PositiveScalar
+from manifolds import SPD, PositiveDiagonal, PositiveScalar, noise_for
 from manifolds.pymanopt_backend import maximize
 
 F64 = torch.float64
@@ -59,12 +59,12 @@ def _mc_problem(m, p, n_samples=64, seed=0):
     def cost_and_rgrad(x):
         z = torch.randn(1, n_samples, m.dim, generator=gen)  # float32 "model" samples
         xr = x.clone().requires_grad_(True)
-        eps = m.noise_matrix_apply(xr.unsqueeze(0), z).double()
+        eps = noise_for(m).apply(xr.unsqueeze(0), z).double()
         if m.point_ndim == 2:
             quad = ((eps @ pinv) * eps).sum(-1).mean()
         else:
             quad = (eps.square() * pinv).sum(-1).mean()
-        val = -0.5 * quad + m.dim * m.log_volume(xr)
+        val = -0.5 * quad + m.dim * noise_for(m).log_volume(xr)
         (g,) = torch.autograd.grad(val, xr)
         return float(val.detach()), m.egrad2rgrad(x, g)
 
@@ -113,7 +113,9 @@ def test_pymanopt_deterministic_batched_spd(solver):
 
     def f(x):  # -1/2 tr(P^-1 X) + 1/2 log det X, maximiser X = P, batch of 2 on SPD(3, k=2)
         xr = x.clone().requires_grad_(True)
-        val = (-0.5 * torch.linalg.solve(p, xr).diagonal(dim1=-2, dim2=-1).sum(-1) + 1.5 * m.log_volume(xr)).sum()
+        val = (
+            -0.5 * torch.linalg.solve(p, xr).diagonal(dim1=-2, dim2=-1).sum(-1) + 1.5 * noise_for(m).log_volume(xr)
+        ).sum()
         (g,) = torch.autograd.grad(val, xr)
         return float(val.detach()), m.egrad2rgrad(x, g)
 
@@ -132,7 +134,7 @@ def test_pymanopt_adapter_other_manifolds(manifold):
         p = p @ p
     x, _ = maximize(
         _mc_problem(m, p, n_samples=512),
-        m.project_floor(m.random_point(), 1.0),
+        noise_for(m).project_floor(m.random_point(), 1.0),
         m,
         solver="sgd",
         step_size=0.05,

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import manifolds
+from manifolds import noise_for
 
 ROOT = str(Path(__file__).resolve().parents[2])
 F64 = torch.float64
@@ -39,7 +40,7 @@ model = Linear(d)
 x = torch.rand(B, 1, 28, 28, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 t = time.perf_counter()
 # SPD.step (norm-clipped retraction) and the floor; shared_frame=False: the manifold's own geometry, not
-# ddrs.eigenframe's (both are checked for LU calls in-process below). The affine-invariant norm used batched LU
+# manifolds.eigenframe's (both are checked for LU calls in-process below). The affine-invariant norm used batched LU
 # solves in every step. One fit, 2 batched eighs: with 2 threads on a loaded 2-core machine one batched
 # d = 784 eigh can stall for 2-20 s (OpenMP barriers oversubscribed), so the test does no more than it must
 r = ddrs.RDDRS(iterations=1, samples=8, step_size=1.0, metric="affine-invariant", method="retr",
@@ -111,7 +112,7 @@ def test_ai_geometry_calls_no_lu(monkeypatch):
     assert torch.isfinite(m.inner(x, u, u)).all() and torch.isfinite(m.norm(x, u)).all()
     for method in ("exp", "retr"):
         y = m.step(x, m.egrad2rgrad(x, u), 0.7, method=method, max_norm=0.5)
-        m.project_floor(y, 0.5, 2.0)
+        noise_for(m).project_floor(y, 0.5, 2.0)
 
 
 def test_ai_step_clips_in_the_metric_norm_and_matches_exp_retr():
@@ -235,9 +236,11 @@ def test_fast_log_euclidean_step_equals_the_generic_step_and_hands_on_its_eigh(m
     calls = []
     orig = torch.linalg.eigh
     monkeypatch.setattr(torch.linalg, "eigh", lambda a: calls.append(1) or orig(a))
-    floored = m.project_floor(y, float(torch.linalg.eigvalsh(y)[:, 2].min()))  # exp's (VQ) e^mu (VQ)^T: no new eigh
+    floored = noise_for(m).project_floor(
+        y, float(torch.linalg.eigvalsh(y)[:, 2].min())
+    )  # exp's (VQ) e^mu (VQ)^T: no new eigh
     assert calls == []
-    torch.testing.assert_close(torch.linalg.eigvalsh(floored), m.eigenvalues(floored), rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.linalg.eigvalsh(floored), noise_for(m).eigenvalues(floored), rtol=1e-12, atol=0)
 
 
 def test_instance_level_override_is_honoured():
@@ -255,10 +258,10 @@ def test_floor_hands_its_eigendecomposition_to_the_next_step(monkeypatch):
     orig = torch.linalg.eigh
     monkeypatch.setattr(torch.linalg, "eigh", lambda a: calls.append(1) or orig(a))
     lam_min = float(torch.linalg.eigvalsh(x).amax(-1).min())  # floors every point
-    y = m.project_floor(x, lam_min)
+    y = noise_for(m).project_floor(x, lam_min)
     assert len(calls) == 1
     point = y.detach().requires_grad_(True)  # what the estimator differentiates
-    lv, me = m.log_volume(point), m.min_eigenvalue(point)
+    lv, me = noise_for(m).log_volume(point), noise_for(m).min_eigenvalue(point)
     assert len(calls) == 1 and (me.detach() == lam_min).all()
     torch.autograd.grad((lv + me).sum(), point)
     m.step(y, u, 0.1, method="retr", max_norm=0.3)

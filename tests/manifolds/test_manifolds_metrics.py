@@ -281,7 +281,7 @@ def test_geomstats_generic_path_is_exact_at_d64_in_seconds_and_refused_above():
 
 
 class _Halved(PositiveScalar):
-    """A user's scalar manifold: 4 x the metric (hooks point_noise / check_values inherited)."""
+    """A user's scalar manifold: 4 x the metric (check_values inherited; its noise is ``ScalarNoise``)."""
 
     def inner(self, x, u, v):
         return 4 * super().inner(x, u, v)
@@ -312,19 +312,21 @@ def test_methods_and_get_manifold_accept_any_manifold():
 
 
 def test_public_hooks_define_a_manifold():
-    class Boxed(PositiveDiagonal):  # overrides the two public hooks only
+    class Boxed(PositiveDiagonal):  # overrides the public hook only
         def check_values(self, x):
             super().check_values(x)
             if bool((x > 10).any()):
                 raise ValueError("theta above 10")
 
+    class Tagged(manifolds.DiagonalNoise):
         def point_noise(self, x):
             return ("noise", x)
 
     b = Boxed(2)
     with pytest.raises(ValueError, match="above 10"):
         b.check_point(torch.tensor([1.0, 11.0], dtype=F64))
-    assert b.to_noise(torch.ones(2, dtype=F64))[0] == "noise" and len(b.to_noise(torch.ones(3, 2))) == 3
+    t = Tagged(2)
+    assert t.to_noise(torch.ones(2, dtype=F64))[0] == "noise" and len(t.to_noise(torch.ones(3, 2))) == 3
     for fn in (manifolds.sym, manifolds.log_volume_spd, manifolds.min_eigenvalue_spd, manifolds.eigh):
         assert fn.__doc__ and len(fn.__doc__) > 30
 

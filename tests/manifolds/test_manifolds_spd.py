@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import manifolds
-from manifolds import SPD, PositiveDiagonal, PositiveScalar
+from manifolds import SPD, PositiveDiagonal, PositiveScalar, noise_for
 from manifolds.testing import commuting_spd_pair, gl_matrices, spd_points
 
 F64 = torch.float64
@@ -97,7 +97,11 @@ def test_rgrad_matches_geodesic_finite_difference_at_sigma_identity(data, n, met
     target = data.draw(spd_points(n, max_log_eig=1.0, log_scale=1.0))
 
     def f(c):  # log-volume (custom spectral backward) plus a smooth data term
-        return m.log_volume(c) - 0.5 * torch.trace(torch.linalg.solve(target, c)) / n + m.min_eigenvalue(c) * 0
+        return (
+            noise_for(m).log_volume(c)
+            - 0.5 * torch.trace(torch.linalg.solve(target, c)) / n
+            + noise_for(m).min_eigenvalue(c) * 0
+        )
 
     xr = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(f(xr), xr)
@@ -168,14 +172,14 @@ def test_floor_keeps_eigenvectors_idempotent_identity_above(data, n, frac):
     x = data.draw(spd_points(n, max_log_eig=3.0))
     lam, q = torch.linalg.eigh(x)
     level = float(lam[0] + frac * (lam[-1] - lam[0]))
-    f = m.project_floor(x, level)
+    f = noise_for(m).project_floor(x, level)
     ref = (q * lam.clamp(min=level)) @ q.T
     assert torch.allclose(f, ref, rtol=1e-10, atol=1e-10 * float(lam[-1]))
-    assert torch.allclose(m.project_floor(f, level), f, rtol=1e-12, atol=1e-12 * float(lam[-1]))
-    assert torch.equal(m.project_floor(x, 0.99 * float(lam[0])), x)
+    assert torch.allclose(noise_for(m).project_floor(f, level), f, rtol=1e-12, atol=1e-12 * float(lam[-1]))
+    assert torch.equal(noise_for(m).project_floor(x, 0.99 * float(lam[0])), x)
     # batched with a per-point floor
     xb = torch.stack([x, 2 * x])
-    fb = m.project_floor(xb, torch.tensor([level, 2 * level], dtype=F64))
+    fb = noise_for(m).project_floor(xb, torch.tensor([level, 2 * level], dtype=F64))
     assert torch.allclose(fb[1], 2 * f, rtol=1e-10, atol=1e-10 * float(lam[-1]))
 
 
@@ -199,10 +203,10 @@ def test_diagonal_and_scalar_agree_with_spd(theta, other, g, lm):
     assert close(diag.dist(th, ot), spd.dist(D(th), D(ot)))
     assert close(diag.inner(th, u, gv), spd.inner(D(th), D(u), D(gv)))
     assert close(D(diag.egrad2rgrad(th, gv)), spd.egrad2rgrad(D(th), D(gv)))
-    assert close(D(diag.project_floor(th, lm)), spd.project_floor(D(th), lm))
-    assert close(diag.log_volume(th), spd.log_volume(D(th)))
-    assert close(diag.min_eigenvalue(th), spd.min_eigenvalue(D(th)))
-    assert close(diag.eigenvalues(th), spd.eigenvalues(D(th)))
+    assert close(D(noise_for(diag).project_floor(th, lm)), noise_for(spd).project_floor(D(th), lm))
+    assert close(noise_for(diag).log_volume(th), noise_for(spd).log_volume(D(th)))
+    assert close(noise_for(diag).min_eigenvalue(th), noise_for(spd).min_eigenvalue(D(th)))
+    assert close(noise_for(diag).eigenvalues(th), noise_for(spd).eigenvalues(D(th)))
     # scalar sigma == SPD at sigma I; its tangent u stands for u I and its egrad for d f / d sigma = tr G
     s, t, us = th[0], ot[0], u[0]
     eye = torch.eye(n, dtype=F64)
@@ -213,17 +217,17 @@ def test_diagonal_and_scalar_agree_with_spd(theta, other, g, lm):
     assert close(scal.inner(s, us, gv[0]), spd.inner(s * eye, us * eye, gv[0] * eye))
     G = D(gv)  # f(sigma) = F(sigma I): df/dsigma = tr G; rgrad_SPD projected on span(I) = rgrad_scalar I
     assert close(scal.egrad2rgrad(s, torch.trace(G)) * eye, torch.diagonal(spd.egrad2rgrad(s * eye, G)).mean() * eye)
-    assert close(scal.log_volume(s), spd.log_volume(s * eye))
-    assert close(scal.project_floor(s, lm) * eye, spd.project_floor(s * eye, lm))
+    assert close(noise_for(scal).log_volume(s), noise_for(spd).log_volume(s * eye))
+    assert close(noise_for(scal).project_floor(s, lm) * eye, noise_for(spd).project_floor(s * eye, lm))
 
 
 @pytest.mark.parametrize("n", [2, 4])
 def test_spectral_gradients_finite_and_correct_at_sigma_identity(n):
     m = SPD(n)
     x = (1.7 * torch.eye(n, dtype=F64)).requires_grad_(True)
-    (g,) = torch.autograd.grad(m.log_volume(x), x)
+    (g,) = torch.autograd.grad(noise_for(m).log_volume(x), x)
     assert torch.allclose(g, torch.eye(n, dtype=F64) / (1.7 * n), atol=1e-14)  # C^-1 / d
-    (g,) = torch.autograd.grad(m.min_eigenvalue(x), x)
+    (g,) = torch.autograd.grad(noise_for(m).min_eigenvalue(x), x)
     assert torch.isfinite(g).all() and torch.allclose(g, torch.eye(n, dtype=F64) / n, atol=1e-12)
     # plain eigh autograd is NaN here: the pitfall the custom backwards avoid
     xe = x.detach().clone().requires_grad_(True)
@@ -231,7 +235,7 @@ def test_spectral_gradients_finite_and_correct_at_sigma_identity(n):
     assert not torch.isfinite(ge).all()
     # a generic point: log_volume gradient vs autograd through slogdet
     y = m.random_point(generator=torch.Generator().manual_seed(4)).requires_grad_(True)
-    (g1,) = torch.autograd.grad(m.log_volume(y), y)
+    (g1,) = torch.autograd.grad(noise_for(m).log_volume(y), y)
     (g2,) = torch.autograd.grad(torch.linalg.slogdet(y)[1] / n, y)
     assert torch.allclose(g1, g2, atol=1e-12)
 
@@ -239,9 +243,9 @@ def test_spectral_gradients_finite_and_correct_at_sigma_identity(n):
 def test_min_eigenvalue_subgradient_diagonal_ties():
     d = PositiveDiagonal(4)
     th = torch.tensor([0.5, 2.0, 0.5, 3.0], dtype=F64, requires_grad=True)
-    (g,) = torch.autograd.grad(d.min_eigenvalue(th), th)
+    (g,) = torch.autograd.grad(noise_for(d).min_eigenvalue(th), th)
     assert torch.allclose(g, torch.tensor([0.5, 0, 0.5, 0], dtype=F64))
-    assert float(d.min_eigenvalue(th.detach())) == 0.5
+    assert float(noise_for(d).min_eigenvalue(th.detach())) == 0.5
 
 
 def test_float32_inputs_kept_in_float64_geometry():
@@ -260,7 +264,7 @@ def test_float32_inputs_kept_in_float64_geometry():
     # noise for a float32 model stays float32 and differentiable w.r.t. the float64 point
     xr = x.clone().requires_grad_(True)
     z = torch.randn(1, 4, n, dtype=torch.float32)
-    out = m.noise_matrix_apply(xr.unsqueeze(0), z)
+    out = noise_for(m).apply(xr.unsqueeze(0), z)
     assert out.dtype == torch.float32
     out.sum().backward()
     assert xr.grad.dtype == F64 and torch.isfinite(xr.grad).all()
@@ -332,10 +336,10 @@ def test_to_noise_types_and_factory():
     import certify
 
     x = SPD(3).random_point(2)
-    assert isinstance(SPD(3).to_noise(x[0]), certify.FullGaussian)
-    assert [type(o) for o in SPD(3).to_noise(x)] == [certify.FullGaussian] * 2
-    assert isinstance(PositiveDiagonal(3).to_noise(torch.ones(3)), certify.DiagonalGaussian)
-    assert PositiveScalar(3).to_noise(torch.tensor(0.25)).sigma == 0.25
+    assert isinstance(noise_for(SPD(3)).to_noise(x[0]), certify.FullGaussian)
+    assert [type(o) for o in noise_for(SPD(3)).to_noise(x)] == [certify.FullGaussian] * 2
+    assert isinstance(noise_for(PositiveDiagonal(3)).to_noise(torch.ones(3)), certify.DiagonalGaussian)
+    assert noise_for(PositiveScalar(3)).to_noise(torch.tensor(0.25)).sigma == 0.25
     assert isinstance(manifolds.get_manifold("spd", 3, metric="log-euclidean"), SPD)
     assert manifolds.get_manifold("scalar", 3).dim == 3
     with pytest.raises(ValueError):

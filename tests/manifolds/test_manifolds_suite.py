@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import manifolds
-from manifolds.testing import check_manifold, spd_points
+from manifolds.testing import check_manifold, check_noise_map, spd_points
 
 SHIPPED = [
     ("scalar", 3, "affine-invariant"),
@@ -19,7 +19,9 @@ SHIPPED = [
 @pytest.mark.parametrize("kind,dim,metric", SHIPPED)
 def test_check_manifold_on_shipped(kind, dim, metric):
     examples = 6 if kind == "spd" else 12
-    check_manifold(manifolds.get_manifold(kind, dim, metric=metric), max_examples=examples)
+    m = manifolds.get_manifold(kind, dim, metric=metric)
+    check_manifold(m, max_examples=examples)
+    check_noise_map(manifolds.noise_for(m), m, max_examples=examples)
 
 
 @pytest.mark.parametrize("metric", ["affine-invariant", "log-euclidean"])
@@ -68,14 +70,24 @@ def test_user_manifold_in_one_small_class():
 
 
 # ---- the six bugs that survived the old suite, planted in subclasses ----
-class _CeilingIgnored(manifolds.SPD):
+class _CeilingIgnored(manifolds.MatrixNoise):
     def project_floor(self, x, lambda_min, lambda_max=None):
         return super().project_floor(x, lambda_min)
 
 
-class _CeilingAsSecondFloor(manifolds.SPD):
+class _CeilingAsSecondFloor(manifolds.MatrixNoise):
     def project_floor(self, x, lambda_min, lambda_max=None):
         return super().project_floor(x, lambda_min if lambda_max is None else max(lambda_min, lambda_max))
+
+
+class _MinEigenvalueTooLarge(manifolds.MatrixNoise):  # over-claims the inscribed ball: unsound
+    def min_eigenvalue(self, x):
+        return 1.001 * super().min_eigenvalue(x)
+
+
+class _ApplyTransposed(manifolds.DiagonalNoise):  # draws other noise than its certify object
+    def apply(self, x, z):
+        return super().apply(x, z.flip(-1))
 
 
 class _LogScaled(manifolds.SPD):
@@ -103,13 +115,21 @@ class _ExpRaises(manifolds.SPD):
         raise RuntimeError("boom")
 
 
-PLANTED = [_CeilingIgnored, _CeilingAsSecondFloor, _LogScaled, _LogFloat32, _DistFloat32, _DistAsymmetric, _ExpRaises]
+PLANTED = [_LogScaled, _LogFloat32, _DistFloat32, _DistAsymmetric, _ExpRaises]
+PLANTED_NOISE = [_CeilingIgnored, _CeilingAsSecondFloor, _MinEigenvalueTooLarge, _ApplyTransposed]
 
 
 @pytest.mark.parametrize("cls", PLANTED, ids=lambda c: c.__name__)
 def test_suite_catches_each_planted_bug(cls):
     with pytest.raises(AssertionError, match="property '"):
         check_manifold(cls(3), max_examples=8, shrink=False)
+
+
+@pytest.mark.parametrize("cls", PLANTED_NOISE, ids=lambda c: c.__name__)
+def test_noise_suite_catches_each_planted_bug(cls):
+    manifold = manifolds.SPD(3) if cls.point_ndim == 2 else manifolds.PositiveDiagonal(3)
+    with pytest.raises(AssertionError, match="property '"):
+        check_noise_map(cls(3), manifold, max_examples=8, shrink=False)
 
 
 def test_suite_names_the_property_of_a_non_assertion_failure():
