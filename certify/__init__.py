@@ -31,7 +31,7 @@ from .memory import (
     memory_failure_bound,
     per_certificate_alpha,
 )
-from .noise import DiagonalGaussian, FullGaussian, GaussianNoise, IsotropicGaussian, MixtureOfGaussians
+from .noise import DiagonalGaussian, FullGaussian, GaussianNoise, IsotropicGaussian, MixtureOfGaussians, positive_float
 from .radius import gaussian_radius, max_sigma_radius, mixture_radius
 from .region import Ellipsoid, Region
 from .sampling import (
@@ -64,6 +64,7 @@ __all__ = [
     "FullGaussian",
     "GaussianNoise",
     "IsotropicGaussian",
+    "positive_float",
     "KroneckerEllipsoid",
     "KroneckerGaussian",
     "LowRankEllipsoid",

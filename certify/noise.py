@@ -66,6 +66,17 @@ def checked_spd(
     return C, eigvals, eigvecs
 
 
+def positive_float(value: Any, name: str) -> float:
+    """``value`` as a finite float > 0; otherwise a TypeError (not a number) or ValueError naming ``name``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive float, got {value!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+    return value
+
+
 class GaussianNoise:
     """Base class: a zero-mean Gaussian ``scale @ z`` (z standard normal) on R^d."""
 
@@ -119,13 +130,7 @@ class IsotropicGaussian(GaussianNoise):
     kind = "isotropic"
 
     def __init__(self, sigma: float):
-        try:
-            sigma = float(sigma)
-        except (TypeError, ValueError):
-            raise TypeError(f"sigma must be a positive float, got {sigma!r}") from None
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be positive and finite, got {sigma}")
-        self.sigma = sigma
+        self.sigma = positive_float(sigma, "sigma")
 
     def sample(self, count, dim, generator, device, dtype):
         return standard_normal(count, dim, generator, device, dtype).mul_(self.sigma), None

@@ -30,7 +30,7 @@ from .optimizers import (
 )
 from .problem import Problem
 from .pymanopt_ascent import pymanopt_ascend
-from .selection import hard_vote_radius, select
+from .selection import hard_vote_radii, select
 
 __all__ = [
     "ANCER",
@@ -63,7 +63,7 @@ __all__ = [
     "ascend",
     "certify_inputs",
     "gap_from_probabilities",
-    "hard_vote_radius",
+    "hard_vote_radii",
     "paper_objective",
     "pymanopt_ascend",
     "run_chain",

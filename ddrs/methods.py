@@ -345,6 +345,76 @@ def _step_rule(step: str | StepRule, lr: float) -> StepRule:
     return rules[step]()
 
 
+#: numpydoc entries the optimised presets share, written once (``_shared_parameters`` fills them in)
+_SHARED_PARAMETERS = {
+    "fit_inputs": """Choose the noise for every input of the batch x.
+
+        Parameters
+        ----------
+        model : Callable
+            The base classifier: a batch (N, *input_shape) to logits (N, C), run in its own device and dtype (a
+            model in training mode draws a warning; its buffers, e.g. BatchNorm statistics, are restored afterwards).
+        x : torch.Tensor
+            A batch of inputs (B, *input_shape); for one input pass x[None].""",
+    "fit_outputs": """generator : torch.Generator or None, default None
+            Source of every noise draw of the ascent and the selection (None: torch's global generator). Keep it apart
+            from the certification's (README, Errata R5).
+        progress : bool, object or callable, default None
+            None / False: nothing; True: a text bar on stderr; an object with ``update(n)`` (e.g. tqdm); or a callable
+            ``(step, point, value, terms)`` after every ascent step (``ddrs.progress``).
+
+        Returns
+        -------
+        SmoothingResult
+            The chosen noise per input, its sigma_x*, trace and cost.""",
+    "estimate_parameters": """    Monte Carlo noise draws per input and step for the soft-smoothing estimate
+        of the objective and its gradient (``SoftSmoothingEstimator``). More samples: a less noisy ascent, cost linear
+        in ``samples``.
+    clamp : float, default 1e-3
+        The soft probabilities are clamped to [clamp, 1 - clamp] before Phi^-1 (``PROBABILITY_CLAMP``, the DDRS/ANCER
+        package value); this bounds the gap by 2 Phi^-1(1 - clamp) and keeps gradients finite. Used only while choosing
+        the noise; the certificate is computed from hard votes.
+    chunk_size : int, default 20000
+        Most noisy copies per network call, over all inputs of the batch (also during selection). Memory only: the
+        estimate is the same up to rounding.
+    keep_best : bool, default True
+        Return, per input, the best evaluated iterate (the final one is evaluated too: iterations + 1 evaluations);
+        False returns the last iterate.
+    num_classes : int or None, default None
+        Number of classes the model's logits must have (checked at every ascent step); None accepts any C >= 2.
+    antithetic : bool, default False
+        Draw half of each step's samples and use them with both signs (z, -z): still N(0, I) marginally, lower variance
+        for the odd part of the integrand.""",
+    "selection_parameters": """selection_samples : int, default 1000
+        Fresh noise draws per input for ``select``.
+    selection_alpha : float, default 0.001
+        Level of the Clopper-Pearson lower bound p_A_lower used by ``select``; must lie in (0, 1).
+    common_random_numbers : bool, default False
+        Draw the noise once and reuse it at every step (a deterministic objective, e.g. for line searches); incompatible
+        with ``schedule``.
+    schedule : tuple of (int, int) or None, default None
+        (first, last) samples per step, a geometric ramp from first to last (``sample_schedule``) replacing ``samples``
+        during the ascent (RDDRS: ``backend='rgd'`` only). None: ``samples`` at every step.
+    early_stop : tuple of (int, float) or None, default None
+        (patience, tol): stop once no input's best objective has risen by more than tol * abs(best) for ``patience``
+        steps; with ``keep_best`` the best evaluated iterate is returned (RDDRS: ``backend='rgd'`` only). None: run
+        all ``iterations``.""",
+    "noise_parameters": """noise : manifolds.NoiseMap or None, default None
+        What a point means for smoothing (the noise it draws, its smallest scale, volume, floor and certificate); None:
+        ``manifolds.noise_for(manifold)``, the shipped map that reads the point as the noise scale. Pass one with a
+        manifold whose points mean something else (geometry and noise are apart: ``manifolds/README.md``).""",
+}
+
+
+def _shared_parameters(cls: type) -> type:
+    """Fill the shared numpydoc entries (``_SHARED_PARAMETERS``) into a preset's and its ``fit``'s docstrings."""
+    cls.__doc__ = (cls.__doc__ or "").format(**_SHARED_PARAMETERS)
+    fit = cls.__dict__["fit"]
+    fit.__doc__ = (fit.__doc__ or "").format(**_SHARED_PARAMETERS)
+    return cls
+
+
+@_shared_parameters
 @dataclass
 class DDRS(_Optimised):
     """Per-input sigma_x maximising the isotropic radius sigma R / 2 (Alfarra et al.).
@@ -362,41 +432,13 @@ class DDRS(_Optimised):
     iterations : int, default 900
         Ascent steps per input (Alfarra et al.'s package: 900). 0 returns the start point (no step, no selection).
     samples : int, default 100
-        Monte Carlo noise draws per input and step for the soft-smoothing estimate of the objective and its gradient
-        (``SoftSmoothingEstimator``). More samples: a less noisy ascent, cost linear in ``samples``.
-    clamp : float, default 1e-3
-        The soft probabilities are clamped to [clamp, 1 - clamp] before Phi^-1 (``PROBABILITY_CLAMP``, the DDRS/ANCER
-        package value); this bounds the gap by 2 Phi^-1(1 - clamp) and keeps gradients finite. Used only while choosing
-        the noise; the certificate is computed from hard votes.
-    chunk_size : int, default 20000
-        Most noisy copies per network call, over all inputs of the batch (also during selection). Memory only: the
-        estimate is the same up to rounding.
-    keep_best : bool, default True
-        Return, per input, the best evaluated iterate (the final one is evaluated too: iterations + 1 evaluations);
-        False returns the last iterate.
-    num_classes : int or None, default None
-        Number of classes the model's logits must have (checked at every ascent step); None accepts any C >= 2.
-    antithetic : bool, default False
-        Draw half of each step's samples and use them with both signs (z, -z): still N(0, I) marginally, lower variance
-        for the odd part of the integrand.
+    {estimate_parameters}
     select : bool, default True
         After the ascent, keep the start (projected onto the constraint) unless the optimised noise has a strictly
         larger hard-vote certified radius (l2: sigma Phi^-1(p_A_lower)) on ``selection_samples`` fresh draws common to
         both candidates (``ddrs.selection``). These draws come from the fitting generator, never from the certification
         samples (README, Errata R5). The result's ``kept_new`` says which was kept.
-    selection_samples : int, default 1000
-        Fresh noise draws per input for ``select``.
-    selection_alpha : float, default 0.001
-        Level of the Clopper-Pearson lower bound p_A_lower used by ``select``; must lie in (0, 1).
-    common_random_numbers : bool, default False
-        Draw the noise once and reuse it at every step (a deterministic objective, e.g. for line searches); incompatible
-        with ``schedule``.
-    schedule : tuple of (int, int) or None, default None
-        (first, last) samples per step, a geometric ramp from first to last (``sample_schedule``) replacing ``samples``
-        during the ascent. None: ``samples`` at every step.
-    early_stop : tuple of (int, float) or None, default None
-        (patience, tol): stop once no input's best objective has risen by more than tol * abs(best) for ``patience``
-        steps; with ``keep_best`` the best evaluated iterate is returned. None: run all ``iterations``.
+    {selection_parameters}
     lr : float, default 0.04
         Step of the rule named by ``step`` ('adam', 'euclidean', and the step size of 'riemannian' and 'retraction');
         ignored when ``step`` is a ``StepRule``.
@@ -419,10 +461,7 @@ class DDRS(_Optimised):
         The geometry of sigma: any ``manifolds.Manifold`` with scalar points (``point_ndim`` 0) and the inputs'
         dimension; None: ``manifolds.PositiveScalar`` with the affine-invariant metric. It shapes the Riemannian rules'
         steps; 'adam' and 'euclidean' step on the raw sigma.
-    noise : manifolds.NoiseMap or None, default None
-        What a point means for smoothing (the noise it draws, its smallest scale, volume, floor and certificate); None:
-        ``manifolds.noise_for(manifold)``, the shipped map that reads the point as the noise scale. Pass one with a
-        manifold whose points mean something else (geometry and noise are apart: ``manifolds/README.md``).
+    {noise_parameters}
     """
 
     iterations: int = 900
@@ -438,28 +477,10 @@ class DDRS(_Optimised):
         return _step_rule(self.step, self.lr).describe(manifolds.resolve_manifold(self.manifold, "scalar", dim))
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
-        """Choose the noise for every input of the batch x.
-
-        Parameters
-        ----------
-        model : Callable
-            The base classifier: a batch (N, *input_shape) to logits (N, C), run in its own device and dtype (a
-            model in training mode draws a warning; its buffers, e.g. BatchNorm statistics, are restored afterwards).
-        x : torch.Tensor
-            A batch of inputs (B, *input_shape); for one input pass x[None].
+        """{fit_inputs}
         init : SmoothingResult, float, torch.Tensor or None, default None
             The starting sigma: a previous stage's result (RS), a float or a (B,) tensor; None: ``sigma0``.
-        generator : torch.Generator or None, default None
-            Source of every noise draw of the ascent and the selection (None: torch's global generator). Keep it apart
-            from the certification's (README, Errata R5).
-        progress : bool, object or callable, default None
-            None / False: nothing; True: a text bar on stderr; an object with ``update(n)`` (e.g. tqdm); or a callable
-            ``(step, point, value, terms)`` after every ascent step (``ddrs.progress``).
-
-        Returns
-        -------
-        SmoothingResult
-            The chosen noise per input, its sigma_x*, trace and cost.
+        {fit_outputs}
         """
         self._validate()
         x = _on_model(model, x)
@@ -486,6 +507,7 @@ class DDRS(_Optimised):
         return result
 
 
+@_shared_parameters
 @dataclass
 class ANCER(_Optimised):
     """Per-input diagonal Theta_x maximising R P + kappa K R (Eiras et al.), initialised at the
@@ -499,42 +521,14 @@ class ANCER(_Optimised):
     iterations : int, default 100
         Ascent steps per input (the ANCER code: 100). 0 returns the start point (no step, no selection).
     samples : int, default 100
-        Monte Carlo noise draws per input and step for the soft-smoothing estimate of the objective and its gradient
-        (``SoftSmoothingEstimator``). More samples: a less noisy ascent, cost linear in ``samples``.
-    clamp : float, default 1e-3
-        The soft probabilities are clamped to [clamp, 1 - clamp] before Phi^-1 (``PROBABILITY_CLAMP``, the DDRS/ANCER
-        package value); this bounds the gap by 2 Phi^-1(1 - clamp) and keeps gradients finite. Used only while choosing
-        the noise; the certificate is computed from hard votes.
-    chunk_size : int, default 20000
-        Most noisy copies per network call, over all inputs of the batch (also during selection). Memory only: the
-        estimate is the same up to rounding.
-    keep_best : bool, default True
-        Return, per input, the best evaluated iterate (the final one is evaluated too: iterations + 1 evaluations);
-        False returns the last iterate.
-    num_classes : int or None, default None
-        Number of classes the model's logits must have (checked at every ascent step); None accepts any C >= 2.
-    antithetic : bool, default False
-        Draw half of each step's samples and use them with both signs (z, -z): still N(0, I) marginally, lower variance
-        for the odd part of the integrand.
+    {estimate_parameters}
     select : bool, default True
         After the ascent, keep the start (projected onto the constraint) unless the optimised noise has a strictly
         larger hard-vote certified radius (proxy: the geometric mean of Theta times Phi^-1(p_A_lower)) on
         ``selection_samples`` fresh draws common to both candidates (``ddrs.selection``). These draws come from the
         fitting generator, never from the certification samples (README, Errata R5). The result's ``kept_new`` says
         which was kept.
-    selection_samples : int, default 1000
-        Fresh noise draws per input for ``select``.
-    selection_alpha : float, default 0.001
-        Level of the Clopper-Pearson lower bound p_A_lower used by ``select``; must lie in (0, 1).
-    common_random_numbers : bool, default False
-        Draw the noise once and reuse it at every step (a deterministic objective, e.g. for line searches); incompatible
-        with ``schedule``.
-    schedule : tuple of (int, int) or None, default None
-        (first, last) samples per step, a geometric ramp from first to last (``sample_schedule``) replacing ``samples``
-        during the ascent. None: ``samples`` at every step.
-    early_stop : tuple of (int, float) or None, default None
-        (patience, tol): stop once no input's best objective has risen by more than tol * abs(best) for ``patience``
-        steps; with ``keep_best`` the best evaluated iterate is returned. None: run all ``iterations``.
+    {selection_parameters}
     lr : float, default 0.04
         Step of the rule named by ``step`` (the step size of 'riemannian' and 'retraction'); ignored when ``step`` is a
         ``StepRule``.
@@ -562,10 +556,7 @@ class ANCER(_Optimised):
         The geometry of Theta: any ``manifolds.Manifold`` with diagonal points (``point_ndim`` 1) and the inputs'
         dimension; None: ``manifolds.PositiveDiagonal`` with the affine-invariant metric. It shapes the Riemannian
         rules' steps; 'adam' and 'euclidean' step on the raw Theta.
-    noise : manifolds.NoiseMap or None, default None
-        What a point means for smoothing (the noise it draws, its smallest scale, volume, floor and certificate); None:
-        ``manifolds.noise_for(manifold)``, the shipped map that reads the point as the noise scale. Pass one with a
-        manifold whose points mean something else (geometry and noise are apart: ``manifolds/README.md``).
+    {noise_parameters}
     """
 
     iterations: int = 100
@@ -582,28 +573,10 @@ class ANCER(_Optimised):
         return _step_rule(self.step, self.lr).describe(manifolds.resolve_manifold(self.manifold, "diagonal", dim))
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
-        """Choose the noise for every input of the batch x.
-
-        Parameters
-        ----------
-        model : Callable
-            The base classifier: a batch (N, *input_shape) to logits (N, C), run in its own device and dtype (a
-            model in training mode draws a warning; its buffers, e.g. BatchNorm statistics, are restored afterwards).
-        x : torch.Tensor
-            A batch of inputs (B, *input_shape); for one input pass x[None].
+        """{fit_inputs}
         init : SmoothingResult, float or torch.Tensor
             Required: sigma_x*, as the DDRS result, a float or a (B,) tensor; start, floor and ceiling scale with it.
-        generator : torch.Generator or None, default None
-            Source of every noise draw of the ascent and the selection (None: torch's global generator). Keep it apart
-            from the certification's (README, Errata R5).
-        progress : bool, object or callable, default None
-            None / False: nothing; True: a text bar on stderr; an object with ``update(n)`` (e.g. tqdm); or a callable
-            ``(step, point, value, terms)`` after every ascent step (``ddrs.progress``).
-
-        Returns
-        -------
-        SmoothingResult
-            The chosen noise per input, its sigma_x*, trace and cost.
+        {fit_outputs}
         """
         self._validate()
         x = _on_model(model, x)
@@ -627,6 +600,7 @@ class ANCER(_Optimised):
         )
 
 
+@_shared_parameters
 @dataclass
 class RDDRS(_Optimised):
     """Per-input SPD C_x maximising H(C) = R(C) P(C) + kappa K(C) R(C) on the SPD manifold
@@ -663,43 +637,14 @@ class RDDRS(_Optimised):
     iterations : int, default 36
         Ascent steps per input (``RDDRS.paper()``: 98). 0 returns the start point (no step, no selection).
     samples : int, default 1000
-        Monte Carlo noise draws per input and step for the soft-smoothing estimate of the objective and its gradient
-        (``SoftSmoothingEstimator``). More samples: a less noisy ascent, cost linear in ``samples``.
-    clamp : float, default 1e-3
-        The soft probabilities are clamped to [clamp, 1 - clamp] before Phi^-1 (``PROBABILITY_CLAMP``, the DDRS/ANCER
-        package value); this bounds the gap by 2 Phi^-1(1 - clamp) and keeps gradients finite. Used only while choosing
-        the noise; the certificate is computed from hard votes.
-    chunk_size : int, default 20000
-        Most noisy copies per network call, over all inputs of the batch (also during selection). Memory only: the
-        estimate is the same up to rounding.
-    keep_best : bool, default True
-        Return, per input, the best evaluated iterate (the final one is evaluated too: iterations + 1 evaluations);
-        False returns the last iterate.
-    num_classes : int or None, default None
-        Number of classes the model's logits must have (checked at every ascent step); None accepts any C >= 2.
-    antithetic : bool, default False
-        Draw half of each step's samples and use them with both signs (z, -z): still N(0, I) marginally, lower variance
-        for the odd part of the integrand.
+    {estimate_parameters}
     select : bool, default True
         After the ascent, keep the start (projected onto the constraint) unless the optimised noise has a strictly
         larger hard-vote certified radius (proxy: the geometric mean of the eigenvalues of C times Phi^-1(p_A_lower)) on
         ``selection_samples`` fresh draws common to both candidates (``ddrs.selection``). These draws come from the
         fitting generator, never from the certification samples (README, Errata R5). The result's ``kept_new`` says
         which was kept.
-    selection_samples : int, default 1000
-        Fresh noise draws per input for ``select``.
-    selection_alpha : float, default 0.001
-        Level of the Clopper-Pearson lower bound p_A_lower used by ``select``; must lie in (0, 1).
-    common_random_numbers : bool, default False
-        Draw the noise once and reuse it at every step (a deterministic objective, e.g. for line searches); incompatible
-        with ``schedule``.
-    schedule : tuple of (int, int) or None, default None
-        (first, last) samples per step, a geometric ramp from first to last (``sample_schedule``) replacing ``samples``
-        during the ascent (``backend='rgd'`` only). None: ``samples`` at every step.
-    early_stop : tuple of (int, float) or None, default None
-        (patience, tol): stop once no input's best objective has risen by more than tol * abs(best) for ``patience``
-        steps; with ``keep_best`` the best evaluated iterate is returned (``backend='rgd'`` only). None: run all
-        ``iterations``.
+    {selection_parameters}
     step_size : float, default 1.0
         Step of plain Riemannian gradient ascent (``RiemannianAscent``: ``step='riemannian'`` or ``adaptive=False``);
         unused by Adam.
@@ -739,10 +684,7 @@ class RDDRS(_Optimised):
     manifold : manifolds.Manifold or None, default None
         Any ``manifolds.Manifold`` with matrix points (``point_ndim`` 2) and the inputs' dimension, overriding
         ``metric``; None: ``manifolds.SPD(d, metric)``.
-    noise : manifolds.NoiseMap or None, default None
-        What a point means for smoothing (the noise it draws, its smallest scale, volume, floor and certificate); None:
-        ``manifolds.noise_for(manifold)``, the shipped map that reads the point as the noise scale. Pass one with a
-        manifold whose points mean something else (geometry and noise are apart: ``manifolds/README.md``).
+    {noise_parameters}
     adaptive : bool, default True
         With ``step=None``: Riemannian Adam (True) or plain Riemannian gradient ascent (False). False together with an
         explicit ``step`` is an error.
@@ -858,29 +800,11 @@ class RDDRS(_Optimised):
         return self._describe(self._manifold(dim))
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
-        """Choose the noise for every input of the batch x.
-
-        Parameters
-        ----------
-        model : Callable
-            The base classifier: a batch (N, *input_shape) to logits (N, C), run in its own device and dtype (a
-            model in training mode draws a warning; its buffers, e.g. BatchNorm statistics, are restored afterwards).
-        x : torch.Tensor
-            A batch of inputs (B, *input_shape); for one input pass x[None].
+        """{fit_inputs}
         init : SmoothingResult, float or torch.Tensor
             Required: a DDRS result or sigmas (start sigma_x* I), or an ANCER result (start diag(Theta_x), floor at its
             sigma_x*).
-        generator : torch.Generator or None, default None
-            Source of every noise draw of the ascent and the selection (None: torch's global generator). Keep it apart
-            from the certification's (README, Errata R5).
-        progress : bool, object or callable, default None
-            None / False: nothing; True: a text bar on stderr; an object with ``update(n)`` (e.g. tqdm); or a callable
-            ``(step, point, value, terms)`` after every ascent step (``ddrs.progress``).
-
-        Returns
-        -------
-        SmoothingResult
-            The chosen noise per input, its sigma_x*, trace and cost.
+        {fit_outputs}
         """
         self._validate()
         if self.backend not in ("rgd", "pymanopt"):

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from certify import positive_float
 from manifolds import NoiseMap, as_noise_map
 from manifolds.eigenframe import EigenFrame
 
@@ -34,14 +35,10 @@ from .problem import Problem
 F64 = torch.float64
 
 
-def _positive(value: float, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive float, got {value!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value}")
-    return value
+def _checked_move(method: str, max_step_norm: float | None) -> float | None:
+    """``max_step_norm`` checked (None or a positive float) for a rule that moves by ``method`` ('exp' or 'retr')."""
+    _method(method)
+    return None if max_step_norm is None else positive_float(max_step_norm, "max_step_norm")
 
 
 def _method(method: str) -> str:
@@ -139,10 +136,8 @@ class RiemannianAscent(StepRule):
     uses_frame: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        self._set("step_size", _positive(self.step_size, "step_size"))
-        _method(self.method)
-        if self.max_step_norm is not None:
-            self._set("max_step_norm", _positive(self.max_step_norm, "max_step_norm"))
+        self._set("step_size", positive_float(self.step_size, "step_size"))
+        self._set("max_step_norm", _checked_move(self.method, self.max_step_norm))
 
     def update(self, manifold, point, egrad, state=None, frame=None):
         if state is not None:
@@ -204,10 +199,8 @@ class RiemannianAdam(StepRule):
     uses_frame: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        self._set("lr", _positive(self.lr, "lr"))
-        _method(self.method)
-        if self.max_step_norm is not None:
-            self._set("max_step_norm", _positive(self.max_step_norm, "max_step_norm"))
+        self._set("lr", positive_float(self.lr, "lr"))
+        self._set("max_step_norm", _checked_move(self.method, self.max_step_norm))
         if self.rotation_lr is not None and not (math.isfinite(self.rotation_lr) and self.rotation_lr >= 0):
             raise ValueError(f"rotation_lr must be None or a finite float >= 0, got {self.rotation_lr!r}")
         b1, b2 = self.betas
@@ -305,7 +298,7 @@ class EuclideanAscent(StepRule):
     lr: float = 0.04
 
     def __post_init__(self) -> None:
-        self._set("lr", _positive(self.lr, "lr"))
+        self._set("lr", positive_float(self.lr, "lr"))
 
     def check(self, manifold) -> None:
         _check_flat(manifold)
@@ -313,7 +306,7 @@ class EuclideanAscent(StepRule):
     def update(self, manifold, point, egrad, state=None, frame=None):
         if state is not None:
             state.step += 1
-        return _keep_positive(manifold, point + self.lr * egrad)
+        return _keeppositive_float(manifold, point + self.lr * egrad)
 
 
 @dataclass(frozen=True)
@@ -336,7 +329,7 @@ class AdamAscent(StepRule):
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        self._set("lr", _positive(self.lr, "lr"))
+        self._set("lr", positive_float(self.lr, "lr"))
         b1, b2 = self.betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
@@ -358,7 +351,7 @@ class AdamAscent(StepRule):
         state.buffers.update(m=m, v=v)
         m_hat = m / (1 - b1**t)
         v_hat = v / (1 - b2**t)
-        return _keep_positive(manifold, point + self.lr * m_hat / (v_hat.sqrt() + self.eps))
+        return _keeppositive_float(manifold, point + self.lr * m_hat / (v_hat.sqrt() + self.eps))
 
 
 _FLAT_ERROR = (
@@ -372,7 +365,7 @@ def _check_flat(manifold) -> None:
         raise ValueError(_FLAT_ERROR)
 
 
-def _keep_positive(manifold, point: torch.Tensor) -> torch.Tensor:
+def _keeppositive_float(manifold, point: torch.Tensor) -> torch.Tensor:
     if getattr(manifold, "point_ndim", 0) >= 2 or point.ndim >= 3:  # any matrix manifold, batched or not
         raise ValueError(_FLAT_ERROR)
     return point.clamp_min(1e-6)

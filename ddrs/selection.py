@@ -71,22 +71,6 @@ def hard_vote_radii(
     return {k: torch.where(lower > 0.5, margin * v, torch.zeros_like(margin)) for k, v in scales.items()}
 
 
-def hard_vote_radius(
-    model: Callable,
-    noise: NoiseMap | Manifold,
-    x: torch.Tensor,
-    point: torch.Tensor,
-    z: torch.Tensor,
-    alpha: float,
-    kind: str,
-    chunk_size: int = 20000,
-) -> torch.Tensor:
-    """Radius (B,) of the hard-vote certificate of ``kind`` ('l2' or 'proxy'; ``hard_vote_radii``)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    return hard_vote_radii(model, noise, x, point, z, alpha, chunk_size)[kind]
-
-
 def select(
     model: Callable,
     noise: NoiseMap | Manifold,

@@ -19,7 +19,56 @@ if TYPE_CHECKING:
 F64 = torch.float64
 
 
-class Manifold(abc.ABC):
+class MetricOperations(abc.ABC):
+    """The operations of a Riemannian metric, point first (Manopt/geoopt vocabulary), batched and float64: what a
+    ``Manifold`` exposes and what an ``SPDMetric`` implements for ``SPD``. Four to implement (``inner``,
+    ``egrad2rgrad``, ``exp``, ``log``) and ``batch_shape``; ``norm``, ``retr``, ``dist``, ``injectivity_radius`` and
+    ``step_limit`` have defaults."""
+
+    @abc.abstractmethod
+    def batch_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Leading batch shape of ``x`` (``()`` for a single point)."""
+
+    @abc.abstractmethod
+    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Riemannian inner product <u, v>_x, shape = batch shape."""
+
+    def norm(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Riemannian norm ||u||_x."""
+        return self.inner(x, u, u).clamp_min(0).sqrt()
+
+    @abc.abstractmethod
+    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Riemannian gradient from the Euclidean gradient ``g`` (defined by <rgrad, v>_x = <g, v>_F)."""
+
+    @abc.abstractmethod
+    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Exponential map Exp_x(u)."""
+
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """A retraction (default: the exponential map)."""
+        return self.exp(x, u)
+
+    @abc.abstractmethod
+    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Logarithm Log_x(y), the inverse of ``exp``."""
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Geodesic distance (default ||Log_x y||_x)."""
+        return self.norm(x, self.log(x, y))
+
+    def injectivity_radius(self, x: torch.Tensor) -> torch.Tensor:
+        """Hook: radius (per point) within which exp is a minimising geodesic; a clipped step never moves
+        farther. Default: infinite (Hadamard manifolds: scalar, diagonal, SPD with AI or LE)."""
+        return torch.full(self.batch_shape(x), math.inf, dtype=F64, device=x.device)
+
+    def step_limit(self, x: torch.Tensor, max_norm: float) -> torch.Tensor:
+        """Hook: the longest step (metric norm, per point) taken when asked to clip at ``max_norm``;
+        default min(max_norm, injectivity_radius(x))."""
+        return self.injectivity_radius(x).clamp(max=float(max_norm))
+
+
+class Manifold(MetricOperations):
     """The geometry every noise-parameter manifold implements (geoopt-sized).
 
     Subclasses set ``point_ndim`` (0, 1 or 2 trailing axes per point) and implement six methods: ``inner``,
@@ -57,45 +106,6 @@ class Manifold(abc.ABC):
         """A float or (B,) tensor broadcast against the point axes of ``x``."""
         t = torch.as_tensor(value, dtype=x.dtype, device=x.device)
         return t.reshape(t.shape + (1,) * self.point_ndim)
-
-    # ---- metric -----------------------------------------------------------------
-    @abc.abstractmethod
-    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Riemannian inner product <u, v>_x, shape = batch shape."""
-
-    def norm(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Riemannian norm ||u||_x."""
-        return self.inner(x, u, u).clamp_min(0).sqrt()
-
-    @abc.abstractmethod
-    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Riemannian gradient from the Euclidean gradient ``g`` (defined by <rgrad, v>_x = <g, v>_F)."""
-
-    @abc.abstractmethod
-    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Exponential map Exp_x(u)."""
-
-    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """A retraction (default: the exponential map)."""
-        return self.exp(x, u)
-
-    @abc.abstractmethod
-    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Logarithm Log_x(y), the inverse of ``exp``."""
-
-    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Geodesic distance (default ||Log_x y||_x)."""
-        return self.norm(x, self.log(x, y))
-
-    def injectivity_radius(self, x: torch.Tensor) -> torch.Tensor:
-        """Hook: radius (per point) within which exp is a minimising geodesic; ``step`` never moves
-        farther when it clips. Default: infinite (Hadamard manifolds: scalar, diagonal, SPD with AI or LE)."""
-        return torch.full(self.batch_shape(x), math.inf, dtype=F64, device=x.device)
-
-    def step_limit(self, x: torch.Tensor, max_norm: float) -> torch.Tensor:
-        """Hook: the longest step (metric norm, per point) ``step`` takes when asked to clip at ``max_norm``;
-        default min(max_norm, injectivity_radius(x))."""
-        return self.injectivity_radius(x).clamp(max=float(max_norm))
 
     # ---- points ---------------------------------------------------------------------
     @abc.abstractmethod
@@ -161,13 +171,17 @@ class Manifold(abc.ABC):
             raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
         with torch.no_grad():
             x = (x.detach() if x.requires_grad else x).to(F64)  # same tensor: its cached eigh is reused
-            u = self._expand_scalar(step_size, x) * rgrad.detach().to(F64)
-            if max_norm is not None:
-                n = self.norm(x, u)
-                limit = self.step_limit(x, max_norm)
-                scale = (limit / n.clamp_min(torch.finfo(F64).tiny)).clamp(max=1.0)
-                u = u * scale.reshape(scale.shape + (1,) * self.point_ndim)
-            return self.exp(x, u) if method == "exp" else self.retr(x, u)
+            return self.clipped_move(x, self._expand_scalar(step_size, x) * rgrad.detach().to(F64), method, max_norm)
+
+    def clipped_move(self, x: torch.Tensor, u: torch.Tensor, method: str, max_norm: float | None) -> torch.Tensor:
+        """Hook: ``exp`` or ``retr`` of the float64 tangent vector ``u`` at ``x``, its norm first clipped to
+        ``step_limit(x, max_norm)`` (no clip for None); ``step`` calls it without grad."""
+        if max_norm is not None:
+            n = self.norm(x, u)
+            limit = self.step_limit(x, max_norm)
+            scale = (limit / n.clamp_min(torch.finfo(F64).tiny)).clamp(max=1.0)
+            u = u * scale.reshape(scale.shape + (1,) * self.point_ndim)
+        return self.exp(x, u) if method == "exp" else self.retr(x, u)
 
     def __repr__(self) -> str:
         metric = f", metric={self.metric_name!r}" if self.metric_name else ""

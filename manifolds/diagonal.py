@@ -43,15 +43,46 @@ def checked_exp(y: torch.Tensor) -> torch.Tensor:
     return y
 
 
-class PositiveDiagonal(Manifold):
-    """theta in (0, inf)^dim (noise theta * z: ``manifolds.DiagonalNoise``); points (dim,) or (B, dim)."""
+class PositiveEntries(Manifold):
+    """What the scalar and diagonal manifolds share: positive entries x (one per point, or ``dim`` of them) moved
+    in log coordinates, x exp(u / x) (C^1/2 expm(C^-1/2 U C^-1/2) C^1/2 on commuting matrices); ``inner``,
+    ``egrad2rgrad`` and ``dist`` are each subclass's own. ``symbol`` names the entries in errors."""
 
-    point_ndim = 1
+    symbol = "x"
 
     def __init__(self, dim: int, metric: Any = "affine-invariant", log_eig_range: float = 1.0):
         super().__init__(dim)
         self.metric_name = check_metric(metric)
         self.log_eig_range = float(log_eig_range)
+
+    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        x = x.to(F64)
+        return checked_exp(x * torch.exp(u.to(F64) / x))
+
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if self.metric_name == "log-euclidean":
+            return self.exp(x, u)  # SPD(LE).retr is its exp
+        x, u = x.to(F64), u.to(F64)
+        return x + u + 0.5 * u.square() / x  # X + V + 1/2 V X^-1 V on commuting matrices (always > 0)
+
+    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.to(F64)
+        return x * torch.log(y.to(F64) / x)
+
+    def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        r = self.log_eig_range
+        return ((torch.rand(tuple(batch_shape) + self.point_shape, generator=generator, dtype=F64) * 2 - 1) * r).exp()
+
+    def check_values(self, x: torch.Tensor) -> None:
+        if not bool((x > 0).all()):
+            raise ValueError(f"{self.symbol} must be positive (min {float(x.min()):.3g})")
+
+
+class PositiveDiagonal(PositiveEntries):
+    """theta in (0, inf)^dim (noise theta * z: ``manifolds.DiagonalNoise``); points (dim,) or (B, dim)."""
+
+    point_ndim = 1
+    symbol = "theta"
 
     def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         x = x.to(F64)
@@ -60,27 +91,5 @@ class PositiveDiagonal(Manifold):
     def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return x.to(F64).square() * g.to(F64)  # C G C on diagonals
 
-    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        x = x.to(F64)
-        return checked_exp(x * torch.exp(u.to(F64) / x))  # C^1/2 expm(C^-1/2 U C^-1/2) C^1/2 on diagonals
-
-    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        if self.metric_name == "log-euclidean":
-            return self.exp(x, u)  # SPD(LE).retr is its exp
-        x, u = x.to(F64), u.to(F64)
-        return x + u + 0.5 * u.square() / x  # X + V + 1/2 V X^-1 V on diagonals (always > 0)
-
-    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = x.to(F64)
-        return x * torch.log(y.to(F64) / x)
-
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (torch.log(y.to(F64)) - torch.log(x.to(F64))).norm(dim=-1)
-
-    def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        r = self.log_eig_range
-        return ((torch.rand(*batch_shape, self.dim, generator=generator, dtype=F64) * 2 - 1) * r).exp()
-
-    def check_values(self, x: torch.Tensor) -> None:
-        if not bool((x > 0).all()):
-            raise ValueError(f"theta must be positive (min {float(x.min()):.3g})")

@@ -19,12 +19,12 @@ Adding a metric (see manifolds/README.md for a tested example)::
 
 from __future__ import annotations
 
-import abc
 import math
 from typing import Any
 
 import torch
 
+from .base import MetricOperations
 from .geomstats_adapter import check_space, spd_module
 from .spectral import divided_difference_log, eigh, remember_eigh, sym, sym_apply
 
@@ -47,47 +47,15 @@ def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a[..., :, None] * b[..., None, :]
 
 
-class SPDMetric(abc.ABC):
-    """A Riemannian metric on SPD(n): the operations ``SPD`` delegates to (all batched, float64)."""
+class SPDMetric(MetricOperations):
+    """A Riemannian metric on SPD(n): the operations ``SPD`` delegates to (all batched, float64; ``MetricOperations``:
+    ``inner``, ``egrad2rgrad`` (for a symmetric Euclidean gradient), ``exp`` and ``log`` to implement)."""
 
     #: short name for logs and ``repr``
     name: str = ""
 
-    @abc.abstractmethod
-    def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """<u, v>_x, shape = batch shape."""
-
-    def norm(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """||u||_x."""
-        return self.inner(x, u, u).clamp_min(0).sqrt()
-
-    @abc.abstractmethod
-    def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """The Riemannian gradient r of a function with symmetric Euclidean gradient g: <r, v>_x = <g, v>_F."""
-
-    @abc.abstractmethod
-    def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Exp_x(u)."""
-
-    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """A retraction (default: the exponential map)."""
-        return self.exp(x, u)
-
-    @abc.abstractmethod
-    def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Log_x(y), the inverse of exp."""
-
-    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Geodesic distance (default ||Log_x y||_x)."""
-        return self.norm(x, self.log(x, y))
-
-    def injectivity_radius(self, x: torch.Tensor) -> torch.Tensor:
-        """Radius within which exp is a minimising geodesic (default: infinite, a Hadamard manifold)."""
-        return torch.full(x.shape[:-2], math.inf, dtype=F64, device=x.device)
-
-    def step_limit(self, x: torch.Tensor, max_norm: float) -> torch.Tensor:
-        """Longest clipped step: min(max_norm, injectivity radius) by default."""
-        return self.injectivity_radius(x).clamp(max=float(max_norm))
+    def batch_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        return tuple(x.shape[:-2])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -90,32 +90,20 @@ class SPD(Manifold):
         return self.metric.step_limit(x.to(F64), max_norm)
 
     # ---- optimiser step ------------------------------------------------------------
-    def step(
-        self,
-        x: torch.Tensor,
-        rgrad: torch.Tensor,
-        step_size: torch.Tensor | float,
-        method: str = "exp",
-        max_norm: float | None = None,
-    ) -> torch.Tensor:
-        """``Manifold.step``; with the shipped affine-invariant or log-Euclidean metric and nothing it relies on
-        overridden (``_fast_step_metric``), norm, clip and move share one whitening / one Dlog
+    def clipped_move(self, x: torch.Tensor, u: torch.Tensor, method: str, max_norm: float | None) -> torch.Tensor:
+        """``Manifold.clipped_move``; with the shipped affine-invariant or log-Euclidean metric and nothing it relies
+        on overridden (``_fast_step_metric``), norm, clip and move share one whitening / one Dlog
         (``AffineInvariant.whitened_step``, ``LogEuclidean.clipped_exp``, bit for bit the generic step).
-        Otherwise the generic step, which calls this object's own (possibly overridden) norm/exp/retr."""
-        if method not in ("exp", "retr"):
-            raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
+        Otherwise the generic move, which calls this object's own (possibly overridden) norm/exp/retr."""
         metric = self._fast_step_metric()
         if metric is None:
-            return super().step(x, rgrad, step_size, method=method, max_norm=max_norm)
-        with torch.no_grad():
-            x = (x.detach() if x.requires_grad else x).to(F64)  # same storage: its cached eigh is reused
-            u = sym(self._expand_scalar(step_size, x) * rgrad.detach().to(F64))
-            x, u = _f64(x, u)
-            limit = None if max_norm is None else self.step_limit(x, max_norm)
-            if isinstance(metric, AffineInvariant):
-                return metric.whitened_step(x, u, limit, method)
-            assert isinstance(metric, LogEuclidean)
-            return metric.clipped_exp(x, u, limit)  # retr is exp for this metric
+            return super().clipped_move(x, u, method, max_norm)
+        x, u = _f64(x, sym(u))
+        limit = None if max_norm is None else self.step_limit(x, max_norm)
+        if isinstance(metric, AffineInvariant):
+            return metric.whitened_step(x, u, limit, method)
+        assert isinstance(metric, LogEuclidean)
+        return metric.clipped_exp(x, u, limit)  # retr is exp for this metric
 
     def plain_affine_invariant(self) -> bool:
         """True when this manifold's geometry is exactly the shipped affine-invariant one (``SPD.step``'s

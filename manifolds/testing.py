@@ -118,6 +118,18 @@ def _tangent(manifold: Manifold, x: torch.Tensor, seed: int, radius: float) -> t
     return u * (radius / n.clamp_min(1e-300)).reshape(n.shape + (1,) * manifold.point_ndim)
 
 
+def _settings(max_examples: int, derandomize: bool, shrink: bool) -> settings:
+    """The batteries' Hypothesis settings: no deadline, no database, every health check off, shrinking optional."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=derandomize,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[p for p in Phase if shrink or p is not Phase.shrink],
+    )
+
+
 def run_properties(subject: str, properties: list[tuple[str, Callable[[], None]]]) -> None:
     """Run each named property; the first failure is an AssertionError naming ``subject`` and the property
     (so a battery reports which law broke, whatever the exception)."""
@@ -165,14 +177,7 @@ def check_manifold(
         raise ValueError(f"retraction_order must be 1 or 2, got {retraction_order!r}")
     order = retraction_order  # the property below is also called retraction_order
     pts = points if points is not None else manifold_points(manifold)
-    cfg = settings(
-        max_examples=max_examples,
-        deadline=None,
-        derandomize=derandomize,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-        phases=[p for p in Phase if shrink or p is not Phase.shrink],
-    )
+    cfg = _settings(max_examples, derandomize, shrink)
     radii = st.floats(0.05, tangent_radius)
     dtype_before = torch.get_default_dtype()
     m = manifold
@@ -317,14 +322,7 @@ def check_noise_map(
     every scale at most it); batching; the ``certify`` noise draws what ``apply`` draws.
     """
     pts = points if points is not None else manifold_points(manifold)
-    cfg = settings(
-        max_examples=max_examples,
-        deadline=None,
-        derandomize=derandomize,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-        phases=[p for p in Phase if shrink or p is not Phase.shrink],
-    )
+    cfg = _settings(max_examples, derandomize, shrink)
     nm, m = noise, manifold
     if nm.point_ndim != m.point_ndim or nm.dim != m.dim:
         raise ValueError(f"{nm!r} does not fit the points of {m!r} (point_ndim, dim)")

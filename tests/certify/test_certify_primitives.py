@@ -15,7 +15,7 @@ import manifolds
 from certify.bounds import clopper_pearson
 from certify.sampling import LogitsError, noisy_forward, sample_statistics, sampling_dtype, untouched
 from ddrs.estimator import noisy_logits
-from ddrs.selection import hard_vote_radius
+from ddrs.selection import hard_vote_radii
 from manifolds import noise_for
 
 
@@ -127,7 +127,7 @@ def test_estimator_and_selection_send_the_same_noisy_copies_through_the_network(
         top = torch.nn.functional.one_hot(logits.argmax(1).reshape(2, -1), 3).sum(1).max(1).values
         lower = torch.as_tensor(clopper_pearson(top.double().numpy(), 64, 0.01, "lower")[0])
         want = torch.where(lower > 0.5, torch.special.ndtri(lower) * point, torch.zeros(2, dtype=torch.float64))
-        assert torch.equal(hard_vote_radius(model, manifold, x, point, z, 0.01, "l2"), want)
+        assert torch.equal(hard_vote_radii(model, manifold, x, point, z, 0.01)["l2"], want)
 
 
 def test_untouched_warns_in_training_mode_and_restores_buffers():

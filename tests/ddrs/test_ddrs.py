@@ -364,6 +364,6 @@ def test_selection_keeps_the_start_when_the_new_point_is_worse():
     fitted = ddrs.DDRS(
         iterations=3, lr=5.0, samples=64, sigma0=0.2, step="euclidean", max_ratio=None, keep_best=False
     ).fit(model, x[:1], generator=gen(1))
-    start_r = ddrs.hard_vote_radius(model, m, x[:1], torch.tensor([0.2], dtype=torch.float64), draw()[:1], 0.001, "l2")
-    end_r = ddrs.hard_vote_radius(model, m, x[:1], fitted.points, draw()[:1], 0.001, "l2")
+    start_r = ddrs.hard_vote_radii(model, m, x[:1], torch.tensor([0.2], dtype=torch.float64), draw()[:1], 0.001)["l2"]
+    end_r = ddrs.hard_vote_radii(model, m, x[:1], fitted.points, draw()[:1], 0.001)["l2"]
     assert float(end_r) >= float(start_r) - 0.02
