@@ -114,6 +114,18 @@ def capped_ellipsoid(region: Ellipsoid, cap: float) -> Ellipsoid:
     return Ellipsoid(region.center, scale, r, _eig=(capped, vecs))
 
 
+def _checked_stages(n_sel, alpha_sel, n, alpha, batch_size) -> tuple[int, float, int, float, int]:
+    """The selector's and the classifier's sample counts and levels and the batch size, checked (the
+    errors name ``DualSmooth``'s arguments)."""
+    return (
+        check_count(n_sel, "n_sel"),
+        check_alpha(alpha_sel, "alpha_sel"),
+        check_count(n, "n"),
+        check_alpha(alpha, "alpha"),
+        check_count(batch_size, "batch_size"),
+    )
+
+
 @dataclass
 class DualCertificate:
     """The result of ``DualSmooth.certify`` for one input (see ``certify.dual`` for the theorem).
@@ -236,66 +248,39 @@ class DualSmooth:
         norm for an anisotropic entry, as ``Smooth.certify``) the classifier's does. Each stage is still
         wrong with probability <= its alpha, so the theorem and its alpha_sel + alpha are unchanged."""
         n0_sel = check_count(n0_sel, "n0_sel")
-        n_sel = check_count(n_sel, "n_sel")
-        alpha_sel = check_alpha(alpha_sel, "alpha_sel")
         n0 = check_count(n0, "n0")
-        n = check_count(n, "n")
-        alpha = check_alpha(alpha, "alpha")
-        batch_size = check_count(batch_size, "batch_size")
+        n_sel, alpha_sel, n, alpha, batch_size = _checked_stages(n_sel, alpha_sel, n, alpha, batch_size)
         start = time.perf_counter()
         with self._selector_errors():
             sel = self._selector_smooth.certify(
                 x, n0_sel, n_sel, alpha_sel, batch_size=batch_size, generator=generator, radii=selector_radii
             )
-        total_alpha = alpha_sel + alpha
-        if sel.abstained:
-            return DualCertificate(
-                prediction=ABSTAIN,
-                selected=ABSTAIN,
-                selector=sel,
-                classifier=None,
-                selector_p_lower=sel.p_lower,
-                selector_radius=0.0,
-                l2_radius=0.0,
-                proxy_radius=0.0,
-                region=None,
-                alpha=total_alpha,
-                abstained_by="selector",
-                seconds=time.perf_counter() - start,
+        cls: Certificate | None = None
+        inner: Ellipsoid | None = None
+        if not sel.abstained:
+            cls = self.classifier_smooth(sel.prediction).certify(
+                x, n0, n, alpha, batch_size=batch_size, generator=generator, radii=radii
             )
-        k = sel.prediction
-        r_sel = sel.l2_radius  # sigma_e Phi^-1(p_sel_lower): the selector's ball
-        cls = self.classifier_smooth(k).certify(
-            x, n0, n, alpha, batch_size=batch_size, generator=generator, radii=radii
-        )
-        if cls.abstained or cls.region is None:
-            return DualCertificate(
-                prediction=ABSTAIN,
-                selected=k,
-                selector=sel,
-                classifier=cls,
-                selector_p_lower=sel.p_lower,
-                selector_radius=r_sel,
-                l2_radius=0.0,
-                proxy_radius=0.0,
-                region=None,
-                alpha=total_alpha,
-                abstained_by="classifier",
-                seconds=time.perf_counter() - start,
-            )
-        # a structured region (certify.structured) gives its dense form, refusing above d = 4096
-        inner = capped_ellipsoid(cls.region.to_ellipsoid(), r_sel)
+            if not cls.abstained and cls.region is not None:
+                # a structured region (certify.structured) gives its dense form, refusing above d = 4096
+                inner = capped_ellipsoid(cls.region.to_ellipsoid(), sel.l2_radius)
+        r_sel = 0.0 if sel.abstained else sel.l2_radius  # sigma_e Phi^-1(p_sel_lower): the selector's ball
+        if cls is None or inner is None:  # the selector abstained (no classifier stage), or the classifier
+            prediction, l2_radius, abstained_by = ABSTAIN, 0.0, "selector" if cls is None else "classifier"
+        else:
+            prediction, l2_radius, abstained_by = cls.prediction, min(r_sel, cls.l2_radius), None
         return DualCertificate(
-            prediction=cls.prediction,
-            selected=k,
+            prediction=prediction,
+            selected=sel.prediction,  # ABSTAIN when the selector abstained
             selector=sel,
             classifier=cls,
             selector_p_lower=sel.p_lower,
             selector_radius=r_sel,
-            l2_radius=min(r_sel, cls.l2_radius),
-            proxy_radius=inner.proxy_radius,
+            l2_radius=l2_radius,
+            proxy_radius=0.0 if inner is None else inner.proxy_radius,
             region=inner,
-            alpha=total_alpha,
+            alpha=alpha_sel + alpha,
+            abstained_by=abstained_by,
             seconds=time.perf_counter() - start,
         )
 
@@ -335,11 +320,7 @@ class DualSmooth:
         """The deployed classifier G(x) = g_{h(x)}(x): the selector's PREDICT (n_sel, alpha_sel), then
         the classifier's PREDICT with the selected noise (n, alpha). Returns G(x) or ``ABSTAIN``; wrong
         (a class other than G(x)) with probability <= alpha_sel + alpha."""
-        n_sel = check_count(n_sel, "n_sel")
-        alpha_sel = check_alpha(alpha_sel, "alpha_sel")
-        n = check_count(n, "n")
-        alpha = check_alpha(alpha, "alpha")
-        batch_size = check_count(batch_size, "batch_size")
+        n_sel, alpha_sel, n, alpha, batch_size = _checked_stages(n_sel, alpha_sel, n, alpha, batch_size)
         k = self.select(x, n_sel, alpha_sel, batch_size, generator)
         if k == ABSTAIN:
             return ABSTAIN

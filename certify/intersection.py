@@ -68,8 +68,10 @@ class PairSpectrum:
     def w2(self) -> np.ndarray:
         return self.w * self.w
 
-    def direction(self, t: float, r1: float, r2: float) -> np.ndarray:
-        """``(A1 / t + A2 / (1 - t))^{-1} delta`` (up to a positive factor) = ``S1^{-1} U (w / h)``."""
+    def coefficients(self, t: float, r1: float, r2: float) -> np.ndarray:
+        """``w / h`` with ``h = r1^2 / t + r2^2 nu / (1 - t)`` (a zero radius drops its term, up to a
+        positive factor): the separating direction in the simultaneous eigenbasis, before ``U`` and
+        ``S1^{-1}`` are applied (``direction``; ``certify.structured`` applies them axis by axis)."""
         if r1 == 0.0 and r2 == 0.0:
             h = np.ones_like(self.nu)
         elif r1 == 0.0:
@@ -78,7 +80,11 @@ class PairSpectrum:
             h = np.full_like(self.nu, r1 * r1)
         else:
             h = r1 * r1 / t + r2 * r2 * self.nu / (1.0 - t)
-        coef = self.w / h
+        return self.w / h
+
+    def direction(self, t: float, r1: float, r2: float) -> np.ndarray:
+        """``(A1 / t + A2 / (1 - t))^{-1} delta`` (up to a positive factor) = ``S1^{-1} U (w / h)``."""
+        coef = self.coefficients(t, r1, r2)
         y = coef if self.inner is None else self.inner @ coef
         y = y * self.inv1
         return y if self.left is None else self.left @ y

@@ -69,9 +69,45 @@ def _apply_along_axes(v: np.ndarray, mats: Sequence[np.ndarray], shape: tuple[in
     return t.reshape(lead + (-1,))
 
 
+class _StructuredRegion:
+    """What the structured regions share: the checked centre and radius, the dimension, and
+    membership through the region's own ``norm`` (each frozen dataclass below defines ``center``,
+    ``radius`` and ``norm``)."""
+
+    center: np.ndarray
+    radius: float
+
+    def norm(self, delta: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _freeze_center_and_radius(self, dim: int, mismatch: str) -> None:
+        """Store the centre as a read-only float64 vector of ``dim`` finite entries (``mismatch``: what
+        defines ``dim``, for the error) and the radius as a finite float >= 0."""
+        center = _frozen_np(np.asarray(self.center, dtype=np.float64).reshape(-1))
+        if not np.all(np.isfinite(center)):
+            raise ValueError("center contains NaN or infinite entries")
+        if center.shape[0] != dim:
+            raise ValueError(f"center has {center.shape[0]} entries; {mismatch}")
+        radius = float(self.radius)
+        if not (radius >= 0 and np.isfinite(radius)):
+            raise ValueError(f"radius must be finite and >= 0, got {radius}")
+        object.__setattr__(self, "center", center)
+        object.__setattr__(self, "radius", radius)
+
+    @property
+    def dim(self) -> int:
+        return int(self.center.shape[0])
+
+    def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray:
+        return self.norm(_as_vectors(delta, self.dim, "delta")) <= self.radius
+
+    def contains_point(self, point: np.ndarray) -> bool | np.ndarray:
+        return self.contains_delta(_as_vectors(point, self.dim, "point") - self.center)
+
+
 # ---------------------------------------------------------------------------------------------- Kronecker
 @dataclass(frozen=True, eq=False)
-class KroneckerEllipsoid:
+class KroneckerEllipsoid(_StructuredRegion):
     """``{center + delta : ||S^{-1} delta||_2 <= radius}`` with S = (x)_i C_i (row-major vectorisation),
     stored by its symmetric positive definite factors (its exact definition: the separation proofs of
     ``kronecker_separation_gap`` use them) and their eigendecompositions; never as a d x d matrix."""
@@ -104,16 +140,7 @@ class KroneckerEllipsoid:
         for i, lam in enumerate(self.eigenvalues):
             if not lam[0] > 0:
                 raise ValueError(f"factors[{i}] must be positive definite (smallest eigenvalue {lam[0]:.3g})")
-        center = _frozen_np(np.asarray(self.center, dtype=np.float64).reshape(-1))
-        if not np.all(np.isfinite(center)):
-            raise ValueError("center contains NaN or infinite entries")
-        if math.prod(self.shape) != center.shape[0]:
-            raise ValueError(f"center has {center.shape[0]} entries; the factors define shape {self.shape}")
-        radius = float(self.radius)
-        if not (radius >= 0 and np.isfinite(radius)):
-            raise ValueError(f"radius must be finite and >= 0, got {radius}")
-        object.__setattr__(self, "center", center)
-        object.__setattr__(self, "radius", radius)
+        self._freeze_center_and_radius(math.prod(self.shape), f"the factors define shape {self.shape}")
         inv = tuple(_frozen_np((v / lam) @ v.T) for lam, v in zip(self.eigenvalues, self.eigenvectors))
         object.__setattr__(self, "_inverse", inv)
 
@@ -131,10 +158,6 @@ class KroneckerEllipsoid:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(int(lam.shape[0]) for lam in self.eigenvalues)
-
-    @property
-    def dim(self) -> int:
-        return int(self.center.shape[0])
 
     @property
     def l2_radius(self) -> float:
@@ -161,12 +184,6 @@ class KroneckerEllipsoid:
 
     def norm(self, delta: np.ndarray) -> np.ndarray:
         return np.linalg.norm(self.whiten(delta), axis=-1)
-
-    def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray:
-        return self.norm(_as_vectors(delta, self.dim, "delta")) <= self.radius
-
-    def contains_point(self, point: np.ndarray) -> bool | np.ndarray:
-        return self.contains_delta(_as_vectors(point, self.dim, "point") - self.center)
 
     def support(self, direction: np.ndarray) -> float:
         """``max_{y in region} <direction, y> = <direction, c> + radius ||S direction||``."""
@@ -381,15 +398,7 @@ def _kron_direction(
     first: KroneckerEllipsoid, spec: PairSpectrum, us: list[np.ndarray], t: float, r1: float, r2: float
 ) -> np.ndarray:
     """``(A1 / t + A2 / (1 - t))^-1 delta`` up to a positive factor: V1 diag(inv1) U (w / h)."""
-    if r1 == 0.0 and r2 == 0.0:
-        h = np.ones_like(spec.nu)
-    elif r1 == 0.0:
-        h = r2 * r2 * spec.nu
-    elif r2 == 0.0:
-        h = np.full_like(spec.nu, r1 * r1)
-    else:
-        h = r1 * r1 / t + r2 * r2 * spec.nu / (1.0 - t)
-    y = _apply_along_axes(spec.w / h, us, first.shape) * spec.inv1
+    y = _apply_along_axes(spec.coefficients(t, r1, r2), us, first.shape) * spec.inv1
     return _apply_along_axes(y, first.eigenvectors, first.shape)
 
 
@@ -433,7 +442,7 @@ def kronecker_separating_direction(e1: KroneckerEllipsoid, e2: KroneckerEllipsoi
 
 # ---------------------------------------------------------------------------------------------- low rank
 @dataclass(frozen=True, eq=False)
-class LowRankEllipsoid:
+class LowRankEllipsoid(_StructuredRegion):
     """``{center + delta : delta^T Sigma^{-1} delta <= radius^2}``, Sigma = D + W W^T with W = U diag(sqrt(lam))
     (the region of ``FullGaussian(Sigma^{1/2})`` at this radius). Norms by Woodbury."""
 
@@ -448,26 +457,13 @@ class LowRankEllipsoid:
     kind = "lowrank"
 
     def __post_init__(self) -> None:
-        center = _frozen_np(np.asarray(self.center, dtype=np.float64).reshape(-1))
-        if not np.all(np.isfinite(center)):
-            raise ValueError("center contains NaN or infinite entries")
-        if center.shape[0] != self.diag.shape[0]:
-            raise ValueError(f"center has {center.shape[0]} entries; the noise has dimension {self.diag.shape[0]}")
-        radius = float(self.radius)
-        if not (radius >= 0 and np.isfinite(radius)):
-            raise ValueError(f"radius must be finite and >= 0, got {radius}")
-        object.__setattr__(self, "center", center)
-        object.__setattr__(self, "radius", radius)
+        self._freeze_center_and_radius(self.diag.shape[0], f"the noise has dimension {self.diag.shape[0]}")
         # capacitance M = I_k + W^T D^-1 W = L L^T (as torch's LowRankMultivariateNormal)
         W, D = self.factor, self.diag
         M = np.eye(W.shape[1]) + (W / D[:, None]).T @ W
         L = np.linalg.cholesky(M)
         object.__setattr__(self, "_capacitance_inverse_tril", _frozen_np(np.linalg.inv(L)))
         object.__setattr__(self, "_log_det", float(2.0 * np.sum(np.log(np.diag(L))) + np.sum(np.log(D))))
-
-    @property
-    def dim(self) -> int:
-        return int(self.center.shape[0])
 
     @property
     def log_det_covariance(self) -> float:
@@ -506,12 +502,6 @@ class LowRankEllipsoid:
         t = (y @ self.factor) @ self._capacitance_inverse_tril.T
         q = np.sum(delta * y, axis=-1) - np.sum(t * t, axis=-1)
         return np.sqrt(np.maximum(q, 0.0))
-
-    def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray:
-        return self.norm(_as_vectors(delta, self.dim, "delta")) <= self.radius
-
-    def contains_point(self, point: np.ndarray) -> bool | np.ndarray:
-        return self.contains_delta(_as_vectors(point, self.dim, "point") - self.center)
 
     def support(self, direction: np.ndarray) -> float:
         """``max_{y in region} <direction, y> = <direction, c> + radius sqrt(v^T Sigma v)``."""

@@ -47,6 +47,7 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -122,6 +123,18 @@ def check_split(split) -> str:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return split
+
+
+def check_nonnegative(value, not_a_number: str, out_of_range: Callable[[float], str]) -> float:
+    """``value`` as a finite float >= 0; else a ValueError saying ``not_a_number`` (``float`` refuses
+    it) or ``out_of_range(number)`` (the float is negative, nan or infinite)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(not_a_number) from None
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(out_of_range(number))
+    return number
 
 
 def check_rotate(rotate) -> int | None:

@@ -26,6 +26,8 @@ import numpy as np
 
 import certify
 
+from .data import check_nonnegative
+
 #: Cohen et al.'s CIFAR-10 radii (their ImageNet table uses 0.5 .. 3.0).
 DEFAULT_RADII = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 
@@ -55,12 +57,8 @@ def check_column(log: certify.Log, column: str) -> None:
     lines = log.lines if log.lines is not None else np.arange(len(log)) + 2
     for i, value in enumerate(log[column]):
         where = f"--column {column}: {log.path} line {lines[i]}: {column} is"
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where} {value!r}, not a number") from None
-        if not (np.isfinite(number) and number >= 0):
-            raise ValueError(f"{where} {value} (expected a radius >= 0)")
+        out_of_range = lambda _: f"{where} {value} (expected a radius >= 0)"  # noqa: B023 (called at once)
+        check_nonnegative(value, f"{where} {value!r}, not a number", out_of_range)
 
 
 def default_label(path: str | os.PathLike) -> str:

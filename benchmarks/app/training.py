@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import Dataset, check_name, check_rotate, load_dataset
+from .data import Dataset, check_name, check_nonnegative, check_rotate, load_dataset
 from .models import make_model
 
 #: per data set: epochs, batch size, Adam learning rate.
@@ -58,12 +58,11 @@ def cache_key(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, d
     if not isinstance(dataset, str):
         raise ValueError(f"dataset must be a data set name (str), got {type(dataset).__name__}")
     name = check_name(dataset)
-    try:
-        sigma = float(sigma)
-    except (TypeError, ValueError):
-        raise ValueError(f"sigma must be a float >= 0, got {sigma!r}") from None
-    if not (math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be a finite float >= 0, got {sigma!r}")
+    sigma = check_nonnegative(
+        sigma,
+        f"sigma must be a float >= 0, got {sigma!r}",
+        lambda number: f"sigma must be a finite float >= 0, got {number!r}",
+    )
     d = DEFAULTS[name]
     epochs = _check_int(d["epochs"] if epochs is None else epochs, "epochs", 1)
     seed = _check_int(seed, "seed", 0)

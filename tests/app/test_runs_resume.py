@@ -148,6 +148,35 @@ def test_binary_or_garbled_log_names_the_file(toy, tmp_path):
         certify.read_log(out)
 
 
+def _certify_argv(model_dir: str, max_inputs: int, n: int, batch_size: int, out: Path) -> list[str]:
+    """``ddrs certify`` of toy2d with rs at sigma 0.1 (every 40th input, n0 = 20, quiet), the log
+    ``out`` last."""
+    return [
+        "certify",
+        "--dataset",
+        "toy2d",
+        "--method",
+        "rs",
+        "--sigma",
+        "0.1",
+        "--model-dir",
+        model_dir,
+        "--every",
+        "40",
+        "--max-inputs",
+        str(max_inputs),
+        "--n0",
+        "20",
+        "--n",
+        str(n),
+        "--batch-size",
+        str(batch_size),
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+
+
 def test_ctrl_c_reports_progress_and_exits_130(toy, tmp_path, monkeypatch, capsys):
     import ddrs_app.runs as runs
 
@@ -164,33 +193,7 @@ def test_ctrl_c_reports_progress_and_exits_130(toy, tmp_path, monkeypatch, capsy
         _run(reference_configs()[0], toy, tmp_path / "c.tsv")
     calls.clear()
     when[0] = 1
-    md = str(tmp_path / "m")
-    code = main(
-        [
-            "certify",
-            "--dataset",
-            "toy2d",
-            "--method",
-            "rs",
-            "--sigma",
-            "0.1",
-            "--model-dir",
-            md,
-            "--every",
-            "40",
-            "--max-inputs",
-            "3",
-            "--n0",
-            "20",
-            "--n",
-            "100",
-            "--batch-size",
-            "100",
-            "--quiet",
-            "--out",
-            str(tmp_path / "cli.tsv"),
-        ]
-    )
+    code = main(_certify_argv(str(tmp_path / "m"), max_inputs=3, n=100, batch_size=100, out=tmp_path / "cli.tsv"))
     assert code == 130
     assert "interrupted after 0 of 3 inputs; rerun the same command to resume" in capsys.readouterr().err
 
@@ -201,28 +204,7 @@ def test_sigkill_loses_at_most_the_input_in_flight(tmp_path):
         sys.executable,
         "-m",
         "ddrs_app.cli",
-        "certify",
-        "--dataset",
-        "toy2d",
-        "--method",
-        "rs",
-        "--sigma",
-        "0.1",
-        "--model-dir",
-        md,
-        "--every",
-        "40",
-        "--max-inputs",
-        "12",
-        "--n0",
-        "20",
-        "--n",
-        "300000",
-        "--batch-size",
-        "50000",
-        "--quiet",
-        "--out",
-        str(out),
+        *_certify_argv(md, max_inputs=12, n=300_000, batch_size=50_000, out=out),
     ]
     assert main(["train", "--dataset", "toy2d", "--sigma", "0.1", "--model-dir", md, "--quiet"]) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -245,36 +227,19 @@ def test_reproducer_1_compare_recomputes_stale_logs_and_its_csv_reads_with_panda
 
     md = str(tmp_path / "models")
     small = dict(n0=20, batch_size=400, max_inputs=3, every=40, ddrs=dict(iterations=2, samples=8))
-    a = run_compare(
-        "toy2d",
-        tmp_path,
-        sigmas=(0.1,),
-        budget=Budget(n=200, **small),
-        model_dir=md,
-        progress=False,
-        methods=("rs", "ddrs"),
-    )
-    b = run_compare(
-        "toy2d",
-        tmp_path,
-        sigmas=(0.1,),
-        budget=Budget(n=400, **small),
-        model_dir=md,
-        progress=False,
-        methods=("rs", "ddrs"),
-    )
+
+    def compare(out_dir, n):
+        budget = Budget(n=n, **small)
+        return run_compare(
+            "toy2d", out_dir, sigmas=(0.1,), budget=budget, model_dir=md, progress=False, methods=("rs", "ddrs")
+        )
+
+    a = compare(tmp_path, 200)
+    b = compare(tmp_path, 400)
     for name in ("rs_sigma0.1", "ddrs_sigma0.1"):
         log = b["out_dir"] / "logs" / f"{name}.tsv"
         assert json.loads(Path(str(log) + ".fingerprint.json").read_text())["n"] == 400
-    fresh = run_compare(
-        "toy2d",
-        tmp_path / "fresh",
-        sigmas=(0.1,),
-        budget=Budget(n=400, **small),
-        model_dir=md,
-        progress=False,
-        methods=("rs", "ddrs"),
-    )
+    fresh = compare(tmp_path / "fresh", 400)
     for name in ("rs_sigma0.1", "ddrs_sigma0.1"):
         assert rows_without_time(b["out_dir"] / "logs" / f"{name}.tsv") == rows_without_time(
             fresh["out_dir"] / "logs" / f"{name}.tsv"

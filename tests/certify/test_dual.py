@@ -129,6 +129,18 @@ def inputs(runs, seed=0):
     return np.stack([x1, x2], axis=1)
 
 
+def certify_all(certify_one, xs, seed):
+    """Every input's certificate: ``certify_one(x, generator)`` for input i, its generator seeded seed + i."""
+    return [certify_one(x, torch.Generator().manual_seed(seed + i)) for i, x in enumerate(xs)]
+
+
+def count_violations(xs, certs, contains=lambda cert: cert.contains):
+    """(violations, certified): how many certificates that did not abstain reach past the truth (their
+    region's test ``contains(cert)``), and how many did not abstain."""
+    kept = [(x, cert) for x, cert in zip(xs, certs) if not cert.abstained]
+    return sum(reaches_past_truth(contains(cert), x, cert.prediction) for x, cert in kept), len(kept)
+
+
 def dual():
     return DualSmooth(Slab().eval(), HalfSpace([0.0, 1.0], 0.0).eval(), DICTIONARY, 2, IsotropicGaussian(SIGMA_E))
 
@@ -150,18 +162,15 @@ def test_dual_certificate_sound_binomial():
     past the true region of G no more often than alpha_sel + alpha_cls = 0.05 allows."""
     model = dual()
     xs = inputs(RUNS)
-    violations = certified = on_boundary_certified = without_ball = 0
-    for i, x in enumerate(xs):
-        gen = torch.Generator().manual_seed(1000 + i)
-        cert = model.certify(torch.as_tensor(x), N0_SEL, N_SEL, ALPHA_SEL, N0, N, ALPHA_CLS, generator=gen)
-        assert cert.alpha == pytest.approx(ALPHA_TOTAL)
-        if cert.abstained:
-            continue
-        certified += 1
-        on_boundary_certified += x[1] == 0.0
-        violations += reaches_past_truth(cert.contains, x, cert.prediction)
-        assert cert.classifier is not None
-        without_ball += reaches_past_truth(cert.classifier.contains, x, cert.prediction)
+    certs = certify_all(
+        lambda x, gen: model.certify(torch.as_tensor(x), N0_SEL, N_SEL, ALPHA_SEL, N0, N, ALPHA_CLS, generator=gen),
+        xs,
+        1000,
+    )
+    assert all(cert.alpha == pytest.approx(ALPHA_TOTAL) for cert in certs)
+    violations, certified = count_violations(xs, certs)
+    on_boundary_certified = sum(x[1] == 0.0 and not cert.abstained for x, cert in zip(xs, certs))
+    without_ball, _ = count_violations(xs, certs, lambda cert: cert.classifier.contains)
     rate = violations / RUNS
     pvalue = binomtest(violations, RUNS, ALPHA_TOTAL, alternative="greater").pvalue
     print(f"dual: {violations} violations in {RUNS} runs ({rate:.4f}), {certified} certified, p = {pvalue:.3g}")
@@ -180,17 +189,14 @@ def test_memory_free_construction_fails_binomial():
     ball), then the classifier's own certificate under dictionary[k] at the same total alpha. It is a
     statement about g_k, not about the deployed G, and the same test rejects it."""
     selector = HalfSpace([0.0, 1.0], 0.0).eval()
-    xs = inputs(RUNS)
-    violations = certified = 0
-    for i, x in enumerate(xs):
-        gen = torch.Generator().manual_seed(1000 + i)
+
+    def memory_free(x, gen):
         xt = torch.as_tensor(x)
         k = int(selector(xt[None]).argmax(dim=1))
-        cert = Smooth(Slab().eval(), DICTIONARY[k], 2).certify(xt, N0, N, ALPHA_TOTAL, generator=gen)
-        if cert.abstained:
-            continue
-        certified += 1
-        violations += reaches_past_truth(cert.contains, x, cert.prediction)
+        return Smooth(Slab().eval(), DICTIONARY[k], 2).certify(xt, N0, N, ALPHA_TOTAL, generator=gen)
+
+    xs = inputs(RUNS)
+    violations, _ = count_violations(xs, certify_all(memory_free, xs, 1000))
     pvalue = binomtest(violations, RUNS, ALPHA_TOTAL, alternative="greater").pvalue
     print(f"memory-free: {violations} violations in {RUNS} runs ({violations / RUNS:.4f}), p = {pvalue:.3g}")
     assert pvalue < 1e-6, (violations, RUNS)
@@ -437,16 +443,14 @@ def test_sequential_selector_sound_binomial():
     """The binomial test of (a) with the selector's vote in sequential mode (up to 2,000 samples)."""
     model = dual()
     xs = inputs(SEQ_RUNS, seed=1)
-    violations = certified = 0
-    for i, x in enumerate(xs):
-        gen = torch.Generator().manual_seed(5000 + i)
-        cert = model.certify(
+    certs = certify_all(
+        lambda x, gen: model.certify(
             torch.as_tensor(x), N0_SEL, 2000, ALPHA_SEL, N0, N, ALPHA_CLS, generator=gen, selector_radii=[0.05, 0.2]
-        )
-        if cert.abstained:
-            continue
-        certified += 1
-        violations += reaches_past_truth(cert.contains, x, cert.prediction)
+        ),
+        xs,
+        5000,
+    )
+    violations, certified = count_violations(xs, certs)
     pvalue = binomtest(violations, SEQ_RUNS, ALPHA_TOTAL, alternative="greater").pvalue
     print(f"sequential: {violations} violations in {SEQ_RUNS} runs, {certified} certified, p = {pvalue:.3g}")
     assert certified > SEQ_RUNS // 3

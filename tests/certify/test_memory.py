@@ -16,6 +16,7 @@ from certify.memory import (
     KEPT,
     SHRUNK,
     Memory,
+    _as_certificate,
     alpha_schedule,
     apply_memory_to_log,
     memory_failure_bound,
@@ -25,16 +26,9 @@ from certify.region import Ellipsoid
 
 
 def cert(k, region):
-    if k == ABSTAIN:
-        return Certificate.abstain()
-    return Certificate(
-        prediction=k,
-        p_lower=0.9,
-        radius=region.radius,
-        l2_radius=region.l2_radius,
-        proxy_radius=region.proxy_radius,
-        region=region,
-    )
+    """The certificate of class ``k`` with ``region`` (abstaining for ``ABSTAIN``): the memory's own
+    reading of a ``(prediction, region)`` record."""
+    return _as_certificate((k, region))
 
 
 def ball(center, r, k):

@@ -32,6 +32,11 @@ def ellipsoids(draw, d, thin=True, center_scale=3.0):
     return Ellipsoid(center, scale, radius)
 
 
+def ellipsoid_pairs(min_d, max_d, **kwargs):
+    """Two ``ellipsoids(d, **kwargs)`` of one dimension d in [min_d, max_d]."""
+    return st.integers(min_d, max_d).flatmap(lambda d: st.tuples(ellipsoids(d, **kwargs), ellipsoids(d, **kwargs)))
+
+
 def dense_scale(e):
     vals, vecs = e.axes
     return np.diag(vals) if vecs is None else (vecs * vals) @ vecs.T
@@ -108,7 +113,7 @@ GRIDS = {2: unit_ball_grid(2), 3: unit_ball_grid(3)}
 
 
 @settings(max_examples=150)
-@given(st.integers(2, 3).flatmap(lambda d: st.tuples(ellipsoids(d, center_scale=1.0), ellipsoids(d, center_scale=1.0))))
+@given(ellipsoid_pairs(2, 3, center_scale=1.0))
 def test_agrees_with_grid_in_2d_and_3d(pair):
     e1, e2 = pair
     pts = e1.center + (GRIDS[e1.dim] * e1.radius) @ dense_scale(e1)
@@ -125,11 +130,7 @@ def test_agrees_with_grid_in_2d_and_3d(pair):
 
 
 @settings(max_examples=60)
-@given(
-    st.integers(4, 8).flatmap(
-        lambda d: st.tuples(ellipsoids(d, thin=False, center_scale=1.5), ellipsoids(d, thin=False, center_scale=1.5))
-    )
-)
+@given(ellipsoid_pairs(4, 8, thin=False, center_scale=1.5))
 def test_agrees_with_slsqp_in_higher_dimensions(pair):
     e1, e2 = pair
     answer = ellipsoids_intersect(e1, e2)
@@ -193,11 +194,7 @@ def test_points_and_concentric():
 
 
 @settings(max_examples=60)
-@given(
-    st.integers(2, 6).flatmap(
-        lambda d: st.tuples(ellipsoids(d, thin=False, center_scale=1.0), ellipsoids(d, thin=False, center_scale=1.0))
-    )
-)
+@given(ellipsoid_pairs(2, 6, thin=False, center_scale=1.0))
 def test_max_disjoint_radius_is_tight_and_safe(pair):
     region, obstacle = pair
     assume(not obstacle.contains_point(region.center))

@@ -100,6 +100,18 @@ def _agree_on_membership(region, dense, deltas):
     assert np.array_equal(region.contains_delta(deltas)[clear], want[clear])  # batched
 
 
+def _same_certificate(structured, dense, rng):
+    """Two certificates of one p_lower, structured and dense: the same radius, l2 and proxy radii, and
+    the same membership (``contains``) of 200 displacements away from the boundary's rounding."""
+    assert structured.radius == dense.radius
+    assert structured.l2_radius == pytest.approx(dense.l2_radius, rel=1e-9)
+    assert structured.proxy_radius == pytest.approx(dense.proxy_radius, rel=1e-9)
+    assert dense.region is not None and structured.region is not None
+    deltas = _deltas(rng, structured.region, dense.region, 200)
+    clear = np.abs(dense.region.norm(deltas) - dense.radius) > 1e-6 * dense.radius
+    assert [structured.contains(d) for d in deltas[clear]] == [dense.contains(d) for d in deltas[clear]]
+
+
 # ------------------------------------------------------------------------------------ Kronecker vs dense
 @settings(max_examples=60)
 @given(kronecker_problem())
@@ -171,18 +183,11 @@ def test_kronecker_certificate_equals_dense_path():
     kron, dense = certs
     assert kron.prediction == dense.prediction == 0
     assert kron.p_lower == dense.p_lower
-    assert kron.radius == dense.radius
-    assert kron.l2_radius == pytest.approx(dense.l2_radius, rel=1e-9)
-    assert kron.proxy_radius == pytest.approx(dense.proxy_radius, rel=1e-9)
+    _same_certificate(kron, dense, rng)
     assert kron.min_sigma == pytest.approx(dense.min_sigma, rel=1e-9)
     assert kron.gm_sigma == pytest.approx(dense.gm_sigma, rel=1e-9)
     assert kron.noise == "kronecker"
     assert kron.radius < 1.3
-    assert dense.region is not None and kron.region is not None
-    deltas = _deltas(rng, kron.region, dense.region, 200)
-    ref = dense.region.norm(deltas)
-    clear = np.abs(ref - dense.radius) > 1e-6 * dense.radius
-    assert [kron.contains(d) for d in deltas[clear]] == [dense.contains(d) for d in deltas[clear]]
 
 
 def test_kronecker_at_image_size_without_dense_matrices():
@@ -315,14 +320,7 @@ def test_lowrank_certificate_statistically_equals_dense_path():
     for p_lower in (0.6, 0.9, 0.999):
         a = certificate_from_bound(noise, x.numpy(), 0, p_lower, gaussian_radius(p_lower), n0=1, n=1, alpha=0.1)
         c = certificate_from_bound(full, x.numpy(), 0, p_lower, gaussian_radius(p_lower), n0=1, n=1, alpha=0.1)
-        assert a.radius == c.radius
-        assert a.l2_radius == pytest.approx(c.l2_radius, rel=1e-9)  # spiked: exact
-        assert a.proxy_radius == pytest.approx(c.proxy_radius, rel=1e-9)
-        assert a.region is not None and c.region is not None
-        deltas = _deltas(rng, a.region, c.region, 200)
-        ref = c.region.norm(deltas)
-        clear = np.abs(ref - c.radius) > 1e-6 * c.radius
-        assert [a.contains(v) for v in deltas[clear]] == [c.contains(v) for v in deltas[clear]]
+        _same_certificate(a, c, rng)  # spiked: the l2 radius is exact
 
 
 def test_lowrank_rejects_bad_parameters():
