@@ -13,12 +13,14 @@ fashion-mnist / mnist 3 epochs at batch 256 (a few minutes), as ``DEFAULTS``.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -262,25 +264,19 @@ def train(
     return model, info
 
 
-def load_or_train(
-    dataset: str,
-    sigma: float,
-    epochs: int | None = None,
-    seed: int = 0,
-    model_dir=None,
-    progress: bool = True,
-    rotate: int | None = None,
-    *,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    optimizer: str = "adam",
-    data_dir=None,
-    device: str | torch.device = "cpu",
-) -> tuple[nn.Module, dict]:
+def load_or_train(dataset: str, sigma: float, *args: Any, **options: Any) -> tuple[nn.Module, dict]:
     """The cached model for this key if ``model_dir`` holds one (``info["cached"] is True``, no
     training), else ``train(...)`` (which saves it). Arguments as for ``train``; the key includes the
-    training ``device``'s type when it is not the CPU. The model is returned on the CPU."""
-    device = torch.device(device)
+    training ``device``'s type when it is not the CPU. The model is returned on the CPU (``save`` is not an
+    option here: a trained model is always saved)."""
+    if "save" in options:
+        raise TypeError("load_or_train always saves what it trains: call train(..., save=False) instead")
+    bound = inspect.signature(train).bind(dataset, sigma, *args, **options)
+    bound.apply_defaults()
+    a = bound.arguments
+    epochs, seed, model_dir, progress, rotate = a["epochs"], a["seed"], a["model_dir"], a["progress"], a["rotate"]
+    batch_size, lr, optimizer, data_dir = a["batch_size"], a["lr"], a["optimizer"], a["data_dir"]
+    device = torch.device(a["device"])
     key = cache_key(dataset, sigma, epochs, seed, rotate, batch_size, lr, optimizer, device)
     train_set = load_dataset(key["dataset"], "train", data_dir=data_dir, rotate=key["rotate"])
     key["train_data"] = dataset_hash(train_set)  # the cache holds what these data train, nothing else
