@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -43,6 +44,9 @@ class Terms:
         (B,) clamped soft probability p_B of the runner-up.
     point : torch.Tensor
         The noise points (B, ...) the terms were computed at.
+    l2_target : torch.Tensor or None, default None
+        (B,) the l2 radius each input's noise must keep (the containment constraint; ``ddrs.KeepBall``), set by the
+        driver of a problem with ``keep_ball``; None: no constraint.
     """
 
     gap: torch.Tensor
@@ -51,11 +55,18 @@ class Terms:
     p_top: torch.Tensor
     p_second: torch.Tensor
     point: torch.Tensor
+    l2_target: torch.Tensor | None = None
 
     @property
     def margin(self) -> torch.Tensor:
         """Phi^-1(p_A) (clamped p_A): the certificate's radius per unit noise scale."""
         return torch.special.ndtri(self.p_top)
+
+    @property
+    def l2_radius(self) -> torch.Tensor:
+        """K Phi^-1(p_A): the estimated certified l2 radius (inscribed ball; Cohen et al. Thm 1 at the smallest
+        scale K of the noise)."""
+        return self.min_eigenvalue * self.margin
 
 
 @dataclass
@@ -199,6 +210,7 @@ class SoftSmoothingEstimator:
         num_classes: int | None = None,
         with_grad: bool = True,
         frame: EigenFrame | None = None,
+        l2_target: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Terms]:
         """Objective values (B,), the Euclidean gradient w.r.t. ``point`` (or None) and the terms.
 
@@ -208,12 +220,13 @@ class SoftSmoothingEstimator:
         ``chunk_size`` takes the exact two-pass route (a no-grad forward for the probabilities, then
         forward and backward chunk by chunk). ``noise``: the ``manifolds.NoiseMap`` of the points (or a manifold
         whose points are the noise scale). ``frame``: the points' ``EigenFrame`` (the volume and
-        smallest-eigenvalue terms are then read from it when the noise map allows, ``NoiseMap.terms``)."""
+        smallest-eigenvalue terms are then read from it when the noise map allows, ``NoiseMap.terms``).
+        ``l2_target``: (B,) handed to the objective as ``Terms.l2_target``."""
         noise = as_noise_map(noise)
         B, n, d = z.shape
         group = max(1, self.chunk_size // max(n, 1))
         if B <= group:
-            return self._evaluate_group(model, noise, x, point, objective, z, num_classes, with_grad, frame)
+            return self._evaluate_group(model, noise, x, point, objective, z, num_classes, with_grad, frame, l2_target)
         parts = [
             self._evaluate_group(
                 model,
@@ -225,13 +238,14 @@ class SoftSmoothingEstimator:
                 num_classes,
                 with_grad,
                 None if frame is None else frame[s : s + group],
+                None if l2_target is None else l2_target[s : s + group],
             )
             for s in range(0, B, group)
         ]
         value = torch.cat([p[0] for p in parts])
         egrads = [p[1] for p in parts]
         egrad = None if any(g is None for g in egrads) else torch.cat([g for g in egrads if g is not None])
-        terms = Terms(**{k: torch.cat([getattr(p[2], k) for p in parts]) for k in Terms.__dataclass_fields__})
+        terms = _map_terms(lambda k: _cat([getattr(p[2], k) for p in parts]))
         return value, egrad, terms
 
     def _evaluate_group(
@@ -245,6 +259,7 @@ class SoftSmoothingEstimator:
         num_classes: int | None,
         with_grad: bool,
         frame: EigenFrame | None,
+        l2_target: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Terms]:
         B, n, d = z.shape
         per_chunk = max(1, self.chunk_size // max(B, 1))
@@ -260,6 +275,7 @@ class SoftSmoothingEstimator:
                 p_top=p_a,
                 p_second=p_b,
                 point=point,
+                l2_target=l2_target,
             )
 
         def summed_probs() -> torch.Tensor:
@@ -301,4 +317,13 @@ class SoftSmoothingEstimator:
 
 
 def _detach_terms(terms: Terms) -> Terms:
-    return Terms(**{k: v.detach() for k, v in terms.__dict__.items()})
+    return _map_terms(lambda k: None if getattr(terms, k) is None else getattr(terms, k).detach())
+
+
+def _map_terms(field_value: Callable[[str], Any]) -> Terms:
+    """Terms whose every field is ``field_value(name)``."""
+    return Terms(**{k: field_value(k) for k in Terms.__dataclass_fields__})
+
+
+def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if any(p is None for p in parts) else torch.cat([p for p in parts if p is not None])

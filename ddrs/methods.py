@@ -23,7 +23,7 @@ import manifolds
 from certify.sampling import model_device_dtype, untouched
 
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator
-from .objectives import EigenvalueFloor, Objective, Radius, ancer_objective, paper_objective
+from .objectives import EigenvalueFloor, KeepBall, Objective, Radius, Sum, ancer_objective, paper_objective
 from .optimizers import (
     AdamAscent,
     EuclideanAscent,
@@ -258,8 +258,11 @@ class _Optimised:
             raise ValueError(f"{sorted(driver_options)} need backend='rgd'")
         on_step, close_bar = progress_callback(progress, self.progress_steps, f"{name} fit ({x.shape[0]} inputs)")
         noise = getattr(self, "noise", None)
+        keep_ball = bool(getattr(self, "keep_ball", False))
+        if keep_ball:  # the containment constraint, in what the ascent sees (and in which iterates compete)
+            objective = Sum(objective, KeepBall())
         guarded = _BatchGuard(model, tuple(x.shape))
-        problem = Problem(guarded, x, manifold, objective, estimator, noise, constraint, self.num_classes)
+        problem = Problem(guarded, x, manifold, objective, estimator, noise, constraint, self.num_classes, keep_ball)
         try:
             with untouched(model):  # warns in training mode; buffers (BatchNorm stats) restored
                 best, trace, kept = self._ascend_and_select(
@@ -315,7 +318,7 @@ class _Optimised:
                 "l2" if name == "ddrs" else "proxy",
                 problem.estimator.counter,
                 self.chunk_size,
-                keep_ball=bool(getattr(self, "keep_ball", False)),
+                keep_ball=problem.keep_ball,
             )
         return best, trace, kept
 
@@ -512,7 +515,8 @@ class DDRS(_Optimised):
 class ANCER(_Optimised):
     """Per-input diagonal Theta_x maximising R P + kappa K R (Eiras et al.), initialised at the
     DDRS sigma_x* and projected after every step onto Theta >= sigma_x*. The floor alone does not keep the
-    DDRS ball (r(x, Theta) drops as the noise grows); ``keep_ball=True`` keeps it in the selection.
+    DDRS ball (r(x, Theta) drops as the noise grows); ``keep_ball`` (the default) keeps it, in the ascent and the
+    selection.
     Defaults: the ANCER code's (Adam, lr 0.04, 100 steps, 100 samples, kappa 2). ``fit`` needs ``init``: the
     DDRS result (or sigmas) that gives sigma_x*.
 
@@ -546,12 +550,14 @@ class ANCER(_Optimised):
         Ceiling Theta_i <= max_ratio * sigma_x* (must be >= 1), projected after every step together with the floor
         Theta_i >= sigma_x*: keeps every axis near the noise levels the model was trained on. None: unbounded, as the
         ANCER code.
-    keep_ball : bool, default False
-        With ``select``: the optimised Theta is kept only if, on the same fresh draws, its certified l2 radius
-        (inscribed ball, min_i Theta_i Phi^-1(p_A_lower)) is also at least the start's (the DDRS ball sigma_x*
-        Phi^-1(p_A_lower)): the containment constraint min_i theta_i r(x, Theta) >= r_iso* of Eiras et al.'s eq. (4),
-        which the floor Theta_i >= sigma_x* alone does not give (r(x, Theta) drops as the noise grows;
-        ``ddrs.selection``). False: the volume proxy alone decides, as the ANCER code.
+    keep_ball : bool, default True
+        The containment constraint min_i theta_i r(x, Theta) >= r_iso* of Eiras et al.'s eq. (4), which the floor
+        Theta_i >= sigma_x* alone does not give (r(x, Theta) drops as the noise grows). The ascent sees it
+        (``KeepBall``: a penalty below the start's estimated l2 radius; only iterates whose estimate keeps it
+        compete for the best) and, with ``select``, the optimised Theta is kept only if, on the same fresh draws, its
+        certified l2 radius (inscribed ball, min_i Theta_i Phi^-1(p_A_lower)) is also at least the start's (the DDRS
+        ball sigma_x* Phi^-1(p_A_lower); ``ddrs.selection``). False: the volume proxy alone decides, as the ANCER
+        code (the papers' volume-only numbers).
     manifold : manifolds.Manifold or None, default None
         The geometry of Theta: any ``manifolds.Manifold`` with diagonal points (``point_ndim`` 1) and the inputs'
         dimension; None: ``manifolds.PositiveDiagonal`` with the affine-invariant metric. It shapes the Riemannian
@@ -565,7 +571,7 @@ class ANCER(_Optimised):
     step: Any = "adam"
     objective: Objective | None = None
     max_ratio: float | None = 4.0  # every axis <= max_ratio * sigma_x* (None: unbounded, as the ANCER code)
-    keep_ball: bool = False  # True: selection also needs an l2 radius >= the start's (ANCER eq. (4))
+    keep_ball: bool = True  # containment constraint (ANCER eq. (4)): ascent and selection keep the l2 ball
     manifold: manifolds.Manifold | None = None  # any diagonal-point Manifold (default PositiveDiagonal)
     noise: manifolds.NoiseMap | None = None  # None: manifolds.noise_for(manifold)
 
@@ -675,12 +681,14 @@ class RDDRS(_Optimised):
         Eigenvalue ceiling lambda_i <= max_ratio * sigma_x* (must be >= 1), projected after every step together with the
         floor lambda_i >= sigma_x*: keeps every axis near the noise levels the model was trained on. None: no ceiling
         (the paper).
-    keep_ball : bool, default False
-        With ``select``: the optimised C is kept only if, on the same fresh draws, its certified l2 radius (inscribed
-        ball, lambda_min(C) Phi^-1(p_A_lower); README, Errata R3) is also at least the start's (from a DDRS result, the
-        DDRS ball sigma_x* Phi^-1(p_A_lower)): lambda_min(C) r(x, C) >= sigma_x* r_iso(x), the SPD counterpart of Eiras
-        et al.'s eq. (4), which the floor lambda_i >= sigma_x* alone does not give (``ddrs.selection``). False: the
-        volume proxy alone decides (the paper; ``RDDRS.paper()`` selects nothing).
+    keep_ball : bool, default True
+        The containment constraint lambda_min(C) r(x, C) >= sigma_x* r_iso(x), the SPD counterpart of Eiras et al.'s
+        eq. (4), which the floor lambda_i >= sigma_x* alone does not give. The ascent sees it (``KeepBall``: a penalty
+        below the start's estimated l2 radius; only iterates whose estimate keeps it compete for the best) and, with
+        ``select``, the optimised C is kept only if, on the same fresh draws, its certified l2 radius (inscribed
+        ball, lambda_min(C) Phi^-1(p_A_lower); README, Errata R3) is also at least the start's (from a DDRS result,
+        the DDRS ball; ``ddrs.selection``). False: the volume proxy alone decides (the paper; ``RDDRS.paper()``
+        selects nothing).
     manifold : manifolds.Manifold or None, default None
         Any ``manifolds.Manifold`` with matrix points (``point_ndim`` 2) and the inputs' dimension, overriding
         ``metric``; None: ``manifolds.SPD(d, metric)``.
@@ -716,7 +724,7 @@ class RDDRS(_Optimised):
     pymanopt_solver: str = "sgd"
     objective: Objective | str | None = None
     max_ratio: float | None = 4.0  # every eigenvalue <= max_ratio * sigma_x* (None: unbounded, the paper)
-    keep_ball: bool = False  # True: selection also needs an l2 radius >= the start's (SPD counterpart)
+    keep_ball: bool = True  # containment constraint (SPD counterpart): ascent and selection keep the l2 ball
     manifold: manifolds.Manifold | None = None  # any matrix-point Manifold (overrides ``metric``)
     noise: manifolds.NoiseMap | None = None  # None: manifolds.noise_for(manifold)
     adaptive: bool = True  # step None: Riemannian Adam (True) or plain Riemannian gradient ascent (False)

@@ -13,6 +13,7 @@ abstains (digits: DDRS's ACR at sigma 0.5 goes from 0.221 to 0.465 with the cert
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -53,12 +54,12 @@ class Sum(Objective):
 
     Parameters
     ----------
-    *parts : Objective
+    *parts : Objective or callable
         The summands; a ``Sum`` among them is flattened into its parts. Calling a ``Sum`` of no parts raises.
     """
 
-    def __init__(self, *parts: Objective):
-        self.parts: list[Objective] = []
+    def __init__(self, *parts: Objective | Callable[[Terms], torch.Tensor]):
+        self.parts: list[Objective | Callable[[Terms], torch.Tensor]] = []
         for p in parts:
             self.parts.extend(p.parts if isinstance(p, Sum) else [p])
 
@@ -141,6 +142,32 @@ class KappaPenalty(Objective):
 
     def __call__(self, terms: Terms) -> torch.Tensor:
         return self.kappa * terms.min_eigenvalue * margin(terms, self.form)
+
+
+@dataclass
+class KeepBall(Objective):
+    """weight * min(0, K Phi^-1(p_A) - l2_target): zero while the estimated certified l2 radius (inscribed ball,
+    ``Terms.l2_radius``) keeps the input's target, a linear penalty below it. The target is the start's estimate
+    (a ``Problem`` with ``keep_ball``): the containment constraint of ANCER's problem (Eiras et al., eq. (4),
+    min_i theta_i r(x, Theta) >= r_iso*) and its SPD counterpart, made part of what the ascent sees; zero when the
+    terms carry no target.
+
+    Parameters
+    ----------
+    weight : float, default 4.0
+        Slope of the penalty (>= 0) in radius units; larger holds the ascent closer to the constraint.
+    """
+
+    weight: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not (self.weight >= 0):
+            raise ValueError(f"weight must be >= 0, got {self.weight}")
+
+    def __call__(self, terms: Terms) -> torch.Tensor:
+        if terms.l2_target is None:
+            return torch.zeros_like(terms.p_top)
+        return self.weight * (terms.l2_radius - terms.l2_target).clamp(max=0)
 
 
 def ancer_objective(kappa: float = 2.0, form: str = "certificate") -> Objective:

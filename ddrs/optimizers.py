@@ -553,6 +553,7 @@ def ascend(
     best_point, best_value = point.clone(), torch.full((B,), -math.inf, dtype=torch.float64, device=point.device)
     last_gain = torch.zeros(B, dtype=torch.long, device=point.device)
     fixed_z = None
+    target: torch.Tensor | None = None  # with keep_ball: the start's estimated l2 radius, per input
     for step in range(iterations + 1):
         last = step == iterations
         if last and not keep_best:  # the final iterate needs no evaluation
@@ -563,7 +564,8 @@ def ascend(
             z = fixed_z
         else:
             z = problem.draw(generator, samples=counts[step])
-        value, egrad, terms = problem.evaluate(point, z, with_grad=not last, frame=stepper.frame)
+        value, egrad, terms = problem.evaluate(point, z, with_grad=not last, frame=stepper.frame, l2_target=target)
+        target = problem.l2_target(terms, target)
         if not torch.isfinite(value).all() or (egrad is not None and not torch.isfinite(egrad).all()):
             bad = (~torch.isfinite(value)).nonzero().flatten().tolist()
             raise FloatingPointError(
@@ -574,7 +576,7 @@ def ascend(
         if early_stop is not None:
             gained = value > best_value + early_stop[1] * best_value.abs().nan_to_num(0.0, posinf=0.0, neginf=0.0)
             last_gain = torch.where(gained, torch.full_like(last_gain, step), last_gain)
-        better = value > best_value
+        better = (value > best_value) & problem.feasible(terms, target)
         best_value = torch.where(better, value, best_value)
         best_point[better] = point[better]
         if callback is not None:

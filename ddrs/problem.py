@@ -43,6 +43,10 @@ class Problem:
         The floor (and ceiling) applied after every step through ``noise.project_floor``; None: none.
     num_classes : int or None, default None
         Number of classes when the model's output width should be checked; None: the model's.
+    keep_ball : bool, default False
+        The containment constraint (ANCER's eq. (4), its SPD counterpart): the drivers take the start's estimated
+        certified l2 radius as each input's target (``Terms.l2_target``, which ``KeepBall`` penalises falling
+        below) and let only iterates whose estimate keeps it compete for the best.
     """
 
     model: Callable
@@ -53,6 +57,7 @@ class Problem:
     noise: NoiseMap | None = None
     constraint: EigenvalueFloor | None = None
     num_classes: int | None = None
+    keep_ball: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.manifold, Manifold):
@@ -86,13 +91,32 @@ class Problem:
         return self.estimator.draw(len(self), self.noise_map.normals, generator, x.device, x.dtype, samples=samples)
 
     def evaluate(
-        self, point: torch.Tensor, z: torch.Tensor, with_grad: bool = True, frame: EigenFrame | None = None
+        self,
+        point: torch.Tensor,
+        z: torch.Tensor,
+        with_grad: bool = True,
+        frame: EigenFrame | None = None,
+        l2_target: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Terms]:
         """Objective values (B,), Euclidean gradient (or None) and terms at ``point`` on draws ``z``
-        (``SoftSmoothingEstimator.evaluate``)."""
+        (``SoftSmoothingEstimator.evaluate``; ``l2_target`` reaches the objective as ``Terms.l2_target``)."""
         return self.estimator.evaluate(
-            self.model, self.noise_map, self.inputs, point, self.objective, z, self.num_classes, with_grad, frame
-        )
+            self.model, self.noise_map, self.inputs, point, self.objective, z, self.num_classes, with_grad, frame,
+            l2_target,
+        )  # fmt: skip
+
+    def l2_target(self, terms: Terms, target: torch.Tensor | None) -> torch.Tensor | None:
+        """The target a driver carries: None without ``keep_ball``; else ``target``, or, at the first evaluation
+        (``target`` None, the start), the start's estimated certified l2 radius."""
+        if not self.keep_ball:
+            return None
+        return terms.l2_radius.detach().clone() if target is None else target
+
+    @staticmethod
+    def feasible(terms: Terms, target: torch.Tensor | None) -> torch.Tensor | bool:
+        """Per input, whether an iterate may compete for the best: its estimated l2 radius keeps ``target``
+        (always True without one; the start keeps its own exactly)."""
+        return True if target is None else terms.l2_radius >= target
 
     def project(self, point: torch.Tensor) -> torch.Tensor:
         """``point`` with the constraint applied (itself when there is none)."""

@@ -98,6 +98,7 @@ def pymanopt_ascend(
     best = {"point": point.clone(), "value": torch.full((B,), -math.inf, dtype=F64, device=point.device)}
     fixed: dict[str, torch.Tensor] = {}
     egrads: dict[str, torch.Tensor] = {}
+    targets: dict[str, torch.Tensor] = {}  # with keep_ball: the start's estimated l2 radius, per input
 
     def current(c: torch.Tensor) -> bool:
         """``c`` (Pymanopt's iterate) is the stepper's point: its frame and gradient belong to it."""
@@ -112,11 +113,14 @@ def pymanopt_ascend(
             z = problem.draw(generator)
         last = solver == "sgd" and step == iterations  # Pymanopt's final cost call needs no gradient
         frame = stepper.frame if stepper is not None and current(c) else None
-        value, egrad, terms = problem.evaluate(c, z, with_grad=not last, frame=frame)
+        value, egrad, terms = problem.evaluate(c, z, with_grad=not last, frame=frame, l2_target=targets.get("l2"))
+        target = problem.l2_target(terms, targets.get("l2"))
+        if target is not None:
+            targets["l2"] = target
         if not torch.isfinite(value).all() or (egrad is not None and not torch.isfinite(egrad).all()):
             raise FloatingPointError(f"objective or its gradient is not finite at step {step} (pymanopt backend)")
         trace.record(value, terms)
-        better = value > best["value"]
+        better = (value > best["value"]) & problem.feasible(terms, targets.get("l2"))
         best["value"] = torch.where(better, value, best["value"])
         best["point"][better] = c[better]
         if callback is not None:

@@ -62,6 +62,9 @@ class MethodSpec:
     step_rules : callable, optional
         ``step_rules(config, dim) -> dict``: stage name -> the step rule it runs on inputs of ``dim``
         entries (``SmoothingResult.step_rule``), recorded in the log's fingerprint.
+    stages : callable, optional
+        ``stages(config) -> dict``: stage name -> the preset it runs; every field of each (its ``repr``) is recorded
+        in the log's fingerprint, so that a changed default (e.g. ``keep_ball``) is never resumed into an old log.
     """
 
     name: str
@@ -76,6 +79,7 @@ class MethodSpec:
     beats: tuple[str, ...] = ()
     preset: type | None = None
     step_rules: Callable[..., dict] = field(default=lambda config, dim: {})
+    stages: Callable[..., dict] = field(default=lambda config: {})
 
 
 REGISTRY: dict[str, MethodSpec] = {}
@@ -234,17 +238,22 @@ def _steps_rddrs(config, sigma_star_known, ancer_known):
     return steps + ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).progress_steps
 
 
-def _rules(config, dim) -> dict:
-    """The step rules of the DDRS stage and, for ANCER / RDDRS, of their own stages (and of a warm start's
-    ANCER stage)."""
+def _stages(config) -> dict:
+    """The presets of the DDRS stage and, for ANCER / RDDRS, of their own stages (and of a warm start's ANCER
+    stage), as ``choose`` builds them."""
     options = dict(config.options)
     warm, ancer_options = options.pop("warm_start", None), options.pop("ancer_options", {})
-    rules = {"ddrs": ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).step_rule_for(dim)}
+    stages: dict[str, Any] = {"ddrs": ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options)}
     if config.method == "ancer" or warm == "ancer":
-        rules["ancer"] = ddrs.ANCER(**(options if config.method == "ancer" else ancer_options)).step_rule_for(dim)
+        stages["ancer"] = ddrs.ANCER(**(options if config.method == "ancer" else ancer_options))
     if config.method == "rddrs":
-        rules["rddrs"] = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).step_rule_for(dim)
-    return rules
+        stages["rddrs"] = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options)
+    return stages
+
+
+def _rules(config, dim) -> dict:
+    """The step rules of the stages (``_stages``) on inputs of ``dim`` entries."""
+    return {name: preset.step_rule_for(dim) for name, preset in _stages(config).items()}
 
 
 def _rddrs_budget(budget) -> dict:
@@ -260,21 +269,21 @@ register(MethodSpec("rs", title="RS", color="tab:gray", choose=_choose_rs))
 register(
     MethodSpec(
         "ddrs", "DDRS", "tab:blue", _choose_ddrs, data_dependent=True, steps=_steps_ddrs, options=_ASCENT_OPTIONS,
-        beats=("rs",), step_rules=_rules,
+        beats=("rs",), step_rules=_rules, stages=_stages,
     )
 )  # fmt: skip
 register(
     MethodSpec(
         "ancer", "ANCER", "tab:orange", _choose_ancer, data_dependent=True, steps=_steps_ancer,
         options=_ASCENT_OPTIONS, budget_options=lambda budget: dict(budget.ancer), beats=("ddrs",),
-        preset=ddrs.ANCER, step_rules=_rules,
+        preset=ddrs.ANCER, step_rules=_rules, stages=_stages,
     )
 )  # fmt: skip
 register(
     MethodSpec(
         "rddrs", "RDDRS", "tab:green", _choose_rddrs, data_dependent=True, steps=_steps_rddrs,
         options=_ASCENT_OPTIONS + ("--metric", "--backend"), budget_options=_rddrs_budget, beats=("ancer",),
-        preset=ddrs.RDDRS, step_rules=_rules,
+        preset=ddrs.RDDRS, step_rules=_rules, stages=_stages,
     )
 )  # fmt: skip
 register(

@@ -298,7 +298,8 @@ def fingerprint(
 ) -> dict:
     """Everything that determines a run's rows: method and all its options, noise parameters, sample
     budget, batch sizes, seed, the step rule of each optimisation stage (:func:`step_rules`; the same options give
-    another rule on another metric), data set with a hash of the inputs certified, model hash, version, the
+    another rule on another metric) and every field of its preset (``MethodSpec.stages``: a changed default is a
+    changed run), data set with a hash of the inputs certified, model hash, version, the
     torch thread count of the processes that compute the rows (``threads``, default this process's: the
     gradients of the noise choice and the eigendecompositions of the geometry are summed in another order
     with more threads, so their last bits, and hence the rows, depend on it), and (only when they apply,
@@ -306,7 +307,11 @@ def fingerprint(
     runs on when it is not the CPU (``device``, default the model's: GPUs draw and round differently, so a
     CPU resume of a GPU log is refused)."""
     sequential = {} if radii is None else {"radii": [float(r) for r in radii], "radii_are": "l2 / proxy"}
-    rules = {"step_rule": step_rules(config, data.X[0].numel())} if spec_of(config.method).data_dependent else {}
+    spec = spec_of(config.method)
+    rules = {}
+    if spec.data_dependent:
+        presets = {name: repr(preset) for name, preset in spec.stages(config).items()}
+        rules = {"step_rule": step_rules(config, data.X[0].numel()), "presets": presets}
     kind = device or model_device_dtype(model, data.X[:1])[0].type
     on_device = {} if kind == "cpu" else {"device": kind}
     return _jsonable(

@@ -22,13 +22,21 @@ def reference_configs() -> list[MethodConfig]:
     return [
         MethodConfig("rs", sigma=0.1),
         MethodConfig("ddrs", sigma=0.1, ddrs_options=DD),
-        MethodConfig("ancer", sigma=0.1, ddrs_options=DD, options=dict(DD)),
+        # the volume-only ANCER and RDDRS (keep_ball=False) the reference logs were written with
+        MethodConfig("ancer", sigma=0.1, ddrs_options=DD, options=dict(DD, keep_ball=False)),
         MethodConfig(
             "rddrs",
             sigma=0.1,
             ddrs_options=DD,
-            # the pre-issue-13 RDDRS defaults (plain exp-map gradient ascent) the reference logs were written with
-            options=dict(DD, warm_start="ancer", ancer_options=dict(DD), adaptive=False, method="exp"),
+            # and the earlier RDDRS defaults (plain exp-map gradient ascent)
+            options=dict(
+                DD,
+                warm_start="ancer",
+                ancer_options=dict(DD, keep_ball=False),
+                adaptive=False,
+                method="exp",
+                keep_ball=False,
+            ),
         ),
         MethodConfig("mog", sigma=0.1, sigmas=(0.05, 0.1)),
     ]

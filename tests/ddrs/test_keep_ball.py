@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 import ddrs
@@ -51,7 +52,7 @@ def test_volume_only_ancer_loses_the_ddrs_ball_and_keep_ball_keeps_it():
     assert loose.kept_new.tolist() == [True]
     assert proxy > 1.4 * D and l2 < 0.85 * D  # larger ellipsoid, smaller inscribed ball
     kept = ddrs.ANCER(kappa=1e-8, keep_ball=True).fit(model, x, init=SIGMA, generator=gen(0))
-    assert not ddrs.ANCER().keep_ball and kept.kept_new.tolist() == [False]
+    assert ddrs.ANCER().keep_ball and kept.kept_new.tolist() == [False]  # no axis-aligned stretch keeps the ball
     assert closed_form(kept.points[0])[0] >= D - 1e-12
 
 
@@ -80,9 +81,37 @@ def test_spd_selection_rejects_a_point_that_shrinks_the_ball_and_accepts_one_tha
 
 def test_rddrs_keeps_the_ddrs_ball_by_default_and_the_paper_form_does_not_select():
     model, x = problem()
-    fitted = ddrs.RDDRS(keep_ball=True).fit(model, x, init=SIGMA, generator=gen(0))
-    assert closed_form(fitted.points[0])[0] >= 0.97 * D
-    assert not ddrs.RDDRS().keep_ball and not ddrs.RDDRS.paper().keep_ball and not ddrs.RDDRS.paper().select
+    fitted = ddrs.RDDRS().fit(model, x, init=SIGMA, generator=gen(0))
+    l2, proxy = closed_form(fitted.points[0])
+    assert l2 >= 0.97 * D
+    assert ddrs.RDDRS().keep_ball and not ddrs.RDDRS.paper().keep_ball and not ddrs.RDDRS.paper().select
+
+
+def test_rddrs_is_rotation_invariant_where_ancer_is_not():
+    """RDDRS can stretch exactly orthogonal to w (ball D, proxy up to 2 D at the ceiling 4 sigma): even its
+    volume-only form finds that direction and keeps the ball, where ANCER's axis-aligned stretch cannot (its
+    volume-only form gives the ball up, its constrained form keeps the start); the constrained RDDRS keeps the ball
+    and never falls below the start's volume."""
+    model, x = problem()
+    loose = ddrs.RDDRS(keep_ball=False, iterations=100).fit(model, x, init=SIGMA, generator=gen(1))
+    l2, proxy = closed_form(loose.points[0])
+    assert l2 >= 0.97 * D and proxy > 1.5 * D
+    kept = ddrs.RDDRS(keep_ball=True, iterations=100).fit(model, x, init=SIGMA, generator=gen(1))
+    l2, proxy = closed_form(kept.points[0])
+    assert l2 >= 0.97 * D and proxy >= D - 1e-12
+
+
+def test_keep_ball_penalises_only_below_the_target():
+    ones = torch.ones(3, dtype=torch.float64)
+    p = torch.tensor([0.9, 0.9, 0.9], dtype=torch.float64)
+    terms = ddrs.Terms(gap=ones, log_volume=0 * ones, min_eigenvalue=0.5 * ones, p_top=p, p_second=1 - p, point=ones)
+    r = 0.5 * float(torch.special.ndtri(p[0]))
+    assert torch.equal(ddrs.KeepBall()(terms), torch.zeros(3, dtype=torch.float64))  # no target: no constraint
+    terms.l2_target = torch.tensor([r - 0.1, r, r + 0.1], dtype=torch.float64)
+    torch.testing.assert_close(ddrs.KeepBall(weight=4.0)(terms), torch.tensor([0.0, 0.0, -0.4], dtype=torch.float64))
+    assert ddrs.Problem.feasible(terms, terms.l2_target).tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="weight"):
+        ddrs.KeepBall(weight=-1.0)
 
 
 def test_hard_vote_radii_match_the_closed_form():

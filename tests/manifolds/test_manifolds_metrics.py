@@ -201,7 +201,14 @@ def test_bures_wasserstein_rddrs_within_5_percent_of_affine_invariant_and_why():
 
     def reached(metric):
         r = ddrs.RDDRS(  # the pre-issue-13 defaults: plain exp-map gradient ascent
-            iterations=98, samples=2000, metric=metric, select=False, objective="gap", adaptive=False, method="exp"
+            iterations=98,
+            samples=2000,
+            metric=metric,
+            select=False,
+            objective="gap",
+            adaptive=False,
+            method="exp",
+            keep_ball=False,
         )
         res = r.fit(model, x, init=start, generator=torch.Generator().manual_seed(3))
         return est.evaluate(model, SPD(16), x, res.points, objective, z, with_grad=False)[0]

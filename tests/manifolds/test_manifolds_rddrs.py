@@ -43,7 +43,14 @@ def problem():
 def _fit(**kw):
     model, x, ddrs_result = problem()
     params = dict(
-        iterations=25, samples=500, step_size=1.0, max_step_norm=2.0, select=False, max_ratio=4.0, adaptive=False
+        iterations=25,
+        samples=500,
+        step_size=1.0,
+        max_step_norm=2.0,
+        select=False,
+        max_ratio=4.0,
+        adaptive=False,
+        keep_ball=False,  # the optimiser's reach, without the containment constraint
     )
     params.update(kw)
     return ddrs.RDDRS(**params).fit(model, x, init=ddrs_result, generator=torch.Generator().manual_seed(3))
