@@ -228,6 +228,22 @@ def test_alpha_is_split_over_components_like_the_fixed_n_certificate():
     assert mixture_radius(out.lower[0].tolist(), list(weights), list(sigmas)) > 0.0
 
 
+def test_one_component_mixture_decides_like_the_gaussian_mode_on_the_same_samples():
+    # K = 1: the same looks, levels, samples and decisions as run_looks; the certificate can only be
+    # larger (the running max of the lower bounds instead of the last look's)
+    for d in (0.1, 0.3, 0.45, 0.7):
+        model, x = _halfspace(d)
+        certs = [
+            certify.Smooth(model, noise, 2).certify(
+                x, 100, 20_000, 1e-3, batch_size=20_000, generator=torch.Generator().manual_seed(3), radii=[0.25, 0.5]
+            )
+            for noise in (certify.MixtureOfGaussians([0.25]), certify.IsotropicGaussian(0.25))
+        ]
+        mix, gauss = certs
+        assert mix.decided == gauss.decided and mix.samples == gauss.samples and mix.looks == gauss.looks, d
+        assert mix.l2_radius >= gauss.l2_radius - 1e-9 and mix.noise == "mixture"
+
+
 # ------------------------------------------------------------------------------ errors
 @pytest.mark.parametrize(
     "weights, sigmas, match",
