@@ -22,10 +22,14 @@ Sampling stops as soon as every radius is decided either way or out of the budge
 is guessed from n0 separate samples, as in Cohen's CERTIFY; a wrong guess can only lead to abstaining
 or to undecided radii, never to a wrong decision.
 
-Mixtures: a true mixture (``MixtureOfGaussians(kind="mixture")``) is refused: its certificate
-(``certify.radius.mixture_radius``) combines one bound per component, and this module has no
-sequential version of that bound; certify it at a fixed n. (``ddrs compare --sequential`` does so for
-its mixture rows.) The convolution kind is one Gaussian and is supported.
+Mixtures: a true mixture (``MixtureOfGaussians(kind="mixture")``) is certified by the one formula of
+the fixed-n mode, ``certify.radius.mixture_radius``, applied to one lower bound per component; its
+sequential mode (``run_mixture_looks``) keeps one confidence sequence per component (the same
+Clopper-Pearson looks, each component's at alpha / K, the fixed-n split) and draws each component's
+samples from that component (a fixed share floor(w_k m) of the m samples of a look). Radii are l2
+(the mixture's certificate is an l2 ball). The union bound runs over the K components and the looks:
+P(any wrong decision or wrong certificate about this input) <= alpha. The convolution kind is one
+Gaussian, certified as such.
 """
 
 from __future__ import annotations
@@ -38,21 +42,25 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from scipy.special import ndtr, ndtri
 from scipy.stats import binom, norm
 
-from .bounds import clopper_pearson
+from .bounds import clopper_pearson, clopper_pearson_lower
 from .certificate import Certificate, certificate_from_bound
 from .noise import GaussianNoise, IsotropicGaussian, MixtureOfGaussians
-from .radius import gaussian_radius
-from .sampling import SampleStatistics
+from .radius import gaussian_radius, max_sigma_radius, mixture_lower_bound_at, mixture_radius
+from .sampling import SampleStatistics, sample_statistics
 
 
 class Sampler(Protocol):
     """What sequential certification needs of a smoothed classifier (``certify.Smooth`` is one):
-    its noise and smoothing, and ``sample_statistics`` (``certify.sampling``)."""
+    its noise and smoothing, and ``sample_statistics`` (``certify.sampling``); for a true mixture also
+    its model and number of classes (each component's samples are drawn from that component)."""
 
     noise: GaussianNoise
     smoothing: str
+    model: Callable
+    num_classes: int
 
     def sample_statistics(
         self, x: torch.Tensor, num: int, batch_size: int = ..., generator: torch.Generator | None = ...
@@ -112,7 +120,9 @@ def thresholds(noise, radii: np.ndarray) -> np.ndarray:
     """p_A each radius needs: Phi(r / sigma) for isotropic noise (l2 radii), else Phi(r) (own norm)."""
     if isinstance(noise, IsotropicGaussian):
         return norm.cdf(radii / noise.sigma)
-    if isinstance(noise, MixtureOfGaussians):  # convolution only (the mixture kind is refused)
+    if isinstance(noise, MixtureOfGaussians):
+        if noise.kind == "mixture":
+            raise ValueError("a true mixture has no single threshold on p_A (run_mixture_looks decides it)")
         return norm.cdf(radii / noise.effective_sigma)
     return norm.cdf(radii)
 
@@ -233,6 +243,200 @@ def run_looks(
     return Looks(decided=decided, drawn=drawn, hits=hits, lower=lower, look=look, closed_at=closed_at)
 
 
+# --------------------------------------------------------------------------- true mixtures
+def check_mixture(weights: Sequence[float], sigmas: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a true mixture's ``weights`` (finite, >= 0, summing to 1 within 1e-6; returned
+    normalised) and ``sigmas`` (finite, > 0), one of each per component. Float64 copies."""
+    out = []
+    for name, value in (("weights", weights), ("sigmas", sigmas)):
+        try:
+            a = np.asarray([float(v) for v in np.asarray(value, dtype=object).reshape(-1)], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a sequence of numbers, got {value!r}") from None
+        if a.size == 0:
+            raise ValueError(f"{name} must hold at least one component")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} must be finite numbers, got {a.tolist()}")
+        out.append(a)
+    w, s = out
+    if w.size != s.size:
+        raise ValueError(f"weights has {w.size} entries but sigmas has {s.size} (one of each per component)")
+    if np.any(w < 0) or abs(float(w.sum()) - 1.0) > 1e-6:
+        raise ValueError(f"weights must be a probability distribution (non-negative, sum 1), got {w.tolist()}")
+    if np.any(s <= 0):
+        raise ValueError(f"sigmas must all be positive, got {s.tolist()}")
+    return w / w.sum(), s
+
+
+def component_counts(m: int, weights: np.ndarray) -> np.ndarray:
+    """Samples of each component after m samples in all: floor(w_k m) (int64; +1e-9 against w_k m
+    rounding just below an integer). Never more than m in all, and non-decreasing in m, so that each
+    component's samples at the looks are nested (its own fixed look schedule)."""
+    return np.floor(np.asarray(weights, dtype=np.float64) * m + 1e-9).astype(np.int64)
+
+
+def mixture_bound_screen(t: np.ndarray, p: np.ndarray, weights: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """``certify.radius.mixture_lower_bound_at`` for many bound vectors ``p`` (R, K) at many radii
+    ``t`` (k,) at once: (R, k). A screen only: ``run_mixture_looks`` uses it to skip the streams and
+    radii on which the scalar formula cannot decide anything; every decision it takes is the scalar
+    formula's (``mixture_radius`` to certify, ``mixture_lower_bound_at`` to refute or drop)."""
+    p = np.minimum(np.asarray(p, dtype=np.float64), 1.0)
+    use = (np.asarray(weights)[None, :] > 0) & (p > 0)
+    z = ndtri(np.where(use, p, 0.5))
+    terms = ndtr(z[:, None, :] - np.asarray(t, dtype=np.float64)[None, :, None] / np.asarray(sigmas)[None, None, :])
+    return np.sum(np.where(use[:, None, :], np.asarray(weights)[None, None, :] * terms, 0.0), axis=2)
+
+
+@dataclass
+class MixtureLooks:
+    """Outcome of ``run_mixture_looks`` for R parallel inputs of a K-component mixture: ``decided``
+    (R, k) int8 (1 certified, -1 not certifiable at r at any n, 0 undecided), ``drawn`` (R,) samples
+    drawn after selection, ``counts`` and ``hits`` (R, K) per component, ``lower`` / ``upper`` (R, K)
+    each component's confidence-sequence bounds at the stopping look (the running max / min over the
+    looks), ``look`` (R,) the stopping look's number, ``closed_at`` (R, k) the samples after which
+    each radius was decided or dropped as out of reach."""
+
+    decided: np.ndarray
+    drawn: np.ndarray
+    counts: np.ndarray
+    hits: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    look: np.ndarray
+    closed_at: np.ndarray
+
+
+def run_mixture_looks(
+    draw: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    alpha: float,
+    weights: Sequence[float],
+    sigmas: Sequence[float],
+    radii: Sequence[float],
+    *,
+    start: int = 100,
+    growth: float = 1.1,
+    alphas: np.ndarray | None = None,
+    spending: str = "uniform",
+    stop_out_of_reach: bool = True,
+) -> MixtureLooks:
+    """The sequential decision rule for a true mixture (l2 ``radii``), for R independent inputs at once.
+
+    Sampling: at look j (the m_j of ``look_schedule``, as in ``run_looks``) component k has drawn
+    ``component_counts(m_j, weights)[k]`` = floor(w_k m_j) samples from its own Gaussian N(x,
+    sigma_k^2 I); ``draw(new)`` gets the new samples per component (K,) and returns, per input and
+    component (R, K), how many of them were of the guessed class.
+
+    Confidence sequences: component k's two-sided Clopper-Pearson interval [L_kj, U_kj] for p_k (its
+    probability of the guessed class) at look j has level a_j / K, with a_j = ``look_alphas`` (the
+    Gaussian mode's spending; ``alphas`` overrides a_j / K). The bounds used at look j are the running
+    max of the lower and min of the upper bounds.
+
+    Decisions at radius r, through the mixture's one certificate: certified once
+    ``mixture_radius(L)`` > r (the fixed-n certificate's formula, with these bounds in place of the
+    fixed-n ones); not certifiable at r once mixture_lower_bound_at(r, U) < 1/2 and
+    mixture_lower_bound_at(r, 1 - L) < 1/2: the exact certificate (``mixture_radius`` at the true
+    p_k) of the guessed class is below r (the bound is increasing in each p_k <= U_k), and so is any
+    other class's (its p_ck <= 1 - p_k <= 1 - L_k). Like the Gaussian mode's "not robust", this is a
+    statement about the certificate, and a wrong class guess can only delay or prevent decisions.
+
+    Guarantee: each component's sequence fails (p_k outside some [L_kj, U_kj]) with probability at
+    most sum_j a_j / K = alpha / K, whatever the stopping rule (its looks are fixed in advance by n,
+    the schedule and the weights). By the union bound over the K components, with probability
+    >= 1 - alpha every interval of every component at every look holds, and then every decision
+    taken at any look is right and ``mixture_radius(lower)`` at the stopping look is a valid
+    certificate (below the exact one): P(any wrong decision or wrong certificate) <= alpha. This is
+    the fixed-n certificate's own union bound (alpha / K per component), spread over the looks.
+
+    Stopping: an input stops once every radius is decided or out of reach: not certifiable even if
+    every remaining sample of every component were a hit, at the largest level of any later look
+    (an optimistic bound on any later L_k, with one miss of slack), so dropping it never changes
+    the set of certified radii (``stop_out_of_reach=False`` samples on to n instead)."""
+    w, s = check_mixture(weights, sigmas)
+    r = np.asarray(radii, dtype=np.float64).reshape(-1)
+    K = w.size
+    looks = look_schedule(n, start, growth)
+    J = len(looks)
+    a = look_alphas(J, alpha / K, spending) if alphas is None else np.asarray(alphas, dtype=np.float64)
+    if len(a) < J:
+        raise ValueError(f"alphas: need one level per look ({J}), got {len(a)}")
+    per = np.stack([component_counts(m, w) for m in looks])  # (J, K), nested
+    final = per[-1]
+    later = np.maximum.accumulate(a[:J][::-1])[::-1]  # later[j + 1]: the largest level after look j
+    wl, sl = w.tolist(), s.tolist()
+
+    def bound(t: float, p: np.ndarray) -> float:
+        return mixture_lower_bound_at(float(t), p.tolist(), wl, sl)
+
+    decided = np.zeros((0, r.size), dtype=np.int8)
+    open_ = gone = np.zeros((0, r.size), dtype=bool)
+    closed_at = np.zeros((0, r.size), dtype=np.int64)
+    hits = counts = lower = upper = np.zeros((0, K))
+    drawn = look = np.zeros(0, dtype=np.int64)
+    prev = np.zeros(K, dtype=np.int64)
+    for j in range(J):
+        got = np.asarray(draw(per[j] - prev), dtype=np.int64)
+        prev = per[j]
+        if j == 0:
+            got = got.reshape(-1, K)
+            R = got.shape[0]
+            decided = np.zeros((R, r.size), dtype=np.int8)
+            open_, gone = np.ones((R, r.size), dtype=bool), np.zeros((R, r.size), dtype=bool)
+            closed_at = np.zeros((R, r.size), dtype=np.int64)
+            hits, counts = np.zeros((R, K), dtype=np.int64), np.zeros((R, K), dtype=np.int64)
+            lower, upper = np.zeros((R, K)), np.ones((R, K))
+            drawn, look = np.zeros(R, dtype=np.int64), np.zeros(R, dtype=np.int64)
+        act = np.flatnonzero(open_.any(axis=1))
+        hits[act] += got.reshape(-1, K)[act]
+        lo, up = clopper_pearson(hits[act], per[j][None, :], a[j], "two-sided")
+        L = lower[act] = np.maximum(lower[act], lo)
+        U = upper[act] = np.minimum(upper[act], up)
+        sub = decided[act]
+        # certified at r: the certificate of these bounds exceeds r (screen: its bound at r is > 1/2)
+        cand = (sub == 0) & (mixture_bound_screen(r, L, w, s) > 0.5)
+        for i in np.flatnonzero(cand.any(axis=1)):
+            radius = mixture_radius(L[i].tolist(), wl, sl)
+            sub[i, (sub[i] == 0) & (r < radius)] = 1
+        # not certifiable at r by any class's exact certificate
+        cand = (sub == 0) & (mixture_bound_screen(r, U, w, s) < 0.5) & (mixture_bound_screen(r, 1.0 - L, w, s) < 0.5)
+        for i, q in zip(*np.nonzero(cand)):
+            if bound(r[q], U[i]) < 0.5 and bound(r[q], 1.0 - L[i]) < 0.5:
+                sub[i, q] = -1
+        decided[act] = sub
+        # out of reach (for good: the bound below covers every later look, so it stays out of reach)
+        out_of_reach = gone[act]
+        if j + 1 < J:
+            misses = per[j][None, :] - hits[act]
+            best_hits = np.minimum(final[None, :], final[None, :] - misses + 1)  # one miss of slack
+            best = np.maximum(L, clopper_pearson(best_hits, final[None, :], later[j + 1], "two-sided")[0])
+            cand = (sub == 0) & ~out_of_reach & (mixture_bound_screen(r, best, w, s) <= 0.5)
+            for i, q in zip(*np.nonzero(cand)):
+                out_of_reach[i, q] = bound(r[q], best[i]) <= 0.5
+        else:
+            out_of_reach[:] = True  # after the last look nothing is in reach
+        gone[act] = out_of_reach
+        was_open = open_[act]
+        now_open = (sub == 0) & ~(out_of_reach & stop_out_of_reach)
+        open_[act] = now_open
+        total = int(per[j].sum())
+        closed = closed_at[act]
+        closed[(was_open & ~now_open) | now_open] = total
+        closed_at[act] = closed
+        drawn[act], look[act], counts[act] = total, j + 1, per[j]
+        if not open_.any():
+            break
+    return MixtureLooks(
+        decided=decided,
+        drawn=drawn,
+        counts=counts,
+        hits=hits,
+        lower=lower,
+        upper=upper,
+        look=look,
+        closed_at=closed_at,
+    )
+
+
 def certify_sequential(
     smooth: Sampler,
     x: torch.Tensor,
@@ -248,19 +452,18 @@ def certify_sequential(
     spending: str = "uniform",
 ) -> Certificate:
     """Sequential CERTIFY (see the module docstring and ``run_looks``); ``n`` is the maximum number
-    of samples. A true mixture (kind='mixture') is refused: its certificate combines one bound per
-    component, and no sequential version of that bound is implemented (certify it at fixed n)."""
+    of samples. A true mixture (kind='mixture') goes through ``run_mixture_looks`` (l2 radii, one
+    confidence sequence per component at alpha / K, each component sampled on its own)."""
     r = check_radii(radii)
     noise = smooth.noise
-    if isinstance(noise, MixtureOfGaussians) and noise.kind == "mixture":
-        raise ValueError(
-            "radii: sequential certification of a true mixture (kind='mixture') is not "
-            "supported; certify it with a fixed n (radii=None)"
-        )
     if smooth.smoothing != "hard":
         raise ValueError("radii: sequential certification needs smoothing='hard' (counts)")
     if not (growth > 1.0):
         raise ValueError(f"growth must be > 1, got {growth}")
+    if isinstance(noise, MixtureOfGaussians) and noise.kind == "mixture":
+        return _certify_mixture(
+            smooth, x, n0, n, alpha, batch_size, generator, r, start=start, growth=growth, spending=spending
+        )
     t0 = time.perf_counter()
     selection = smooth.sample_statistics(x, n0, batch_size, generator)
     label = int(selection.scores().argmax())
@@ -289,4 +492,77 @@ def certify_sequential(
         radii=tuple(r.tolist()),
         looks=int(out.look[0]),
         decided_at=tuple(n0 + int(v) for v in out.closed_at[0]),  # per radius, n0 included
+    )
+
+
+def _certify_mixture(
+    smooth: Sampler,
+    x: torch.Tensor,
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    generator: torch.Generator | None,
+    r: np.ndarray,
+    *,
+    start: int,
+    growth: float,
+    spending: str,
+) -> Certificate:
+    """Sequential CERTIFY of a true mixture: the class guessed from n0 samples of the mixture, then
+    ``run_mixture_looks`` with each component's samples drawn from N(x, sigma_k^2 I). The certificate
+    is ``mixture_radius`` of the per-component lower bounds at the stopping look (valid with
+    probability >= 1 - alpha jointly with every decision, see ``run_mixture_looks``), reported with the
+    same fields as the fixed-n mixture certificate (``component_p_lowers``; ``paper_radius``, the
+    max-sigma number of the pooled samples at alpha, labelled as not a certificate)."""
+    noise = smooth.noise
+    assert isinstance(noise, MixtureOfGaussians)
+    weights, sigmas = noise.weights.tolist(), noise.sigmas.tolist()
+    t0 = time.perf_counter()
+    selection = smooth.sample_statistics(x, n0, batch_size, generator)
+    label = int(selection.scores().argmax())
+    components = [IsotropicGaussian(v) for v in sigmas]  # component k alone: N(x, sigma_k^2 I)
+
+    def draw(new: np.ndarray) -> np.ndarray:
+        hits = np.zeros((1, len(components)), dtype=np.int64)
+        for k, (component, m) in enumerate(zip(components, new.tolist())):
+            if m > 0:
+                stats = sample_statistics(
+                    smooth.model,
+                    component,
+                    x,
+                    int(m),
+                    smooth.num_classes,
+                    smoothing="hard",
+                    batch_size=batch_size,
+                    generator=generator,
+                )
+                hits[0, k] = int(stats.counts[0, label])
+        return hits
+
+    out = run_mixture_looks(draw, n, alpha, weights, sigmas, r.tolist(), start=start, growth=growth, spending=spending)
+    decided: tuple[bool | None, ...] = tuple(None if d == 0 else bool(d > 0) for d in out.decided[0])
+    lowers = [float(v) for v in out.lower[0]]
+    radius = mixture_radius(lowers, weights, sigmas)
+    drawn = int(out.drawn[0])
+    pooled = clopper_pearson_lower(int(out.hits[0].sum()), drawn, alpha)
+    seconds = time.perf_counter() - t0
+    center = x.detach().reshape(-1).to("cpu", torch.float64).numpy()
+    return certificate_from_bound(
+        noise,
+        center,
+        label,
+        float(sum(w * p for w, p in zip(weights, lowers))),
+        radius,
+        n0=n0,
+        n=drawn,  # samples drawn after the selection: cert.samples = n0 + drawn
+        alpha=alpha,
+        seconds=seconds,
+        component_p_lowers=tuple(lowers),
+        paper_radius=max_sigma_radius(pooled, sigmas),
+        paper_radius_is_certificate=False,
+        decided=decided,
+        radii=tuple(r.tolist()),
+        looks=int(out.look[0]),
+        decided_at=tuple(n0 + int(v) for v in out.closed_at[0]),
     )

@@ -227,19 +227,13 @@ def _fail(message: str):
 
 
 def sequential_radii(args, command: str) -> tuple | None:
-    """The radii of a --sequential run (None without it); a clear error for --radii alone, bad radii or
-    an unsupported method."""
+    """The radii of a --sequential run (None without it); a clear error for --radii alone or bad radii."""
     from .compare import L2_RADII
 
     if args.radii is not None and not args.sequential:
         _fail(f"ddrs {command}: error: --radii needs --sequential")
     if not args.sequential:
         return None
-    if getattr(args, "method", None) == "mog" and getattr(args, "kind", None) == "mixture":
-        _fail(
-            f"ddrs {command}: error: --sequential: a true mixture (--kind mixture) has no sequential "
-            "certificate; use --kind convolution or drop --sequential"
-        )
     radii = args.radii
     if radii is None:
         name = getattr(args, "dataset", None)

@@ -186,7 +186,7 @@ COLUMN_LEGEND = (
     "with `l2@r`; the proxy radius for ANCER/RDDRS, comparable with `proxy@r`; each input's noise is asked at its "
     "own-norm radius r / gm_sigma); `samples_mean`, "
     "`samples_median`, `samples_p90` samples drawn per input (n0 included; n is the maximum); true-mixture rows "
-    "(mog-mixture) have no sequential certificate and are certified at fixed n (their seq@r and samples blank).\n"
+    "(mog-mixture) at l2 radius r, one confidence sequence per component.\n"
 )
 
 
@@ -304,8 +304,8 @@ class Runs:
         return self.out_dir / "logs" / f"{config.label}_sigma{config.sigma:g}.tsv"
 
     def radii_of(self, config: MethodConfig) -> tuple | None:
-        # a true mixture has no sequential certificate: its rows are certified at fixed n (seq@r blank)
-        return None if config.method == "mog" and config.kind == "mixture" else self.seq_radii
+        # every method, true mixtures included (certify.sequential.run_mixture_looks), runs sequentially
+        return self.seq_radii
 
     def certify(self, configs, progress: bool, device=None, cluster=None, model=None) -> None:
         """Run ``configs`` (``(training sigma, config)`` pairs) in order in this process. The DDRS stage is

@@ -63,6 +63,10 @@ def decision_column(r: float) -> str:
     return f"cert@{r:g}"
 
 
+#: noise kinds whose sequential radii are l2 radii (certified regions are l2 balls)
+L2_NOISES = ("isotropic", "convolution", "mixture")
+
+
 def decisions_after_memory(cert, raw, radii: tuple, action: str) -> list[str]:
     """The log values of ``raw``'s per-radius decisions after the memory-based certifier turned it
     into ``cert``: a True decision the memory did not keep (shrunk below that radius, abstained, or
@@ -72,7 +76,7 @@ def decisions_after_memory(cert, raw, radii: tuple, action: str) -> list[str]:
         held = math.inf
     elif cert.prediction < 0:
         held = -math.inf
-    elif raw.noise in ("isotropic", "convolution"):
+    elif raw.noise in L2_NOISES:
         held = cert.l2_radius
     else:  # proxy radius: comparable only if the region kept the noise's shape
         held = cert.proxy_radius if action == "shrunk" else -math.inf
@@ -81,12 +85,12 @@ def decisions_after_memory(cert, raw, radii: tuple, action: str) -> list[str]:
 
 def table_radii_in_own_norm(noise, radii: tuple) -> tuple:
     """A run's ``--radii`` are the table's columns: l2 radii for isotropic noise (RS, DDRS, a
-    convolution mixture) and ANCER's proxy radius (the l2 ball of the certified region's volume) for
+    mixture of either kind) and ANCER's proxy radius (the l2 ball of the certified region's volume) for
     anisotropic noise (ANCER, RDDRS). ``Smooth.certify(radii=)`` takes the noise's own norm
     ||S^-1 delta||: a region of own-norm radius rho has proxy radius rho * gm_sigma, gm_sigma the
     geometric mean of S's eigenvalues (``certify.region.Ellipsoid.proxy_radius``), so the own-norm
     radius of proxy radius r is r / gm_sigma, per input."""
-    if noise.kind in ("isotropic", "convolution"):
+    if noise.kind in L2_NOISES:
         return tuple(radii)
     gm = float(noise.scale_summary()["gm_sigma"])
     return tuple(float(r) / gm for r in radii)

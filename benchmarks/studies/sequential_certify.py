@@ -30,6 +30,16 @@ p = hits / n, the hits recovered from the logged Clopper-Pearson bound):
   the way fixed n decided it, plus n0 (capped at n). Sequential procedures can beat it on a lucky
   stream, so it is a reference, not a bound.
 
+True mixtures (``--mixture``; closed form, one core, about a minute): half-spaces at 100 distances in
+[0, 1.25] from x in R^2 (the exact mixture certificate is the distance) under MixtureOfGaussians(kind=
+"mixture") with K = 2 and K = 5 constituents over [0.25, 0.5], certified by the sequential mixture mode
+(``certify.sequential.run_mixture_looks``), and at fixed n; a one-component mixture and the same Gaussian
+through the Gaussian mode as references. Mean samples per input against the mixture's one-look oracle
+(``mixture_one_look_oracle``: told each component's p, one look with each component bounded at
+alpha / K, the fixed-n certificate's split), in two forms: the Gaussian oracle's (n if some reachable
+radius is not decided at n) and a decidable-only one (skipping the radii it cannot decide at n).
+Written to ``sequential_certify_mixture.csv`` / ``.md`` and ``sequential_certify_mixture_inputs.csv``.
+
 Resumable: one TSV per (data set, method, mode) under ``benchmarks/results/sequential_certify/``,
 a row appended (and flushed) per input; a rerun skips finished inputs. ``--report`` writes
 ``sequential_certify.csv`` / ``.md`` / ``.png`` from whatever the logs hold (inputs certified by
@@ -37,6 +47,7 @@ every mode of a method only).
 
     python -m benchmarks.studies.sequential_certify --dataset digits fashion-mnist --methods rs ddrs
     python -m benchmarks.studies.sequential_certify --report
+    python -m benchmarks.studies.sequential_certify --mixture
 """
 
 from __future__ import annotations
@@ -59,7 +70,9 @@ from scipy.special import betaln
 from scipy.stats import norm
 
 import certify
+from certify import sequential
 from certify.bounds import clopper_pearson_lower, clopper_pearson_upper
+from certify.radius import mixture_lower_bound_at
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "sequential_certify"
 SIGMA = 0.25
@@ -439,6 +452,220 @@ def _plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+# ---------------------------------------------------------------------------- true mixtures
+#: closed-form settings: name -> (weights, sigmas): true mixtures (the MoG paper's constituents over
+#: [0.25, 0.5]), a one-component mixture, and the same Gaussian through the Gaussian mode (``run_looks``)
+#: as the reference of what the sequential rule costs against these oracles
+MIXTURES = {
+    "K2 [0.25, 0.5]": ((0.5, 0.5), (0.25, 0.5)),
+    "K5 [0.25, 0.5]": ((0.2,) * 5, (0.25, 0.3125, 0.375, 0.4375, 0.5)),
+    "K1 [0.25]": ((1.0,), (0.25,)),
+    "isotropic 0.25 (Gaussian mode)": ((1.0,), (0.25,)),
+}
+MIX_RADII = (0.25, 0.5, 0.75, 1.0)
+#: the inputs: half-space distances on a grid that never meets a radius (a radius exactly at the
+#: distance is undecidable by any procedure; the nearest grid point is 0.00625 away)
+MIX_DISTANCES = tuple(0.00625 + 0.0125 * i for i in range(100))
+
+
+class HalfSpace(torch.nn.Module):
+    """Class 0 iff x_0 <= d (logits (-z, z) * 1e6, z = x_0 - d, float64): at x = 0, a half-space at
+    distance d, whose class-0 probability under N(0, sigma^2 I) is Phi(d / sigma) exactly."""
+
+    def __init__(self, d: float):
+        super().__init__()
+        self.d = float(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.reshape(x.shape[0], -1)[:, 0].to(torch.float64) - self.d
+        return torch.stack([-z, z], dim=1) * 1e6
+
+
+def halfspace_mixture_p(d: float, sigmas) -> np.ndarray:
+    """Component probabilities of the class on x's side of a half-space at distance d: Phi(d / sigma_k)."""
+    return norm.cdf(d / np.asarray(sigmas, dtype=np.float64))
+
+
+def mixture_one_look_oracle(p, weights, sigmas, radii, alpha: float, n: int, decidable_only: bool = False) -> int:
+    """Samples (n0 excluded) a single look needs to decide every reachable radius of a true mixture
+    when it is told the component probabilities ``p`` and sees round(p_k m_k) hits of the
+    m_k = floor(w_k m) samples of component k (the sequential mode's allocation), each component bounded
+    at alpha / K (the fixed-n certificate's split; one-sided, so both kinds of decision get alpha / K
+    per component, as the Gaussian oracle gets alpha per side). Radius r is decided once the fixed-n
+    certificate ``mixture_radius`` of the lower bounds exceeds r (when the exact certificate, ``p``'s,
+    does) or once the bounds refute it as ``certify.sequential.run_mixture_looks`` does (upper bounds
+    and one minus the lower bounds). Reachable: a perfect record of n samples certifies r.
+
+    As the Gaussian ``one_look_oracle``: n if some reachable radius is not decided at n.
+    ``decidable_only``: a stronger oracle that also knows which radii it cannot decide at n and only
+    asks the others (0 if none)."""
+    w, s = (np.asarray(v, dtype=np.float64) for v in (weights, sigmas))
+    p = np.asarray(p, dtype=np.float64)
+    K = w.size
+    a = alpha / K
+    wl, sl = w.tolist(), s.tolist()
+    exact = certify.mixture_radius(p.tolist(), wl, sl)
+    full = sequential.component_counts(n, w)
+    perfect = certify.mixture_radius([clopper_pearson_lower(int(m), int(m), a) for m in full], wl, sl)
+    reachable = [r for r in radii if perfect > r]
+
+    def decides(m: int, asked: list[float]) -> bool:
+        counts = sequential.component_counts(m, w)
+        hits = [round(pk * int(mk)) for pk, mk in zip(p, counts)]
+        lower = [clopper_pearson_lower(h, int(mk), a) for h, mk in zip(hits, counts)]
+        upper = [clopper_pearson_upper(h, int(mk), a) for h, mk in zip(hits, counts)]
+        other = [1.0 - v for v in lower]
+        radius = certify.mixture_radius(lower, wl, sl) if any(exact > r for r in asked) else 0.0
+        for r in asked:
+            if exact > r and not radius > r:
+                return False
+            if exact <= r and not (
+                mixture_lower_bound_at(r, upper, wl, sl) < 0.5 and mixture_lower_bound_at(r, other, wl, sl) < 0.5
+            ):
+                return False
+        return True
+
+    if decidable_only:
+        reachable = [r for r in reachable if decides(n, [r])]
+        if not reachable:
+            return 0
+    elif not decides(n, reachable):
+        return n
+    lo, hi = 0, n  # decides(hi), not decides(lo) (m = 0 decides nothing)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if decides(mid, reachable) else (mid, hi)
+    return hi
+
+
+def run_mixture(out_dir: Path, n: int, inputs: int | None, batch_size: int, fixed: bool = True) -> list[dict]:
+    """The closed-form mixture study: for every setting of ``MIXTURES`` and every distance of
+    ``MIX_DISTANCES`` (the first ``inputs``), a half-space at that distance from x = 0 in R^2 certified
+    by ``Smooth.certify(radii=MIX_RADII)`` (the sequential mixture mode, max n; the Gaussian mode for the
+    isotropic reference row) and, with ``fixed``, at fixed n; the one-look oracles of
+    ``mixture_one_look_oracle`` from the exact p_k. Writes ``sequential_certify_mixture.csv`` / ``.md``
+    (one row per setting) and ``sequential_certify_mixture_inputs.csv`` (one row per input) under
+    ``out_dir``; one torch thread."""
+    torch.set_num_threads(1)
+    distances = MIX_DISTANCES[:inputs] if inputs is not None else MIX_DISTANCES
+    x = torch.zeros(2, dtype=torch.float64)
+    rows, per_input = [], []
+    for name, (weights, sigmas) in MIXTURES.items():
+        noise: certify.GaussianNoise = (
+            certify.IsotropicGaussian(sigmas[0])
+            if name.startswith("isotropic")
+            else certify.MixtureOfGaussians(sigmas, weights, kind="mixture")
+        )
+        seq_samples, oracle_samples, strict_samples, seconds = [], [], [], []
+        acc = {f"{mode}@{r:g}": 0 for mode in ("fixed", "seq") for r in MIX_RADII}
+        undecided = 0
+        for i, d in enumerate(distances):
+            smooth = certify.Smooth(HalfSpace(d).eval(), noise, 2)
+            gen = torch.Generator().manual_seed(SEED + i)
+            cert = smooth.certify(x, N0, n, ALPHA, batch_size=batch_size, generator=gen, radii=MIX_RADII)
+            p = halfspace_mixture_p(d, sigmas)
+            oracle = N0 + mixture_one_look_oracle(p, weights, sigmas, MIX_RADII, ALPHA, n)
+            strict = N0 + mixture_one_look_oracle(p, weights, sigmas, MIX_RADII, ALPHA, n, decidable_only=True)
+            row = {
+                "mixture": name,
+                "distance": d,
+                "seq_samples": cert.samples,
+                "oracle_samples": oracle,
+                "decidable_oracle_samples": strict,
+                "seq_radius": cert.l2_radius,
+                "seq_seconds": cert.seconds,
+            }
+            assert cert.decided is not None
+            for r, dec in zip(MIX_RADII, cert.decided):
+                row[f"seq@{r:g}"] = decision_text(dec)
+                acc[f"seq@{r:g}"] += dec is True and cert.prediction == 0
+                # every decision against the exact certificate (the distance): a wrong one is a failure
+                if (dec is True and d <= r) or (dec is False and d >= r):
+                    raise AssertionError(f"{name}, distance {d}: wrong decision at r = {r}")
+            undecided += any(dec is None for dec in cert.decided)
+            if fixed:
+                f = smooth.certify(
+                    x, N0, n, ALPHA, batch_size=batch_size, generator=torch.Generator().manual_seed(SEED + i)
+                )
+                row["fixed_radius"] = f.l2_radius
+                for r in MIX_RADII:
+                    acc[f"fixed@{r:g}"] += f.prediction == 0 and f.l2_radius >= r
+            per_input.append(row)
+            seq_samples.append(cert.samples)
+            oracle_samples.append(oracle)
+            strict_samples.append(strict)
+            seconds.append(cert.seconds)
+            print(f"{name} d={d:.4f}: seq {cert.samples} ({cert.decided}), oracle {oracle} / {strict}", flush=True)
+        s, o = np.asarray(seq_samples, dtype=np.float64), np.asarray(oracle_samples, dtype=np.float64)
+        o2 = np.asarray(strict_samples, dtype=np.float64)
+        summary = {
+            "mixture": name,
+            "K": len(weights),
+            "inputs": len(distances),
+            "n_max": n,
+            "alpha": ALPHA,
+            **({k: v / len(distances) for k, v in acc.items() if fixed or k.startswith("seq")}),
+            "seq_samples_mean": float(s.mean()),
+            "seq_samples_median": float(np.median(s)),
+            "seq_samples_p90": float(np.percentile(s, 90)),
+            "seq_undecided": undecided / len(distances),
+            "seq_seconds": float(np.mean(seconds)),
+            "oracle_samples_mean": float(o.mean()),
+            "oracle_samples_median": float(np.median(o)),
+            "seq_over_oracle": float(s.mean() / o.mean()),
+            "decidable_oracle_samples_mean": float(o2.mean()),
+            "decidable_oracle_samples_median": float(np.median(o2)),
+            "seq_over_decidable_oracle": float(s.mean() / o2.mean()),
+        }
+        rows.append(summary)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, table in (
+        (out_dir / "sequential_certify_mixture.csv", rows),
+        (out_dir / "sequential_certify_mixture_inputs.csv", per_input),
+    ):
+        keys: list[str] = []
+        for r in table:
+            keys += [k for k in r if k not in keys]
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys)
+            w.writeheader()
+            w.writerows(table)
+    lines = [
+        f"True mixtures, closed form: half-spaces at {len(distances)} distances in "
+        f"[{min(distances):g}, {max(distances):g}] from x in R^2, n0 = {N0}, max n = {n:,}, alpha = {ALPHA:g}, "
+        f"radii {', '.join(f'{r:g}' for r in MIX_RADII)} (l2; the exact certificate is the distance).",
+        "",
+        "| mixture | inputs | "
+        + " | ".join(f"fixed / seq @{r:g}" if fixed else f"seq @{r:g}" for r in MIX_RADII)
+        + " | samples mean: seq / oracle (ratio) | seq / decidable-only oracle (ratio) | median: seq / oracle "
+        "/ decidable-only | seq p90 | undecided |",
+        "|" + "---|" * (7 + len(MIX_RADII)),
+    ]
+    for r in rows:
+        accs = " | ".join(
+            (f"{100 * r[f'fixed@{x:g}']:.0f} / " if fixed else "") + f"{100 * r[f'seq@{x:g}']:.0f}" for x in MIX_RADII
+        )
+        lines.append(
+            f"| {r['mixture']} | {r['inputs']} | {accs} | "
+            f"{r['seq_samples_mean']:.0f} / {r['oracle_samples_mean']:.0f} ({r['seq_over_oracle']:.2f}) | "
+            f"{r['seq_samples_mean']:.0f} / {r['decidable_oracle_samples_mean']:.0f} "
+            f"({r['seq_over_decidable_oracle']:.2f}) | {r['seq_samples_median']:.0f} / "
+            f"{r['oracle_samples_median']:.0f} / {r['decidable_oracle_samples_median']:.0f} | "
+            f"{r['seq_samples_p90']:.0f} | {100 * r['seq_undecided']:.0f} % |"
+        )
+    lines += [
+        "",
+        "Oracle: told the component probabilities, one look with each component bounded at alpha / K "
+        "(the fixed-n certificate's split), the smallest n at which the fixed-n mixture certificate decides "
+        "every reachable radius, n if it cannot decide one at n (the Gaussian study's oracle); decidable-only: "
+        "the same oracle asking only the radii it can decide at n (``mixture_one_look_oracle``). n0 included. "
+        "Accuracies: fraction of inputs certified (fixed n: l2 radius >= r; seq: decided certified).",
+    ]
+    (out_dir / "sequential_certify_mixture.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
 def main(argv=None) -> int:
     global OUT, N
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
@@ -450,8 +677,18 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=OUT, help="log directory (smoke tests: a temporary one)")
     p.add_argument("--max-inputs", type=int, default=None, help="smoke tests: only the first inputs")
     p.add_argument("--n", type=int, default=N, help="smoke tests: a smaller maximum n")
+    p.add_argument(
+        "--mixture",
+        action="store_true",
+        help="only the closed-form true-mixture study (half-spaces; sequential vs the one-look oracle), "
+        "written beside the log directory as sequential_certify_mixture.csv / .md",
+    )
+    p.add_argument("--no-fixed", action="store_true", help="--mixture: skip the fixed-n certificates")
     args = p.parse_args(argv)
     OUT, N = args.out, args.n
+    if args.mixture:
+        run_mixture(OUT.parent, N, args.max_inputs, args.batch_size, fixed=not args.no_fixed)
+        return 0
     if args.max_inputs is not None:
         for d in list(SUBSETS):
             SUBSETS[d] = (SUBSETS[d][0], args.max_inputs)

@@ -86,14 +86,30 @@ def test_bad_sequential_arguments_exit_2_and_write_nothing(tmp_path, extra, mess
     assert not out.exists()
 
 
-def test_true_mixture_with_sequential_is_refused(tmp_path, capsys):
-    argv = ["certify", "--dataset", "toy2d", "--method", "mog", "--sigmas", "0.1", "0.2", "--quiet"]
-    with pytest.raises(SystemExit) as info:
-        main(argv + ["--sequential", "--radii", "0.1", "--out", str(tmp_path / "m.tsv")])
-    assert info.value.code == 2 and "--kind convolution" in capsys.readouterr().err
+def test_true_mixture_certifies_sequentially_at_l2_radii(tmp_path, model_dir):
+    out = tmp_path / "mog.tsv"
+    argv = ["certify", "--dataset", "toy2d", "--method", "mog", "--sigmas", "0.1", "0.2", "--model-dir", model_dir]
+    assert main(argv + TINY + SEQ + ["--out", str(out)]) == 0
+    assert out.read_text().splitlines()[0].split("\t") == log_columns((0.0, 0.05, 0.1))
+    log = certify.read_log(out)
+    assert len(log) == 6 and set(log["noise"]) == {"mixture"}
+    assert np.all((log["samples"] >= 50 + 100) & (log["samples"] <= 50 + 3000))
+    assert np.any(log["samples"] < 50 + 3000)  # some input stopped early
+    decided = 0
+    for r in (0.0, 0.05, 0.1):
+        column = [str(v) for v in log[f"cert@{r:g}"]]
+        assert set(column) <= {"1", "0", "-", "1.0", "0.0"}
+        certified = np.array([v.startswith("1") for v in column])
+        decided += sum(v != "-" for v in column)
+        # the radii are l2 radii (not divided by a scale): certified at r <=> the l2 certificate reaches r
+        assert np.array_equal(certified, (log["predict"] >= 0) & (log["radius"] >= r))
+    assert decided > 0
+    # a true mixture's table radii are l2 radii, as for isotropic noise
+    noise = certify.MixtureOfGaussians([0.1, 0.2], [0.3, 0.7])
+    assert table_radii_in_own_norm(noise, (0.1, 0.4)) == (0.1, 0.4)
 
 
-def test_compare_sequential_certifies_true_mixtures_at_fixed_n_in_the_same_table(tmp_path, model_dir):
+def test_compare_sequential_certifies_true_mixtures_sequentially_in_the_same_table(tmp_path, model_dir):
     budget = Budget(n0=50, n=1000, batch_size=1000, max_inputs=4, every=40)
     result = run_compare(
         "toy2d",
@@ -109,11 +125,14 @@ def test_compare_sequential_certifies_true_mixtures_at_fixed_n_in_the_same_table
         rows = list(csv.DictReader(f))
     mog = [r for r in rows if r["method"].startswith("mog-mixture")]
     rs = [r for r in rows if r["method"] == "rs"]
-    assert mog and rs and all(r["seq@0.05"] == "" and r["samples_mean"] == "" for r in mog)
-    assert rs[0]["seq@0.05"] != "" and float(rs[0]["samples_mean"]) <= 1050
+    assert mog and rs
+    for row in mog + rs:
+        assert 0.0 <= float(row["seq@0.05"]) <= float(row["seq@0"]) <= 1.0
+        assert 150 <= float(row["samples_mean"]) <= 1050
     logs = tmp_path / "toy2d" / "logs"
-    mixture_log = next(p for p in logs.glob("mog-mixture*.tsv"))
-    assert "samples" not in mixture_log.read_text().splitlines()[0].split("\t")
+    for mixture_log in logs.glob("mog-mixture*.tsv"):
+        header = mixture_log.read_text().splitlines()[0].split("\t")
+        assert "samples" in header and "cert@0.05" in header
 
 
 def test_compare_sequential_writes_decision_tables_and_plot(tmp_path, model_dir):

@@ -97,11 +97,8 @@ def test_bad_radii_are_refused_by_name(radii, match):
         sm.certify(x, 10, 100, 0.01, radii=radii)
 
 
-def test_true_mixture_is_refused_and_anisotropic_radii_use_the_own_norm():
-    model, x, sigma = _halfspace_at(0.9)
-    mix = certify.Smooth(model, certify.MixtureOfGaussians([0.25, 0.5]), 2)
-    with pytest.raises(ValueError, match="radii"):
-        mix.certify(x, 10, 100, 0.01, radii=[0.1])
+def test_anisotropic_radii_use_the_own_norm():
+    # (true mixtures: tests/certify/test_sequential_mixture.py)
     # diagonal noise with theta = sigma on the boundary axis: own-norm radius r = l2 radius / sigma
     model, x, sigma = _halfspace_at(0.999)
     sm = certify.Smooth(model, certify.DiagonalGaussian(torch.tensor([sigma, 1.0], dtype=torch.float64)), 2)

@@ -13,6 +13,8 @@ from benchmarks.studies.sequential_certify import (
     perfect_record_floor,
 )
 from certify import sequential
+from certify.bounds import clopper_pearson_lower
+from certify.radius import mixture_radius as certify_mixture_radius
 
 
 def _paper_first_rejection(x, t, alpha):
@@ -85,3 +87,48 @@ def test_one_look_oracle_on_a_perfect_record_is_the_floor_and_undecidable_thresh
     m = one_look_oracle(0.5, np.array([0.9]), alpha, 100_000)  # refuting: max(U, 1 - L) < 0.9
     h = round(0.5 * m)
     assert stats.beta.ppf(1 - alpha, h + 1, m - h) < 0.9 and m < 100
+
+
+# ------------------------------------------------------------------------------ true mixtures
+@pytest.mark.parametrize("p", [0.999, 0.99, 0.95, 0.8, 0.6])
+def test_mixture_oracle_of_one_component_is_the_gaussian_oracle(p):
+    from benchmarks.studies.sequential_certify import mixture_one_look_oracle
+
+    sigma, radii, alpha, n = 0.25, (0.1, 0.25, 0.5), 1e-3, 100_000
+    needs = stats.norm.cdf(np.asarray(radii) / sigma)
+    gaussian = one_look_oracle(p, needs, alpha, n)
+    assert mixture_one_look_oracle([p], (1.0,), (sigma,), radii, alpha, n) == gaussian
+    assert mixture_one_look_oracle([p], (1.0,), (sigma,), radii, alpha, n, decidable_only=True) <= gaussian
+
+
+def test_mixture_oracle_splits_alpha_over_components_and_the_decidable_only_oracle_skips_hopeless_radii():
+    from benchmarks.studies.sequential_certify import halfspace_mixture_p, mixture_one_look_oracle
+
+    weights, sigmas, alpha, n = (0.5, 0.5), (0.25, 0.5), 1e-3, 100_000
+    p = halfspace_mixture_p(0.6, sigmas)  # exact certificate 0.6
+    both = mixture_one_look_oracle(p, weights, sigmas, (0.25,), alpha, n)
+    # one look at m: each component's one-sided bound at alpha / 2 on floor(m / 2) samples certifies 0.25
+    m_k = both // 2
+    lower = [clopper_pearson_lower(round(pk * m_k), m_k, alpha / 2) for pk in p]
+    assert certify_mixture_radius(lower, weights, sigmas) > 0.25
+    assert mixture_one_look_oracle(p, weights, sigmas, (0.25,), 2 * alpha, n) < both  # alpha / K costs samples
+    # 0.6 + 1e-4 cannot be refuted at n: the Gaussian-style oracle takes n, the decidable-only one skips it
+    assert mixture_one_look_oracle(p, weights, sigmas, (0.25, 0.6001), alpha, n) == n
+    assert mixture_one_look_oracle(p, weights, sigmas, (0.25, 0.6001), alpha, n, decidable_only=True) == both
+
+
+def test_mixture_study_smoke_run_writes_its_tables(tmp_path):
+    import csv
+
+    from benchmarks.studies.sequential_certify import MIXTURES, main
+
+    assert main(["--mixture", "--out", str(tmp_path / "logs"), "--max-inputs", "3", "--n", "3000"]) == 0
+    with open(tmp_path / "sequential_certify_mixture.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["mixture"] for r in rows] == list(MIXTURES)
+    for r in rows:
+        assert r["inputs"] == "3" and 0 < float(r["seq_over_oracle"]) and 0 < float(r["seq_over_decidable_oracle"])
+        assert 100 < float(r["seq_samples_mean"]) <= 3100
+    with open(tmp_path / "sequential_certify_mixture_inputs.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3 * len(MIXTURES)
+    assert "decidable-only" in (tmp_path / "sequential_certify_mixture.md").read_text()
