@@ -164,6 +164,9 @@ def summarise(log_path: Path, radii, proxy_radii, seq_radii=None) -> dict:
         row[f"proxy@{r:g}"] = a
     row["acr"] = certify.average_certified_radius(log)
     row["acr_proxy"] = certify.average_certified_radius(log, "proxy_radius")
+    lower = np.asarray(log["p_lower"], dtype=np.float64)
+    for q in (10, 50, 90):  # the distribution of the p_A lower bounds (what every radius is a function of)
+        row[f"p_lower_q{q}"] = float(np.percentile(lower, q)) if len(lower) else float("nan")
     row["abstain"] = certify.abstention_rate(log)
     row["sec_per_input"] = float(np.mean(log["time"]))
     changed = log["memory_action"] if "memory_action" in log.columns else np.array([])
@@ -176,10 +179,13 @@ def summarise(log_path: Path, radii, proxy_radii, seq_radii=None) -> dict:
 
 
 COLUMN_LEGEND = (
-    "Columns: `inputs` certified test inputs; `l2@r` certified accuracy at l2 radius r (fraction of inputs "
+    "Columns: `subset` which test inputs (the first `inputs` of every k-th); `inputs` certified test inputs; "
+    "`l2@r` (the headline) certified accuracy at l2 radius r (fraction of inputs "
     "classified correctly with a certified l2 radius >= r); `proxy@r` the same at ANCER's proxy radius (the l2 "
     "ball of equal volume to the certified ellipsoid: not an l2 guarantee); `acr` / `acr_proxy` average "
-    "certified (proxy) radius over correct inputs; `abstain` fraction of abstentions; `sec_per_input` noise "
+    "certified (proxy) radius over correct inputs (secondary: a trivial classifier can make it arbitrarily large); "
+    "`p_lower_q10` / `_q50` / `_q90` quantiles of the per-input Clopper-Pearson lower bound on p_A; "
+    "`abstain` fraction of abstentions; `sec_per_input` noise "
     "choice + certification seconds per input; `memory_changed` inputs whose certificate the memory-based "
     "certifier shrank, replaced or abstained. Sequential runs (`--sequential`): `seq@r` fraction of inputs "
     "classified correctly and decided certified at radius r (the table's radius: l2 for isotropic noise, comparable "
@@ -476,6 +482,7 @@ def run_compare(
             "method": config.label,
             "sigma": config.sigma,
             "sigmas": "/".join(f"{s:g}" for s in config.sigmas) if config.sigmas else "",
+            "subset": f"every {budget.every}th test input",
         }
         row.update(summarise(log_path, radii, radii, config_radii))
         rows.append(row)
