@@ -38,7 +38,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -157,6 +157,17 @@ def max_misses_to_certify(looks: list[int], alphas: np.ndarray, need: np.ndarray
         ok = binom.sf(m - mid - 1, m, t) < half  # P(X >= m - mid) under t
         lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
     return lo.astype(np.int64)
+
+
+def _look_options(
+    start: int = 100,
+    growth: float = 1.1,
+    alphas: np.ndarray | None = None,
+    spending: str = "uniform",
+    stop_out_of_reach: bool = True,
+) -> tuple[int, float, np.ndarray | None, str, bool]:
+    """``run_mixture_looks``'s keyword options with ``run_looks``'s defaults (an unknown name is a TypeError)."""
+    return start, growth, alphas, spending, stop_out_of_reach
 
 
 def run_looks(
@@ -313,14 +324,11 @@ def run_mixture_looks(
     weights: Sequence[float],
     sigmas: Sequence[float],
     radii: Sequence[float],
-    *,
-    start: int = 100,
-    growth: float = 1.1,
-    alphas: np.ndarray | None = None,
-    spending: str = "uniform",
-    stop_out_of_reach: bool = True,
+    **options: Any,
 ) -> MixtureLooks:
     """The sequential decision rule for a true mixture (l2 ``radii``), for R independent inputs at once.
+    ``options``: ``run_looks``'s keyword options (``start``, ``growth``, ``alphas``, ``spending``,
+    ``stop_out_of_reach``), with its defaults.
 
     Sampling: at look j (the m_j of ``look_schedule``, as in ``run_looks``) component k has drawn
     ``component_counts(m_j, weights)[k]`` = floor(w_k m_j) samples from its own Gaussian N(x,
@@ -352,6 +360,7 @@ def run_mixture_looks(
     every remaining sample of every component were a hit, at the largest level of any later look
     (an optimistic bound on any later L_k, with one miss of slack), so dropping it never changes
     the set of certified radii (``stop_out_of_reach=False`` samples on to n instead)."""
+    start, growth, alphas, spending, stop_out_of_reach = _look_options(**options)
     w, s = check_mixture(weights, sigmas)
     r = np.asarray(radii, dtype=np.float64).reshape(-1)
     K = w.size
@@ -461,9 +470,8 @@ def certify_sequential(
     if not (growth > 1.0):
         raise ValueError(f"growth must be > 1, got {growth}")
     if isinstance(noise, MixtureOfGaussians) and noise.kind == "mixture":
-        return _certify_mixture(
-            smooth, x, n0, n, alpha, batch_size, generator, r, start=start, growth=growth, spending=spending
-        )
+        looks = dict(start=start, growth=growth, spending=spending)
+        return _certify_mixture(smooth, x, r, (n0, n, alpha, batch_size, generator), looks)
     t0 = time.perf_counter()
     selection = smooth.sample_statistics(x, n0, batch_size, generator)
     label = int(selection.scores().argmax())
@@ -473,43 +481,13 @@ def certify_sequential(
         return np.array([int(stats.counts.sum(dim=0)[label])])
 
     out = run_looks(draw, n, alpha, thresholds(noise, r), start=start, growth=growth, spending=spending)
-    decided: tuple[bool | None, ...] = tuple(None if d == 0 else bool(d > 0) for d in out.decided[0])
-    drawn, lower = int(out.drawn[0]), float(out.lower[0])
-    radius = gaussian_radius(lower)
-    seconds = time.perf_counter() - t0
-    center = x.detach().reshape(-1).to("cpu", torch.float64).numpy()
-    return certificate_from_bound(
-        noise,
-        center,
-        label,
-        lower,
-        radius,
-        n0=n0,
-        n=drawn,  # samples drawn after the selection: cert.samples = n0 + drawn
-        alpha=alpha,
-        seconds=seconds,
-        decided=decided,
-        radii=tuple(r.tolist()),
-        looks=int(out.look[0]),
-        decided_at=tuple(n0 + int(v) for v in out.closed_at[0]),  # per radius, n0 included
-    )
+    lower = float(out.lower[0])
+    return _sequential_certificate(noise, x, label, lower, gaussian_radius(lower), out, t0, n0, alpha, r)
 
 
-def _certify_mixture(
-    smooth: Sampler,
-    x: torch.Tensor,
-    n0: int,
-    n: int,
-    alpha: float,
-    batch_size: int,
-    generator: torch.Generator | None,
-    r: np.ndarray,
-    *,
-    start: int,
-    growth: float,
-    spending: str,
-) -> Certificate:
-    """Sequential CERTIFY of a true mixture: the class guessed from n0 samples of the mixture, then
+def _certify_mixture(smooth: Sampler, x: torch.Tensor, r: np.ndarray, budget: tuple, looks: dict) -> Certificate:
+    """Sequential CERTIFY of a true mixture (``budget``: ``certify_sequential``'s (n0, n, alpha, batch_size,
+    generator); ``looks``: its start, growth and spending): the class guessed from n0 samples of the mixture, then
     ``run_mixture_looks`` with each component's samples drawn from N(x, sigma_k^2 I). The certificate
     is ``mixture_radius`` of the per-component lower bounds at the stopping look (valid with
     probability >= 1 - alpha jointly with every decision, see ``run_mixture_looks``), reported with the
@@ -517,6 +495,7 @@ def _certify_mixture(
     max-sigma number of the pooled samples at alpha, labelled as not a certificate)."""
     noise = smooth.noise
     assert isinstance(noise, MixtureOfGaussians)
+    n0, n, alpha, batch_size, generator = budget
     weights, sigmas = noise.weights.tolist(), noise.sigmas.tolist()
     t0 = time.perf_counter()
     selection = smooth.sample_statistics(x, n0, batch_size, generator)
@@ -540,29 +519,44 @@ def _certify_mixture(
                 hits[0, k] = int(stats.counts[0, label])
         return hits
 
-    out = run_mixture_looks(draw, n, alpha, weights, sigmas, r.tolist(), start=start, growth=growth, spending=spending)
-    decided: tuple[bool | None, ...] = tuple(None if d == 0 else bool(d > 0) for d in out.decided[0])
+    out = run_mixture_looks(draw, n, alpha, weights, sigmas, r.tolist(), **looks)
     lowers = [float(v) for v in out.lower[0]]
-    radius = mixture_radius(lowers, weights, sigmas)
-    drawn = int(out.drawn[0])
-    pooled = clopper_pearson_lower(int(out.hits[0].sum()), drawn, alpha)
-    seconds = time.perf_counter() - t0
-    center = x.detach().reshape(-1).to("cpu", torch.float64).numpy()
-    return certificate_from_bound(
-        noise,
-        center,
-        label,
-        float(sum(w * p for w, p in zip(weights, lowers))),
-        radius,
-        n0=n0,
-        n=drawn,  # samples drawn after the selection: cert.samples = n0 + drawn
-        alpha=alpha,
-        seconds=seconds,
+    pooled = clopper_pearson_lower(int(out.hits[0].sum()), int(out.drawn[0]), alpha)
+    bound = float(sum(w * p for w, p in zip(weights, lowers)))
+    return _sequential_certificate(
+        noise, x, label, bound, mixture_radius(lowers, weights, sigmas), out, t0, n0, alpha, r,
         component_p_lowers=tuple(lowers),
         paper_radius=max_sigma_radius(pooled, sigmas),
         paper_radius_is_certificate=False,
-        decided=decided,
+    )  # fmt: skip
+
+
+def _sequential_certificate(
+    noise: GaussianNoise,
+    x: torch.Tensor,
+    label: int,
+    lower: float,
+    radius: float,
+    out: Any,
+    t0: float,
+    n0: int,
+    alpha: float,
+    r: np.ndarray,
+    **fields: Any,
+) -> Certificate:
+    """The certificate of a sequential run ``out`` (``Looks`` or ``MixtureLooks`` of one input) started at
+    ``t0``: the bound and radius at the stopping look, the decision per radius (True certified, False not
+    certifiable, None undecided), the looks taken and where each radius was decided (n0 included);
+    ``fields``: the mixture's extra fields."""
+    return certificate_from_bound(
+        noise, x.detach().reshape(-1).to("cpu", torch.float64).numpy(), label, lower, radius,
+        n0=n0,
+        n=int(out.drawn[0]),  # samples drawn after the selection: cert.samples = n0 + drawn
+        alpha=alpha,
+        seconds=time.perf_counter() - t0,
+        decided=tuple(None if d == 0 else bool(d > 0) for d in out.decided[0]),
         radii=tuple(r.tolist()),
         looks=int(out.look[0]),
         decided_at=tuple(n0 + int(v) for v in out.closed_at[0]),
-    )
+        **fields,
+    )  # fmt: skip

@@ -21,3 +21,13 @@ class HalfSpace(torch.nn.Module):
     def forward(self, x):
         z = x.reshape(x.shape[0], -1) @ self.w - self.b
         return torch.stack([-z, z], dim=1) * self.scale
+
+
+def tiny_budget(**changes):
+    """A ``ddrs compare`` budget small enough for a test (5 toy2d inputs, a few ascent steps); ``changes`` override."""
+    from ddrs_app.compare import Budget
+
+    small = dict(
+        n0=50, max_inputs=5, every=40, ddrs=dict(iterations=5, samples=16), ancer=dict(iterations=5, samples=16)
+    )
+    return Budget(**(small | changes))

@@ -15,7 +15,6 @@ resumed when it exists, the memory-based certifier for the data-dependent method
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import os
@@ -218,7 +217,7 @@ def certify_model(
 
     Returns ``{"log": path, "report": {markdown, csv, plot}, "summary": {...}, "num_classes": K}``.
     Raises :class:`ddrs_app.data.BadInput` (naming the argument) before any log is written."""
-    from .runs import MethodConfig, run_certification
+    from .runs import MethodConfig, certify_on
 
     check_method_arguments(method, metric, backend, options, ddrs_options)
     model_spec: dict[str, Any] = dict(
@@ -259,23 +258,8 @@ def certify_model(
         options=dict(options or {}),
         ddrs_options=dict(ddrs_options or {}),
     )
-    with cluster or contextlib.nullcontext() as cl:
-        if cl is not None and loader is not None:
-            cl.register(model, loader)
-        log_path = run_certification(
-            config,
-            model,
-            dataset,
-            out,
-            n0=n0,
-            n=n,
-            alpha=alpha,
-            batch_size=batch_size,
-            seed=seed,
-            memory=memory,
-            progress=progress,
-            cluster=cl,
-        )
+    budget = dict(n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, memory=memory, progress=progress)
+    log_path = certify_on(cluster, loader, config, model, dataset, out, **budget)
     report_dir = Path(report_dir) if report_dir is not None else Path(str(log_path) + ".report")
     files = write_report([log_path], report_dir, radii=radii, labels=[config.label])
     log = certify.read_log(log_path)

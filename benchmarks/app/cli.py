@@ -187,13 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=_int_at_least("--seed", 0), default=0)
     m.add_argument("--quiet", action="store_true")
     _add_threads_arg(m)
-    m.add_argument(
+    _add_count_arg(
+        m,
         "--jobs",
-        type=_int_at_least("--jobs", 1),
-        default=None,
-        metavar="J",
-        help="certify the project's models in J processes of --threads threads each (default: one per CPU "
-        "core, at most one per sigma); the logs are the single-process ones",
+        "J",
+        "certify the project's models in J processes of --threads threads each (default: one per CPU core, at "
+        "most one per sigma); the logs are the single-process ones",
     )
     _add_model_args(m)  # --model, --weights, --trust-pickle, --normalize, --device
     _add_sequential_args(m)
@@ -282,12 +281,11 @@ def _add_report_parser(sub) -> None:
         default=None,
         help="one legend per log (default: '&sigma; = S' for Cohen's sigma_S files, else the name)",
     )
-    r.add_argument(
-        "--column",
-        default="radius",
-        help="the radius column certified accuracy is counted by (default: radius, Cohen's certified l2 "
-        "radius; proxy_radius: ANCER's proxy radius, the ANCER/RDDRS papers' metric)",
+    column_help = (
+        "the radius column certified accuracy is counted by (default: radius, Cohen's certified l2 radius; "
+        "proxy_radius: ANCER's proxy radius, the ANCER/RDDRS papers' metric)"
     )
+    r.add_argument("--column", default="radius", help=column_help)
     r.add_argument("--out-dir", default="runs/report", help="where report.md, report.csv and the plot go")
     r.add_argument("--no-plot", action="store_true", help="tables only")
 
@@ -443,15 +441,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     _add_device_arg(p)
 
 
+def _add_count_arg(p: argparse.ArgumentParser, flag: str, metavar: str, help_text: str) -> None:
+    """An optional count >= 1 (default None: the command decides)."""
+    p.add_argument(flag, type=_int_at_least(flag, 1), default=None, metavar=metavar, help=help_text)
+
+
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    _add_count_arg(
+        p,
         "--workers",
-        type=_int_at_least("--workers", 1),
-        default=None,
-        metavar="N",
-        help="certify on N Ray workers, each with one model replica (one GPU each with --device cuda); "
-        "a local Ray cluster starts and stops with the command unless --ray-address; the log is the "
-        "single-process one (time columns aside)",
+        "N",
+        "certify on N Ray workers, each with one model replica (one GPU each with --device cuda); a local Ray "
+        "cluster starts and stops with the command unless --ray-address; the log is the single-process one "
+        "(time columns aside)",
     )
     p.add_argument(
         "--ray-address",
@@ -535,7 +537,7 @@ def _user_model_and_data(args, train_sigma: float):
 def _cmd_certify(args) -> int:
     from .compare import BUDGETS, Budget
     from .data import BadInput
-    from .runs import MethodConfig, run_certification
+    from .runs import MethodConfig, certify_on
 
     check_method_options(args.method, getattr(args, "argv", []))
     if args.method == "mog" and not args.sigmas:
@@ -564,24 +566,10 @@ def _cmd_certify(args) -> int:
     except BadInput as err:  # before any log exists: nothing partial is left behind
         print(f"ddrs certify: error: {err}", file=sys.stderr)
         return 2
-    with cluster or contextlib.nullcontext() as cl:
-        if cl is not None and loader is not None:
-            cl.register(model, loader)
-        out = run_certification(
-            config,
-            model,
-            data,
-            args.out,
-            n0=args.n0,
-            n=args.n,
-            alpha=args.alpha,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            memory=not args.no_memory,
-            progress=not args.quiet,
-            radii=radii,
-            cluster=cl,
-        )
+    budget = dict(n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed, radii=radii)
+    out = certify_on(
+        cluster, loader, config, model, data, args.out, memory=not args.no_memory, progress=not args.quiet, **budget
+    )
     import certify
 
     log = certify.read_log(out)

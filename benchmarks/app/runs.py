@@ -10,6 +10,7 @@ in query order; the region each input finally holds is saved beside the log
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -611,6 +612,17 @@ def record_stages(result: BatchResult, sigma_star_cache: dict, stage_cache: dict
     if result.sigma_star is not None:
         for idx, s in zip(result.indices, result.sigma_star):
             sigma_star_cache[idx] = s
+
+
+def certify_on(
+    cluster: Any, loader: Any, config: MethodConfig, model: Any, data: Dataset, out: Any, **run: Any
+) -> Path:
+    """``run_certification(config, model, data, out, **run)`` on ``cluster`` (a ``ddrs_app.cluster.Cluster``, started
+    and stopped here; None: this process), whose workers load ``model`` with ``loader`` when one is given."""
+    with cluster or contextlib.nullcontext() as started:
+        if started is not None and loader is not None:
+            started.register(model, loader)
+        return run_certification(config, model, data, out, cluster=started, **run)
 
 
 def run_certification(

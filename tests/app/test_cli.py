@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from ddrs_app.cli import main
-from ddrs_app.compare import Budget, run_compare
+from ddrs_app.compare import run_compare
 
 import certify
+from tests.classifiers import tiny_budget
 
 TINY = ["--n0", "50", "--n", "400", "--batch-size", "400", "--every", "40", "--max-inputs", "6", "--quiet"]
 
@@ -115,16 +116,7 @@ def test_mog_without_sigmas_is_refused(capsys):
 
 
 def test_compare_writes_tables_and_plots_with_every_method(tmp_path, model_dir):
-    budget = Budget(
-        n0=50,
-        n=400,
-        batch_size=400,
-        max_inputs=5,
-        every=40,
-        ddrs=dict(iterations=5, samples=16),
-        ancer=dict(iterations=5, samples=16),
-        rddrs=dict(iterations=5, samples=16, step_size=0.3, kappa=2.0),
-    )
+    budget = tiny_budget(n=400, batch_size=400, rddrs=dict(iterations=5, samples=16, step_size=0.3, kappa=2.0))
     result = run_compare(
         "toy2d",
         tmp_path,

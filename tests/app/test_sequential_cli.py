@@ -12,6 +12,7 @@ from ddrs_app.compare import Budget, run_compare
 from ddrs_app.runs import decisions_after_memory, log_columns, table_radii_in_own_norm
 
 import certify
+from tests.classifiers import tiny_budget
 
 TINY = ["--n0", "50", "--n", "3000", "--batch-size", "1000", "--every", "40", "--max-inputs", "6", "--quiet"]
 SEQ = ["--sequential", "--radii", "0", "0.05", "0.1"]
@@ -219,15 +220,7 @@ def test_table_radii_are_proxy_radii_for_anisotropic_noise():
 
 
 def test_compare_sequential_ancer_decisions_are_at_the_proxy_radius(tmp_path, model_dir):
-    budget = Budget(
-        n0=50,
-        n=3000,
-        batch_size=1000,
-        max_inputs=5,
-        every=40,
-        ddrs=dict(iterations=5, samples=16),
-        ancer=dict(iterations=5, samples=16),
-    )
+    budget = tiny_budget(n=3000, batch_size=1000)
     radii = (0.05, 0.1, 0.2)
     run_compare(
         "toy2d",
