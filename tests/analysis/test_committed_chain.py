@@ -33,7 +33,7 @@ def test_every_stage_ends_at_or_above_its_predecessor(summary):
     for sigma, acr in by_sigma.items():
         present = [m for m in CHAIN if m in acr]
         for before, after in zip(present, present[1:]):
-            assert acr[after] >= acr[before] - MARGIN, (summary.parent.name, sigma, before, after, acr)
+            assert acr[after] >= acr[before] - MARGIN - 1e-9, (summary.parent.name, sigma, before, after, acr)
             checked += 1
     assert checked >= 3  # at least one full chain per committed data set
 

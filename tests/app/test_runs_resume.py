@@ -248,7 +248,7 @@ def test_reproducer_1_compare_recomputes_stale_logs_and_its_csv_reads_with_panda
     assert list(table["method"]) == ["rs", "ddrs"] and table["inputs"].tolist() == [3, 3]
     assert "command:" in (b["out_dir"] / "summary.provenance.txt").read_text()
     assert json.loads((b["out_dir"] / "fingerprint.json").read_text())["budget"]["n"] == 400
-    assert "`l2@r` certified accuracy" in Path(b["markdown"]).read_text()
+    assert "`l2@r` (the headline) certified accuracy" in Path(b["markdown"]).read_text()
     del a
 
 
