@@ -3,6 +3,16 @@ pluggable objectives and swappable metric / optimiser."""
 
 from manifolds.eigenframe import EigenFrame
 
+from .dual_dictionary import (
+    InputLabels,
+    KMeansResult,
+    NoiseDictionary,
+    RiemannianKMeans,
+    frechet_mean,
+    label_inputs,
+    selector_mlp,
+    train_selector,
+)
 from .estimator import PROBABILITY_CLAMP, NetworkCounter, SoftSmoothingEstimator, Terms, gap_from_probabilities
 from .methods import ANCER, DDRS, RDDRS, RS, SmoothingResult, certify_inputs, run_chain
 from .objectives import (
@@ -41,9 +51,12 @@ __all__ = [
     "EigenFrame",
     "EigenvalueFloor",
     "EuclideanAscent",
+    "InputLabels",
+    "KMeansResult",
     "KappaPenalty",
     "KeepBall",
     "NetworkCounter",
+    "NoiseDictionary",
     "Objective",
     "PROBABILITY_CLAMP",
     "Problem",
@@ -52,6 +65,7 @@ __all__ = [
     "Radius",
     "RiemannianAdam",
     "RiemannianAscent",
+    "RiemannianKMeans",
     "SmoothingResult",
     "SoftSmoothingEstimator",
     "StepRule",
@@ -64,11 +78,15 @@ __all__ = [
     "ancer_objective",
     "ascend",
     "certify_inputs",
+    "frechet_mean",
     "gap_from_probabilities",
     "hard_vote_radii",
+    "label_inputs",
     "paper_objective",
     "pymanopt_ascend",
     "run_chain",
     "sample_schedule",
     "select",
+    "selector_mlp",
+    "train_selector",
 ]
