@@ -75,6 +75,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,6 +113,11 @@ def capped_ellipsoid(region: Ellipsoid, cap: float) -> Ellipsoid:
     scale = (vecs * capped) @ vecs.T
     scale = 0.5 * (scale + scale.T)
     return Ellipsoid(region.center, scale, r, _eig=(capped, vecs))
+
+
+def _sampling(generator: torch.Generator | None = None, batch_size: int = 1000) -> tuple[torch.Generator | None, int]:
+    """``predict``'s sampling options with ``certify``'s defaults (an unknown name is a TypeError)."""
+    return generator, batch_size
 
 
 def _checked_stages(n_sel, alpha_sel, n, alpha, batch_size) -> tuple[int, float, int, float, int]:
@@ -307,19 +313,12 @@ class DualSmooth:
                 f"len(dictionary) = {len(self.dictionary)})"
             ) from err
 
-    def predict(
-        self,
-        x: torch.Tensor,
-        n_sel: int,
-        alpha_sel: float,
-        n: int,
-        alpha: float,
-        generator: torch.Generator | None = None,
-        batch_size: int = 1000,
-    ) -> int:
+    def predict(self, x: torch.Tensor, n_sel: int, alpha_sel: float, n: int, alpha: float, **sampling: Any) -> int:
         """The deployed classifier G(x) = g_{h(x)}(x): the selector's PREDICT (n_sel, alpha_sel), then
         the classifier's PREDICT with the selected noise (n, alpha). Returns G(x) or ``ABSTAIN``; wrong
-        (a class other than G(x)) with probability <= alpha_sel + alpha."""
+        (a class other than G(x)) with probability <= alpha_sel + alpha. ``sampling``: ``generator``
+        (torch.Generator or None, default None) and ``batch_size`` (int, default 1000), as in ``certify``."""
+        generator, batch_size = _sampling(**sampling)
         n_sel, alpha_sel, n, alpha, batch_size = _checked_stages(n_sel, alpha_sel, n, alpha, batch_size)
         k = self.select(x, n_sel, alpha_sel, batch_size, generator)
         if k == ABSTAIN:
