@@ -10,7 +10,7 @@ from .bounds import (
     hoeffding_lower,
 )
 from .certificate import ABSTAIN, Certificate, certificate_from_bound
-from .dual import DualCertificate, DualSmooth, capped_ellipsoid
+from .dual import DualCertificate, DualSmooth, capped_ellipsoid, own_norm_radii
 from .intersection import ellipsoids_intersect, max_disjoint_radius, separating_direction
 from .log import (
     COHEN_COLUMNS,
@@ -77,6 +77,7 @@ __all__ = [
     "abstention_rate",
     "average_certified_radius",
     "capped_ellipsoid",
+    "own_norm_radii",
     "certified_accuracy",
     "certificate_from_bound",
     "clopper_pearson",

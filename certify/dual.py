@@ -6,11 +6,13 @@ input (their Theorems 4.1 and 4.2), and a noise selector smoothed by its own RS 
 
 Setting. ``dictionary`` = (N_0, ..., N_{K-1}), K >= 1 noises of ``certify.noise`` (isotropic,
 diagonal, full, mixtures of Gaussians; any mix; a true mixture's E_k below is the l2 ball of
-``certify.radius.mixture_radius``). F is the base classifier, s the base selector (scores over the K entries),
-e ~ N(0, sigma_e^2 I) the selector's own noise. The smoothed selector and the smoothed classifiers are
+``certify.radius.mixture_radius``). F_k is the base classifier of entry k (one network for every entry,
+or one per entry, e.g. each trained under its own noise), s the base selector (scores over the K
+entries), e ~ N(0, sigma_e^2 I) the selector's own noise. The smoothed selector and the smoothed
+classifiers are
 
     h(x)   = argmax_k P(s(x + e) = k)                      (ties: smallest k)
-    g_k(x) = argmax_c P(F(x + eps) = c),  eps ~ N_k         (Cohen et al. 2019)
+    g_k(x) = argmax_c P(F_k(x + eps) = c),  eps ~ N_k       (Cohen et al. 2019)
 
 and the deployed, memory-free classifier is G(x) = g_{h(x)}(x): a deterministic function of its input
 only, whatever was queried before.
@@ -85,9 +87,10 @@ from .certificate import ABSTAIN, Certificate
 from .noise import GaussianNoise, IsotropicGaussian
 from .region import Ellipsoid
 from .sampling import LogitsError, check_count
+from .sequential import check_radii
 from .smooth import Smooth
 
-__all__ = ["DualCertificate", "DualSmooth", "capped_ellipsoid"]
+__all__ = ["DualCertificate", "DualSmooth", "capped_ellipsoid", "own_norm_radii"]
 
 
 def capped_ellipsoid(region: Ellipsoid, cap: float) -> Ellipsoid:
@@ -120,6 +123,45 @@ def _sampling(generator: torch.Generator | None = None, batch_size: int = 1000) 
     return generator, batch_size
 
 
+def per_entry(
+    classifier: Callable | Sequence[Callable], entries: int, name: str = "classifier"
+) -> tuple[Callable, ...]:
+    """One callable for every dictionary entry, or a sequence of ``entries`` callables, as one per entry (checked;
+    the errors name the argument ``name``)."""
+    if callable(classifier):
+        return (classifier,) * entries
+    if isinstance(classifier, (str, bytes)) or not isinstance(classifier, Sequence):
+        raise TypeError(f"{name} must be callable or a sequence of callables, got {type(classifier).__name__}")
+    found = list(classifier)
+    if len(found) != entries:
+        raise ValueError(f"{name} must give one callable per dictionary entry ({entries}), got {len(found)}")
+    for i, c in enumerate(found):
+        if not callable(c):
+            raise TypeError(f"{name}[{i}] must be callable, got {type(c).__name__}")
+    return tuple(found)
+
+
+def own_norm_radii(noise: GaussianNoise, l2_radii: Sequence[float]) -> tuple[float, ...]:
+    """The radii in ``noise``'s own norm ||S^-1 delta|| (what ``Smooth.certify(radii=)`` takes) whose regions
+    contain the l2 balls of ``l2_radii``: l2 radii themselves for noise whose regions are l2 balls (isotropic,
+    mixtures), r / min_sigma otherwise (an own-norm radius rho contains the l2 ball of rho * min_sigma,
+    min_sigma a lower bound on S's smallest scale, ``scale_summary``)."""
+    if noise.kind in ("isotropic", "mixture", "convolution"):
+        return tuple(float(r) for r in l2_radii)
+    smallest = float(noise.scale_summary()["min_sigma"])
+    return tuple(float(r) / smallest for r in l2_radii)
+
+
+def _both(selector: bool | None, classifier: bool | None) -> bool | None:
+    """The combined sequential decision at one l2 radius: certified iff both stages certify it, not robust
+    if either is not (the combined region is their intersection), else undecided."""
+    if selector is False or classifier is False:
+        return False
+    if selector and classifier:
+        return True
+    return None
+
+
 def _checked_stages(n_sel, alpha_sel, n, alpha, batch_size) -> tuple[int, float, int, float, int]:
     """The selector's and the classifier's sample counts and levels and the batch size, checked (the
     errors name ``DualSmooth``'s arguments)."""
@@ -143,7 +185,12 @@ class DualCertificate:
     certificate under dictionary[k] (None if the selector abstained). ``l2_radius``: min(R_sel,
     classifier l2 radius), the combined region's largest inscribed ball. ``region``: the capped
     ellipsoid (inside the combined region), ``proxy_radius`` its volume-equivalent radius. ``alpha``:
-    alpha_sel + alpha_cls, the failure probability of the whole certificate."""
+    alpha_sel + alpha_cls, the failure probability of the whole certificate.
+
+    Sequential mode (``certify(l2_radii=...)``): ``radii`` the l2 radii asked and ``decided`` per radius True
+    (both stages certified it), False (either stage showed it cannot) or None. ``p_lower``, ``noise``,
+    ``min_sigma`` and ``gm_sigma`` are the classifier stage's (0 / "" without one), ``samples`` both stages'
+    draws, as a log row reads a ``Certificate``."""
 
     prediction: int
     selected: int
@@ -157,10 +204,34 @@ class DualCertificate:
     alpha: float
     abstained_by: str | None = None
     seconds: float = 0.0
+    decided: tuple[bool | None, ...] | None = None
+    radii: tuple[float, ...] | None = None
+    paper_radius: float | None = None  # no mixture paper's number (a log row reads it)
 
     @property
     def abstained(self) -> bool:
         return self.prediction == ABSTAIN
+
+    @property
+    def samples(self) -> int:
+        """Draws of both stages, their n0 included."""
+        return self.selector.samples + (0 if self.classifier is None else self.classifier.samples)
+
+    @property
+    def p_lower(self) -> float:
+        return 0.0 if self.classifier is None else self.classifier.p_lower
+
+    @property
+    def noise(self) -> str:
+        return "" if self.classifier is None else self.classifier.noise
+
+    @property
+    def min_sigma(self) -> float:
+        return 0.0 if self.classifier is None else self.classifier.min_sigma
+
+    @property
+    def gm_sigma(self) -> float:
+        return 0.0 if self.classifier is None else self.classifier.gm_sigma
 
     def contains(self, delta) -> bool:
         """True iff ``x + delta`` lies in the combined region: ||delta||_2 <= R_sel and x + delta in the
@@ -186,7 +257,9 @@ class DualSmooth:
     """Dual randomized smoothing (Sun, Mao and Vechev, ICLR 2026): a smoothed selector picks one of a
     finite dictionary of noises, the classifier is smoothed with that noise.
 
-    ``classifier``: the base classifier (logits over ``num_classes``). ``selector``: the base selector
+    ``classifier``: the base classifier (logits over ``num_classes``), one callable for every entry or a
+    sequence of ``len(dictionary)`` callables, entry k's classifier F_k (e.g. each trained under its own
+    noise). ``selector``: the base selector
     (scores over ``len(dictionary)`` entries, on the same input as the classifier). ``dictionary``: a
     non-empty sequence of ``certify`` noises. ``selector_noise``: the selector's own
     ``IsotropicGaussian(sigma_e)``."""
@@ -199,8 +272,6 @@ class DualSmooth:
         num_classes: int,
         selector_noise: GaussianNoise,
     ):
-        if not callable(classifier):
-            raise TypeError(f"classifier must be callable, got {type(classifier).__name__}")
         if not callable(selector):
             raise TypeError(f"selector must be callable, got {type(selector).__name__}")
         if isinstance(dictionary, GaussianNoise) or not isinstance(dictionary, Sequence):
@@ -218,7 +289,7 @@ class DualSmooth:
                 f"got {type(selector_noise).__name__}"
             )
         self.num_classes = check_count(num_classes, "num_classes")
-        self.classifier = classifier
+        self.classifiers: tuple[Callable, ...] = per_entry(classifier, len(entries))
         self.selector = selector
         self.dictionary: tuple[GaussianNoise, ...] = tuple(entries)
         self.selector_noise = selector_noise
@@ -227,7 +298,7 @@ class DualSmooth:
 
     def classifier_smooth(self, k: int) -> Smooth:
         """The fixed smoothed classifier g_k: the classifier with dictionary[k]."""
-        return Smooth(self.classifier, self.dictionary[k], self.num_classes)
+        return Smooth(self.classifiers[k], self.dictionary[k], self.num_classes)
 
     def certify(
         self,
@@ -243,6 +314,7 @@ class DualSmooth:
         *,
         selector_radii: Sequence[float] | None = None,
         radii: Sequence[float] | None = None,
+        l2_radii: Sequence[float] | None = None,
     ) -> DualCertificate:
         """Certify x: the selector's CERTIFY (n0_sel, n_sel, alpha_sel) picks k and its ball R_sel, then
         the classifier's CERTIFY with dictionary[k] (n0, n, alpha) on fresh draws from ``generator``.
@@ -252,7 +324,14 @@ class DualSmooth:
         (l2) the selector's vote stops drawing once each asked ball radius is decided (n_sel is then its
         maximum; ``selector.decided`` / ``selector.samples`` report it); with ``radii`` (the noise's own
         norm for an anisotropic entry, as ``Smooth.certify``) the classifier's does. Each stage is still
-        wrong with probability <= its alpha, so the theorem and its alpha_sel + alpha are unchanged."""
+        wrong with probability <= its alpha, so the theorem and its alpha_sel + alpha are unchanged. With
+        ``l2_radii`` (instead of both) the two stages are sequential at the same l2 radii (the classifier's in
+        its own norm, ``own_norm_radii``) and ``decided`` holds the combined decision per radius."""
+        if l2_radii is not None:
+            if selector_radii is not None or radii is not None:
+                raise ValueError("l2_radii replaces selector_radii and radii: give either, not both")
+            l2_radii = tuple(float(r) for r in check_radii(l2_radii))
+            selector_radii = l2_radii
         n0_sel = check_count(n0_sel, "n0_sel")
         n0 = check_count(n0, "n0")
         n_sel, alpha_sel, n, alpha, batch_size = _checked_stages(n_sel, alpha_sel, n, alpha, batch_size)
@@ -264,6 +343,8 @@ class DualSmooth:
         cls: Certificate | None = None
         inner: Ellipsoid | None = None
         if not sel.abstained:
+            if l2_radii is not None:
+                radii = own_norm_radii(self.dictionary[sel.prediction], l2_radii)
             cls = self.classifier_smooth(sel.prediction).certify(
                 x, n0, n, alpha, batch_size=batch_size, generator=generator, radii=radii
             )
@@ -275,6 +356,12 @@ class DualSmooth:
             prediction, l2_radius, abstained_by = ABSTAIN, 0.0, "selector" if cls is None else "classifier"
         else:
             prediction, l2_radius, abstained_by = cls.prediction, min(r_sel, cls.l2_radius), None
+        decided = None
+        if l2_radii is not None:
+            none: tuple[bool | None, ...] = (False,) * len(l2_radii)
+            sel_decided = sel.decided or none
+            cls_decided = none if cls is None or cls.decided is None else cls.decided
+            decided = tuple(_both(a, b) for a, b in zip(sel_decided, cls_decided))
         return DualCertificate(
             prediction=prediction,
             selected=sel.prediction,  # ABSTAIN when the selector abstained
@@ -288,6 +375,8 @@ class DualSmooth:
             alpha=alpha_sel + alpha,
             abstained_by=abstained_by,
             seconds=time.perf_counter() - start,
+            decided=decided,
+            radii=l2_radii,
         )
 
     def select(

@@ -29,6 +29,7 @@ import torch
 
 import certify
 from certify.bounds import check_alpha
+from certify.dual import per_entry as _per_entry
 from certify.sampling import check_count, model_device_dtype, sampling_dtype
 from manifolds import Manifold, NoiseMap, as_noise_map
 
@@ -366,7 +367,7 @@ def _first_argmax(values: torch.Tensor, rtol: float = TIE_RTOL) -> torch.Tensor:
 
 
 def label_inputs(
-    model: Callable,
+    model: Callable | Sequence[Callable],
     x: torch.Tensor,
     dictionary: NoiseDictionary,
     samples: int,
@@ -376,7 +377,8 @@ def label_inputs(
     batch_size: int = 64,
     chunk_size: int = 20000,
 ) -> InputLabels:
-    """The best dictionary entry of every input ``x`` (B, *input_shape; taken to the model's device and dtype):
+    """The best dictionary entry of every input ``x`` (B, *input_shape; taken to the model's device and dtype;
+    ``model`` one network for every entry or a sequence of one per entry, as ``certify.DualSmooth`` takes):
     per input the hard-vote certified radius of each entry (``ddrs.selection.hard_vote_radii``, ``kind`` 'l2' or
     'proxy') on ``samples`` standard normal draws from ``generator`` that are the SAME for every entry (common
     random numbers), and the entry with the largest one, ties (up to a relative ``TIE_RTOL``, rounding) to the
@@ -395,7 +397,8 @@ def label_inputs(
     samples = check_count(samples, "samples")
     alpha = check_alpha(alpha)
     batch_size = check_count(batch_size, "batch_size")
-    device, dtype = model_device_dtype(model, x)
+    models = _per_entry(model, len(dictionary), "model")
+    device, dtype = model_device_dtype(models[0], x)
     x = x.to(device=device, dtype=dtype)
     noise_map = dictionary.noise_map
     points = dictionary.points.to(x.device)
@@ -407,8 +410,8 @@ def label_inputs(
             (b, samples, noise_map.normals), generator=generator, device=generator.device, dtype=sampling_dtype(x.dtype)
         ).to(x.device)
         columns = [
-            hard_vote_radii(model, noise_map, xb, p.expand((b,) + tuple(p.shape)), z, alpha, chunk_size)[kind]
-            for p in points
+            hard_vote_radii(f, noise_map, xb, p.expand((b,) + tuple(p.shape)), z, alpha, chunk_size)[kind]
+            for f, p in zip(models, points)
         ]
         rows.append(torch.stack(columns, dim=1))
     radii = torch.cat(rows).to(F64)

@@ -41,6 +41,7 @@ from certify import (
     MixtureOfGaussians,
     Smooth,
     capped_ellipsoid,
+    own_norm_radii,
 )
 from tests.classifiers import HalfSpace
 
@@ -478,3 +479,76 @@ def test_constant_models_full_and_mixture_entries():
     assert cert.region.kind == "ball"  # a true mixture certifies an l2 ball
     assert cert.l2_radius == pytest.approx(min(0.1 * q, cert.classifier.l2_radius), rel=1e-12)
     assert cert.l2_radius == pytest.approx(0.1 * q, rel=1e-9)  # the mixture's ball is larger here
+
+
+# ---------------------------------------------------------------------- one classifier per entry, l2 decisions
+
+
+def test_one_classifier_per_entry():
+    """Entry k certifies with its own classifier F_k: below the selector's boundary the slab under entry
+    0, above it the constant class 0 under entry 1 (where the shared slab would give class 0 by g_1 = 0
+    too, so the constant's certificate, p_lower = alpha^(1/n), shows which network ran)."""
+    model = DualSmooth(
+        [Slab().eval(), Constant(0, 2).eval()], HalfSpace([0.0, 1.0], 0.0).eval(), DICTIONARY, 2,
+        IsotropicGaussian(SIGMA_E),
+    )  # fmt: skip
+    above = model.certify(torch.tensor([0.5, 0.8], dtype=torch.float64), 10, 200, 0.01, 10, 200, 0.01,
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert above.selected == 1 and above.prediction == 0
+    assert above.classifier is not None and above.classifier.p_lower == pytest.approx(0.01 ** (1 / 200), rel=1e-9)
+    below = model.certify(torch.tensor([0.5, -0.8], dtype=torch.float64), 10, 200, 0.01, 10, 200, 0.01,
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert below.selected == 0 and below.prediction == 1
+    assert below.noise == "diagonal" and below.min_sigma == pytest.approx(0.25)
+    assert below.samples == below.selector.samples + below.classifier.samples == 420
+    sel = HalfSpace([0.0, 1.0], 0.0).eval()
+    with pytest.raises(ValueError, match="classifier must give one callable per dictionary entry"):
+        DualSmooth([Slab().eval()], sel, DICTIONARY, 2, IsotropicGaussian(SIGMA_E))
+    with pytest.raises(TypeError, match=r"classifier\[1\] must be callable"):
+        DualSmooth([Slab().eval(), 3], sel, DICTIONARY, 2, IsotropicGaussian(SIGMA_E))
+    with pytest.raises(TypeError, match="classifier must be callable or a sequence"):
+        DualSmooth(3, sel, DICTIONARY, 2, IsotropicGaussian(SIGMA_E))
+
+
+def test_own_norm_radii():
+    assert own_norm_radii(IsotropicGaussian(0.5), [0.1, 0.2]) == (0.1, 0.2)
+    assert own_norm_radii(MixtureOfGaussians([0.25, 0.5]), [0.3]) == (0.3,)
+    assert own_norm_radii(DiagonalGaussian([0.25, 0.5]), [0.1, 0.2]) == pytest.approx((0.4, 0.8))
+
+
+L2_RADII = (0.05, 0.1, 0.2, 0.4)
+
+
+def test_sequential_l2_decisions_sound_binomial():
+    """``certify(l2_radii=...)``: over 2,000 seeded runs (a quarter on the selector's boundary) a radius
+    decided certified whose l2 ball reaches past the true region of G happens no more often than
+    alpha_sel + alpha_cls = 0.05 allows, and a radius is certified only where both stages decided it
+    (as in ``certify.sequential``, a decision is valid jointly with the stopping look's bound, which may
+    itself be smaller or abstain); easy inputs stop early."""
+    model = dual()
+    xs = inputs(RUNS, seed=1)
+    certs = certify_all(
+        lambda x, gen: model.certify(
+            torch.as_tensor(x), N0_SEL, 400, ALPHA_SEL, N0, 400, ALPHA_CLS, generator=gen, l2_radii=L2_RADII
+        ),
+        xs,
+        5000,
+    )
+    false, certified = 0, 0
+    for x, cert in zip(xs, certs):
+        assert cert.radii == L2_RADII and len(cert.decided) == len(L2_RADII)
+        wrong = False
+        for r, d in zip(L2_RADII, cert.decided):
+            if d:
+                certified += 1
+                i = L2_RADII.index(r)
+                assert cert.selector.decided[i] and cert.classifier is not None and cert.classifier.decided[i]
+                wrong |= reaches_past_truth(lambda delta, r=r: np.linalg.norm(delta) <= r, x, cert.prediction)
+        false += wrong
+    pvalue = binomtest(false, RUNS, ALPHA_TOTAL, alternative="greater").pvalue
+    print(f"dual sequential: {false} runs with a false decision in {RUNS}, {certified} certified decisions")
+    assert certified > RUNS // 2 and false / RUNS <= ALPHA_TOTAL and pvalue > 1e-3
+    # the sequential stages stop early on easy inputs
+    assert np.mean([c.samples for c in certs]) < 0.8 * (N0_SEL + 400 + N0 + 400)
+    with pytest.raises(ValueError, match="l2_radii replaces"):
+        model.certify(torch.zeros(2, dtype=torch.float64), 10, 100, 0.05, 10, 100, 0.05, l2_radii=[0.1], radii=[0.1])

@@ -301,6 +301,23 @@ def test_labels_pick_the_noise_that_fits_the_margin_and_are_reproducible():
     assert (a.radii.shape, a.kind, a.samples, a.alpha) == ((4, 2), "l2", 500, ALPHA)
 
 
+def test_labels_with_one_model_per_entry():
+    """Entry k's radius comes from its own model: the same half-space under both entries, except that
+    entry 1's model is the half-space flipped, so on the inputs of class 0 (x_1 < 0) entry 1 certifies
+    the other side's class and the labels follow the per-entry models."""
+    x = torch.tensor([[-3.0, 0.0], [3.0, 0.5]], dtype=F64)
+    dictionary = ddrs.NoiseDictionary.from_points(torch.tensor([0.25, 1.0], dtype=F64), manifolds.PositiveScalar(2))
+    same = ddrs.label_inputs(HalfSpace([1.0, 0.0], 0.0).eval(), x, dictionary, 500, ALPHA, gen(1))
+    models = [HalfSpace([1.0, 0.0], 0.0).eval(), HalfSpace([1.0, 0.0], 0.0).eval()]
+    listed = ddrs.label_inputs(models, x, dictionary, 500, ALPHA, gen(1))
+    assert torch.equal(same.radii, listed.radii)  # one model given once or per entry: the same numbers
+    wide = [HalfSpace([1.0, 0.0], 0.0).eval(), HalfSpace([1.0, 0.0], -10.0).eval()]  # entry 1: x_1 > -10 only
+    per = ddrs.label_inputs(wide, x, dictionary, 500, ALPHA, gen(1))
+    assert per.labels.tolist() == [1, 1] and bool((per.radii[:, 1] > 2.0).all())
+    with pytest.raises(ValueError, match="model must give one callable per dictionary entry"):
+        ddrs.label_inputs(models[:1], x, dictionary, 500, ALPHA, gen(1))
+
+
 # ---- the selector --------------------------------------------------------------------------------------------------
 
 BLOBS = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]], dtype=F64)
