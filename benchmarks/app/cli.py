@@ -135,9 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="RS sigma, start of the data-dependent methods, and the base model's training sigma",
     )
     c.add_argument(
-        "--sigmas", type=_positive_float("--sigmas"), nargs="+", default=None, help="mixture constituents (method mog)"
+        "--sigmas",
+        type=_positive_float("--sigmas"),
+        nargs="+",
+        default=None,
+        help="mixture constituents (method mog); the dictionary of isotropic noises (method dual)",
     )
     c.add_argument("--kind", choices=("mixture", "convolution"), default="mixture")
+    c.add_argument(
+        "--sigma-e",
+        type=_positive_float("--sigma-e"),
+        default=None,
+        help="the selector's noise of method dual (default: the largest of --sigmas)",
+    )
     c.add_argument("--n0", type=_int_at_least("--n0", 1), default=100)
     c.add_argument("--n", type=_int_at_least("--n", 1), default=100_000)
     c.add_argument("--alpha", type=_alpha, default=0.001)
@@ -487,7 +497,7 @@ def _model_spec(args) -> dict:
     )
 
 
-def _user_model_and_data(args, train_sigma: float):
+def _user_model_and_data(args, train_sigma: float, config=None):
     """(model on the device, data, device, loader) for ``ddrs certify``; BadInput on anything unusable.
     ``loader`` is how Ray workers load the same model (with --workers the driver's copy stays on the CPU)."""
     from dataclasses import replace
@@ -509,7 +519,12 @@ def _user_model_and_data(args, train_sigma: float):
     data = load_data(
         args.dataset, "test", every=args.every, max_inputs=args.max_inputs, data_dir=args.data_dir, rotate=args.rotate
     )
-    if args.model is None:
+    load = None if config is None else spec_of(config.method).load_model
+    if args.model is None and load is not None:  # the method's own networks (the dual's per-entry models, selector)
+        model, _ = load(config, args.dataset, seed=args.seed, model_dir=args.model_dir, progress=not args.quiet,
+                        rotate=args.rotate, data_dir=args.data_dir)  # fmt: skip
+        loader = None
+    elif args.model is None:
         from .training import load_or_train
 
         model, info = load_or_train(
@@ -528,7 +543,9 @@ def _user_model_and_data(args, train_sigma: float):
         model = load_model(args.model, **spec)
         loader = checkpoint_loader(args.model, **spec)
     model = model.to(device)
-    classes = check_model(model, data, device)
+    from .dual import DualModel
+
+    classes = check_model(model.classifiers[0] if isinstance(model, DualModel) else model, data, device)
     if not data.classes_known:
         data = replace(data, num_classes=classes, classes_known=True)
     return model, data, device, loader
@@ -540,18 +557,25 @@ def _cmd_certify(args) -> int:
     from .runs import MethodConfig, certify_on
 
     check_method_options(args.method, getattr(args, "argv", []))
-    if args.method == "mog" and not args.sigmas:
-        raise SystemExit("ddrs certify: error: --sigmas is required for --method mog")
+    if args.method in ("mog", "dual") and not args.sigmas:
+        raise SystemExit(f"ddrs certify: error: --sigmas is required for --method {args.method}")
+    if args.method == "dual" and (args.model is not None or getattr(args, "workers", None)):
+        raise SystemExit(
+            "ddrs certify: error: --method dual certifies with the project's per-sigma models and a selector trained "
+            "on the data set's training split (ddrs_app.dual): not with --model or --workers"
+        )
     budget = BUDGETS.get(args.dataset, Budget())
     options = spec_of(args.method).budget_options(budget)
     ddrs_options = dict(budget.ddrs)
     for key in ("iterations", "samples"):
         if getattr(args, key) is not None:
             (ddrs_options if args.method == "ddrs" else options)[key] = getattr(args, key)
+    if args.method == "dual" and args.sigma_e is not None:
+        options["sigma_e"] = args.sigma_e
     config = MethodConfig(
         args.method,
-        sigma=args.sigma,
-        sigmas=tuple(args.sigmas or ()),
+        sigma=max(args.sigmas) if args.method == "dual" else args.sigma,
+        sigmas=tuple(sorted(args.sigmas)) if args.method == "dual" else tuple(args.sigmas or ()),
         kind=args.kind,
         metric=args.metric,
         backend=args.backend,
@@ -562,7 +586,7 @@ def _cmd_certify(args) -> int:
     radii = sequential_radii(args, "certify")
     try:
         cluster = _cluster(args)
-        model, data, _, loader = _user_model_and_data(args, train_sigma)
+        model, data, _, loader = _user_model_and_data(args, train_sigma, config)
     except BadInput as err:  # before any log exists: nothing partial is left behind
         print(f"ddrs certify: error: {err}", file=sys.stderr)
         return 2
@@ -633,13 +657,18 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
         budget = BUDGETS.get(name, Budget())
         changes = {k: getattr(args, k) for k in ("max_inputs", "every", "n") if getattr(args, k) is not None}
         budget = replace(budget, **changes)
-        default = compare_names() if name == "toy2d" else compare_names() + ("mog",)
+        default = compare_names() if name == "toy2d" else compare_names() + ("mog", "dual")
         methods = tuple(args.methods) if args.methods else default
         sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS.get(name, DEFAULT_SIGMAS["digits"])
         own = {}
         from .data import BadInput
 
         try:
+            if "dual" in methods and (args.model is not None or cluster is not None):
+                raise BadInput(
+                    "--methods dual certifies with the project's per-sigma models and a selector trained on the "
+                    "data set's training split (ddrs_app.dual): not with --model or --workers"
+                )
             if args.model is not None:
                 own = _compare_user_model(args, name, budget, device, cluster)
             else:

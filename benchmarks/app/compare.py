@@ -91,13 +91,14 @@ def configs_for(
     budget: Budget, sigmas=PAPER_SIGMAS, methods=None, mog_ks=MOG_KS, mog_ranges=MOG_RANGES
 ) -> list[tuple[float, MethodConfig]]:
     """(training sigma, config) pairs of a comparison: every method but the mixture at every sigma, with
-    its options from the budget (``MethodSpec.budget_options``), then the mixture paper's rows. ``methods``
-    None: the registry's compare methods and the mixture."""
-    methods = (*compare_names(), "mog") if methods is None else methods
+    its options from the budget (``MethodSpec.budget_options``), then the mixture paper's rows, then the dual
+    certifier over all ``sigmas`` (one row; asked by name). ``methods`` None: the registry's compare methods and
+    the mixture and the dual."""
+    methods = (*compare_names(), "mog", "dual") if methods is None else methods
     out = []
     for s in sigmas:
         for m in methods:
-            if m == "mog":
+            if m in ("mog", "dual"):
                 continue
             opts = spec_of(m).budget_options(budget)
             out.append((s, MethodConfig(m, sigma=s, ddrs_options=dict(budget.ddrs), options=dict(opts))))
@@ -110,6 +111,9 @@ def configs_for(
                         MethodConfig("mog", sigma=hi, sigmas=mog_sigmas(lo, hi, K), kind="mixture", mog_range=(lo, hi)),
                     )
                 )
+    if "dual" in methods:
+        dictionary = tuple(sorted(float(s) for s in sigmas))
+        out.append((max(dictionary), MethodConfig("dual", sigma=max(dictionary), sigmas=dictionary)))
     return out
 
 
@@ -321,8 +325,14 @@ class Runs:
         user_model = model
         budget = self.budget
         for train_sigma, config in configs:
+            spec = spec_of(config.method)
             if user_model is not None:
                 model, info = user_model, {}
+            elif spec.load_model is not None:
+                model, info = spec.load_model(
+                    config, self.dataset, seed=self.seed, rotate=self.rotate, data_dir=self.data_dir,
+                    model_dir=self.model_dir, progress=progress,
+                )  # fmt: skip
             else:
                 model, info = load_or_train(
                     self.dataset, train_sigma, rotate=self.rotate, data_dir=self.data_dir,
@@ -376,6 +386,11 @@ class Runs:
                 self.dataset, train_sigma, rotate=self.rotate, data_dir=self.data_dir, model_dir=self.model_dir,
                 progress=progress, seed=self.seed,
             )  # fmt: skip
+        for _, config in configs:  # a method's own networks (the dual's selector), made once, here
+            load = spec_of(config.method).load_model
+            if load is not None:
+                load(config, self.dataset, seed=self.seed, rotate=self.rotate, data_dir=self.data_dir,
+                     model_dir=self.model_dir, progress=progress)  # fmt: skip
         groups: dict[tuple, list] = {}
         for train_sigma, config in configs:
             key = (config.method == "mog", config.mog_range or (), config.sigma)

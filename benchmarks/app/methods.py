@@ -65,6 +65,16 @@ class MethodSpec:
     stages : callable, optional
         ``stages(config) -> dict``: stage name -> the preset it runs; every field of each (its ``repr``) is recorded
         in the log's fingerprint, so that a changed default (e.g. ``keep_ball``) is never resumed into an old log.
+    certify_one : callable, optional
+        ``certify_one(config, model, noise, x, num_classes, n0, n, alpha, batch_size, generator, radii)``: the
+        certificate of one input x under its chosen ``noise`` (``radii``: the table's l2 radii of a sequential
+        run, or None); None: ``certify.Smooth(model, noise, num_classes).certify`` (``ddrs_app.runs``). Whatever
+        it returns is read like a ``certify.Certificate`` (prediction, radii, p_lower, noise, decided, ...).
+    columns : tuple of str
+        Log columns of this method only, after the shared ones; ``row(cert) -> dict`` gives their values.
+    load_model : callable, optional
+        ``load_model(config, dataset, seed=, model_dir=, data_dir=, rotate=, progress=) -> (model, info)``: the
+        networks a built-in data set certifies with; None: the project's model trained at ``config.sigma``.
     """
 
     name: str
@@ -80,6 +90,10 @@ class MethodSpec:
     preset: type | None = None
     step_rules: Callable[..., dict] = field(default=lambda config, dim: {})
     stages: Callable[..., dict] = field(default=lambda config: {})
+    certify_one: Callable[..., Any] | None = None
+    columns: tuple[str, ...] = ()
+    row: Callable[[Any], dict] = field(default=lambda cert: {})
+    load_model: Callable[..., tuple] | None = None
 
 
 REGISTRY: dict[str, MethodSpec] = {}
@@ -88,7 +102,8 @@ REGISTRY: dict[str, MethodSpec] = {}
 @dataclass
 class MethodConfig:
     """A method and its parameters. ``sigma`` is RS's sigma and the data-dependent methods' start;
-    ``sigmas``/``kind`` are the mixture's; ``options`` go to the preset (e.g. iterations, samples)."""
+    ``sigmas``/``kind`` are the mixture's (``sigmas`` also the dual's dictionary); ``options`` go to the preset (e.g.
+    iterations, samples; the dual's selector recipe, ``ddrs_app.dual.SelectorRecipe``)."""
 
     method: str
     sigma: float = 0.25
@@ -108,12 +123,16 @@ class MethodConfig:
             if not self.sigmas:
                 raise ValueError("sigmas: the mixture method needs at least one sigma (--sigmas)")
             certify.MixtureOfGaussians(self.sigmas, kind=self.kind)  # validates
+        if self.method == "dual" and not self.sigmas:
+            raise ValueError("sigmas: the dual method needs its dictionary, at least one sigma (--sigmas)")
 
     @property
     def label(self) -> str:
         if self.method == "mog":
             lo, hi = self.mog_range or (min(self.sigmas), max(self.sigmas))
             return f"mog-{self.kind}-K{len(self.sigmas)}-[{lo:g},{hi:g}]"
+        if self.method == "dual":
+            return f"dual-K{len(self.sigmas)}-[{min(self.sigmas):g},{max(self.sigmas):g}]"
         if self.method == "rddrs" and self.metric != "affine-invariant":
             return f"rddrs-{self.metric}"
         return self.method
@@ -288,4 +307,52 @@ register(
 )  # fmt: skip
 register(
     MethodSpec("mog", "MoG", "tab:pink", _choose_mog, options=("--sigmas", "--kind"), in_compare=False)
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- the dual certifier
+def _dual_recipe(config: MethodConfig):
+    from .dual import SelectorRecipe
+
+    options = dict(config.options)
+    if "hidden" in options:
+        options["hidden"] = tuple(options["hidden"])
+    return SelectorRecipe(**options)
+
+
+def _load_dual(config, dataset, **training):
+    from .dual import load_or_train_dual
+
+    return load_or_train_dual(dataset, tuple(config.sigmas), _dual_recipe(config), **training)
+
+
+def _choose_dual(config, model, x, generator, sigma_star=None, cache=None, progress=None):
+    """No noise is chosen ahead: the smoothed selector picks the entry inside certification; the noise
+    returned is the one every input gets first, the selector's N(0, sigma_e^2 I)."""
+    return [certify.IsotropicGaussian(model.sigma_e)] * len(x), ddrs.NetworkCounter(), None
+
+
+def _certify_dual(config, model, noise, x, num_classes, n0, n, alpha, batch_size, generator, radii):
+    """``certify.DualSmooth.certify`` with alpha split in halves between the selector and the classifier (Dual RS),
+    each stage n0 + n draws (sequential at the table's l2 radii when ``radii``)."""
+    return model.smooth(num_classes).certify(
+        x, n0, n, alpha / 2, n0, n, alpha / 2, generator=generator, batch_size=batch_size, l2_radii=radii
+    )
+
+
+def _dual_row(cert) -> dict:
+    return {
+        "selected": cert.selected,
+        "selector_radius": cert.selector_radius,
+        "selector_p_lower": cert.selector_p_lower,
+        "selector_samples": cert.selector.samples,
+    }
+
+
+register(
+    MethodSpec(
+        "dual", "Dual", "tab:brown", _choose_dual, options=("--sigmas", "--sigma-e"), in_compare=False,
+        certify_one=_certify_dual, columns=("selected", "selector_radius", "selector_p_lower", "selector_samples"),
+        row=_dual_row, load_model=_load_dual,
+    )
 )  # fmt: skip

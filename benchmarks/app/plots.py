@@ -32,11 +32,14 @@ def accuracy_curve(log_path: Path, column: str, grid: np.ndarray) -> np.ndarray:
 
 
 def curves_by_sigma(logs: dict, out: Path, column: str, title: str, sigmas) -> Path:
-    """One panel per sigma, one line per data-dependent method."""
-    sigmas = [s for s in sigmas if any(k[1] == s and not k[0].startswith("mog") for k in logs)]
+    """One panel per sigma, one line per data-dependent method; the dual certifier (all sigmas at once) in every
+    panel."""
+    sigmas = [s for s in sigmas if any(k[1] == s and not k[0].startswith(("mog", "dual")) for k in logs)]
     fig, axes = plt.subplots(1, max(len(sigmas), 1), figsize=(4.2 * max(len(sigmas), 1), 3.6), squeeze=False)
     for ax, s in zip(axes[0], sigmas):
-        entries = {k[0]: v for k, v in logs.items() if k[1] == s and not k[0].startswith("mog")}
+        entries = {
+            k[0]: v for k, v in logs.items() if (k[1] == s or k[0].startswith("dual")) and not k[0].startswith("mog")
+        }
         top = max(float(np.max(certify.read_log(p)[column])) for p in entries.values()) if entries else 1.0
         grid = np.linspace(0, max(top, 1e-3) * 1.05, 200)
         for label, path in entries.items():

@@ -236,22 +236,31 @@ def compute_batch(
         sigma_star=None if star_out is None else star_out.tolist(),
         ancer=cache.get("ancer") if config.method == "ancer" else None,
     )
+    certify_one = spec_of(config.method).certify_one or certify_smooth
     for j, p in enumerate(positions):
         if p in skip:
             continue
         cgen = torch.Generator(device=gdev).manual_seed(input_seed(seed, idxs[j]))
-        result.certificates[j] = certify.Smooth(model, noises[j], data.num_classes).certify(
-            data.X[p],
-            n0,
-            n,
-            alpha,
-            batch_size=batch_size,
-            generator=cgen,
-            radii=None if radii is None else table_radii_in_own_norm(noises[j], radii),
+        result.certificates[j] = certify_one(
+            config, model, noises[j], data.X[p], data.num_classes, n0, n, alpha, batch_size, cgen, radii
         )
         if on_input is not None:
             on_input(result, j)
     return result
+
+
+def certify_smooth(config, model, noise, x, num_classes, n0, n, alpha, batch_size, generator, radii):
+    """The default ``MethodSpec.certify_one``: Cohen's CERTIFY with the chosen noise (sequential at the table
+    ``radii`` in the noise's own norm, ``table_radii_in_own_norm``)."""
+    return certify.Smooth(model, noise, num_classes).certify(
+        x,
+        n0,
+        n,
+        alpha,
+        batch_size=batch_size,
+        generator=generator,
+        radii=None if radii is None else table_radii_in_own_norm(noise, radii),
+    )
 
 
 class Interrupted(KeyboardInterrupt):
@@ -496,7 +505,8 @@ class Driver:
         radii: tuple | None = None,
     ):
         self.config, self.data, self.out = config, data, Path(out)
-        self.radii, self.columns = radii, log_columns(radii)
+        self.spec = spec_of(config.method)
+        self.radii, self.columns = radii, log_columns(radii) + list(self.spec.columns)
         self.regions_dir = Path(str(self.out) + ".regions")
         use_memory = memory and spec_of(config.method).data_dependent
         if fingerprint is not None:
@@ -560,6 +570,7 @@ class Driver:
             sequential = {"samples": raw.samples} | dict(zip(map(decision_column, self.radii), decisions))
         self.writer.write(
             sequential
+            | self.spec.row(cert)
             | {
                 "idx": idx,
                 "label": label,

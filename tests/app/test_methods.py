@@ -66,7 +66,7 @@ def test_without_registration_the_method_is_unknown(tmp_path, capsys):
 
 
 def test_the_shipped_registry():
-    assert methods.method_names() == ("rs", "ddrs", "ancer", "rddrs", "mog")
+    assert methods.method_names() == ("rs", "ddrs", "ancer", "rddrs", "mog", "dual")
     assert methods.data_dependent_names() == ("ddrs", "ancer", "rddrs")
     assert methods.compare_names() == ("rs", "ddrs", "ancer", "rddrs")
     assert claims.chain() == (("rddrs", "ancer"), ("ancer", "ddrs"), ("ddrs", "rs"))

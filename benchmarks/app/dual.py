@@ -1,0 +1,172 @@
+"""The dual certifier's parts for a built-in data set: one classifier per dictionary entry and a trained selector.
+
+``certify.DualSmooth`` (Sun, Mao and Vechev, ICLR 2026) needs a dictionary of noises, a base classifier for
+each entry and a base selector. For the isotropic dictionary {sigma_1, ..., sigma_K} of ``ddrs certify
+--method dual`` and ``ddrs compare --methods ... dual``:
+
+* entry k's classifier is the project's model trained with noise sigma_k (``training.load_or_train``, the same
+  cached model RS certifies at sigma_k). One model per entry, not one model trained on noise drawn from the
+  dictionary: each entry then certifies exactly what RS at sigma_k certifies, so the dual is compared with the
+  per-sigma RS rows on the same networks, and no new classifier is trained.
+* the selector (``ddrs.train_selector``, an MLP on the flattened input) learns, on ``inputs`` training inputs
+  (every k-th of the training split), the entry with the largest hard-vote l2 radius
+  (``ddrs.label_inputs``: ``samples`` common draws per entry at level ``alpha``; Dual RS labels with N = 100
+  per sigma), trained with the selector's own noise sigma_e. It is cached in the model directory under a key
+  of everything it depends on (the classifiers' hashes, the training inputs' hash, the recipe, the seed).
+
+Nothing here bears on soundness: ``certify.dual``'s theorem holds for any selector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import certify
+import ddrs
+import manifolds
+
+from .data import load_dataset, subset
+from .training import dataset_hash, default_model_dir, load_or_train, model_hash
+
+
+@dataclass(frozen=True)
+class SelectorRecipe:
+    """How the selector is made. ``sigma_e``: the selector's noise (None: the largest entry, Dual RS's
+    sigma_e >= max sigma). ``inputs``: training inputs labelled (every k-th of the split, at most this many).
+    ``samples``, ``alpha``: the labelling draws per entry and level. ``epochs``, ``hidden``, ``lr``: the MLP."""
+
+    sigma_e: float | None = None
+    inputs: int = 2000
+    samples: int = 100
+    alpha: float = 0.001
+    epochs: int = 30
+    hidden: tuple[int, ...] = (128, 64)
+    lr: float = 1e-3
+
+    def resolved_sigma_e(self, sigmas: tuple[float, ...]) -> float:
+        return float(max(sigmas) if self.sigma_e is None else self.sigma_e)
+
+
+class DualModel(nn.Module):
+    """The networks of a dual certifier: ``classifiers[k]`` for dictionary entry k (isotropic ``sigmas[k]``) and
+    the ``selector`` (scores over the entries, smoothed with N(0, sigma_e^2 I)). Not a classifier itself:
+    ``smooth()`` gives the ``certify.DualSmooth``."""
+
+    def __init__(self, classifiers: list[nn.Module], selector: nn.Module, sigmas: tuple[float, ...], sigma_e: float):
+        super().__init__()
+        if len(classifiers) != len(sigmas):
+            raise ValueError(f"classifiers must hold one model per sigma ({len(sigmas)}), got {len(classifiers)}")
+        self.classifiers = nn.ModuleList(classifiers)
+        self.selector = selector
+        self.sigmas = tuple(float(s) for s in sigmas)
+        self.sigma_e = float(sigma_e)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("DualModel is the dual certifier's networks, not a classifier: use .smooth(num_classes)")
+
+    def smooth(self, num_classes: int) -> certify.DualSmooth:
+        return certify.DualSmooth(
+            list(self.classifiers),
+            self.selector,
+            [certify.IsotropicGaussian(s) for s in self.sigmas],
+            num_classes,
+            certify.IsotropicGaussian(self.sigma_e),
+        )
+
+
+def _selector_path(key: dict, model_dir: Any) -> Path:
+    directory = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return directory / f"{key['dataset']}-selector-K{len(key['sigmas'])}-seed{key['seed']}-{digest}.pt"
+
+
+def load_or_train_dual(
+    dataset: str,
+    sigmas: tuple[float, ...],
+    recipe: SelectorRecipe | None = None,
+    *,
+    seed: int = 0,
+    model_dir: Any = None,
+    data_dir: Any = None,
+    rotate: int | None = None,
+    progress: bool = True,
+) -> tuple[DualModel, dict]:
+    """The ``DualModel`` of ``dataset`` for the isotropic dictionary ``sigmas``: the per-sigma models (trained or
+    cached) and the selector (cached, else labelled and trained here). Returns it (eval mode, CPU) and an info
+    dict: the selector's cache key, ``label_counts`` (training inputs per entry), ``label_seconds`` and
+    ``train_seconds`` (0 when cached), ``selector_accuracy`` (on its labels, no noise) and ``cached``."""
+    recipe = recipe or SelectorRecipe()
+    sigmas = tuple(float(s) for s in sigmas)
+    if not sigmas or any(not (s > 0) for s in sigmas) or list(sigmas) != sorted(set(sigmas)):
+        raise ValueError(f"sigmas must be distinct positive numbers in increasing order, got {sigmas}")
+    sigma_e = recipe.resolved_sigma_e(sigmas)
+    classifiers = [
+        load_or_train(dataset, s, seed=seed, model_dir=model_dir, data_dir=data_dir, rotate=rotate, progress=progress)[
+            0
+        ]
+        for s in sigmas
+    ]
+    train_set = load_dataset(dataset, "train", data_dir=data_dir, rotate=rotate)
+    inputs = subset(train_set, max(1, len(train_set) // recipe.inputs), recipe.inputs)
+    key = {
+        "dataset": dataset,
+        "rotate": rotate,
+        "sigmas": list(sigmas),
+        "sigma_e": sigma_e,
+        "recipe": asdict(recipe) | {"hidden": list(recipe.hidden)},
+        "classifiers": [model_hash(m) for m in classifiers],
+        "inputs": dataset_hash(inputs),
+        "seed": int(seed),
+    }
+    path = _selector_path(key, model_dir)
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("key") == key:
+            selector = ddrs.selector_mlp(inputs.X[0].numel(), len(sigmas), torch.Generator(), recipe.hidden)
+            selector.load_state_dict(blob["state_dict"])
+            return DualModel(classifiers, selector.eval(), sigmas, sigma_e), dict(blob["info"]) | {"cached": True}
+    dictionary = ddrs.NoiseDictionary.from_points(
+        torch.tensor(sigmas, dtype=torch.float64), manifolds.PositiveScalar(inputs.X[0].numel())
+    )
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        labels = ddrs.label_inputs(
+            classifiers, inputs.X, dictionary, recipe.samples, recipe.alpha, torch.Generator().manual_seed(seed + 11)
+        )
+    label_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    selector = ddrs.train_selector(
+        inputs.X, labels.labels, len(sigmas), sigma_e, recipe.epochs, torch.Generator().manual_seed(seed + 12),
+        hidden=recipe.hidden, lr=recipe.lr,
+    )  # fmt: skip
+    train_seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        accuracy = float((selector(inputs.X).argmax(dim=1) == labels.labels).double().mean())
+    info = {
+        "key": key,
+        "label_counts": torch.bincount(labels.labels, minlength=len(sigmas)).tolist(),
+        "label_seconds": label_seconds,
+        "train_seconds": train_seconds,
+        "selector_accuracy": accuracy,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"key": key, "state_dict": selector.state_dict(), "info": info}, tmp)
+    tmp.replace(path)
+    if progress:
+        print(
+            f"selector for {dataset} sigmas {list(sigmas)}: labels {info['label_counts']} "
+            f"({label_seconds:.0f} s), trained ({train_seconds:.0f} s), accuracy on its labels {accuracy:.3f}"
+        )
+    return DualModel(classifiers, selector, sigmas, sigma_e), info | {"cached": False, "path": str(path)}
+
+
+__all__ = ["DualModel", "SelectorRecipe", "load_or_train_dual"]

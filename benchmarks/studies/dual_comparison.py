@@ -1,0 +1,164 @@
+"""The dual certifier against RS at each single sigma, their per-radius best, and memory-based DDRS.
+
+Reads one comparison's logs (``ddrs compare --methods rs ddrs dual ...`` writes them into
+``<out-dir>/<data set>/logs``): ``rs_sigma<s>.tsv`` and ``ddrs_sigma<s>.tsv`` for every sigma of the dual's
+dictionary and the dual's ``dual-K<K>-[lo,hi]_sigma<hi>.tsv``. At each l2 radius of the table, certified
+accuracy (correct and l2 radius >= r, the ``radius`` column; inscribed ball) of:
+
+* the dual (one memory-free certifier, sound for the deployed classifier: ``certify.dual``);
+* RS at each sigma, and the per-radius best RS (the sigma that certifies most at that radius, chosen on these
+  very test inputs: an oracle no single certifier is, so "within its interval" is the target);
+* DDRS at each sigma (memory-based: sound only for a classifier that keeps the memory of its queries) and its
+  per-radius best;
+
+with paired 95 % intervals (``benchmarks.analysis.paired``) of dual - best RS and dual - best DDRS, and the
+cost per image: mean samples (selector + classifier for the dual) and the dual's one-off cost (labelling and
+training the selector, from its cache).
+
+    python -m benchmarks.studies.dual_comparison benchmarks/results/compare/digits --results
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+import certify
+from benchmarks.analysis.outputs import add_output_args, check_writable, output_dir
+from benchmarks.analysis.paired import paired_difference
+
+RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+
+
+def find_logs(folder: Path) -> tuple[Path, dict[float, Path], dict[float, Path]]:
+    """(dual log, RS logs by sigma, DDRS logs by sigma) of the dual's dictionary in ``folder``/logs."""
+    logs = Path(folder) / "logs"
+    duals = sorted(logs.glob("dual-K*_sigma*.tsv"))
+    if len(duals) != 1:
+        raise SystemExit(f"error: {logs} must hold exactly one dual log, found {[p.name for p in duals]}")
+    dual = duals[0]
+    fp = json.loads(Path(str(dual) + ".fingerprint.json").read_text())
+    sigmas = [float(s) for s in fp["sigmas"]]
+    rs = {s: logs / f"rs_sigma{s:g}.tsv" for s in sigmas}
+    dd = {s: logs / f"ddrs_sigma{s:g}.tsv" for s in sigmas}
+    missing = [p.name for p in [*rs.values(), *dd.values()] if not p.is_file()]
+    if missing:
+        raise SystemExit(f"error: {logs} lacks {missing} (run ddrs compare --methods rs ddrs dual)")
+    return dual, rs, dd
+
+
+def accuracy(log: certify.Log, r: float) -> float:
+    return float(np.mean((log["correct"] == 1) & (log["radius"] >= r)))
+
+
+def samples(log: certify.Log) -> float:
+    return float(np.mean(log["samples"])) if "samples" in log.columns else float("nan")
+
+
+def compare(folder: Path, radii=RADII) -> tuple[list[dict], dict]:
+    """The table's rows (one per radius) and the cost summary."""
+    dual_path, rs_paths, dd_paths = find_logs(folder)
+    dual = certify.read_log(dual_path)
+    rs = {s: certify.read_log(p) for s, p in rs_paths.items()}
+    dd = {s: certify.read_log(p) for s, p in dd_paths.items()}
+    rows = []
+    for r in radii:
+        best_rs = max(rs, key=lambda s: (accuracy(rs[s], r), -s))
+        best_dd = max(dd, key=lambda s: (accuracy(dd[s], r), -s))
+        vs_rs = paired_difference(dual, rs[best_rs], radius=r)
+        vs_dd = paired_difference(dual, dd[best_dd], radius=r)
+        row = {"radius": r, "dual": accuracy(dual, r)}
+        row |= {f"rs@{s:g}": accuracy(log, r) for s, log in rs.items()}
+        row |= {f"ddrs@{s:g}": accuracy(log, r) for s, log in dd.items()}
+        row |= {
+            "best_rs_sigma": best_rs,
+            "dual-best_rs": vs_rs.difference,
+            "dual-best_rs_low": vs_rs.low,
+            "dual-best_rs_high": vs_rs.high,
+            "dual-best_rs_p": vs_rs.p_value,
+            "best_ddrs_sigma": best_dd,
+            "dual-best_ddrs": vs_dd.difference,
+            "dual-best_ddrs_low": vs_dd.low,
+            "dual-best_ddrs_high": vs_dd.high,
+            "dual-best_ddrs_p": vs_dd.p_value,
+        }
+        rows.append(row)
+    selected = np.asarray(dual["selected"])
+    cost = {
+        "inputs": len(dual),
+        "dual_samples_mean": samples(dual),
+        "dual_selector_samples_mean": float(np.mean(dual["selector_samples"])),
+        "selected_counts": {int(k): int(np.sum(selected == k)) for k in sorted(set(selected.tolist()))},
+        "binding_selector": float(
+            np.mean((dual["predict"] >= 0) & (np.asarray(dual["radius"]) >= np.asarray(dual["selector_radius"])))
+        ),
+        "dual_seconds_mean": float(np.mean([certify.log.parse_time(t) for t in dual["time"]])),
+    }
+    cost |= {f"rs@{s:g}_samples_mean": samples(log) for s, log in rs.items()}
+    return rows, cost
+
+
+def markdown(rows: list[dict], cost: dict, subset: str) -> str:
+    sig = [k for k in rows[0] if k.startswith("rs@")]
+    dds = [k for k in rows[0] if k.startswith("ddrs@")]
+    head = ["l2 radius", "Dual", *[f"RS {k[3:]}" for k in sig], *[f"DDRS {k[5:]}" for k in dds]]
+    head += ["Dual - best RS [95 % CI]", "Dual - best DDRS [95 % CI]"]
+    out = [f"Inputs: {subset}. Certified accuracy at l2 radius (inscribed ball, the headline).", ""]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [f"{row['radius']:g}", f"{row['dual']:.2f}"]
+        cells += [f"{row[k]:.2f}" for k in sig] + [f"{row[k]:.2f}" for k in dds]
+        cells.append(
+            f"{row['dual-best_rs']:+.2f} [{row['dual-best_rs_low']:+.2f}, {row['dual-best_rs_high']:+.2f}]"
+            f" (vs {row['best_rs_sigma']:g})"
+        )
+        cells.append(
+            f"{row['dual-best_ddrs']:+.2f} [{row['dual-best_ddrs_low']:+.2f}, {row['dual-best_ddrs_high']:+.2f}]"
+            f" (vs {row['best_ddrs_sigma']:g})"
+        )
+        out.append("| " + " | ".join(cells) + " |")
+    out += [
+        "",
+        f"Cost per image: dual {cost['dual_samples_mean']:.0f} samples (selector "
+        f"{cost['dual_selector_samples_mean']:.0f}), RS "
+        + ", ".join(f"{k.split('_')[0][3:]}: {v:.0f}" for k, v in cost.items() if k.startswith("rs@"))
+        + f"; entries selected {cost['selected_counts']}; the selector's ball bounds the radius on "
+        f"{cost['binding_selector']:.0%} of inputs.",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.studies.dual_comparison", allow_abbrev=False)
+    p.add_argument("folder", type=Path, help="a comparison's data-set folder (holds logs/ and summary.csv)")
+    p.add_argument("--subset", default=None, help="how the inputs were chosen (default: from the summary)")
+    add_output_args(p, "dual_comparison")
+    args = p.parse_args(argv)
+    name = args.folder.name
+    out = output_dir("dual_comparison", args.results, args.out_dir)
+    paths = [out / f"dual_comparison_{name}.csv", out / f"dual_comparison_{name}.md"]
+    check_writable(paths, args.results)
+    rows, cost = compare(args.folder)
+    subset = args.subset
+    summary = args.folder / "summary.csv"
+    if subset is None and summary.is_file():
+        with open(summary, newline="") as f:
+            first = next(csv.DictReader(f))
+        subset = f"{first['subset']}, {cost['inputs']} inputs"
+    subset = subset or f"{cost['inputs']} test inputs"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(paths[0], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    paths[1].write_text(markdown(rows, cost, subset) + "\n```\n" + json.dumps(cost, indent=1) + "\n```\n")
+    print(paths[1].read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

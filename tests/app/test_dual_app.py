@@ -1,0 +1,121 @@
+"""``ddrs certify --method dual`` and ``ddrs compare --methods ... dual``: the selector's cache, log columns,
+the combined certificate's numbers, sequential decisions, resume, and the options it refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ddrs_app.cli import main
+from ddrs_app.compare import Budget, run_compare
+from ddrs_app.dual import DualModel, SelectorRecipe, load_or_train_dual
+from ddrs_app.runs import log_columns
+
+import certify
+
+SIGMAS = ["0.12", "0.25", "0.5"]
+TINY = ["--n0", "50", "--n", "2000", "--batch-size", "1000", "--every", "30", "--max-inputs", "8", "--quiet"]
+RECIPE = SelectorRecipe(inputs=300, epochs=5)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("models"))
+
+
+def _dual(out: Path, model_dir: str, extra=()) -> int:
+    base = ["certify", "--dataset", "digits", "--method", "dual", "--sigmas", *SIGMAS, "--model-dir", model_dir]
+    return main(base + TINY + list(extra) + ["--out", str(out)])
+
+
+def _rows_without_time(path: Path) -> list[list[str]]:
+    lines = Path(path).read_text().splitlines()
+    drop = {lines[0].split("\t").index(c) for c in ("time", "choose_seconds")}
+    return [[v for j, v in enumerate(ln.split("\t")) if j not in drop] for ln in lines]
+
+
+def test_selector_is_cached_and_its_model_holds_one_classifier_per_sigma(model_dir):
+    first, info = load_or_train_dual("digits", (0.12, 0.25, 0.5), RECIPE, model_dir=model_dir, progress=False)
+    again, info2 = load_or_train_dual("digits", (0.12, 0.25, 0.5), RECIPE, model_dir=model_dir, progress=False)
+    assert not info["cached"] and info2["cached"]
+    assert sum(info["label_counts"]) == 300  # every 4th of the 1,347 training digits, at most 300
+    assert isinstance(first, DualModel) and len(first.classifiers) == 3 and first.sigma_e == 0.5
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(TypeError, match="not a classifier"):
+        first(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="sigmas must be distinct positive numbers in increasing order"):
+        load_or_train_dual("digits", (0.5, 0.25), RECIPE, model_dir=model_dir, progress=False)
+    smooth = first.smooth(10)
+    assert [n.sigma for n in smooth.dictionary] == [0.12, 0.25, 0.5] and smooth.selector_noise.sigma == 0.5
+
+
+def test_dual_log_columns_numbers_and_resume(tmp_path, model_dir):
+    full, half = tmp_path / "full.tsv", tmp_path / "half.tsv"
+    assert _dual(full, model_dir) == 0
+    header = full.read_text().splitlines()[0].split("\t")
+    assert header == log_columns() + ["selected", "selector_radius", "selector_p_lower", "selector_samples"]
+    log = certify.read_log(full)
+    assert len(log) == 8
+    kept = log["predict"] >= 0
+    assert kept.sum() >= 4  # digits are easy at these sigmas: the test is not vacuous
+    assert set(log["selected"][kept].tolist()) <= {0, 1, 2}
+    # the combined l2 radius is the smaller of the selector's ball and the classifier's (below the ball)
+    assert np.all(log["radius"][kept] <= log["selector_radius"][kept] + 1e-12)
+    sigma_of = np.array([0.12, 0.25, 0.5])[log["selected"][kept].astype(int)]
+    assert np.allclose(log["min_sigma"][kept], sigma_of)
+    assert np.all(log["selector_samples"] == 50 + 2000)
+    assert _dual(half, model_dir) == 0
+    lines = half.read_text().splitlines(keepends=True)
+    half.write_text("".join(lines[:4]) + lines[4][:9])  # three rows and a cut-off fourth
+    assert _dual(half, model_dir) == 0
+    assert _rows_without_time(half) == _rows_without_time(full)
+
+
+def test_dual_sequential_decisions_need_both_stages(tmp_path, model_dir):
+    out = tmp_path / "seq.tsv"
+    assert _dual(out, model_dir, ["--sequential", "--radii", "0", "0.25", "0.5"]) == 0
+    log = certify.read_log(out)
+    header = out.read_text().splitlines()[0].split("\t")
+    assert header[: len(log_columns((0.0, 0.25, 0.5)))] == log_columns((0.0, 0.25, 0.5))
+    assert np.all(log["samples"] >= log["selector_samples"])  # both stages' draws
+    assert np.any(log["selector_samples"] < 50 + 2000)  # the selector stopped early somewhere
+    for r in (0.25, 0.5):
+        certified = np.array([str(v).startswith("1") for v in log[f"cert@{r:g}"]])
+        # a decision needs the selector's ball: its final radius may differ, its decision at r held
+        assert not np.any(certified & (log["predict"] < 0) & (log["selector_radius"] == 0))
+
+
+def test_dual_refuses_what_it_cannot_do(tmp_path, model_dir, capsys):
+    base = [
+        "certify",
+        "--dataset",
+        "digits",
+        "--method",
+        "dual",
+        "--model-dir",
+        model_dir,
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    with pytest.raises(SystemExit, match="--sigmas is required for --method dual"):
+        main(base + TINY)
+    with pytest.raises(SystemExit, match="not with --model"):
+        main(base + TINY + ["--sigmas", "0.25", "--model", "x.pt"])
+    rs = ["certify", "--dataset", "digits", "--method", "rs", "--sigma-e", "0.5", "--out", str(tmp_path / "y")]
+    with pytest.raises(SystemExit, match="--sigma-e does not apply to --method rs"):
+        main(rs + TINY)
+
+
+def test_compare_runs_one_dual_row_over_its_sigmas(tmp_path, model_dir):
+    budget = Budget(n0=50, n=1000, batch_size=1000, max_inputs=6, every=30, opt_batch=6)
+    result = run_compare(
+        "digits", tmp_path, sigmas=(0.25, 0.5), methods=("rs", "dual"), budget=budget, model_dir=model_dir,
+        progress=False,
+    )  # fmt: skip
+    logs = sorted(p.name for p in (tmp_path / "digits" / "logs").glob("*.tsv"))
+    assert logs == ["dual-K2-[0.25,0.5]_sigma0.5.tsv", "rs_sigma0.25.tsv", "rs_sigma0.5.tsv"]
+    summary = (tmp_path / "digits" / "summary.csv").read_text()
+    assert "dual-K2-[0.25,0.5]" in summary
+    assert result is not None
