@@ -113,7 +113,8 @@ def configs_for(
                 )
     if "dual" in methods:
         dictionary = tuple(sorted(float(s) for s in sigmas))
-        out.append((max(dictionary), MethodConfig("dual", sigma=max(dictionary), sigmas=dictionary)))
+        options = spec_of("dual").budget_options(budget)
+        out.append((max(dictionary), MethodConfig("dual", sigma=max(dictionary), sigmas=dictionary, options=options)))
     return out
 
 

@@ -320,6 +320,15 @@ def _dual_recipe(config: MethodConfig):
     return SelectorRecipe(**options)
 
 
+def _dual_options(budget) -> dict:
+    """The selector's recipe with its defaults (recorded in the log's fingerprint)."""
+    from dataclasses import asdict
+
+    from .dual import SelectorRecipe
+
+    return asdict(SelectorRecipe())
+
+
 def _load_dual(config, dataset, **training):
     from .dual import load_or_train_dual
 
@@ -353,6 +362,6 @@ register(
     MethodSpec(
         "dual", "Dual", "tab:brown", _choose_dual, options=("--sigmas", "--sigma-e"), in_compare=False,
         certify_one=_certify_dual, columns=("selected", "selector_radius", "selector_p_lower", "selector_samples"),
-        row=_dual_row, load_model=_load_dual,
+        row=_dual_row, load_model=_load_dual, budget_options=_dual_options,
     )
 )  # fmt: skip

@@ -55,8 +55,16 @@ def accuracy(log: certify.Log, r: float) -> float:
     return float(np.mean((log["correct"] == 1) & (log["radius"] >= r)))
 
 
-def samples(log: certify.Log) -> float:
-    return float(np.mean(log["samples"])) if "samples" in log.columns else float("nan")
+def samples(log: certify.Log, path: Path) -> float:
+    """Mean draws per input: the sequential log's ``samples``, else n0 + n per stage (the dual's selector stage
+    from its own column)."""
+    if "samples" in log.columns:
+        return float(np.mean(log["samples"]))
+    fp = json.loads(Path(str(path) + ".fingerprint.json").read_text())
+    stage = fp["n0"] + fp["n"]
+    if "selector_samples" in log.columns:
+        return float(np.mean(np.asarray(log["selector_samples"]) + stage * (np.asarray(log["selected"]) >= 0)))
+    return float(stage)
 
 
 def compare(folder: Path, radii=RADII) -> tuple[list[dict], dict]:
@@ -90,15 +98,15 @@ def compare(folder: Path, radii=RADII) -> tuple[list[dict], dict]:
     selected = np.asarray(dual["selected"])
     cost = {
         "inputs": len(dual),
-        "dual_samples_mean": samples(dual),
+        "dual_samples_mean": samples(dual, dual_path),
         "dual_selector_samples_mean": float(np.mean(dual["selector_samples"])),
         "selected_counts": {int(k): int(np.sum(selected == k)) for k in sorted(set(selected.tolist()))},
         "binding_selector": float(
             np.mean((dual["predict"] >= 0) & (np.asarray(dual["radius"]) >= np.asarray(dual["selector_radius"])))
         ),
-        "dual_seconds_mean": float(np.mean([certify.log.parse_time(t) for t in dual["time"]])),
+        "dual_seconds_mean": float(np.mean(dual["time"])),
     }
-    cost |= {f"rs@{s:g}_samples_mean": samples(log) for s, log in rs.items()}
+    cost |= {f"rs@{s:g}_samples_mean": samples(log, rs_paths[s]) for s, log in rs.items()}
     return rows, cost
 
 
