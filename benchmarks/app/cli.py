@@ -204,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
         "certify the project's models in J processes of --threads threads each (default: one per CPU core, at "
         "most one per sigma); the logs are the single-process ones",
     )
+    m.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="certify nothing: tables and plots of the finished logs in --out-dir (unfinished ones are named)",
+    )
     _add_model_args(m)  # --model, --weights, --trust-pickle, --normalize, --device
     _add_sequential_args(m)
     _add_cluster_args(m)
@@ -692,6 +697,7 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
             radii=radii,
             cluster=cluster,
             jobs=args.jobs,
+            run=not args.tables_only,
             **own,
         )
         print(

@@ -414,6 +414,22 @@ class Runs:
                 bar.close()
 
 
+def finished_configs(runs: Runs, configs: list, inputs: int, inputs_hash: str) -> list:
+    """The configurations whose log holds a row for every one of the ``inputs`` test inputs and was made on them
+    (its fingerprint's ``inputs_hash``); the others are named on stderr."""
+    kept = []
+    for train_sigma, config in configs:
+        path = runs.log_path(config)
+        fp_path = fingerprint_path(path)
+        rows = len(certify.read_log(path)) if path.is_file() else 0
+        same = fp_path.is_file() and json.loads(fp_path.read_text()).get("inputs_hash") == inputs_hash
+        if rows == inputs and same:
+            kept.append((train_sigma, config))
+        else:
+            print(f"left out {config.label} sigma={config.sigma:g}: {rows}/{inputs} rows", file=sys.stderr)
+    return kept
+
+
 def _group_cost(group: list) -> float:
     """A rough order for scheduling: the data-dependent chains first, then mixtures by component count."""
     return sum({"rddrs": 40, "ancer": 20, "ddrs": 10}.get(c.method, 1 + len(c.sigmas) / 10) for _, c in group)
@@ -445,6 +461,7 @@ def run_compare(
     model=None,
     data=None,
     jobs: int = 1,
+    run: bool = True,
 ) -> dict:
     """Run every configuration on the same inputs and models; write logs, tables and plots.
 
@@ -457,7 +474,8 @@ def run_compare(
     gain ``samples`` and ``cert@r`` columns, the tables ``seq@r`` and samples per input. ``cluster`` (a started
     ``ddrs_app.cluster.Cluster``) computes the runs' batches on Ray workers. ``jobs`` > 1 certifies the
     project's models on the CPU in that many processes (:meth:`Runs.in_processes`), each at this process's
-    torch thread count: the same logs as one process."""
+    torch thread count: the same logs as one process. ``run=False`` certifies nothing: the tables and plots of the
+    configurations whose logs are finished (every input, made on these inputs), naming the ones left out."""
     from . import plots
 
     budget = budget or BUDGETS.get(dataset, Budget())
@@ -486,7 +504,9 @@ def run_compare(
     configs = configs_for(budget, sigmas, methods)
     runs = Runs(dataset, out_dir, test, budget, seed, rotate, data_dir, model_dir, seq_radii, torch.get_num_threads())
     jobs = 1 if model is not None or cluster is not None or (device is not None and str(device) != "cpu") else jobs
-    if jobs > 1:
+    if not run:
+        configs = finished_configs(runs, configs, len(test), dataset_hash(test))
+    elif jobs > 1:
         runs.in_processes(configs, jobs, progress)
     else:
         runs.certify(configs, progress, device=device, cluster=cluster, model=model)

@@ -119,3 +119,16 @@ def test_compare_runs_one_dual_row_over_its_sigmas(tmp_path, model_dir):
     summary = (tmp_path / "digits" / "summary.csv").read_text()
     assert "dual-K2-[0.25,0.5]" in summary
     assert result is not None
+
+
+def test_tables_only_summarises_the_finished_logs_and_names_the_rest(tmp_path, model_dir, capsys):
+    budget = Budget(n0=50, n=500, batch_size=500, max_inputs=4, every=30, opt_batch=4)
+    run_compare("digits", tmp_path, sigmas=(0.25,), methods=("rs",), budget=budget, model_dir=model_dir, progress=False)
+    capsys.readouterr()
+    result = run_compare(
+        "digits", tmp_path, sigmas=(0.25,), methods=("rs", "ddrs"), budget=budget, model_dir=model_dir,
+        progress=False, run=False,
+    )  # fmt: skip
+    assert [row["method"] for row in result["rows"]] == ["rs"]
+    assert "left out ddrs sigma=0.25: 0/4 rows" in capsys.readouterr().err
+    assert not (tmp_path / "digits" / "logs" / "ddrs_sigma0.25.tsv").exists()  # nothing was certified
