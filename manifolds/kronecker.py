@@ -44,11 +44,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from .base import F64, Manifold
+from .eigenframe import EigenFrame
 from .metrics import AffineInvariant, LogEuclidean, SPDMetric, as_metric
 from .noise_map import NoiseMap
 from .spd import SPD
@@ -187,6 +188,23 @@ class KroneckerSPD(Manifold):
     def default_noise(self) -> KroneckerNoise:
         """The noise map of these points (``manifolds.noise_for`` returns it)."""
         return KroneckerNoise(self.shape)
+
+    # ---- eigenframe (per-factor coordinates for the Riemannian step rules) ---------------------
+    def frame_type(self) -> type[EigenFrame] | None:
+        """``KroneckerFrame`` bound to this manifold (the factors' eigenframes side by side), or None when a factor's
+        metric has no eigenframe (``SPD.frame_type``) or this object overrides an operation the frame re-implements."""
+        if any(getattr(type(self), n) is not getattr(KroneckerSPD, n) or n in vars(self) for n in _FRAME_OPS):
+            return None
+        kinds = [space.frame_type() for space in self.spaces]
+        if any(k is None for k in kinds) or len(set(kinds)) != 1:
+            return None
+        bound = getattr(self, "_frame_class", None)
+        if bound is None:
+            name = kinds[0].metric_name  # type: ignore[union-attr]
+            attrs = {"manifold": self, "factor_frame": kinds[0], "metric_name": f"Kronecker ({name} per factor)"}
+            bound = type("KroneckerFrame", (KroneckerFrame,), attrs)
+            self._frame_class = bound
+        return bound
 
     # ---- tangent vectors --------------------------------------------------------------------
     def _normal(self, i: int, c: torch.Tensor) -> torch.Tensor:
@@ -346,6 +364,135 @@ class KroneckerSPD(Manifold):
 
     def __repr__(self) -> str:
         return f"KroneckerSPD(shape={self.shape}, metric={self.metric!r})"
+
+
+#: what ``KroneckerFrame`` re-implements; a subclass of ``KroneckerSPD`` overriding any of them has no frame
+_FRAME_OPS = ("inner", "norm", "egrad2rgrad", "exp", "retr", "step_limit", "injectivity_radius", "proj")
+
+
+class KroneckerFrame(EigenFrame):
+    """A batch of ``KroneckerSPD`` points (B, N, N) with each factor's eigenframe (``manifolds.eigenframe``: the
+    affine-invariant or log-Euclidean coordinates of the factor's metric), so that the Riemannian step rules step
+    factor by factor: per-direction Adam becomes per-direction within each factor (its eigenvalue directions and
+    rotations) plus one coordinate for the scale, the per-factor counterpart of full C's eigenframe Adam.
+
+    Coordinates are block diagonal like the points, w = blockdiag(u_s / s, W_1, ..., W_m) with W_i factor i's own
+    coordinates of U_i (trace-free: the unit-det slice): each factor is stepped as if it were its own parameter on
+    its own SPD(n_i), so an Adam step of lr moves each factor's log-eigenvalues (and log s) by about lr, as full-C
+    Adam moves each eigenvalue of C. These coordinates are orthonormal per factor, not for the product metric, whose
+    norm weighs them (d on the scale, d / n_i on factor i; ``norm``): ``clip`` measures that norm, so
+    ``max_step_norm`` means what it means for ``KroneckerSPD.step`` and full C. ``vec`` = blockdiag(1, V_1, ...,
+    V_m): carrying coordinates and second moments between frames (``carry``, ``carry_second_moment``) rotates each
+    factor's block by its own rotation. A step whose per-coordinate scaling left a factor's block with a trace
+    (Adam's preconditioner) is projected back onto the tangent space before it is clipped and taken. Built by
+    ``KroneckerSPD.frame_type()`` (a class bound to the manifold)."""
+
+    manifold: ClassVar[KroneckerSPD]
+    factor_frame: ClassVar[type[EigenFrame]]
+
+    def __init__(self, point: torch.Tensor, scale: torch.Tensor, frames: Sequence[EigenFrame]):
+        lay = self.manifold.layout
+        self.scale, self.frames = scale, list(frames)
+        lam = torch.cat([scale[..., None]] + [f.lam for f in self.frames], -1)
+        vec = lay.pack(torch.ones_like(scale), [f.vec for f in self.frames])
+        super().__init__(point, lam, vec)
+
+    @classmethod
+    def of(cls, point: torch.Tensor) -> KroneckerFrame:
+        size = cls.manifold.layout.size
+        if point.ndim != 3 or tuple(point.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"point must be a batch of KroneckerSPD points (B, {size}, {size}), got {tuple(point.shape)}"
+            )
+        lay = cls.manifold.layout
+        point = point.detach().to(F64)
+        frames = [cls.factor_frame.of(c) for c in lay.factors(point)]
+        scale = lay.scale(point)
+        return cls(lay.pack(scale, [f.point for f in frames]), scale, frames)
+
+    def __getitem__(self, index: slice) -> KroneckerFrame:
+        return type(self)(self.point[index], self.scale[index], [f[index] for f in self.frames])
+
+    def _rebuilt(self, scale: torch.Tensor, frames: Sequence[EigenFrame]) -> KroneckerFrame:
+        return type(self)(self.manifold.layout.pack(scale, [f.point for f in frames]), scale, frames)
+
+    def tangential(self, w: torch.Tensor) -> torch.Tensor:
+        """Coordinates ``w`` projected onto the tangent space: off-block entries dropped, blocks symmetrised, each
+        factor's block made trace-free (its normal, the factor itself, has coordinates I in every frame)."""
+        lay = self.manifold.layout
+        return lay.pack(lay.scale(w), [_trace_free(sym(lay.factor(w, i))) for i in range(len(self.frames))])
+
+    def norm(self, w: torch.Tensor) -> torch.Tensor:
+        """The product metric's norm of the tangent vector with coordinates ``w``: sqrt(d w_s^2 + sum_i (d / n_i)
+        ||W_i||_F^2)."""
+        lay, m = self.manifold.layout, self.manifold
+        sq = m.dim * lay.scale(w).square()
+        for i in range(len(self.frames)):
+            sq = sq + m.weights[i] * lay.factor(w, i).square().sum((-2, -1))
+        return sq.clamp_min(0).sqrt()
+
+    def whiten_gradient(self, egrad: torch.Tensor) -> torch.Tensor:
+        """Coordinates of the Riemannian gradient (``KroneckerSPD.egrad2rgrad``): s g_s / d and, per factor, its
+        frame's whitened gradient divided by d / n_i, made trace-free."""
+        lay, m = self.manifold.layout, self.manifold
+        egrad = egrad.to(F64)
+        parts = [_trace_free(f.whiten_gradient(lay.factor(egrad, i))) / m.weights[i] for i, f in enumerate(self.frames)]
+        return lay.pack(self.scale * lay.scale(egrad) / m.dim, parts)
+
+    def coordinates(self, u: torch.Tensor) -> torch.Tensor:
+        lay = self.manifold.layout
+        u = u.to(F64)
+        parts = [_trace_free(f.coordinates(lay.factor(u, i))) for i, f in enumerate(self.frames)]
+        return lay.pack(lay.scale(u) / self.scale, parts)
+
+    def tangent(self, w: torch.Tensor) -> torch.Tensor:
+        lay = self.manifold.layout
+        w = self.tangential(w.to(F64))
+        parts = [f.tangent(lay.factor(w, i)) for i, f in enumerate(self.frames)]
+        return lay.pack(lay.scale(w) * self.scale, parts)
+
+    def clip(self, w: torch.Tensor, max_norm: float | None) -> torch.Tensor:
+        """Tangential ``w`` with its metric norm (``norm``) clipped at ``max_norm``."""
+        w = self.tangential(w.to(F64))
+        if max_norm is None:
+            return w
+        n = self.norm(w).clamp_min(torch.finfo(F64).tiny)
+        return w * (float(max_norm) / n).clamp(max=1.0)[..., None, None]
+
+    def move(self, w: torch.Tensor, method: str = "retr") -> torch.Tensor:
+        """Each factor moved by its frame (the metric's exp or retraction, put back on det 1) and the scale by
+        s e^t (``"exp"``) or s (1 + t + t^2 / 2) (``"retr"``), t = w_s: ``KroneckerSPD.exp`` / ``retr``."""
+        if method not in ("exp", "retr"):
+            raise ValueError(f"method must be 'exp' or 'retr', got {method!r}")
+        lay = self.manifold.layout
+        w = self.tangential(w.to(F64))
+        t = lay.scale(w)
+        s = self.scale * (torch.exp(t) if method == "exp" else 1 + t + 0.5 * t.square())
+        parts = [_unit_det(f.move(lay.factor(w, i), method)) for i, f in enumerate(self.frames)]
+        return lay.pack(s, parts)
+
+    def align_ties(self, w: torch.Tensor, rtol: float = 1e-6) -> KroneckerFrame:
+        """Each factor's ``align_ties`` with its block of ``w``."""
+        lay = self.manifold.layout
+        frames = [f.align_ties(lay.factor(w, i), rtol) for i, f in enumerate(self.frames)]
+        if all(a is b for a, b in zip(frames, self.frames)):
+            return self
+        return self._rebuilt(self.scale, frames)
+
+    def clamp(self, floor: torch.Tensor | float, ceiling: torch.Tensor | float | None = None) -> EigenFrame:
+        raise NotImplementedError("the Kronecker floor is KroneckerNoise.project_floor (it clamps the factors jointly)")
+
+    def log_volume(self, point: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("use KroneckerNoise.log_volume")
+
+    def min_eigenvalue(self, point: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
+        raise NotImplementedError("use KroneckerNoise.min_eigenvalue")
+
+
+def _trace_free(w: torch.Tensor) -> torch.Tensor:
+    n = w.shape[-1]
+    tr = torch.diagonal(w, dim1=-2, dim2=-1).sum(-1)
+    return w - (tr / n)[..., None, None] * torch.eye(n, dtype=w.dtype, device=w.device)
 
 
 def _f64(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
