@@ -525,18 +525,26 @@ class KroneckerNoise(NoiseMap):
         return self.layout.scale(x), self.layout.factors(x)
 
     def apply(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """s (x)_i C_i applied to rows z (batch + (n, d)): one (n_i x n_i) product along each input axis."""
+        """s (x)_i C_i applied to rows z (batch + (n, d)): one (n_i x n_i) product along each input axis, no copy of
+        the rows between axes (axis i is the middle of a (P, n_i, Q) view, P and Q the sizes before and after it);
+        1 x 1 factors join the scale."""
         batch = tuple(x.shape[:-2])
-        m = len(self.shape)
+        lead = tuple(z.shape[:-1])  # batch + (n,)
         xz = x.to(z.dtype)
-        t = z.reshape(tuple(z.shape[:-1]) + self.shape)
-        first = t.ndim - m  # the first input axis
-        for i, c in enumerate(self.layout.factors(xz)):
-            ax = first + i
-            c = c.reshape(batch + (1,) * (t.ndim - len(batch) - 2) + c.shape[-2:])
-            t = torch.movedim(torch.movedim(t, ax, -1) @ c.transpose(-1, -2), -1, ax)
         s = self.layout.scale(xz)
-        return t.reshape(z.shape) * s.reshape(batch + (1,) * (z.ndim - len(batch)))
+        t = z
+        for i, c in enumerate(self.layout.factors(xz)):
+            n_i = self.shape[i]
+            if n_i == 1:
+                s = s * c[..., 0, 0]
+                continue
+            before, after = math.prod(self.shape[:i]), math.prod(self.shape[i + 1 :])
+            c = c.reshape(batch + (1,) * (len(lead) - len(batch)) + (n_i, n_i))
+            if after == 1:  # the last axis: rows (before, n_i) times C^T
+                t = (t.reshape(lead + (before, n_i)) @ c.transpose(-1, -2)).reshape(z.shape)
+            else:  # C times the (n_i, after) slices
+                t = (c.unsqueeze(-3) @ t.reshape(lead + (before, n_i, after))).reshape(z.shape)
+        return t * s.reshape(batch + (1,) * (z.ndim - len(batch)))
 
     def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
         """Exact: s prod_i lambda_min(C_i) (the eigenvalues of a Kronecker product are the products of the
