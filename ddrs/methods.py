@@ -53,7 +53,8 @@ class SmoothingResult:
         The geometry the points live on.
     points : torch.Tensor
         One noise parameter per input, float64: sigma (B,) for RS and DDRS, the diagonal Theta (B, d) for
-        ANCER, the SPD matrix C (B, d, d) for RDDRS (noise x + C z, covariance C^2; README, Errata R3).
+        ANCER, the SPD matrix C (B, d, d) for RDDRS (noise x + C z, covariance C^2; README, Errata R3), or
+        blockdiag(s, C_1, ..., C_m) for ``RDDRS(structure='kronecker')`` (``manifolds.KroneckerSPD``).
     sigma_star : torch.Tensor
         (B,) float64: the isotropic sigma_x* of each input (RS: sigma; DDRS: its own result; ANCER and RDDRS:
         the sigma_x* they started from). The next stage starts from it and keeps it as eigenvalue floor.
@@ -627,6 +628,11 @@ class RDDRS(_Optimised):
     ascent, ``RiemannianAscent`` from ``step_size``, ``method``, ``max_step_norm``) or any ``StepRule``.
     ``RDDRS.paper()`` is the seed paper's recipe.
 
+    ``structure``: 'full' (a dense C, d x d) or 'kronecker': C = s C_1 (x) ... (x) C_m over the axes of the
+    inputs (e.g. channel (x) height (x) width), ``manifolds.KroneckerSPD(x.shape[1:], metric)`` with
+    ``manifolds.KroneckerNoise``: sampling O(d sum_i n_i), no d x d matrix, the same cold start sigma_x* I, floor,
+    objective and selection, Adam per direction in each factor's eigenframe (``manifolds.kronecker``).
+
     ``metric``: 'affine-invariant' (the paper) | 'log-euclidean' | 'bures-wasserstein' | a
     ``manifolds.SPDMetric`` | a Geomstats SPD metric; ``manifold``: any ``manifolds.Manifold`` with matrix
     points, overriding ``metric``; ``backend``: 'rgd' (ours) | 'pymanopt'. With ``pymanopt_solver="sgd"`` (the
@@ -691,8 +697,13 @@ class RDDRS(_Optimised):
         selects nothing).
     manifold : manifolds.Manifold or None, default None
         Any ``manifolds.Manifold`` with matrix points (``point_ndim`` 2) and the inputs' dimension, overriding
-        ``metric``; None: ``manifolds.SPD(d, metric)``.
+        ``metric`` and ``structure``; None: ``manifolds.SPD(d, metric)`` or, with ``structure='kronecker'``,
+        ``manifolds.KroneckerSPD(input_shape, metric)``.
     {noise_parameters}
+    structure : str, default 'full'
+        'full': the noise scale is any SPD C (d x d); 'kronecker': s C_1 (x) ... (x) C_m over the input's axes
+        (``manifolds.KroneckerSPD``; metric 'affine-invariant' or 'log-euclidean'). An ANCER warm start is refused
+        unless its Theta is itself a Kronecker product of per-axis scales.
     adaptive : bool, default True
         With ``step=None``: Riemannian Adam (True) or plain Riemannian gradient ascent (False). False together with an
         explicit ``step`` is an error.
@@ -733,6 +744,7 @@ class RDDRS(_Optimised):
     rotation_lr: float | None = None  # Adam's step for rotations (off-diagonal in the eigenframe); None: lr
     shared_frame: bool = True  # one eigendecomposition per step (a manifold with an eigenframe)
     step: Any = None  # None ('adam' if adaptive else 'riemannian'), 'adam', 'riemannian' or a StepRule
+    structure: str = "full"  # 'full' (dense C) or 'kronecker' (s C_1 (x) ... (x) C_m over the input's axes)
 
     @classmethod
     def paper(cls, **overrides: Any) -> RDDRS:
@@ -787,7 +799,14 @@ class RDDRS(_Optimised):
         }
         return rules[step]
 
-    def _manifold(self, dim: int) -> manifolds.Manifold:
+    def _manifold(self, dim: int, shape: tuple[int, ...] | None = None) -> manifolds.Manifold:
+        """The manifold ``fit`` runs on for inputs of ``dim`` entries and ``shape`` (None: (dim,))."""
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
+        if self.structure == "kronecker" and self.manifold is None:
+            return manifolds.KroneckerSPD(shape if shape is not None else (dim,), self.metric)
+        if self.structure == "kronecker" and not isinstance(self.manifold, manifolds.KroneckerSPD):
+            raise ValueError(f"structure='kronecker' with manifold={self.manifold!r}: pass one of them")
         return manifolds.resolve_manifold(self.manifold, "spd", dim, self.metric)
 
     def _describe(self, manifold: manifolds.Manifold) -> str:
@@ -804,8 +823,8 @@ class RDDRS(_Optimised):
             return f"pymanopt SteepestDescent loop stepping by {described}"
         return described
 
-    def step_rule_for(self, dim: int) -> str:
-        return self._describe(self._manifold(dim))
+    def step_rule_for(self, dim: int, shape: tuple[int, ...] | None = None) -> str:
+        return self._describe(self._manifold(dim, shape))
 
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         """{fit_inputs}
@@ -820,7 +839,7 @@ class RDDRS(_Optimised):
         x = _on_model(model, x)
         sigma_star = _sigma_from(init, x, None)
         d = x[0].numel()
-        manifold = self._manifold(d)
+        manifold = self._manifold(d, tuple(x.shape[1:]))
         noise = _noise_of(self.noise, manifold)
         C0 = noise.from_scales(sigma_star[:, None].expand(-1, d))  # sigma_x* I
         if isinstance(init, SmoothingResult) and init.points.ndim == 2:  # warm start from ANCER's Theta
@@ -863,6 +882,10 @@ class RDDRS(_Optimised):
             step_rule=self._describe(manifold),
             **options,
         )
+
+
+#: the noise structures of ``RDDRS(structure=...)``
+STRUCTURES = ("full", "kronecker")
 
 
 def _noise_of(noise: manifolds.NoiseMap | None, manifold: manifolds.Manifold) -> manifolds.NoiseMap:

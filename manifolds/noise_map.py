@@ -255,7 +255,11 @@ _FRAME_NOISE_OPS = ("project_floor", "log_volume", "min_eigenvalue")
 
 def noise_for(manifold: Manifold) -> NoiseMap:
     """The shipped noise map whose points have ``manifold``'s shape (the point is the noise scale: sigma,
-    theta or C); a manifold whose points mean something else needs its own ``NoiseMap``."""
+    theta or C); a manifold whose points mean something else needs its own ``NoiseMap``, or names it with a
+    ``default_noise()`` method (``KroneckerSPD`` does: ``KroneckerNoise``)."""
+    own = getattr(manifold, "default_noise", None)
+    if callable(own):
+        return own()
     try:
         cls = _SHIPPED[manifold.point_ndim]
     except KeyError:

@@ -7,7 +7,8 @@ user's own included).
         check_noise_map(MyNoise(4), MyManifold(4))
 
 Strategies for well- and ill-conditioned SPD matrices (bounded log-eigenvalues, random orthogonal
-eigenvectors) are exported too: ``spd_points``, ``commuting_spd_pair``, ``gl_matrices``.
+eigenvectors) are exported too: ``spd_points``, ``commuting_spd_pair``, ``gl_matrices``; ``kronecker_points`` draws
+points of a ``manifolds.KroneckerSPD``.
 """
 
 from __future__ import annotations
@@ -81,7 +82,12 @@ def gl_matrices(draw: st.DrawFn, n: int) -> torch.Tensor:
 @st.composite
 def manifold_points(draw: st.DrawFn, manifold: Manifold, max_condition: float = 1e6) -> torch.Tensor:
     """Generic points: ``random_point`` from a drawn seed, the isotropic sigma I (via the floor), and for
-    matrix manifolds ill-conditioned SPD points (condition number up to ``max_condition``)."""
+    matrix manifolds ill-conditioned SPD points (condition number up to ``max_condition``). A ``KroneckerSPD``
+    draws ``kronecker_points`` (its points are block-diagonal, not d x d)."""
+    from .kronecker import KroneckerSPD
+
+    if isinstance(manifold, KroneckerSPD):
+        return draw(kronecker_points(manifold, max_log_eig=0.25 * math.log(max_condition) / len(manifold.shape)))
     x = manifold.random_point(generator=torch.Generator().manual_seed(draw(_SEEDS)))
     if manifold.point_ndim == 2 and draw(st.booleans()):  # ill-conditioned: condition number exactly max_condition
         n, half = manifold.dim, 0.5 * math.log(max_condition)
@@ -92,6 +98,21 @@ def manifold_points(draw: st.DrawFn, manifold: Manifold, max_condition: float = 
         if iso is not None:
             return iso
     return x
+
+
+@st.composite
+def kronecker_points(draw: st.DrawFn, manifold: Manifold, max_log_eig: float = 3.0) -> torch.Tensor:
+    """Points of a ``manifolds.KroneckerSPD``: its ``random_point`` from a drawn seed, the isotropic sigma I (every
+    factor I, tied spectrum), or ill-conditioned factors (each factor's log-eigenvalues within +-``max_log_eig``,
+    drawn by ``spd_points``; the product's condition number reaches exp(2 m max_log_eig))."""
+    kind = draw(st.sampled_from(["random", "isotropic", "factors"]))
+    if kind == "random":
+        return manifold.random_point(generator=torch.Generator().manual_seed(draw(_SEEDS)))
+    sigma = math.exp(draw(st.floats(-2.0, 1.0)))
+    if kind == "isotropic":
+        return manifold.isotropic(sigma)  # type: ignore[attr-defined]
+    factors = [draw(spd_points(n, max_log_eig=max_log_eig, log_scale=1.0)) for n in manifold.shape]  # type: ignore[attr-defined]
+    return manifold.from_factors(factors, sigma)  # type: ignore[attr-defined]
 
 
 def _isotropic(manifold: Manifold, sigma: float) -> torch.Tensor | None:
