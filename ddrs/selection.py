@@ -51,8 +51,8 @@ def hard_vote_radii(
     """Both radii (B,) of the hard-vote certificate with noise ``point`` on draws z (B, m, d), keyed by
     kind ('l2': smallest axis, 'proxy': geometric mean, times Phi^-1(p_A_lower)), from one set of votes;
     0 where p_A_lower <= 1/2 (the certifier would abstain) and, with ``targets`` (B,) class labels, where the
-    top class is not the target (a certificate of a wrong prediction counts nothing). The network runs as in the estimator
-    (``ddrs.estimator.noisy_logits``: noise added in float32 or float64, then cast to x's dtype)."""
+    top class is not the target (a certificate of a wrong prediction counts nothing). The network runs as in the
+    estimator (``ddrs.estimator.noisy_logits``: noise added in float32 or float64, then cast to x's dtype)."""
     noise = as_noise_map(noise)
     B, m = z.shape[:2]
     per_chunk = max(1, chunk_size // max(B, 1))

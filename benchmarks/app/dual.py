@@ -155,7 +155,12 @@ def load_or_train_dual(
     t0 = time.perf_counter()
     with torch.no_grad():
         labels = ddrs.label_inputs(
-            classifiers, inputs.X, dictionary, recipe.samples, recipe.alpha, torch.Generator().manual_seed(seed + 11),
+            classifiers,
+            inputs.X,
+            dictionary,
+            recipe.samples,
+            recipe.alpha,
+            torch.Generator().manual_seed(seed + 11),
             targets=inputs.y,
         )
     label_seconds = time.perf_counter() - t0
