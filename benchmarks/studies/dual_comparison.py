@@ -72,7 +72,10 @@ def one_off_cost(dual_path: Path, model_dir=None) -> dict:
     (``ddrs_app.dual.load_or_train_dual``, which trains it again if the cache lacks it)."""
     from ddrs_app.dual import SelectorRecipe, load_or_train_dual
 
+    import torch
+
     fp = json.loads(Path(str(dual_path) + ".fingerprint.json").read_text())
+    torch.set_num_threads(int(fp["threads"]))  # the models' cache key holds the thread count they were trained at
     options = dict(fp["options"])
     options["hidden"] = tuple(options.get("hidden", SelectorRecipe().hidden))
     _, info = load_or_train_dual(
