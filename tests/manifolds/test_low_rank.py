@@ -214,3 +214,19 @@ def test_halfspace_probability_is_the_closed_form_and_radii_stay_below_the_truth
             assert cert.l2_radius == pytest.approx(cert.radius * float(noise.min_eigenvalue(x)), rel=1e-9)
             assert math.isfinite(cert.proxy_radius)
     assert certified >= 3
+
+
+def test_components_split_the_metric_for_per_factor_adam():
+    """``component_inner`` sums to ``inner`` and ``scale_components`` scales each factor's block (U, each e_j, each a_i
+    or s): what ``RiemannianAdam`` keeps its per-factor second moments with."""
+    for spiked in (False, True):
+        m = LowRankSPD(6, 2, spiked=spiked)
+        x = m.random_point(3, generator=_gen(20))
+        u = m.egrad2rgrad(x, torch.randn(x.shape, dtype=F64, generator=_gen(21)))
+        parts = m.component_inner(x, u, u)
+        assert parts.shape == (3, m.components) == (3, 1 + 2 + (1 if spiked else 6))
+        torch.testing.assert_close(parts.sum(-1), m.inner(x, u, u))
+        c = torch.rand(3, m.components, dtype=F64, generator=_gen(22)) + 0.5
+        scaled = m.scale_components(u, c)
+        torch.testing.assert_close(m.component_inner(x, scaled, scaled), parts * c.square())
+        torch.testing.assert_close(m.scale_components(u, torch.ones_like(c)), u)
