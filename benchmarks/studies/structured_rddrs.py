@@ -59,20 +59,35 @@ def null_model(dim: int, classes: int) -> torch.nn.Module:
     return model.eval()
 
 
-def geometry_seconds_per_step(options: dict, x: torch.Tensor, sigma: float, iterations: int = 6) -> float:
-    """Seconds per ascent step of RDDRS(**options) on one input with the null network (after one warm-up fit)."""
+def geometry_seconds_per_step(
+    options: dict, x: torch.Tensor, sigma: float, iterations: int = 6, samples: int | None = None
+) -> float:
+    """Seconds per ascent step of RDDRS(**options) on one input with the null network (after one warm-up fit);
+    ``samples`` per step (None: RDDRS's default)."""
     import ddrs
 
     model = null_model(x[0].numel(), 10)
-    preset = ddrs.RDDRS(iterations=iterations, select=False, keep_ball=False, **options)
+    extra = {} if samples is None else {"samples": samples}
+    preset = ddrs.RDDRS(iterations=iterations, select=False, keep_ball=False, **extra, **options)
     preset.fit(model, x, init=sigma, generator=torch.Generator().manual_seed(0))  # warm-up (allocations, caches)
     start = time.perf_counter()
     res = preset.fit(model, x, init=sigma, generator=torch.Generator().manual_seed(1))
     return (time.perf_counter() - start) / max(len(res.trace.objective), 1)
 
 
-def run(inputs: int, n: int, sigma: float, ranks, seed: int = 0) -> tuple[list[dict], dict]:
-    """Fit and certify every structure (and RS, DDRS) on ``inputs`` Fashion-MNIST test images."""
+def run(
+    inputs: int,
+    n: int,
+    sigma: float,
+    ranks,
+    seed: int = 0,
+    dataset: str = "fashion-mnist",
+    rddrs_options: dict | None = None,
+    ddrs_options: dict | None = None,
+) -> tuple[list[dict], dict]:
+    """Fit and certify every structure (and RS, DDRS) on ``inputs`` test images of ``dataset``; ``rddrs_options``
+    (None: the defaults) go to every RDDRS fit, ``ddrs_options`` (None: the data set's ``ddrs compare`` budget) to
+    the DDRS start."""
     from ddrs_app.compare import BUDGETS
     from ddrs_app.data import load_dataset, subset
     from ddrs_app.training import load_or_train
@@ -80,22 +95,23 @@ def run(inputs: int, n: int, sigma: float, ranks, seed: int = 0) -> tuple[list[d
     import certify
     import ddrs
 
-    model, _ = load_or_train("fashion-mnist", sigma, seed=seed, progress=False)
+    model, _ = load_or_train(dataset, sigma, seed=seed, progress=False)
     model.eval()
-    data = load_dataset("fashion-mnist", "test")
+    data = load_dataset(dataset, "test")
     data = subset(data, max(1, len(data.y) // inputs), inputs)
-    budget = BUDGETS["fashion-mnist"]
+    dd_options = dict(BUDGETS[dataset].ddrs) if ddrs_options is None else dict(ddrs_options)
+    rd_options = dict(rddrs_options or {})
     rows: list[dict] = []
     geometry: dict[str, float] = {}
     plans = structures(ranks)
     for name, options in plans.items():
-        geometry[name] = geometry_seconds_per_step(options, data.X[:1], sigma)
+        geometry[name] = geometry_seconds_per_step(options, data.X[:1], sigma, samples=rd_options.get("samples"))
         print(f"geometry {name}: {geometry[name] * 1e3:.1f} ms per step", flush=True)
     for i in range(len(data.y)):
         x, label = data.X[i : i + 1], int(data.y[i])
         gen = torch.Generator().manual_seed(seed + i)
         start = time.perf_counter()
-        dd = ddrs.DDRS(sigma0=sigma, **budget.ddrs).fit(model, x, generator=gen)
+        dd = ddrs.DDRS(sigma0=sigma, **dd_options).fit(model, x, generator=gen)
         dd_seconds = time.perf_counter() - start
         fits = {
             "rs": (certify.IsotropicGaussian(sigma), 0, 0.0, 0),
@@ -103,7 +119,8 @@ def run(inputs: int, n: int, sigma: float, ranks, seed: int = 0) -> tuple[list[d
         }
         for name, options in plans.items():
             start = time.perf_counter()
-            res = ddrs.RDDRS(**options).fit(model, x, init=dd, generator=torch.Generator().manual_seed(seed + i))
+            preset = ddrs.RDDRS(**rd_options, **options)
+            res = preset.fit(model, x, init=dd, generator=torch.Generator().manual_seed(seed + i))
             seconds = time.perf_counter() - start + dd_seconds
             work = dd.network.forward + res.network.forward
             fits[name] = (res.noises()[0], work, seconds, len(res.trace.objective))
@@ -174,7 +191,7 @@ def summarise(rows: list[dict], geometry: dict) -> list[dict]:
     return out
 
 
-def plot(summary: list[dict], path: Path) -> None:
+def plot(summary: list[dict], path: Path, dataset: str = "fashion-mnist", sigma: float = 0.25) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,7 +205,7 @@ def plot(summary: list[dict], path: Path) -> None:
     axes[1].set(xlabel="proxy radius", title="certified accuracy, proxy radius")
     axes[1].legend(fontsize=8)
     n = summary[0]["inputs"]
-    fig.suptitle(f"Fashion-MNIST, sigma 0.25, {n} test images (smoke): structured vs full RDDRS")
+    fig.suptitle(f"{dataset}, sigma {sigma:g}, {n} test images (smoke): structured vs full RDDRS")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -209,6 +226,7 @@ def main(argv=None) -> int:
     parser.add_argument("--inputs", type=int, default=10)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--sigma", type=float, default=0.25)
+    parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--ranks", type=int, nargs="+", default=list(RANKS))
     parser.add_argument("--seed", type=int, default=0)
     add_output_args(parser, SCRIPT)
@@ -216,11 +234,11 @@ def main(argv=None) -> int:
     inputs_csv, summary_csv, png = prepare(SCRIPT, FILES, args.results, args.out_dir)
     inputs_csv.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows, geometry = run(args.inputs, args.n, args.sigma, tuple(args.ranks), args.seed)
+    rows, geometry = run(args.inputs, args.n, args.sigma, tuple(args.ranks), args.seed, args.dataset)
     summary = summarise(rows, geometry)
     write_csv(inputs_csv, rows)
     write_csv(summary_csv, summary)
-    plot(summary, png)
+    plot(summary, png, args.dataset, args.sigma)
     for row in summary:
         print(
             f"{row['structure']:>14}: proxy ACR {row['proxy_acr']:.3f}  l2 ACR {row['l2_acr']:.3f}  "
