@@ -173,7 +173,9 @@ class RiemannianAdam(StepRule):
     Without an eigenframe (scalar, diagonal, a user's manifold or metric, a Geomstats metric): geoopt's
     RiemannianAdam, i.e. the first moment of the Riemannian gradient moved by ``manifold.transp``, one second
     moment per point (the gradient's squared Riemannian norm), the step through ``manifold.step`` (clipped at
-    ``max_step_norm``). ``rotation_lr`` needs a frame. ``describe(manifold)`` names the form that runs.
+    ``max_step_norm``); on a product manifold that splits its metric into parts (``component_inner``,
+    ``scale_components``: ``manifolds.LowRankSPD``) and with ``per_direction``, one second moment per part.
+    ``rotation_lr`` needs a frame. ``describe(manifold)`` names the form that runs.
 
     Parameters
     ----------
@@ -184,7 +186,8 @@ class RiemannianAdam(StepRule):
     eps : float, default 1e-8
         Added to the square root of the second moment.
     per_direction : bool, default True
-        In an eigenframe, one second moment per coordinate; False: one per point (always so without a frame).
+        In an eigenframe, one second moment per coordinate; without one, per part of a manifold that splits its
+        metric (``component_inner``), else per point; False: one per point.
     method : str, default 'retr'
         'retr' (the metric's retraction) or 'exp' (its exponential map).
     max_step_norm : float or None, default 2.0
