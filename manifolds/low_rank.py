@@ -141,7 +141,7 @@ def stiefel_inner(u: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Te
 
 def stiefel_egrad2rgrad(u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """G - U G^T U (Edelman et al. 1998, eq. 2.53)."""
-    return g - u @ g.transpose(-1, -2) @ u
+    return g - u @ (g.transpose(-1, -2) @ u)  # k x k first: never a d x d product
 
 
 def stiefel_exp(u: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

@@ -230,3 +230,18 @@ def test_components_split_the_metric_for_per_factor_adam():
         scaled = m.scale_components(u, c)
         torch.testing.assert_close(m.component_inner(x, scaled, scaled), parts * c.square())
         torch.testing.assert_close(m.scale_components(u, torch.ones_like(c)), u)
+
+
+def test_nothing_of_size_d_by_d_at_imagenet_size():
+    """Every operation of a step runs at d = 150,528 (3 x 224 x 224; a d x d float64 matrix would be 181 GB)."""
+    d, k = 3 * 224 * 224, 2
+    m, noise = LowRankSPD(d, k), LowRankNoise(d, k)
+    x = noise.from_scales(torch.full((1, d), 0.25, dtype=F64))
+    g = torch.randn(x.shape, dtype=F64, generator=_gen(30))
+    r = m.egrad2rgrad(x, g)
+    for method in ("exp", "retr"):
+        m.check_point(m.step(x, r, 0.1, method=method, max_norm=0.5))
+    m.check_point(noise.project_floor(x, 0.3, 1.0))
+    assert noise.apply(x, torch.randn(1, 4, d + k, generator=_gen(31))).shape == (1, 4, d)
+    assert float(noise.min_eigenvalue(x)) == 0.25 and abs(float(noise.log_volume(x)) - math.log(0.25)) < 1e-9
+    assert m.component_inner(x, r, r).shape == (1, m.components)
