@@ -116,3 +116,26 @@ def test_compare_refuses_structure_without_rddrs(tmp_path, capsys):
             ]
         )
     assert "only used when --methods runs rddrs" in capsys.readouterr().err
+
+
+def test_memory_takes_structured_regions_as_their_dense_ellipsoid_up_to_its_limit():
+    import numpy as np
+    import torch
+    from ddrs_app.runs import dense_region
+
+    import certify
+    from certify.structured import DENSE_LIMIT
+
+    u = torch.linalg.qr(torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))[0]
+    noise = certify.LowRankGaussian(0.04, u, [0.1, 0.2])
+    region = noise.region(np.zeros(6), 0.5)
+    cert = certify.Certificate(1, 0.9, 0.5, region.l2_radius, region.proxy_radius, region, noise="lowrank")
+    dense = dense_region(cert)
+    assert isinstance(dense.region, certify.Ellipsoid) and dense.l2_radius == cert.l2_radius
+    np.testing.assert_allclose(dense.region.scale @ dense.region.scale, noise.covariance(), atol=1e-12)
+    d = DENSE_LIMIT + 1
+    big = certify.LowRankGaussian(0.04, torch.eye(d, 1, dtype=torch.float64), [0.1])
+    region = big.region(np.zeros(d), 0.5)
+    cert = certify.Certificate(1, 0.9, 0.5, region.l2_radius, region.proxy_radius, region, noise="lowrank")
+    with pytest.raises(ValueError, match="--no-memory"):
+        dense_region(cert)
