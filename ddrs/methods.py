@@ -10,6 +10,7 @@ fresh ones through ``certify.Smooth``, which is what keeps Cohen's statistics va
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -757,6 +758,12 @@ class RDDRS(_Optimised):
     step: Any = None  # None ('adam' if adaptive else 'riemannian'), 'adam', 'riemannian' or a StepRule
     structure: str = "full"  # 'full' (dense C), 'kronecker', 'low-rank' or 'spiked' (STRUCTURES)
     rank: int | None = None  # spikes of 'low-rank' / 'spiked' (None: DEFAULT_RANK)
+
+    def __repr__(self) -> str:
+        """The dataclass repr, ``rank`` left out while None: a preset's repr is recorded in every log's fingerprint,
+        and the presets that do not use ``rank`` keep the repr (and the fingerprints) they had."""
+        shown = [f for f in dataclasses.fields(self) if f.repr and not (f.name == "rank" and self.rank is None)]
+        return f"{type(self).__qualname__}({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
     @classmethod
     def paper(cls, **overrides: Any) -> RDDRS:

@@ -114,3 +114,9 @@ def test_ancer_warm_start_and_errors_name_the_argument():
         ddrs.RDDRS(iterations=1, structure="low-rank", manifold=LowRankSPD(64, 2, spiked=True)).fit(
             model, x, init=SIGMA
         )
+
+
+def test_repr_shows_rank_only_when_set():
+    """A preset's repr is recorded in every log's fingerprint: the presets without a rank keep the repr they had."""
+    assert "rank" not in repr(ddrs.RDDRS()) and repr(ddrs.RDDRS()).endswith("structure='full')")
+    assert repr(ddrs.RDDRS(structure="spiked", rank=4)).endswith("structure='spiked', rank=4)")
