@@ -376,6 +376,7 @@ def label_inputs(
     kind: str = "l2",
     batch_size: int = 64,
     chunk_size: int = 20000,
+    targets: torch.Tensor | None = None,
 ) -> InputLabels:
     """The best dictionary entry of every input ``x`` (B, *input_shape; taken to the model's device and dtype;
     ``model`` one network for every entry or a sequence of one per entry, as ``certify.DualSmooth`` takes):
@@ -385,7 +386,10 @@ def label_inputs(
     smallest index. Inputs run ``batch_size`` at a time (one draw per batch, (b, samples, normals), then one
     batched call per entry); the network in chunks of ``chunk_size`` noisy copies.
 
-    These are estimates on the labelling draws, for training a selector; no certificate is claimed."""
+    ``targets`` (B,) the inputs' classes, when known (training data): an entry whose vote is not the input's class
+    gets radius 0 there, so the label prefers the entry that certifies the right class, not the one with the
+    largest radius for any class. These are estimates on the labelling draws, for training a selector; no
+    certificate is claimed."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if not isinstance(dictionary, NoiseDictionary):
@@ -402,15 +406,20 @@ def label_inputs(
     x = x.to(device=device, dtype=dtype)
     noise_map = dictionary.noise_map
     points = dictionary.points.to(x.device)
+    if targets is not None:
+        targets = torch.as_tensor(targets).reshape(-1)
+        if targets.shape[0] != x.shape[0]:
+            raise ValueError(f"targets must hold one class per input: {targets.shape[0]} for {x.shape[0]} inputs")
     rows = []
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
+        tb = None if targets is None else targets[start : start + batch_size]
         b = xb.shape[0]
         z = torch.randn(
             (b, samples, noise_map.normals), generator=generator, device=generator.device, dtype=sampling_dtype(x.dtype)
         ).to(x.device)
         columns = [
-            hard_vote_radii(f, noise_map, xb, p.expand((b,) + tuple(p.shape)), z, alpha, chunk_size)[kind]
+            hard_vote_radii(f, noise_map, xb, p.expand((b,) + tuple(p.shape)), z, alpha, chunk_size, tb)[kind]
             for f, p in zip(models, points)
         ]
         rows.append(torch.stack(columns, dim=1))

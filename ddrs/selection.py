@@ -46,11 +46,13 @@ def hard_vote_radii(
     z: torch.Tensor,
     alpha: float,
     chunk_size: int = 20000,
+    targets: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Both radii (B,) of the hard-vote certificate with noise ``point`` on draws z (B, m, d), keyed by
     kind ('l2': smallest axis, 'proxy': geometric mean, times Phi^-1(p_A_lower)), from one set of votes;
-    0 where p_A_lower <= 1/2 (the certifier would abstain). The network runs as in the estimator
-    (``ddrs.estimator.noisy_logits``: noise added in float32 or float64, then cast to x's dtype)."""
+    0 where p_A_lower <= 1/2 (the certifier would abstain) and, with ``targets`` (B,) class labels, where the
+    top class is not the target (a certificate of a wrong prediction counts nothing). The network runs as in the
+    estimator (``ddrs.estimator.noisy_logits``: noise added in float32 or float64, then cast to x's dtype)."""
     noise = as_noise_map(noise)
     B, m = z.shape[:2]
     per_chunk = max(1, chunk_size // max(B, 1))
@@ -64,11 +66,15 @@ def hard_vote_radii(
     if counts is None:
         raise ValueError("z must hold at least one noise draw per input")
     top = counts.max(dim=1).values.cpu().double().numpy()
+    wrong = torch.zeros(B, dtype=torch.bool)
+    if targets is not None:
+        wrong = counts.argmax(dim=1).cpu() != torch.as_tensor(targets).reshape(-1).cpu()
     lower = torch.as_tensor(clopper_pearson(top, m, alpha, "lower")[0], dtype=torch.float64)
     margin = torch.special.ndtri(lower.clamp(max=1 - 1e-12))
     point64 = point.detach().to(torch.float64).cpu()
     scales = {"l2": noise.min_eigenvalue(point64), "proxy": torch.exp(noise.log_volume(point64))}
-    return {k: torch.where(lower > 0.5, margin * v, torch.zeros_like(margin)) for k, v in scales.items()}
+    keep = (lower > 0.5) & ~wrong
+    return {k: torch.where(keep, margin * v, torch.zeros_like(margin)) for k, v in scales.items()}
 
 
 def select(

@@ -9,7 +9,7 @@ each entry and a base selector. For the isotropic dictionary {sigma_1, ..., sigm
   dictionary: each entry then certifies exactly what RS at sigma_k certifies, so the dual is compared with the
   per-sigma RS rows on the same networks, and no new classifier is trained.
 * the selector (``ddrs.train_selector``, an MLP on the flattened input) learns, on ``inputs`` training inputs
-  (every k-th of the training split), the entry with the largest hard-vote l2 radius
+  (every k-th of the training split), the entry with the largest hard-vote l2 radius of the input's true class
   (``ddrs.label_inputs``: ``samples`` common draws per entry at level ``alpha``; Dual RS labels with N = 100
   per sigma), trained with the selector's own noise sigma_e. It is cached in the model directory under a key
   of everything it depends on (the classifiers' hashes, the training inputs' hash, the recipe, the seed).
@@ -137,6 +137,7 @@ def load_or_train_dual(
         "sigmas": list(sigmas),
         "sigma_e": sigma_e,
         "recipe": asdict(recipe) | {"hidden": list(recipe.hidden)},
+        "labels": "true-class radius",  # label_inputs(targets=the training labels)
         "classifiers": [model_hash(m) for m in classifiers],
         "inputs": dataset_hash(inputs),
         "seed": int(seed),
@@ -154,7 +155,13 @@ def load_or_train_dual(
     t0 = time.perf_counter()
     with torch.no_grad():
         labels = ddrs.label_inputs(
-            classifiers, inputs.X, dictionary, recipe.samples, recipe.alpha, torch.Generator().manual_seed(seed + 11)
+            classifiers,
+            inputs.X,
+            dictionary,
+            recipe.samples,
+            recipe.alpha,
+            torch.Generator().manual_seed(seed + 11),
+            targets=inputs.y,
         )
     label_seconds = time.perf_counter() - t0
     targets = prefer_common(labels.labels, labels.radii, recipe.tie)

@@ -204,10 +204,14 @@ def spec_of(name: str) -> MethodSpec:
 
 # ---------------------------------------------------------------------------------- the shipped methods
 def _ddrs_stage(config: MethodConfig, model, x, generator, sigma_star, counter, progress):
-    """sigma_x* of the batch: DDRS's optimum, or the one a comparison already made (``sigma_star``)."""
+    """sigma_x* of the batch: DDRS's optimum, or the one a comparison already made (``sigma_star``). DDRS runs on a
+    copy of ``generator`` (the state the DDRS method's own batch starts from), so the later stage draws the same
+    samples whether sigma_x* was made here or taken from the comparison: the same log either way."""
     if sigma_star is not None:
         return sigma_star, None
-    dd = ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).fit(model, x, generator=generator, progress=progress)
+    copy = torch.Generator(device=generator.device)
+    copy.set_state(generator.get_state())
+    dd = ddrs.DDRS(sigma0=config.sigma, **config.ddrs_options).fit(model, x, generator=copy, progress=progress)
     counter.add(dd.network.forward, dd.network.backward)
     return dd.points, dd
 

@@ -67,7 +67,27 @@ def samples(log: certify.Log, path: Path) -> float:
     return float(stage)
 
 
-def compare(folder: Path, radii=RADII) -> tuple[list[dict], dict]:
+def one_off_cost(dual_path: Path, model_dir=None) -> dict:
+    """The selector's one-off cost (labelling and training seconds, labels per entry) from its cache
+    (``ddrs_app.dual.load_or_train_dual``, which trains it again if the cache lacks it)."""
+    from ddrs_app.dual import SelectorRecipe, load_or_train_dual
+
+    fp = json.loads(Path(str(dual_path) + ".fingerprint.json").read_text())
+    options = dict(fp["options"])
+    options["hidden"] = tuple(options.get("hidden", SelectorRecipe().hidden))
+    _, info = load_or_train_dual(
+        fp["dataset"], tuple(fp["sigmas"]), SelectorRecipe(**options), seed=fp["seed"], model_dir=model_dir,
+        progress=False,
+    )  # fmt: skip
+    return {
+        "selector_label_seconds": info["label_seconds"],
+        "selector_train_seconds": info["train_seconds"],
+        "selector_label_counts": info["label_counts"],
+        "selector_accuracy_on_labels": info["selector_accuracy"],
+    }
+
+
+def compare(folder: Path, radii=RADII, model_dir=None) -> tuple[list[dict], dict]:
     """The table's rows (one per radius) and the cost summary."""
     dual_path, rs_paths, dd_paths = find_logs(folder)
     dual = certify.read_log(dual_path)
@@ -107,6 +127,7 @@ def compare(folder: Path, radii=RADII) -> tuple[list[dict], dict]:
         "dual_seconds_mean": float(np.mean(dual["time"])),
     }
     cost |= {f"rs@{s:g}_samples_mean": samples(log, rs_paths[s]) for s, log in rs.items()}
+    cost |= one_off_cost(dual_path, model_dir)
     return rows, cost
 
 
@@ -135,7 +156,8 @@ def markdown(rows: list[dict], cost: dict, subset: str) -> str:
         f"{cost['dual_selector_samples_mean']:.0f}), RS "
         + ", ".join(f"{k.split('_')[0][3:]}: {v:.0f}" for k, v in cost.items() if k.startswith("rs@"))
         + f"; entries selected {cost['selected_counts']}; the selector's ball bounds the radius on "
-        f"{cost['binding_selector']:.0%} of inputs.",
+        f"{cost['binding_selector']:.0%} of inputs. One-off: labelling {cost['selector_label_seconds']:.0f} s "
+        f"(labels per entry {cost['selector_label_counts']}), training {cost['selector_train_seconds']:.0f} s.",
     ]
     return "\n".join(out) + "\n"
 
@@ -144,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.studies.dual_comparison", allow_abbrev=False)
     p.add_argument("folder", type=Path, help="a comparison's data-set folder (holds logs/ and summary.csv)")
     p.add_argument("--subset", default=None, help="how the inputs were chosen (default: from the summary)")
+    p.add_argument("--model-dir", default=None, help="where the models and the selector are cached")
     add_output_args(p, "dual_comparison")
     args = p.parse_args(argv)
     name = args.folder.name
     out = output_dir("dual_comparison", args.results, args.out_dir)
     paths = [out / f"dual_comparison_{name}.csv", out / f"dual_comparison_{name}.md"]
     check_writable(paths, args.results)
-    rows, cost = compare(args.folder)
+    rows, cost = compare(args.folder, model_dir=args.model_dir)
     subset = args.subset
     summary = args.folder / "summary.csv"
     if subset is None and summary.is_file():

@@ -111,3 +111,26 @@ def test_figure_titles_state_n_alpha_and_inputs_and_classes_have_their_own_colou
     assert run_suffix(Budget(n=10_000, alpha=0.001), 40) == "n = 10000, alpha = 0.001, 40 inputs"
     method_colors = [s.color for s in REGISTRY.values()] + list(LABEL_COLORS.values())
     assert not {to_hex(c) for c in CLASS_COLORS} & {to_hex(c) for c in method_colors}
+
+
+@pytest.mark.parametrize("method", ["ancer", "rddrs"])
+def test_a_later_stage_certifies_the_same_whether_ddrs_was_shared_or_made_here(toy, tmp_path, method):
+    """ANCER / RDDRS started from DDRS's sigma_x*: taken from the comparison's DDRS run (shared) or made by the run
+    itself (``ddrs compare --methods ancer`` on a folder whose DDRS log exists) give the same certificates; the
+    network-work columns differ, since a run counts the DDRS stage only when it made it."""
+    model, data = toy
+    dd = dict(iterations=3, samples=8)
+    ddrs_config = MethodConfig("ddrs", sigma=0.1, ddrs_options=dd)
+    later = MethodConfig(method, sigma=0.1, ddrs_options=dd, options=dict(iterations=2, samples=8))
+    star: dict = {}
+    run_certification(ddrs_config, model, data, tmp_path / "ddrs.tsv", sigma_star_cache=star, **RUN)
+    assert len(star) == len(data)
+    run_certification(later, model, data, tmp_path / "shared.tsv", sigma_star_cache=star, **RUN)
+    run_certification(later, model, data, tmp_path / "alone.tsv", **RUN)
+    work = ("forward_evals", "backward_evals")
+    shared, alone = rows_without_time(tmp_path / "shared.tsv"), rows_without_time(tmp_path / "alone.tsv")
+    header = shared[0]
+    keep = [j for j, c in enumerate(header) if c not in work]
+    assert [[r[j] for j in keep] for r in shared] == [[r[j] for j in keep] for r in alone]
+    ev = header.index("forward_evals")
+    assert all(int(a[ev]) > int(s[ev]) for s, a in zip(shared[1:], alone[1:]))

@@ -318,6 +318,21 @@ def test_labels_with_one_model_per_entry():
         ddrs.label_inputs(models[:1], x, dictionary, 500, ALPHA, gen(1))
 
 
+def test_labels_count_only_the_true_class():
+    """With ``targets`` an entry whose vote is not the input's class certifies nothing there: the radius is 0
+    and the label moves to an entry that gets the class right."""
+    x = torch.tensor([[-3.0, 0.0], [3.0, 0.5]], dtype=F64)
+    dictionary = ddrs.NoiseDictionary.from_points(torch.tensor([0.25, 1.0], dtype=F64), manifolds.PositiveScalar(2))
+    models = [HalfSpace([1.0, 0.0], 0.0).eval(), HalfSpace([1.0, 0.0], -10.0).eval()]  # entry 1: class 1 always
+    free = ddrs.label_inputs(models, x, dictionary, 500, ALPHA, gen(1))
+    assert free.labels.tolist() == [1, 1]  # entry 1 has the larger radius, for class 1, on both inputs
+    true = ddrs.label_inputs(models, x, dictionary, 500, ALPHA, gen(1), targets=torch.tensor([0, 1]))
+    assert true.labels.tolist() == [0, 1]  # input 0 is class 0: entry 1's certificate is of the wrong class
+    assert float(true.radii[0, 1]) == 0.0 and torch.equal(true.radii[1], free.radii[1])
+    with pytest.raises(ValueError, match="targets must hold one class per input"):
+        ddrs.label_inputs(models, x, dictionary, 500, ALPHA, gen(1), targets=torch.tensor([0]))
+
+
 # ---- the selector --------------------------------------------------------------------------------------------------
 
 BLOBS = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]], dtype=F64)
