@@ -14,6 +14,7 @@ import certify
 import ddrs
 from ddrs.estimator import SoftSmoothingEstimator
 from ddrs.selection import hard_vote_radii
+from ddrs.testing import check_step_rule
 from manifolds import LowRankNoise, LowRankSPD
 
 F64 = torch.float64
@@ -120,3 +121,10 @@ def test_repr_shows_rank_only_when_set():
     """A preset's repr is recorded in every log's fingerprint: the presets without a rank keep the repr they had."""
     assert "rank" not in repr(ddrs.RDDRS()) and repr(ddrs.RDDRS()).endswith("structure='full')")
     assert repr(ddrs.RDDRS(structure="spiked", rank=4)).endswith("structure='spiked', rank=4)")
+
+
+@pytest.mark.parametrize("spiked", [False, True])
+@pytest.mark.parametrize("rule", [ddrs.RiemannianAdam(0.05), ddrs.RiemannianAscent(0.3, method="retr")], ids=repr)
+def test_step_rule_battery(rule, spiked):
+    """The step-rule battery (ascends, stays on the manifold and in the floor, deterministic, stateless, batched)."""
+    check_step_rule(rule, LowRankSPD(6, 2, spiked=spiked))
