@@ -222,7 +222,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--inputs", type=int, default=10)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--sigma", type=float, default=0.25)
