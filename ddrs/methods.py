@@ -638,7 +638,9 @@ class RDDRS(_Optimised):
     a = s 1 (``manifolds.LowRankSPD``, ``manifolds.LowRankNoise``): sampling O(d rank) from d + rank normals, the same
     cold start (sigma_x* I with a negligible spike, ``manifolds.low_rank``), floor (on min a, a sound lower bound of the
     smallest scale, exact when spiked), objective and selection, Adam with one second moment per factor of the product
-    St(d, k) x R^k x (0, inf)^d (each e_j and each a_i its own).
+    St(d, k) x R^k x (0, inf)^d (each e_j and each a_i its own). 'signed-spiked': the scale s (I - U U^T) +
+    s U diag(exp(e)) U^T (``manifolds.SignedSpikedSPD``, ``certify.SpikedGaussian``), whose spikes may also shrink the
+    noise (along the directions the model is sensitive to, while s grows elsewhere); its cold start e = 0 is exact.
 
     ``metric``: 'affine-invariant' (the paper) | 'log-euclidean' | 'bures-wasserstein' | a
     ``manifolds.SPDMetric`` | a Geomstats SPD metric; ``manifold``: any ``manifolds.Manifold`` with matrix
@@ -705,17 +707,20 @@ class RDDRS(_Optimised):
     manifold : manifolds.Manifold or None, default None
         Any ``manifolds.Manifold`` with matrix points (``point_ndim`` 2) and the inputs' dimension, overriding
         ``metric`` and ``structure``; None: ``manifolds.SPD(d, metric)`` or, with ``structure='kronecker'``,
-        ``manifolds.KroneckerSPD(input_shape, metric)``, with 'low-rank' / 'spiked' ``manifolds.LowRankSPD(d, rank)``.
+        ``manifolds.KroneckerSPD(input_shape, metric)``, with 'low-rank' / 'spiked' ``manifolds.LowRankSPD(d, rank)``
+        ('signed-spiked': ``manifolds.SignedSpikedSPD(d, rank)``).
     {noise_parameters}
     structure : str, default 'full'
         'full': the noise scale is any SPD C (d x d); 'kronecker': s C_1 (x) ... (x) C_m over the input's axes
         (``manifolds.KroneckerSPD``; metric 'affine-invariant' or 'log-euclidean'). An ANCER warm start is refused
         unless its Theta is itself a Kronecker product of per-axis scales. 'low-rank': covariance diag(a^2) +
         abar^2 U diag(e^2) U^T, U on St(d, ``rank``); 'spiked': the same with a = s 1 (an ANCER warm start is refused
-        unless isotropic). Their geometry is fixed (``manifolds.LowRankSPD``): ``metric`` must be 'affine-invariant' or
-        'log-euclidean' (which coincide on the diagonal part).
+        unless isotropic); 'signed-spiked': scale s (I - U U^T) + s U diag(exp(e)) U^T, spikes larger or smaller
+        than s (isotropic warm starts only). Their geometry is fixed (``manifolds.LowRankSPD``): ``metric`` must be
+        'affine-invariant' or 'log-euclidean' (which coincide on the diagonal part).
     rank : int or None, default None
-        The number of spikes k of 'low-rank' and 'spiked' (None: ``DEFAULT_RANK``); other structures refuse it.
+        The number of spikes k of 'low-rank', 'spiked' and 'signed-spiked' (None: ``DEFAULT_RANK``); other structures
+        refuse it.
     adaptive : bool, default True
         With ``step=None``: Riemannian Adam (True) or plain Riemannian gradient ascent (False). False together with an
         explicit ``step`` is an error.
@@ -757,7 +762,7 @@ class RDDRS(_Optimised):
     shared_frame: bool = True  # one eigendecomposition per step (a manifold with an eigenframe)
     step: Any = None  # None ('adam' if adaptive else 'riemannian'), 'adam', 'riemannian' or a StepRule
     structure: str = "full"  # 'full' (dense C), 'kronecker', 'low-rank' or 'spiked' (STRUCTURES)
-    rank: int | None = None  # spikes of 'low-rank' / 'spiked' (None: DEFAULT_RANK)
+    rank: int | None = None  # spikes of 'low-rank' / 'spiked' / 'signed-spiked' (None: DEFAULT_RANK)
 
     def __repr__(self) -> str:
         """The dataclass repr, ``rank`` left out while None: a preset's repr is recorded in every log's fingerprint,
@@ -841,10 +846,17 @@ class RDDRS(_Optimised):
         rank = DEFAULT_RANK if self.rank is None else self.rank
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= dim:
             raise ValueError(f"rank must be an int with 1 <= rank <= d = {dim} (the inputs' size), got {rank!r}")
-        spiked = self.structure == "spiked"
+        spiked = self.structure in ("spiked", "signed-spiked")
+        kind = manifolds.SignedSpikedSPD if self.structure == "signed-spiked" else manifolds.LowRankSPD
         if self.manifold is not None:
             m = self.manifold
-            if not isinstance(m, manifolds.LowRankSPD) or m.spiked != spiked or m.dim != dim:
+            signed = isinstance(m, manifolds.SignedSpikedSPD)
+            if (
+                not isinstance(m, manifolds.LowRankSPD)
+                or m.spiked != spiked
+                or m.dim != dim
+                or signed != (self.structure == "signed-spiked")
+            ):
                 raise ValueError(
                     f"structure={self.structure!r} with manifold={m!r}: pass one of them (or a LowRankSPD of the "
                     f"inputs' dimension {dim} with spiked={spiked})"
@@ -858,6 +870,8 @@ class RDDRS(_Optimised):
                 "Euclidean x log-diagonal); its metric may only be 'affine-invariant' or 'log-euclidean' (equal on the "
                 "diagonal part)"
             ) from None
+        if kind is manifolds.SignedSpikedSPD:
+            return manifolds.SignedSpikedSPD(dim, rank)
         return manifolds.LowRankSPD(dim, rank, spiked=spiked)
 
     def _describe(self, manifold: manifolds.Manifold) -> str:
@@ -936,9 +950,9 @@ class RDDRS(_Optimised):
 
 
 #: the noise structures of ``RDDRS(structure=...)``
-STRUCTURES = ("full", "kronecker", "low-rank", "spiked")
+STRUCTURES = ("full", "kronecker", "low-rank", "spiked", "signed-spiked")
 #: the structures whose points are ``manifolds.LowRankSPD`` (``rank`` spikes)
-LOW_RANK_STRUCTURES = ("low-rank", "spiked")
+LOW_RANK_STRUCTURES = ("low-rank", "spiked", "signed-spiked")
 #: spikes of ``RDDRS(structure='low-rank' / 'spiked')`` when ``rank`` is None
 DEFAULT_RANK = 8
 

@@ -24,7 +24,7 @@ from typing import Any
 from .base import Manifold
 from .diagonal import PositiveDiagonal
 from .kronecker import KroneckerLayout, KroneckerNoise, KroneckerSPD
-from .low_rank import LowRankLayout, LowRankNoise, LowRankSPD
+from .low_rank import LowRankLayout, LowRankNoise, LowRankSPD, SignedSpikedNoise, SignedSpikedSPD
 from .metrics import METRICS, AffineInvariant, BuresWasserstein, GeomstatsMetric, LogEuclidean, SPDMetric
 from .noise_map import DiagonalNoise, MatrixNoise, NoiseMap, ScalarNoise, as_noise_map, noise_for
 from .scalar import PositiveScalar
@@ -95,6 +95,8 @@ __all__ = [
     "LowRankLayout",
     "LowRankNoise",
     "LowRankSPD",
+    "SignedSpikedNoise",
+    "SignedSpikedSPD",
     "Manifold",
     "PositiveDiagonal",
     "PositiveScalar",

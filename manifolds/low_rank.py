@@ -442,7 +442,8 @@ class LowRankNoise(NoiseMap):
     ) -> torch.Tensor:
         """a clamped into [lambda_min, lambda_max] (the smallest scale's bound min a then holds), then, with a
         ceiling, every |e_j| capped at sqrt(lambda_max^2 - max a^2) / abar so that Weyl's bound max a^2 + abar^2 e_j^2
-        on the largest variance stays at lambda_max^2. U is kept; the identity when already inside."""
+        on the largest variance stays at lambda_max^2. U is kept; the identity when ``min_eigenvalue`` and that upper
+        bound already lie in the window (with k = d the smallest-scale bound counts the spikes too)."""
         x = x.to(F64)
         lay = self.layout
         batch = tuple(x.shape[:-2])
@@ -455,7 +456,13 @@ class LowRankNoise(NoiseMap):
             abar = new_a.log().mean(-1).exp()
             room = (hi.square() - new_a.amax(-1).square()).clamp_min(0).sqrt() / abar
             new_e = torch.minimum(torch.maximum(e, -room[..., None]), room[..., None])
-        inside = (a == new_a).all(-1) & (e == new_e).all(-1)
+        # inside: this map's own bounds already hold (min_eigenvalue, and Weyl's upper bound with a ceiling)
+        inside = self.min_eigenvalue(x) >= lo
+        if hi is not None:
+            abar_x = a.log().mean(-1).exp()
+            top = (a.amax(-1).square() + abar_x.square() * e.square().amax(-1)).sqrt()
+            inside = inside & (top <= hi)
+        inside = inside | ((a == new_a).all(-1) & (e == new_e).all(-1))
         if bool(inside.all()):
             return x
         out = lay.pack(u, new_e, new_a)
@@ -494,3 +501,114 @@ class LowRankNoise(NoiseMap):
     def __repr__(self) -> str:
         form = ", spiked=True" if self.spiked else ""
         return f"LowRankNoise(dim={self.dim}, rank={self.rank}{form})"
+
+
+# ---------------------------------------------------------------------------------------------- spikes of either sign
+class SignedSpikedSPD(LowRankSPD):
+    """The spiked geometry of ``LowRankSPD(dim, rank, spiked=True)`` (U on St(d, k), e in R^k, a = s 1) read by
+    ``SignedSpikedNoise``: the noise scale is s (I - U U^T) + s U diag(exp(e)) U^T, so e_j is the log of spike j's scale
+    relative to s and a spike may be larger OR smaller than s (shrink the noise along k directions while s grows
+    everywhere else). Points, metric, retraction and components are ``LowRankSPD``'s."""
+
+    def __init__(self, dim: int, rank: int, log_eig_range: float = 1.0):
+        super().__init__(dim, rank, spiked=True, log_eig_range=log_eig_range)
+
+    def default_noise(self) -> SignedSpikedNoise:  # type: ignore[override]
+        return SignedSpikedNoise(self.dim, self.rank)
+
+    def random_point(self, *batch_shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``LowRankSPD``'s, with e (a log-scale here) uniform in +-``log_eig_range``."""
+        x = super().random_point(*batch_shape, generator=generator)
+        lay = self.layout
+        return lay.pack(
+            lay.frame(x), lay.spikes(x) * (self.log_eig_range / math.exp(self.log_eig_range)), lay.diagonal(x)
+        )
+
+    def __repr__(self) -> str:
+        return f"SignedSpikedSPD(dim={self.dim}, rank={self.rank})"
+
+
+class SignedSpikedNoise(NoiseMap):
+    """eps = S z, S = s (I - U U^T) + s U diag(exp(e)) U^T, for a point of ``SignedSpikedSPD``: d normals per draw,
+    symmetric scale, eigenvalues s (d - k times) and s exp(e_j); ``certify.SpikedGaussian`` for one point. Smallest
+    scale s min(1, exp(min e)) and mean log scale log s + sum(e) / d, both exact; the cold start e = 0 is exactly s I
+    (and the gradient in e is not zero there: no symmetry to break)."""
+
+    point_ndim: ClassVar[int] = 2
+
+    def __init__(self, dim: int, rank: int):
+        super().__init__(dim)
+        self.layout = LowRankLayout(self.dim, rank)
+        self.rank = self.layout.rank
+
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(U, e, s) of a point (s = the first entry of a, batch shape)."""
+        lay = self.layout
+        return lay.frame(x), lay.spikes(x), lay.diagonal(x)[..., 0]
+
+    def apply(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """s z + s ((z U) * (exp(e) - 1)) U^T on rows z (batch + (n, d)): O(n d k)."""
+        u, e, s = self.parts(x.to(z.dtype))
+        excess = torch.expm1(e).unsqueeze(-2)
+        return (z + ((z @ u) * excess) @ u.transpose(-1, -2)) * s[..., None, None]
+
+    def eigenvalues(self, x: torch.Tensor) -> torch.Tensor:
+        u, e, s = self.parts(x.to(F64))
+        rest = s[..., None].expand(s.shape + (self.dim - self.rank,))
+        return torch.sort(torch.cat([rest, s[..., None] * e.exp()], -1), dim=-1).values
+
+    def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact: s min(1, exp(min e)) (s exp(min e) when k = d)."""
+        _, e, s = self.parts(x.to(F64))
+        low = min_value_vector(e) if self.rank == self.dim else -torch.nn.functional.relu(-min_value_vector(e))
+        return s * low.exp()
+
+    def log_volume(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact: log s + sum(e) / d."""
+        _, e, s = self.parts(x.to(F64))
+        return s.log() + e.sum(-1) / self.dim
+
+    def project_floor(
+        self, x: torch.Tensor, lambda_min: torch.Tensor | float, lambda_max: torch.Tensor | float | None = None
+    ) -> torch.Tensor:
+        """The eigenvalue clamp into [lambda_min, lambda_max] (the shipped maps' floor): s and every spike's scale
+        t_j = s exp(e_j) clamped, e_j = log(t_j / s) recomputed from the clamped pair; U kept, the identity inside."""
+        x = x.to(F64)
+        batch = tuple(x.shape[:-2])
+        lo = torch.as_tensor(lambda_min, dtype=F64, device=x.device).expand(batch)
+        hi = None if lambda_max is None else torch.as_tensor(lambda_max, dtype=F64, device=x.device).expand(batch)
+        u, e, s = self.parts(x)
+        new_s = s.clamp(min=lo, max=hi)
+        t = s[..., None] * e.exp()
+        new_t = t.clamp(min=lo[..., None], max=None if hi is None else hi[..., None])
+        inside = (s == new_s) & (t == new_t).all(-1)
+        new_e = (new_t / new_s[..., None]).log()
+        if bool(inside.all()):
+            return x
+        out = self.layout.pack(u, new_e, new_s[..., None].expand(batch + (self.dim,)))
+        return torch.where(inside[..., None, None], x, out)
+
+    def point_noise(self, x: torch.Tensor) -> Any:
+        from certify import SpikedGaussian
+
+        u, e, s = self.parts(x.to(F64))
+        return SpikedGaussian(float(s), u, float(s) * e.exp())
+
+    def from_scales(self, theta: torch.Tensor) -> torch.Tensor:
+        """The point of s I for isotropic theta (B, d): e = 0 (exact), U the fixed ``start_basis``."""
+        theta = theta.to(F64)
+        if theta.shape[-1] != self.dim or not bool((theta > 0).all()):
+            raise ValueError(
+                f"theta must be positive with {self.dim} entries per point, got shape {tuple(theta.shape)}"
+            )
+        if not bool((theta == theta[..., :1]).all()):
+            raise ValueError(
+                "the signed spiked form has the scale s off its spikes: theta must be isotropic (equal entries per "
+                "point); start from sigma_x*"
+            )
+        batch = tuple(theta.shape[:-1])
+        u = start_basis(self.dim, self.rank, device=theta.device).expand(batch + (self.dim, self.rank))
+        return self.layout.pack(u, torch.zeros(batch + (self.rank,), dtype=F64, device=theta.device), theta)
+
+    def __repr__(self) -> str:
+        return f"SignedSpikedNoise(dim={self.dim}, rank={self.rank})"

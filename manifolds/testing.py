@@ -135,7 +135,8 @@ def low_rank_points(draw: st.DrawFn, manifold: Manifold, max_log_eig: float = 3.
     d, k = manifold.dim, lay.rank
     n_a = 1 if manifold.spiked else d  # type: ignore[attr-defined]
     logs = torch.tensor(draw(st.lists(st.floats(-max_log_eig, max_log_eig), min_size=n_a, max_size=n_a)), dtype=F64)
-    e = torch.tensor(draw(st.lists(st.floats(-1.0, 1.0), min_size=k, max_size=k)), dtype=F64) * math.exp(max_log_eig)
+    e = torch.tensor(draw(st.lists(st.floats(-1.0, 1.0), min_size=k, max_size=k)), dtype=F64)
+    e = e * (max_log_eig if type(manifold).__name__ == "SignedSpikedSPD" else math.exp(max_log_eig))  # e a log-scale
     a = (sigma * logs.exp()).expand(d)
     return lay.pack(lay.frame(x), e, a)
 
@@ -438,7 +439,7 @@ def check_noise_map(
         if lam is not None and lam_f is not None and lam_c is not None:  # the shipped maps clamp eigenvalues
             _close(lam_f, lam.clamp(min=level), 1e-9, "floor eigenvalues != clamp", scale=smax)
             _close(lam_c, lam.clamp(min=lo, max=hi), 1e-9, "floor with a ceiling != clamp", scale=smax)
-            if nm.point_ndim == 2:
+            if nm.point_ndim == 2 and x.shape[-1] == x.shape[-2]:  # a square point is the scale matrix itself
                 _close(f @ x, x @ f, 1e-9, "floor changed eigenvectors", scale=smax**2)
 
     @cfg

@@ -136,14 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=RDDRS_STRUCTURES,
         default="full",
         help="RDDRS's noise structure: full (a dense d x d scale), kronecker (one factor per input axis), low-rank "
-        "(diagonal plus --rank spikes on the Stiefel manifold) or spiked (s I plus --rank spikes)",
+        "(diagonal plus --rank spikes on the Stiefel manifold), spiked (s I plus --rank spikes) or signed-spiked "
+        "(spikes that may also shrink the noise below s)",
     )
     c.add_argument(
         "--rank",
         type=_int_at_least("--rank", 1),
         default=None,
         metavar="K",
-        help="spikes of --structure low-rank / spiked (default 8)",
+        help="spikes of --structure low-rank / spiked / signed-spiked (default 8)",
     )
     c.add_argument(
         "--sigma",
@@ -218,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_at_least("--rddrs-rank", 1),
         default=None,
         metavar="K",
-        help="spikes of the low-rank / spiked structures (default 8)",
+        help="spikes of the low-rank / spiked / signed-spiked structures (default 8)",
     )
     m.add_argument("--max-inputs", type=_int_at_least("--max-inputs", 1), default=None)
     m.add_argument("--every", type=_int_at_least("--every", 1), default=None)
@@ -705,7 +706,10 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
         if (args.rddrs_structure or args.rddrs_rank is not None) and "rddrs" not in methods:
             _fail("ddrs compare: error: --rddrs-structure / --rddrs-rank: only used when --methods runs rddrs")
         if args.rddrs_rank is not None and not set(structures) & set(LOW_RANK_STRUCTURES):
-            _fail("ddrs compare: error: --rddrs-rank sets the spikes of --rddrs-structure low-rank or spiked")
+            _fail(
+                "ddrs compare: error: --rddrs-rank sets the spikes of --rddrs-structure "
+                + " / ".join(LOW_RANK_STRUCTURES)
+            )
         own = {}
         from .data import BadInput
 

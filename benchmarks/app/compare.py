@@ -109,7 +109,7 @@ def configs_for(
                 continue
             opts = spec_of(m).budget_options(budget)
             for structure in rddrs_structures if m == "rddrs" else ("full",):
-                rank = rddrs_rank if structure in ("low-rank", "spiked") else None
+                rank = rddrs_rank if structure in ("low-rank", "spiked", "signed-spiked") else None
                 config = MethodConfig(
                     m, sigma=s, structure=structure, rank=rank, ddrs_options=dict(budget.ddrs), options=dict(opts)
                 )

@@ -18,7 +18,12 @@ from .methods import REGISTRY, compare_names  # noqa: E402
 #: colours of the labels that are not a registered method's name (a method's colour is its spec's)
 LABEL_COLORS = {"rddrs-log-euclidean": "tab:olive"}
 #: colours of RDDRS's structured noises (label prefixes, ``MethodConfig.label``: rddrs[-metric]-structure[-kK])
-STRUCTURE_COLORS = {"kronecker": "tab:cyan", "low-rank": "tab:brown", "spiked": "tab:purple"}
+STRUCTURE_COLORS = {
+    "kronecker": "tab:cyan",
+    "low-rank": "tab:brown",
+    "signed-spiked": "tab:red",
+    "spiked": "tab:purple",
+}
 
 
 def color_of(label: str) -> str | None:

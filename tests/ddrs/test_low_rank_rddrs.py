@@ -15,7 +15,7 @@ import ddrs
 from ddrs.estimator import SoftSmoothingEstimator
 from ddrs.selection import hard_vote_radii
 from ddrs.testing import check_step_rule
-from manifolds import LowRankNoise, LowRankSPD
+from manifolds import LowRankNoise, LowRankSPD, SignedSpikedNoise, SignedSpikedSPD
 
 F64 = torch.float64
 SHAPE = (1, 8, 8)
@@ -35,33 +35,38 @@ def _toy() -> tuple[torch.nn.Module, torch.Tensor]:
     return model.eval(), x
 
 
-def _dense_eigenvalues(noise: LowRankNoise, points: torch.Tensor) -> torch.Tensor:
+def _dense_eigenvalues(noise, points: torch.Tensor) -> torch.Tensor:
+    if isinstance(noise, SignedSpikedNoise):
+        return noise.eigenvalues(points)
     u, e, a, abar = noise.parts(points)
     w = u * (abar[..., None] * e).unsqueeze(-2)
     return torch.linalg.eigvalsh(torch.diag_embed(a.square()) + w @ w.transpose(-1, -2)).sqrt()
 
 
-@pytest.mark.parametrize("structure", ["low-rank", "spiked"])
+@pytest.mark.parametrize("structure", ["low-rank", "spiked", "signed-spiked"])
 def test_fit_keeps_floor_and_ceiling_and_beats_its_start_on_fresh_samples(structure):
     model, x = _toy()
     preset = ddrs.RDDRS(iterations=15, samples=128, structure=structure, rank=3, keep_ball=False)
     r = preset.fit(model, x, init=SIGMA, generator=torch.Generator().manual_seed(1))
-    assert isinstance(r.manifold, LowRankSPD) and isinstance(r.noise_map, LowRankNoise)
-    assert r.manifold.spiked == (structure == "spiked") and r.points.shape == (3, 64, 5)
+    signed = structure == "signed-spiked"
+    assert isinstance(r.manifold, SignedSpikedSPD if signed else LowRankSPD)
+    assert isinstance(r.noise_map, SignedSpikedNoise if signed else LowRankNoise)
+    assert r.manifold.spiked == (structure != "low-rank") and r.points.shape == (3, 64, 5)
     r.manifold.check_point(r.points)
     assert "one second moment per factor of the product manifold" in r.step_rule
     eig = _dense_eigenvalues(r.noise_map, r.points)
     assert bool((eig[:, 0] >= SIGMA * (1 - 1e-9)).all()) and bool((eig[:, -1] <= 4 * SIGMA * (1 + 1e-9)).all())
     assert bool((r.noise_map.min_eigenvalue(r.points) <= eig[:, 0] * (1 + 1e-12)).all())
     noises = r.noises()
-    assert all(isinstance(n, certify.LowRankGaussian) for n in noises)
+    assert all(isinstance(n, certify.SpikedGaussian if signed else certify.LowRankGaussian) for n in noises)
     # fresh draws (another generator than the fit's): the kept noise's proxy radius is at least the start's
     start = r.manifold.isotropic(torch.full((3,), SIGMA, dtype=F64))
-    z = SoftSmoothingEstimator(samples=2000).draw(3, 64 + 3, torch.Generator().manual_seed(99), "cpu", torch.float32)
+    normals = r.noise_map.normals
+    z = SoftSmoothingEstimator(samples=2000).draw(3, normals, torch.Generator().manual_seed(99), "cpu", torch.float32)
     fresh_new = hard_vote_radii(model, r.noise_map, x, r.points, z, 1e-3)
     fresh_start = hard_vote_radii(model, r.noise_map, x, start, z, 1e-3)
     assert bool((fresh_new["proxy"] >= fresh_start["proxy"] * (1 - 1e-9)).all())
-    if structure == "low-rank":  # the diagonal part grows on the pixels the model hardly reads
+    if structure == "low-rank":  # more noise on the pixels the model hardly reads
         assert r.kept_new is not None and bool(r.kept_new.all())
         assert bool((fresh_new["proxy"] > 1.2 * fresh_start["proxy"]).all())
 
@@ -123,8 +128,9 @@ def test_repr_shows_rank_only_when_set():
     assert repr(ddrs.RDDRS(structure="spiked", rank=4)).endswith("structure='spiked', rank=4)")
 
 
-@pytest.mark.parametrize("spiked", [False, True])
+@pytest.mark.parametrize("kind", ["low-rank", "spiked", "signed-spiked"])
 @pytest.mark.parametrize("rule", [ddrs.RiemannianAdam(0.05), ddrs.RiemannianAscent(0.3, method="retr")], ids=repr)
-def test_step_rule_battery(rule, spiked):
+def test_step_rule_battery(rule, kind):
     """The step-rule battery (ascends, stays on the manifold and in the floor, deterministic, stateless, batched)."""
-    check_step_rule(rule, LowRankSPD(6, 2, spiked=spiked))
+    m = SignedSpikedSPD(6, 2) if kind == "signed-spiked" else LowRankSPD(6, 2, spiked=kind == "spiked")
+    check_step_rule(rule, m)

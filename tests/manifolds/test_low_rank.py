@@ -19,7 +19,7 @@ from scipy.stats import norm as normal
 
 import manifolds
 from certify import LowRankGaussian, Smooth
-from manifolds import LowRankNoise, LowRankSPD
+from manifolds import LowRankNoise, LowRankSPD, SignedSpikedNoise, SignedSpikedSPD
 from manifolds.low_rank import SPIKE_START, start_basis, stiefel_exp, stiefel_inner, stiefel_log, stiefel_proj
 from manifolds.testing import check_manifold, check_noise_map
 from tests.classifiers import HalfSpace
@@ -245,3 +245,27 @@ def test_nothing_of_size_d_by_d_at_imagenet_size():
     assert noise.apply(x, torch.randn(1, 4, d + k, generator=_gen(31))).shape == (1, 4, d)
     assert float(noise.min_eigenvalue(x)) == 0.25 and abs(float(noise.log_volume(x)) - math.log(0.25)) < 1e-9
     assert m.component_inner(x, r, r).shape == (1, m.components)
+
+
+# ---------------------------------------------------------------------------------------------- spikes of either sign
+@pytest.mark.parametrize(("dim", "rank"), [(6, 2), (4, 4)])
+def test_signed_spiked_batteries(dim, rank):
+    """The signed spiked map lists its eigenvalues: the battery then holds them, the floor (an eigenvalue clamp) and
+    the smallest scale exactly against the dense path."""
+    m = SignedSpikedSPD(dim, rank)
+    check_manifold(m, max_examples=8, retraction_order=1)
+    check_noise_map(SignedSpikedNoise(dim, rank), m, max_examples=8)
+    assert isinstance(manifolds.noise_for(m), SignedSpikedNoise)
+
+
+def test_signed_spiked_cold_start_is_exactly_isotropic_and_shrinks_along_a_spike():
+    noise = SignedSpikedNoise(784, 8)
+    x = noise.from_scales(torch.full((1, 784), 0.25, dtype=F64))
+    assert float(noise.min_eigenvalue(x)) == 0.25 and float(noise.log_volume(x)) == math.log(0.25)
+    m = SignedSpikedSPD(12, 2)
+    p = m.from_parts(start_basis(12, 2), torch.tensor([-1.0, 0.5], dtype=F64), 0.3)
+    eig = torch.linalg.eigvalsh(torch.as_tensor(m.default_noise().to_noise(p).scale()))
+    torch.testing.assert_close(
+        eig, torch.sort(torch.tensor([0.3] * 10 + [0.3 * math.exp(-1), 0.3 * math.exp(0.5)], dtype=F64)).values
+    )
+    assert float(m.default_noise().min_eigenvalue(p)) == pytest.approx(0.3 * math.exp(-1.0), rel=1e-12)
