@@ -28,6 +28,7 @@ def test_labels_and_presets_follow_the_structure():
     assert MethodConfig("rddrs").label == "rddrs"  # the full structure keeps the label (and fingerprint) it had
     assert MethodConfig("rddrs", structure="kronecker").label == "rddrs-kronecker"
     assert MethodConfig("rddrs", structure="low-rank").label == "rddrs-low-rank-k8"
+    assert MethodConfig("rddrs", structure="signed-spiked", rank=3).label == "rddrs-signed-spiked-k3"
     spiked = MethodConfig("rddrs", metric="log-euclidean", structure="spiked", rank=4)
     assert spiked.label == "rddrs-log-euclidean-spiked-k4"
     preset = spec_of("rddrs").stages(spiked)["rddrs"]
