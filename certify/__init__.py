@@ -44,6 +44,7 @@ from .sampling import (
     untouched,
 )
 from .smooth import Smooth
+from .spiked import SpikedEllipsoid, SpikedGaussian
 from .structured import (
     KroneckerEllipsoid,
     KroneckerGaussian,
@@ -74,6 +75,8 @@ __all__ = [
     "MixtureOfGaussians",
     "Region",
     "Smooth",
+    "SpikedEllipsoid",
+    "SpikedGaussian",
     "abstention_rate",
     "average_certified_radius",
     "capped_ellipsoid",

@@ -10,6 +10,7 @@ fresh ones through ``certify.Smooth``, which is what keeps Cohen's statistics va
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +55,8 @@ class SmoothingResult:
     points : torch.Tensor
         One noise parameter per input, float64: sigma (B,) for RS and DDRS, the diagonal Theta (B, d) for
         ANCER, the SPD matrix C (B, d, d) for RDDRS (noise x + C z, covariance C^2; README, Errata R3), or
-        blockdiag(s, C_1, ..., C_m) for ``RDDRS(structure='kronecker')`` (``manifolds.KroneckerSPD``).
+        blockdiag(s, C_1, ..., C_m) for ``RDDRS(structure='kronecker')`` (``manifolds.KroneckerSPD``), or the packed
+        (U, e, a) of shape (B, d, rank + 2) for ``structure='low-rank'`` / ``'spiked'`` (``manifolds.LowRankSPD``).
     sigma_star : torch.Tensor
         (B,) float64: the isotropic sigma_x* of each input (RS: sigma; DDRS: its own result; ANCER and RDDRS:
         the sigma_x* they started from). The next stage starts from it and keeps it as eigenvalue floor.
@@ -632,6 +634,13 @@ class RDDRS(_Optimised):
     inputs (e.g. channel (x) height (x) width), ``manifolds.KroneckerSPD(x.shape[1:], metric)`` with
     ``manifolds.KroneckerNoise``: sampling O(d sum_i n_i), no d x d matrix, the same cold start sigma_x* I, floor,
     objective and selection, Adam per direction in each factor's eigenframe (``manifolds.kronecker``).
+    'low-rank': covariance diag(a^2) + abar^2 U diag(e^2) U^T with U on St(d, ``rank``) and 'spiked' its form with
+    a = s 1 (``manifolds.LowRankSPD``, ``manifolds.LowRankNoise``): sampling O(d rank) from d + rank normals, the same
+    cold start (sigma_x* I with a negligible spike, ``manifolds.low_rank``), floor (on min a, a sound lower bound of the
+    smallest scale, exact when spiked), objective and selection, Adam with one second moment per factor of the product
+    St(d, k) x R^k x (0, inf)^d (each e_j and each a_i its own). 'signed-spiked': the scale s (I - U U^T) +
+    s U diag(exp(e)) U^T (``manifolds.SignedSpikedSPD``, ``certify.SpikedGaussian``), whose spikes may also shrink the
+    noise (along the directions the model is sensitive to, while s grows elsewhere); its cold start e = 0 is exact.
 
     ``metric``: 'affine-invariant' (the paper) | 'log-euclidean' | 'bures-wasserstein' | a
     ``manifolds.SPDMetric`` | a Geomstats SPD metric; ``manifold``: any ``manifolds.Manifold`` with matrix
@@ -698,12 +707,20 @@ class RDDRS(_Optimised):
     manifold : manifolds.Manifold or None, default None
         Any ``manifolds.Manifold`` with matrix points (``point_ndim`` 2) and the inputs' dimension, overriding
         ``metric`` and ``structure``; None: ``manifolds.SPD(d, metric)`` or, with ``structure='kronecker'``,
-        ``manifolds.KroneckerSPD(input_shape, metric)``.
+        ``manifolds.KroneckerSPD(input_shape, metric)``, with 'low-rank' / 'spiked' ``manifolds.LowRankSPD(d, rank)``
+        ('signed-spiked': ``manifolds.SignedSpikedSPD(d, rank)``).
     {noise_parameters}
     structure : str, default 'full'
         'full': the noise scale is any SPD C (d x d); 'kronecker': s C_1 (x) ... (x) C_m over the input's axes
         (``manifolds.KroneckerSPD``; metric 'affine-invariant' or 'log-euclidean'). An ANCER warm start is refused
-        unless its Theta is itself a Kronecker product of per-axis scales.
+        unless its Theta is itself a Kronecker product of per-axis scales. 'low-rank': covariance diag(a^2) +
+        abar^2 U diag(e^2) U^T, U on St(d, ``rank``); 'spiked': the same with a = s 1 (an ANCER warm start is refused
+        unless isotropic); 'signed-spiked': scale s (I - U U^T) + s U diag(exp(e)) U^T, spikes larger or smaller
+        than s (isotropic warm starts only). Their geometry is fixed (``manifolds.LowRankSPD``): ``metric`` must be
+        'affine-invariant' or 'log-euclidean' (which coincide on the diagonal part).
+    rank : int or None, default None
+        The number of spikes k of 'low-rank', 'spiked' and 'signed-spiked' (None: ``DEFAULT_RANK``); other structures
+        refuse it.
     adaptive : bool, default True
         With ``step=None``: Riemannian Adam (True) or plain Riemannian gradient ascent (False). False together with an
         explicit ``step`` is an error.
@@ -744,7 +761,14 @@ class RDDRS(_Optimised):
     rotation_lr: float | None = None  # Adam's step for rotations (off-diagonal in the eigenframe); None: lr
     shared_frame: bool = True  # one eigendecomposition per step (a manifold with an eigenframe)
     step: Any = None  # None ('adam' if adaptive else 'riemannian'), 'adam', 'riemannian' or a StepRule
-    structure: str = "full"  # 'full' (dense C) or 'kronecker' (s C_1 (x) ... (x) C_m over the input's axes)
+    structure: str = "full"  # 'full' (dense C), 'kronecker', 'low-rank' or 'spiked' (STRUCTURES)
+    rank: int | None = None  # spikes of 'low-rank' / 'spiked' / 'signed-spiked' (None: DEFAULT_RANK)
+
+    def __repr__(self) -> str:
+        """The dataclass repr, ``rank`` left out while None: a preset's repr is recorded in every log's fingerprint,
+        and the presets that do not use ``rank`` keep the repr (and the fingerprints) they had."""
+        shown = [f for f in dataclasses.fields(self) if f.repr and not (f.name == "rank" and self.rank is None)]
+        return f"{type(self).__qualname__}({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
     @classmethod
     def paper(cls, **overrides: Any) -> RDDRS:
@@ -803,11 +827,52 @@ class RDDRS(_Optimised):
         """The manifold ``fit`` runs on for inputs of ``dim`` entries and ``shape`` (None: (dim,))."""
         if self.structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
+        if self.rank is not None and self.structure not in LOW_RANK_STRUCTURES:
+            raise ValueError(
+                f"rank={self.rank!r} sets the spikes of structure 'low-rank' or 'spiked', not {self.structure!r}"
+            )
         if self.structure == "kronecker" and self.manifold is None:
             return manifolds.KroneckerSPD(shape if shape is not None else (dim,), self.metric)
         if self.structure == "kronecker" and not isinstance(self.manifold, manifolds.KroneckerSPD):
             raise ValueError(f"structure='kronecker' with manifold={self.manifold!r}: pass one of them")
+        if self.structure in LOW_RANK_STRUCTURES:
+            return self._low_rank_manifold(dim)
         return manifolds.resolve_manifold(self.manifold, "spd", dim, self.metric)
+
+    def _low_rank_manifold(self, dim: int) -> manifolds.Manifold:
+        """``LowRankSPD(dim, rank, spiked)`` (or the user's, checked) for the low-rank structures."""
+        from manifolds.diagonal import check_metric
+
+        rank = DEFAULT_RANK if self.rank is None else self.rank
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= dim:
+            raise ValueError(f"rank must be an int with 1 <= rank <= d = {dim} (the inputs' size), got {rank!r}")
+        spiked = self.structure in ("spiked", "signed-spiked")
+        kind = manifolds.SignedSpikedSPD if self.structure == "signed-spiked" else manifolds.LowRankSPD
+        if self.manifold is not None:
+            m = self.manifold
+            signed = isinstance(m, manifolds.SignedSpikedSPD)
+            if (
+                not isinstance(m, manifolds.LowRankSPD)
+                or m.spiked != spiked
+                or m.dim != dim
+                or signed != (self.structure == "signed-spiked")
+            ):
+                raise ValueError(
+                    f"structure={self.structure!r} with manifold={m!r}: pass one of them (or a LowRankSPD of the "
+                    f"inputs' dimension {dim} with spiked={spiked})"
+                )
+            return m
+        try:
+            check_metric(self.metric)
+        except ValueError:
+            raise ValueError(
+                f"metric {self.metric!r}: structure {self.structure!r} has its own geometry (canonical Stiefel x "
+                "Euclidean x log-diagonal); its metric may only be 'affine-invariant' or 'log-euclidean' (equal on the "
+                "diagonal part)"
+            ) from None
+        if kind is manifolds.SignedSpikedSPD:
+            return manifolds.SignedSpikedSPD(dim, rank)
+        return manifolds.LowRankSPD(dim, rank, spiked=spiked)
 
     def _describe(self, manifold: manifolds.Manifold) -> str:
         if self._solver_steps():
@@ -885,7 +950,11 @@ class RDDRS(_Optimised):
 
 
 #: the noise structures of ``RDDRS(structure=...)``
-STRUCTURES = ("full", "kronecker")
+STRUCTURES = ("full", "kronecker", "low-rank", "spiked", "signed-spiked")
+#: the structures whose points are ``manifolds.LowRankSPD`` (``rank`` spikes)
+LOW_RANK_STRUCTURES = ("low-rank", "spiked", "signed-spiked")
+#: spikes of ``RDDRS(structure='low-rank' / 'spiked')`` when ``rank`` is None
+DEFAULT_RANK = 8
 
 
 def _noise_of(noise: manifolds.NoiseMap | None, manifold: manifolds.Manifold) -> manifolds.NoiseMap:

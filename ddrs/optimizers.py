@@ -107,6 +107,11 @@ def _frame_of(manifold, point: torch.Tensor) -> EigenFrame | None:
     return None if eigenframe is None or point.ndim < 3 else eigenframe(point)
 
 
+def _has_components(manifold) -> bool:
+    """True when ``manifold`` splits its metric into parts for per-part Adam moments (e.g. ``manifolds.LowRankSPD``)."""
+    return all(callable(getattr(manifold, n, None)) for n in ("component_inner", "scale_components"))
+
+
 def _frame_name(manifold) -> str | None:
     frame_type = getattr(manifold, "frame_type", None)
     cls = None if frame_type is None else frame_type()
@@ -168,7 +173,9 @@ class RiemannianAdam(StepRule):
     Without an eigenframe (scalar, diagonal, a user's manifold or metric, a Geomstats metric): geoopt's
     RiemannianAdam, i.e. the first moment of the Riemannian gradient moved by ``manifold.transp``, one second
     moment per point (the gradient's squared Riemannian norm), the step through ``manifold.step`` (clipped at
-    ``max_step_norm``). ``rotation_lr`` needs a frame. ``describe(manifold)`` names the form that runs.
+    ``max_step_norm``); on a product manifold that splits its metric into parts (``component_inner``,
+    ``scale_components``: ``manifolds.LowRankSPD``) and with ``per_direction``, one second moment per part.
+    ``rotation_lr`` needs a frame. ``describe(manifold)`` names the form that runs.
 
     Parameters
     ----------
@@ -179,7 +186,8 @@ class RiemannianAdam(StepRule):
     eps : float, default 1e-8
         Added to the square root of the second moment.
     per_direction : bool, default True
-        In an eigenframe, one second moment per coordinate; False: one per point (always so without a frame).
+        In an eigenframe, one second moment per coordinate; without one, per part of a manifold that splits its
+        metric (``component_inner``), else per point; False: one per point.
     method : str, default 'retr'
         'retr' (the metric's retraction) or 'exp' (its exponential map).
     max_step_norm : float or None, default 2.0
@@ -217,7 +225,12 @@ class RiemannianAdam(StepRule):
 
     def describe(self, manifold) -> str:
         name = _frame_name(manifold)
-        if name is None:
+        if name is None and self.per_direction and _has_components(manifold):
+            form = (
+                f"geoopt's form with one second moment per factor of the product manifold ({manifold.components} "
+                f"parts): {manifold!r} has no eigenframe"
+            )
+        elif name is None:
             form = f"geoopt's form, one second moment per point: {manifold!r} has no eigenframe"
         elif self.per_direction:
             form = f"per-direction second moments in the {name} eigenframe"
@@ -268,7 +281,9 @@ class RiemannianAdam(StepRule):
         return frame.move(frame.clip(w, self.max_step_norm), self.method)
 
     def _update_plain(self, manifold, point: torch.Tensor, egrad: torch.Tensor, state: StepState) -> torch.Tensor:
-        """geoopt's RiemannianAdam: moments of the Riemannian gradient, one second moment per point."""
+        """geoopt's RiemannianAdam: moments of the Riemannian gradient, one second moment per point, or, on a product
+        manifold that splits its metric into parts (``components``, ``component_inner``, ``scale_components``) with
+        ``per_direction``, one per part (Becigneul and Ganea 2019, Sec. 4: an adaptive term per factor)."""
         point = point.detach().to(F64)
         g = manifold.egrad2rgrad(point, egrad).to(F64)
         b1, b2 = self.betas
@@ -276,11 +291,15 @@ class RiemannianAdam(StepRule):
         t = state.step
         m, v, at = (state.buffers.get(k) for k in ("m", "v", "at"))
         m = (1 - b1) * g if m is None else b1 * manifold.transp(at, point, m) + (1 - b1) * g
-        sq = manifold.inner(point, g, g)
+        parts = self.per_direction and _has_components(manifold)
+        sq = manifold.component_inner(point, g, g) if parts else manifold.inner(point, g, g)
         v = (1 - b2) * sq if v is None else b2 * v + (1 - b2) * sq
         state.buffers.update(m=m, v=v, at=point)
         denom = (v / (1 - b2**t)).clamp_min(0).sqrt() + self.eps
-        u = (m / (1 - b1**t)) / denom.reshape(denom.shape + (1,) * (m.ndim - denom.ndim))
+        if parts:
+            u = manifold.scale_components(m / (1 - b1**t), 1.0 / denom)
+        else:
+            u = (m / (1 - b1**t)) / denom.reshape(denom.shape + (1,) * (m.ndim - denom.ndim))
         return manifold.step(point, u, self.lr, method=self.method, max_norm=self.max_step_norm)
 
 

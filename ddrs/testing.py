@@ -44,10 +44,27 @@ def _scales(noise: NoiseMap, x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(_noise_matrix(noise, x.reshape((-1,) + tuple(x.shape[1:]))))
 
 
+def _covariance(noise: NoiseMap, x: torch.Tensor) -> torch.Tensor:
+    """S(x) = A A^T (B, d, d), A(x) the noise of the rows of the identity (normals x d)."""
+    n = noise.normals
+    a = noise.apply(x, torch.eye(n, dtype=F64, device=x.device).expand(x.shape[0], n, n))
+    return a.transpose(-1, -2) @ a
+
+
 def concave_objective(noise: NoiseMap | Manifold, target: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """f(x) = mean log eigenvalue of C(x) - tr(T^-1 C(x)) / d per point (B,), maximal at x = target (``noise``: a
-    ``manifolds.NoiseMap``, or a manifold whose points are the noise scale)."""
+    ``manifolds.NoiseMap``, or a manifold whose points are the noise scale). A noise drawn from more normals than d
+    (``normals`` > ``dim``, e.g. ``manifolds.LowRankNoise``) takes the covariance form (log det S(x) - tr(T^-1 S(x))) /
+    2d, S = A A^T and T = S(target), also maximal at x = target: no matrix square root, whose derivative has no value
+    at the tied scales such noises always have (a spiked covariance)."""
     noise = as_noise_map(noise)
+    if noise.normals != noise.dim:
+        s_inv = torch.linalg.inv(_covariance(noise, target))
+
+        def f_cov(x: torch.Tensor) -> torch.Tensor:
+            return noise.log_volume(x) - 0.5 * (s_inv * _covariance(noise, x)).sum((-2, -1)) / noise.dim
+
+        return f_cov
     t_inv = torch.linalg.inv(_noise_matrix(noise, target))
 
     def f(x: torch.Tensor) -> torch.Tensor:
@@ -199,7 +216,7 @@ def check_step_rule(
         def grad(x: torch.Tensor, k: int) -> torch.Tensor:
             g = euclidean_gradient(f, x)
             noise = torch.randn(g.shape, generator=gen, dtype=F64)
-            if manifold.point_ndim == 2:
+            if manifold.point_ndim == 2 and noise.shape[-1] == noise.shape[-2]:  # square (symmetric) points only
                 noise = 0.5 * (noise + noise.transpose(-1, -2))
             return g + 0.3 * g.abs().amax() * noise
 

@@ -1,7 +1,8 @@
 """manifolds: the geometry of the smoothing noise's parameter.
 
 ``PositiveScalar`` (sigma, DDRS), ``PositiveDiagonal`` (theta, ANCER), ``SPD`` (C, RDDRS) and ``KroneckerSPD``
-(s C_1 (x) ... (x) C_m over the input's axes, with its ``KroneckerNoise``) share one point-first geometry interface
+(s C_1 (x) ... (x) C_m over the input's axes, with its ``KroneckerNoise``) and ``LowRankSPD`` (diagonal or spiked plus
+U diag(lambda) U^T on the Stiefel manifold, with its ``LowRankNoise``) share one point-first geometry interface
 (``Manifold``). What a point means for smoothing is a ``NoiseMap``, kept
 apart: ``ScalarNoise``, ``DiagonalNoise``, ``MatrixNoise`` read the point as the noise scale (``noise_for``
 picks the one of a manifold's point shape) and ``to_noise`` hands the point to ``certify``. ``SPD`` takes a
@@ -23,6 +24,7 @@ from typing import Any
 from .base import Manifold
 from .diagonal import PositiveDiagonal
 from .kronecker import KroneckerLayout, KroneckerNoise, KroneckerSPD
+from .low_rank import LowRankLayout, LowRankNoise, LowRankSPD, SignedSpikedNoise, SignedSpikedSPD
 from .metrics import METRICS, AffineInvariant, BuresWasserstein, GeomstatsMetric, LogEuclidean, SPDMetric
 from .noise_map import DiagonalNoise, MatrixNoise, NoiseMap, ScalarNoise, as_noise_map, noise_for
 from .scalar import PositiveScalar
@@ -90,6 +92,11 @@ __all__ = [
     "KroneckerNoise",
     "KroneckerSPD",
     "LogEuclidean",
+    "LowRankLayout",
+    "LowRankNoise",
+    "LowRankSPD",
+    "SignedSpikedNoise",
+    "SignedSpikedSPD",
     "Manifold",
     "PositiveDiagonal",
     "PositiveScalar",

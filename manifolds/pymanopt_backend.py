@@ -69,6 +69,9 @@ def _pymanopt_adapter(
             return float(np.sqrt(max(self.inner_product(x, u, u), 0.0)))
 
         def projection(self, x, u):
+            own = getattr(manifold, "proj", None)  # a manifold with its own tangent projection (structured points)
+            if own is not None:
+                return n(own(t(x), t(u)))
             u = np.asarray(u)
             return 0.5 * (u + np.swapaxes(u, -1, -2)) if manifold.point_ndim == 2 else u
 

@@ -8,7 +8,8 @@ user's own included).
 
 Strategies for well- and ill-conditioned SPD matrices (bounded log-eigenvalues, random orthogonal
 eigenvectors) are exported too: ``spd_points``, ``commuting_spd_pair``, ``gl_matrices``; ``kronecker_points`` draws
-points of a ``manifolds.KroneckerSPD``.
+points of a ``manifolds.KroneckerSPD`` and ``low_rank_points`` those of a
+``manifolds.LowRankSPD``.
 """
 
 from __future__ import annotations
@@ -85,9 +86,12 @@ def manifold_points(draw: st.DrawFn, manifold: Manifold, max_condition: float = 
     matrix manifolds ill-conditioned SPD points (condition number up to ``max_condition``). A ``KroneckerSPD``
     draws ``kronecker_points`` (its points are block-diagonal, not d x d)."""
     from .kronecker import KroneckerSPD
+    from .low_rank import LowRankSPD
 
     if isinstance(manifold, KroneckerSPD):
         return draw(kronecker_points(manifold, max_log_eig=0.25 * math.log(max_condition) / len(manifold.shape)))
+    if isinstance(manifold, LowRankSPD):
+        return draw(low_rank_points(manifold, max_log_eig=0.25 * math.log(max_condition)))
     x = manifold.random_point(generator=torch.Generator().manual_seed(draw(_SEEDS)))
     if manifold.point_ndim == 2 and draw(st.booleans()):  # ill-conditioned: condition number exactly max_condition
         n, half = manifold.dim, 0.5 * math.log(max_condition)
@@ -113,6 +117,28 @@ def kronecker_points(draw: st.DrawFn, manifold: Manifold, max_log_eig: float = 3
         return manifold.isotropic(sigma)  # type: ignore[attr-defined]
     factors = [draw(spd_points(n, max_log_eig=max_log_eig, log_scale=1.0)) for n in manifold.shape]  # type: ignore[attr-defined]
     return manifold.from_factors(factors, sigma)  # type: ignore[attr-defined]
+
+
+@st.composite
+def low_rank_points(draw: st.DrawFn, manifold: Manifold, max_log_eig: float = 3.0) -> torch.Tensor:
+    """Points of a ``manifolds.LowRankSPD``: its ``random_point`` from a drawn seed, the cold start at sigma I (e at
+    its tiny start value), or spread ones (log a within +-``max_log_eig``, spikes e up to exp(``max_log_eig``), either
+    sign; U within canonical distance 1 of the start basis, where the logarithm's iteration converges)."""
+    kind = draw(st.sampled_from(["random", "isotropic", "spread"]))
+    if kind == "random":
+        return manifold.random_point(generator=torch.Generator().manual_seed(draw(_SEEDS)))
+    sigma = math.exp(draw(st.floats(-2.0, 1.0)))
+    if kind == "isotropic":
+        return manifold.isotropic(sigma)  # type: ignore[attr-defined]
+    x = manifold.random_point(generator=torch.Generator().manual_seed(draw(_SEEDS)))
+    lay = manifold.layout  # type: ignore[attr-defined]
+    d, k = manifold.dim, lay.rank
+    n_a = 1 if manifold.spiked else d  # type: ignore[attr-defined]
+    logs = torch.tensor(draw(st.lists(st.floats(-max_log_eig, max_log_eig), min_size=n_a, max_size=n_a)), dtype=F64)
+    e = torch.tensor(draw(st.lists(st.floats(-1.0, 1.0), min_size=k, max_size=k)), dtype=F64)
+    e = e * (max_log_eig if type(manifold).__name__ == "SignedSpikedSPD" else math.exp(max_log_eig))  # e a log-scale
+    a = (sigma * logs.exp()).expand(d)
+    return lay.pack(lay.frame(x), e, a)
 
 
 def _isotropic(manifold: Manifold, sigma: float) -> torch.Tensor | None:
@@ -413,7 +439,7 @@ def check_noise_map(
         if lam is not None and lam_f is not None and lam_c is not None:  # the shipped maps clamp eigenvalues
             _close(lam_f, lam.clamp(min=level), 1e-9, "floor eigenvalues != clamp", scale=smax)
             _close(lam_c, lam.clamp(min=lo, max=hi), 1e-9, "floor with a ceiling != clamp", scale=smax)
-            if nm.point_ndim == 2:
+            if nm.point_ndim == 2 and x.shape[-1] == x.shape[-2]:  # a square point is the scale matrix itself
                 _close(f @ x, x @ f, 1e-9, "floor changed eigenvectors", scale=smax**2)
 
     @cfg

@@ -145,7 +145,11 @@ def check_method_arguments(
         if value not in choices:
             raise BadInput(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
     own = spec.preset
-    own_keys = [] if own is None else _constructor_keys(own, "metric", "backend") + list(RUNNER_OPTIONS.get(method, ()))
+    own_keys = (
+        []
+        if own is None
+        else _constructor_keys(own, "metric", "backend", "structure", "rank") + list(RUNNER_OPTIONS.get(method, ()))
+    )
     dd_keys = _constructor_keys(ddrs.DDRS, "sigma0") if spec.data_dependent else []
     checks = [("options", options, own_keys), ("ddrs_options", ddrs_options, dd_keys)]
     if method == "rddrs" and isinstance(options, dict) and options.get("ancer_options") is not None:
@@ -158,13 +162,30 @@ def check_method_arguments(
         for key in given:
             if key in valid:
                 continue
-            if key in ("metric", "backend", "sigma", "sigma0"):
+            if key in ("metric", "backend", "structure", "rank", "sigma", "sigma0"):
                 hint = f"pass {'sigma' if key == 'sigma0' else key}=... to certify_model itself"
             elif name == "options" and method == "ddrs" and key in dd_keys:
                 hint = "method ddrs takes its settings in ddrs_options"
             else:
                 hint = f"valid keys for method {method}: {', '.join(sorted(valid)) if valid else 'none'}"
             raise BadInput(f"{name}: unknown key {key!r} for method {method} ({hint})")
+
+
+def check_structure_arguments(method: str, structure: str | None, rank: int | None) -> None:
+    """``structure`` only for rddrs and one of ``ddrs.methods.STRUCTURES``; ``rank`` only with low-rank / spiked and
+    a positive int. BadInput naming the argument."""
+    from ddrs.methods import LOW_RANK_STRUCTURES, STRUCTURES
+
+    if structure is not None:
+        if method != "rddrs":
+            raise BadInput(f"structure: only used with method rddrs, got method {method!r}")
+        if structure not in STRUCTURES:
+            raise BadInput(f"structure: expected one of {', '.join(STRUCTURES)}, got {structure!r}")
+    if rank is not None:
+        if structure not in LOW_RANK_STRUCTURES:
+            raise BadInput(f"rank: only used with structure {' or '.join(LOW_RANK_STRUCTURES)}, got {structure!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise BadInput(f"rank: expected a positive int, got {rank!r}")
 
 
 def certify_model(
@@ -188,6 +209,8 @@ def certify_model(
     progress: bool = True,
     metric: str | None = None,
     backend: str | None = None,
+    structure: str | None = None,
+    rank: int | None = None,
     options: dict | None = None,
     ddrs_options: dict | None = None,
     radii: Sequence[float] = DEFAULT_RADII,
@@ -210,8 +233,10 @@ def certify_model(
     threads each; one GPU each with ``device="cuda"``): the same log, time columns aside.
 
     ``metric`` and ``backend`` are RDDRS's (``--metric``/``--backend``: :data:`METRICS`, :data:`BACKENDS`;
-    default affine-invariant, rgd). ``options`` go to ANCER's or RDDRS's constructor and ``ddrs_options`` to
-    the DDRS stage; unknown keys are refused up front. For a ``model`` string, ``weights``,
+    default affine-invariant, rgd), and so are ``structure`` and ``rank`` (``--structure``/``--rank``: the noise's
+    structure, ``ddrs.methods.STRUCTURES``, default full, and the spikes of low-rank / spiked, default 8).
+    ``options`` go to ANCER's or RDDRS's constructor and ``ddrs_options`` to the DDRS stage;
+    unknown keys are refused up front. For a ``model`` string, ``weights``,
     ``trust_pickle`` and ``random_weights`` are ``--weights``, ``--trust-pickle`` and ``--random-weights``
     (a factory needs ``weights`` unless ``random_weights``).
 
@@ -220,6 +245,7 @@ def certify_model(
     from .runs import MethodConfig, certify_on
 
     check_method_arguments(method, metric, backend, options, ddrs_options)
+    check_structure_arguments(method, structure, rank)
     model_spec: dict[str, Any] = dict(
         weights=weights, trust_pickle=trust_pickle, normalize=normalize, random_weights=random_weights
     )
@@ -255,6 +281,8 @@ def certify_model(
         sigmas=tuple(sigmas),
         metric=metric or "affine-invariant",
         backend=backend or "rgd",
+        structure=structure or "full",
+        rank=rank,
         options=dict(options or {}),
         ddrs_options=dict(ddrs_options or {}),
     )

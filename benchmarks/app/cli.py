@@ -12,6 +12,9 @@ import math
 import sys
 from pathlib import Path
 
+from ddrs.methods import LOW_RANK_STRUCTURES
+from ddrs.methods import STRUCTURES as RDDRS_STRUCTURES
+
 from .methods import REGISTRY, compare_names, method_names, spec_of
 
 
@@ -129,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--backend", choices=("rgd", "pymanopt"), default="rgd")
     c.add_argument(
+        "--structure",
+        choices=RDDRS_STRUCTURES,
+        default="full",
+        help="RDDRS's noise structure: full (a dense d x d scale), kronecker (one factor per input axis), low-rank "
+        "(diagonal plus --rank spikes on the Stiefel manifold), spiked (s I plus --rank spikes) or signed-spiked "
+        "(spikes that may also shrink the noise below s)",
+    )
+    c.add_argument(
+        "--rank",
+        type=_int_at_least("--rank", 1),
+        default=None,
+        metavar="K",
+        help="spikes of --structure low-rank / spiked / signed-spiked (default 8)",
+    )
+    c.add_argument(
         "--sigma",
         type=_positive_float("--sigma"),
         default=0.25,
@@ -188,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out-dir", default="runs/compare")
     m.add_argument("--sigmas", type=_positive_float("--sigmas"), nargs="+", default=None)
     m.add_argument("--methods", nargs="+", choices=method_names(), default=None)
+    m.add_argument(
+        "--rddrs-structure",
+        nargs="+",
+        choices=RDDRS_STRUCTURES,
+        default=None,
+        metavar="STRUCTURE",
+        help=f"RDDRS's noise structure(s), one RDDRS row each: {', '.join(RDDRS_STRUCTURES)} (default full)",
+    )
+    m.add_argument(
+        "--rddrs-rank",
+        type=_int_at_least("--rddrs-rank", 1),
+        default=None,
+        metavar="K",
+        help="spikes of the low-rank / spiked / signed-spiked structures (default 8)",
+    )
     m.add_argument("--max-inputs", type=_int_at_least("--max-inputs", 1), default=None)
     m.add_argument("--every", type=_int_at_least("--every", 1), default=None)
     m.add_argument("--n", type=_int_at_least("--n", 1), default=None)
@@ -562,6 +595,8 @@ def _cmd_certify(args) -> int:
     from .runs import MethodConfig, certify_on
 
     check_method_options(args.method, getattr(args, "argv", []))
+    if args.rank is not None and args.structure not in LOW_RANK_STRUCTURES:
+        _fail(f"ddrs certify: error: --rank sets the spikes of --structure {' or '.join(LOW_RANK_STRUCTURES)}")
     if args.method in ("mog", "dual") and not args.sigmas:
         raise SystemExit(f"ddrs certify: error: --sigmas is required for --method {args.method}")
     if args.method == "dual" and (args.model is not None or getattr(args, "workers", None)):
@@ -584,6 +619,8 @@ def _cmd_certify(args) -> int:
         kind=args.kind,
         metric=args.metric,
         backend=args.backend,
+        structure=args.structure,
+        rank=args.rank,
         ddrs_options=ddrs_options,
         options=options,
     )
@@ -665,6 +702,14 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
         default = compare_names() if name == "toy2d" else compare_names() + ("mog", "dual")
         methods = tuple(args.methods) if args.methods else default
         sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS.get(name, DEFAULT_SIGMAS["digits"])
+        structures = tuple(dict.fromkeys(args.rddrs_structure or ("full",)))
+        if (args.rddrs_structure or args.rddrs_rank is not None) and "rddrs" not in methods:
+            _fail("ddrs compare: error: --rddrs-structure / --rddrs-rank: only used when --methods runs rddrs")
+        if args.rddrs_rank is not None and not set(structures) & set(LOW_RANK_STRUCTURES):
+            _fail(
+                "ddrs compare: error: --rddrs-rank sets the spikes of --rddrs-structure "
+                + " / ".join(LOW_RANK_STRUCTURES)
+            )
         own = {}
         from .data import BadInput
 
@@ -698,6 +743,8 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
             cluster=cluster,
             jobs=args.jobs,
             run=not args.tables_only,
+            rddrs_structures=structures,
+            rddrs_rank=args.rddrs_rank,
             **own,
         )
         print(

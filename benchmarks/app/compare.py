@@ -88,12 +88,19 @@ def mog_sigmas(lo: float, hi: float, K: int) -> tuple:
 
 
 def configs_for(
-    budget: Budget, sigmas=PAPER_SIGMAS, methods=None, mog_ks=MOG_KS, mog_ranges=MOG_RANGES
+    budget: Budget,
+    sigmas=PAPER_SIGMAS,
+    methods=None,
+    mog_ks=MOG_KS,
+    mog_ranges=MOG_RANGES,
+    rddrs_structures=("full",),
+    rddrs_rank=None,
 ) -> list[tuple[float, MethodConfig]]:
     """(training sigma, config) pairs of a comparison: every method but the mixture at every sigma, with
     its options from the budget (``MethodSpec.budget_options``), then the mixture paper's rows, then the dual
     certifier over all ``sigmas`` (one row; asked by name). ``methods`` None: the registry's compare methods and
-    the mixture and the dual."""
+    the mixture and the dual. RDDRS runs once per structure of ``rddrs_structures`` (``ddrs.RDDRS(structure=...)``;
+    ``rddrs_rank`` the spikes of 'low-rank' / 'spiked'), each its own row and log (``MethodConfig.label``)."""
     methods = (*compare_names(), "mog", "dual") if methods is None else methods
     out = []
     for s in sigmas:
@@ -101,7 +108,12 @@ def configs_for(
             if m in ("mog", "dual"):
                 continue
             opts = spec_of(m).budget_options(budget)
-            out.append((s, MethodConfig(m, sigma=s, ddrs_options=dict(budget.ddrs), options=dict(opts))))
+            for structure in rddrs_structures if m == "rddrs" else ("full",):
+                rank = rddrs_rank if structure in ("low-rank", "spiked", "signed-spiked") else None
+                config = MethodConfig(
+                    m, sigma=s, structure=structure, rank=rank, ddrs_options=dict(budget.ddrs), options=dict(opts)
+                )
+                out.append((s, config))
     if "mog" in methods:
         for lo, hi in mog_ranges:
             for K in mog_ks:
@@ -462,6 +474,8 @@ def run_compare(
     data=None,
     jobs: int = 1,
     run: bool = True,
+    rddrs_structures=("full",),
+    rddrs_rank=None,
 ) -> dict:
     """Run every configuration on the same inputs and models; write logs, tables and plots.
 
@@ -474,7 +488,8 @@ def run_compare(
     gain ``samples`` and ``cert@r`` columns, the tables ``seq@r`` and samples per input. ``cluster`` (a started
     ``ddrs_app.cluster.Cluster``) computes the runs' batches on Ray workers. ``jobs`` > 1 certifies the
     project's models on the CPU in that many processes (:meth:`Runs.in_processes`), each at this process's
-    torch thread count: the same logs as one process. ``run=False`` certifies nothing: the tables and plots of the
+    torch thread count: the same logs as one process. ``rddrs_structures`` / ``rddrs_rank``: RDDRS's noise
+    structures, one row each (``configs_for``). ``run=False`` certifies nothing: the tables and plots of the
     configurations whose logs are finished (every input, made on these inputs), naming the ones left out."""
     from . import plots
 
@@ -501,7 +516,7 @@ def run_compare(
     )
     rows, logs = [], {}
     t_start = time.perf_counter()
-    configs = configs_for(budget, sigmas, methods)
+    configs = configs_for(budget, sigmas, methods, rddrs_structures=rddrs_structures, rddrs_rank=rddrs_rank)
     runs = Runs(dataset, out_dir, test, budget, seed, rotate, data_dir, model_dir, seq_radii, torch.get_num_threads())
     jobs = 1 if model is not None or cluster is not None or (device is not None and str(device) != "cpu") else jobs
     if not run:

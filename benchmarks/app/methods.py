@@ -103,7 +103,9 @@ REGISTRY: dict[str, MethodSpec] = {}
 class MethodConfig:
     """A method and its parameters. ``sigma`` is RS's sigma and the data-dependent methods' start;
     ``sigmas``/``kind`` are the mixture's (``sigmas`` also the dual's dictionary); ``options`` go to the preset (e.g.
-    iterations, samples; the dual's selector recipe, ``ddrs_app.dual.SelectorRecipe``)."""
+    iterations, samples; the dual's selector recipe, ``ddrs_app.dual.SelectorRecipe``); ``metric``, ``backend``,
+    ``structure`` and ``rank`` are RDDRS's (``ddrs.RDDRS``: the noise's structure, 'full', 'kronecker', 'low-rank' or
+    'spiked', and the spikes of the last two; None: ``ddrs.methods.DEFAULT_RANK``)."""
 
     method: str
     sigma: float = 0.25
@@ -111,6 +113,8 @@ class MethodConfig:
     kind: str = "mixture"
     metric: str = "affine-invariant"
     backend: str = "rgd"
+    structure: str = "full"
+    rank: int | None = None
     ddrs_options: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     mog_range: tuple | None = None  # the [lo, hi] a mixture's constituents were spread over (for labels)
@@ -125,6 +129,30 @@ class MethodConfig:
             certify.MixtureOfGaussians(self.sigmas, kind=self.kind)  # validates
         if self.method == "dual" and not self.sigmas:
             raise ValueError("sigmas: the dual method needs its dictionary, at least one sigma (--sigmas)")
+        from ddrs.methods import LOW_RANK_STRUCTURES, STRUCTURES
+
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
+        if self.structure != "full" and self.method != "rddrs":
+            raise ValueError(f"structure: only used with method rddrs, got method {self.method!r}")
+        if self.rank is not None:
+            if self.structure not in LOW_RANK_STRUCTURES:
+                raise ValueError(f"rank: only used with structure 'low-rank' or 'spiked', got {self.structure!r}")
+            if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+                raise ValueError(f"rank must be a positive int, got {self.rank!r}")
+
+    @property
+    def structure_options(self) -> dict:
+        """``structure`` and ``rank`` as ``ddrs.RDDRS`` keywords ({} for the full structure: its presets' repr, and
+        hence older logs' fingerprints, stay as they were)."""
+        if self.structure == "full":
+            return {}
+        from ddrs.methods import DEFAULT_RANK, LOW_RANK_STRUCTURES
+
+        out: dict[str, Any] = {"structure": self.structure}
+        if self.structure in LOW_RANK_STRUCTURES:
+            out["rank"] = DEFAULT_RANK if self.rank is None else self.rank
+        return out
 
     @property
     def label(self) -> str:
@@ -133,8 +161,12 @@ class MethodConfig:
             return f"mog-{self.kind}-K{len(self.sigmas)}-[{lo:g},{hi:g}]"
         if self.method == "dual":
             return f"dual-K{len(self.sigmas)}-[{min(self.sigmas):g},{max(self.sigmas):g}]"
-        if self.method == "rddrs" and self.metric != "affine-invariant":
-            return f"rddrs-{self.metric}"
+        if self.method == "rddrs":
+            parts = ["rddrs"] + ([self.metric] if self.metric != "affine-invariant" else [])
+            own = self.structure_options
+            if own:
+                parts.append(own["structure"] + (f"-k{own['rank']}" if "rank" in own else ""))
+            return "-".join(parts)
         return self.method
 
 
@@ -231,11 +263,14 @@ def _choose_rddrs(config, model, x, generator, sigma_star=None, cache=None, prog
         else:
             init = ddrs.ANCER(**ancer_options).fit(model, x, init=sigma_star, generator=generator, progress=progress)
             counter.add(init.network.forward, init.network.backward)
-    res = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).fit(
-        model, x, init=init, generator=generator, progress=progress
-    )
+    res = _rddrs(config, options).fit(model, x, init=init, generator=generator, progress=progress)
     counter.add(res.network.forward, res.network.backward)
     return res.noises(), counter, sigma_star
+
+
+def _rddrs(config: MethodConfig, options: dict) -> ddrs.RDDRS:
+    """The RDDRS preset of ``config``: its metric, backend, structure (and rank) and ``options``."""
+    return ddrs.RDDRS(metric=config.metric, backend=config.backend, **config.structure_options, **options)
 
 
 def _ddrs_steps(config: MethodConfig, sigma_star_known: bool) -> int:
@@ -258,7 +293,7 @@ def _steps_rddrs(config, sigma_star_known, ancer_known):
     steps = _ddrs_steps(config, sigma_star_known)
     if warm == "ancer" and not ancer_known:
         steps += ddrs.ANCER(**ancer_options).progress_steps
-    return steps + ddrs.RDDRS(metric=config.metric, backend=config.backend, **options).progress_steps
+    return steps + _rddrs(config, options).progress_steps
 
 
 def _stages(config) -> dict:
@@ -270,7 +305,7 @@ def _stages(config) -> dict:
     if config.method == "ancer" or warm == "ancer":
         stages["ancer"] = ddrs.ANCER(**(options if config.method == "ancer" else ancer_options))
     if config.method == "rddrs":
-        stages["rddrs"] = ddrs.RDDRS(metric=config.metric, backend=config.backend, **options)
+        stages["rddrs"] = _rddrs(config, options)
     return stages
 
 
@@ -305,8 +340,8 @@ register(
 register(
     MethodSpec(
         "rddrs", "RDDRS", "tab:green", _choose_rddrs, data_dependent=True, steps=_steps_rddrs,
-        options=_ASCENT_OPTIONS + ("--metric", "--backend"), budget_options=_rddrs_budget, beats=("ancer",),
-        preset=ddrs.RDDRS, step_rules=_rules, stages=_stages,
+        options=_ASCENT_OPTIONS + ("--metric", "--backend", "--structure", "--rank"), budget_options=_rddrs_budget,
+        beats=("ancer",), preset=ddrs.RDDRS, step_rules=_rules, stages=_stages,
     )
 )  # fmt: skip
 register(

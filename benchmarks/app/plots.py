@@ -17,12 +17,24 @@ from .methods import REGISTRY, compare_names  # noqa: E402
 
 #: colours of the labels that are not a registered method's name (a method's colour is its spec's)
 LABEL_COLORS = {"rddrs-log-euclidean": "tab:olive"}
+#: colours of RDDRS's structured noises (label prefixes, ``MethodConfig.label``: rddrs[-metric]-structure[-kK])
+STRUCTURE_COLORS = {
+    "kronecker": "tab:cyan",
+    "low-rank": "tab:brown",
+    "signed-spiked": "tab:red",
+    "spiked": "tab:purple",
+}
 
 
 def color_of(label: str) -> str | None:
-    """A log label's colour: its own, else its registered method's (``ddrs_app.methods``), else None."""
+    """A log label's colour: its own, else its structure's (RDDRS), else its registered method's
+    (``ddrs_app.methods``), else None."""
     if label in LABEL_COLORS:
         return LABEL_COLORS[label]
+    if label.startswith("rddrs-"):
+        for structure, color in STRUCTURE_COLORS.items():
+            if f"-{structure}" in label:
+                return color
     spec = REGISTRY.get(label) or REGISTRY.get(label.split("-")[0])
     return spec.color if spec is not None else None
 

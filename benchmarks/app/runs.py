@@ -128,6 +128,26 @@ def step_rules(config: MethodConfig, dim: int) -> dict:
     return spec_of(config.method).step_rules(config, dim)
 
 
+def dense_region(cert):
+    """``cert`` with a structured region (Kronecker, low-rank: ``certify.structured``) replaced by the same region as a
+    dense ``certify.Ellipsoid`` (``to_ellipsoid``, up to d = ``certify.structured.DENSE_LIMIT``): the memory-based
+    certifier stores and compares dense regions, so its decisions are the dense path's. ``cert`` itself otherwise."""
+    import dataclasses
+
+    region = cert.region
+    if region is None or isinstance(region, certify.Ellipsoid):
+        return cert
+    to_dense = getattr(region, "to_ellipsoid", None)
+    if to_dense is None:
+        raise TypeError(f"the memory-based certifier needs a certify.Ellipsoid region, got {type(region).__name__}")
+    try:
+        return dataclasses.replace(cert, region=to_dense())
+    except ValueError as err:
+        raise ValueError(
+            f"the memory-based certifier holds dense regions: {err}; certify with --no-memory (memory=False)"
+        ) from err
+
+
 def _region_record(prediction: int, region: certify.Ellipsoid | None) -> dict:
     if region is None:
         return {"prediction": prediction, "scale": None, "radius": 0.0}
@@ -328,10 +348,12 @@ def fingerprint(
         rules = {"step_rule": step_rules(config, data.X[0].numel()), "presets": presets}
     kind = device or model_device_dtype(model, data.X[:1])[0].type
     on_device = {} if kind == "cpu" else {"device": kind}
+    structure = config.structure_options  # only when not the full structure (older fingerprints stay valid)
     return _jsonable(
         sequential
         | on_device
         | rules
+        | structure
         | {
             "method": config.method,
             "label": config.label,
@@ -560,7 +582,7 @@ class Driver:
         action, reason = "", ""
         raw = cert
         if self.mem is not None:
-            answer = self.mem.add(cert, x=x.reshape(-1).double().numpy(), idx=idx)
+            answer = self.mem.add(dense_region(cert), x=x.reshape(-1).double().numpy(), idx=idx)
             cert, action = answer.certificate, answer.action
             reason = ",".join(str(r) for r in answer.reason)
             torch.save(_region_record(cert.prediction, cert.region), self.regions_dir / f"{idx}.pt")
