@@ -70,9 +70,8 @@ def samples(log: certify.Log, path: Path) -> float:
 def one_off_cost(dual_path: Path, model_dir=None) -> dict:
     """The selector's one-off cost (labelling and training seconds, labels per entry) from its cache
     (``ddrs_app.dual.load_or_train_dual``, which trains it again if the cache lacks it)."""
-    from ddrs_app.dual import SelectorRecipe, load_or_train_dual
-
     import torch
+    from ddrs_app.dual import SelectorRecipe, load_or_train_dual
 
     fp = json.loads(Path(str(dual_path) + ".fingerprint.json").read_text())
     torch.set_num_threads(int(fp["threads"]))  # the models' cache key holds the thread count they were trained at
