@@ -8,6 +8,8 @@ so that no test depends on another having run first); without the option the ord
 import random
 
 import pytest
+import scipy.linalg  # noqa: F401  (loads scipy's own BLAS before the limit below)
+import threadpoolctl
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -15,6 +17,9 @@ from hypothesis import HealthCheck, settings
 # CLI call in the same test finds in the cache (the count is part of the cache key), and every number a
 # test pins is the same on any machine.
 torch.set_num_threads(1)
+# numpy / scipy's BLAS at one thread too: on a busy machine a multi-threaded BLAS spins on the tiny matrices of the
+# manifold batteries (scipy's logm took 15x longer beside one busy process)
+threadpoolctl.threadpool_limits(1)  # after ``import scipy.linalg``: it limits the libraries loaded so far
 
 settings.register_profile(
     "ci", deadline=None, derandomize=True, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
