@@ -72,6 +72,9 @@ class MethodSpec:
         it returns is read like a ``certify.Certificate`` (prediction, radii, p_lower, noise, decided, ...).
     columns : tuple of str
         Log columns of this method only, after the shared ones; ``row(cert) -> dict`` gives their values.
+    anisotropic : bool
+        Whether its noise is anisotropic (a sequential run then decides the proxy and the l2 radii of the table,
+        ``ddrs_app.runs.certify_smooth``; recorded in the fingerprint).
     load_model : callable, optional
         ``load_model(config, dataset, seed=, model_dir=, data_dir=, rotate=, progress=) -> (model, info)``: the
         networks a built-in data set certifies with; None: the project's model trained at ``config.sigma``.
@@ -94,6 +97,7 @@ class MethodSpec:
     columns: tuple[str, ...] = ()
     row: Callable[[Any], dict] = field(default=lambda cert: {})
     load_model: Callable[..., tuple] | None = None
+    anisotropic: bool = False
 
 
 REGISTRY: dict[str, MethodSpec] = {}
@@ -334,14 +338,14 @@ register(
     MethodSpec(
         "ancer", "ANCER", "tab:orange", _choose_ancer, data_dependent=True, steps=_steps_ancer,
         options=_ASCENT_OPTIONS, budget_options=lambda budget: dict(budget.ancer), beats=("ddrs",),
-        preset=ddrs.ANCER, step_rules=_rules, stages=_stages,
+        preset=ddrs.ANCER, step_rules=_rules, stages=_stages, anisotropic=True,
     )
 )  # fmt: skip
 register(
     MethodSpec(
         "rddrs", "RDDRS", "tab:green", _choose_rddrs, data_dependent=True, steps=_steps_rddrs,
         options=_ASCENT_OPTIONS + ("--metric", "--backend", "--structure", "--rank"), budget_options=_rddrs_budget,
-        beats=("ancer",), preset=ddrs.RDDRS, step_rules=_rules, stages=_stages,
+        beats=("ancer",), preset=ddrs.RDDRS, step_rules=_rules, stages=_stages, anisotropic=True,
     )
 )  # fmt: skip
 register(

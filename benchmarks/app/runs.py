@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,6 @@ def dense_region(cert):
     """``cert`` with a structured region (Kronecker, low-rank: ``certify.structured``) replaced by the same region as a
     dense ``certify.Ellipsoid`` (``to_ellipsoid``, up to d = ``certify.structured.DENSE_LIMIT``): the memory-based
     certifier stores and compares dense regions, so its decisions are the dense path's. ``cert`` itself otherwise."""
-    import dataclasses
 
     region = cert.region
     if region is None or isinstance(region, certify.Ellipsoid):
@@ -141,7 +140,7 @@ def dense_region(cert):
     if to_dense is None:
         raise TypeError(f"the memory-based certifier needs a certify.Ellipsoid region, got {type(region).__name__}")
     try:
-        return dataclasses.replace(cert, region=to_dense())
+        return replace(cert, region=to_dense())
     except ValueError as err:
         raise ValueError(
             f"the memory-based certifier holds dense regions: {err}; certify with --no-memory (memory=False)"
@@ -271,15 +270,25 @@ def compute_batch(
 
 def certify_smooth(config, model, noise, x, num_classes, n0, n, alpha, batch_size, generator, radii):
     """The default ``MethodSpec.certify_one``: Cohen's CERTIFY with the chosen noise (sequential at the table
-    ``radii`` in the noise's own norm, ``table_radii_in_own_norm``)."""
-    return certify.Smooth(model, noise, num_classes).certify(
-        x,
-        n0,
-        n,
-        alpha,
-        batch_size=batch_size,
-        generator=generator,
-        radii=None if radii is None else table_radii_in_own_norm(noise, radii),
+    ``radii`` in the noise's own norm, ``table_radii_in_own_norm``). For anisotropic noise the run also decides the
+    own-norm radii whose inscribed balls are the table's l2 radii (``certify.own_norm_radii``): sampling stops only
+    when both the proxy and the l2 columns are decided, so the l2 headline is not cut short by the proxy radii
+    (stopping once the proxy radii were decided left a bound too loose for the l2 ball DDRS kept); the certificate
+    reports the table's (proxy) decisions."""
+    smooth = certify.Smooth(model, noise, num_classes)
+    if radii is None:
+        return smooth.certify(x, n0, n, alpha, batch_size=batch_size, generator=generator)
+    table = table_radii_in_own_norm(noise, radii)
+    if noise.kind in L2_NOISES:
+        return smooth.certify(x, n0, n, alpha, batch_size=batch_size, generator=generator, radii=table)
+    asked = tuple(sorted(set(table) | set(certify.own_norm_radii(noise, radii))))
+    cert = smooth.certify(x, n0, n, alpha, batch_size=batch_size, generator=generator, radii=asked)
+    pick = [asked.index(r) for r in table]
+    return replace(
+        cert,
+        decided=tuple(cert.decided[i] for i in pick),
+        radii=tuple(table),
+        decided_at=tuple(cert.decided_at[i] for i in pick),
     )
 
 
@@ -340,8 +349,9 @@ def fingerprint(
     so that older fingerprints stay valid) the radii of a sequential run and the device type the model
     runs on when it is not the CPU (``device``, default the model's: GPUs draw and round differently, so a
     CPU resume of a GPU log is refused)."""
-    sequential = {} if radii is None else {"radii": [float(r) for r in radii], "radii_are": "l2 / proxy"}
     spec = spec_of(config.method)
+    radii_are = "proxy, l2 decided too" if spec.anisotropic else "l2 / proxy"  # see certify_smooth
+    sequential = {} if radii is None else {"radii": [float(r) for r in radii], "radii_are": radii_are}
     rules = {}
     if spec.data_dependent:
         presets = {name: repr(preset) for name, preset in spec.stages(config).items()}

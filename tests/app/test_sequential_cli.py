@@ -244,3 +244,35 @@ def test_compare_sequential_ancer_decisions_are_at_the_proxy_radius(tmp_path, mo
         assert np.all(log["proxy_radius"][yes & kept] >= r)
         assert np.all(log["proxy_radius"][no & kept] < r)
     assert decided_any
+
+
+def test_anisotropic_sequential_runs_also_decide_the_l2_radii():
+    """For anisotropic noise the run asks the table's proxy radii AND the own-norm radii of its l2 radii: it stops no
+    earlier than a run asking the l2 ones alone (the l2 headline is not cut short), and logs the proxy decisions."""
+    import torch
+    from ddrs_app.methods import MethodConfig
+    from ddrs_app.runs import certify_smooth
+
+    from tests.classifiers import HalfSpace
+
+    model = HalfSpace([1.0, 0.0], 0.0).eval()
+    noise = certify.DiagonalGaussian([0.1, 1.0])  # proxy radius r <-> own norm r / 0.316; l2 r <-> r / 0.1
+    x = torch.tensor([0.45, 0.0], dtype=torch.float64)
+    table = (0.1, 0.3)
+    config = MethodConfig("ancer", sigma=0.1)
+
+    def run(radii, seed=3):
+        return certify_smooth(
+            config, model, noise, x, 2, 50, 20000, 0.001, 1000, torch.Generator().manual_seed(seed), radii
+        )
+
+    both = run(table)
+    assert both.radii == pytest.approx(table_radii_in_own_norm(noise, table)) and len(both.decided) == 2
+    proxy_only = certify.Smooth(model, noise, 2).certify(
+        x, 50, 20000, 0.001, batch_size=1000, generator=torch.Generator().manual_seed(3),
+        radii=table_radii_in_own_norm(noise, table),
+    )  # fmt: skip
+    assert both.samples >= proxy_only.samples
+    assert both.decided == proxy_only.decided  # the same proxy decisions (both valid; here both decide alike)
+    assert both.l2_radius >= 0.3 * (1 - 1e-9)  # the l2 ball of 0.3 is decided: margin 0.45 / 0.1 = 4.5 sigma
+    assert proxy_only.l2_radius < 0.3  # asking the proxy radii alone stops before the l2 ball is shown
