@@ -21,29 +21,11 @@ import torch
 
 from .noise import GaussianNoise, owned_float64, standard_normal
 from .region import Ellipsoid
-from .structured import DENSE_LIMIT
-
-
-def _frozen(a: Any) -> np.ndarray:
-    """A read-only float64 numpy copy (what regions share)."""
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    out = np.array(a, dtype=np.float64, copy=True)
-    out.setflags(write=False)
-    return out
-
-
-def _vectors(a: Any, dim: int, name: str) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    if a.size == dim:
-        return a.reshape(-1)
-    if a.ndim >= 2 and a.shape[-1] == dim:
-        return a
-    raise ValueError(f"{name} has shape {a.shape}; the region has dimension {dim}")
+from .structured import StructuredRegion, check_dense, frozen_array
 
 
 @dataclass(frozen=True, eq=False)
-class SpikedEllipsoid:
+class SpikedEllipsoid(StructuredRegion):
     """``{center + delta : ||S^-1 delta|| <= radius}``, S = s (I - U U^T) + U diag(t) U^T (module docstring)."""
 
     center: np.ndarray
@@ -56,26 +38,7 @@ class SpikedEllipsoid:
 
     def __post_init__(self) -> None:
         d = self.basis.shape[0]
-        center = _frozen(np.asarray(self.center, dtype=np.float64).reshape(-1))
-        if not np.all(np.isfinite(center)):
-            raise ValueError("center contains NaN or infinite entries")
-        if center.shape[0] != d:
-            raise ValueError(f"center has {center.shape[0]} entries; the noise has dimension {d}")
-        radius = float(self.radius)
-        if not (radius >= 0 and np.isfinite(radius)):
-            raise ValueError(f"radius must be finite and >= 0, got {radius}")
-        object.__setattr__(self, "center", center)
-        object.__setattr__(self, "radius", radius)
-
-    @property
-    def dim(self) -> int:
-        return int(self.center.shape[0])
-
-    def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray:
-        return self.norm(_vectors(delta, self.dim, "delta")) <= self.radius
-
-    def contains_point(self, point: np.ndarray) -> bool | np.ndarray:
-        return self.contains_delta(_vectors(point, self.dim, "point") - self.center)
+        self._freeze_center_and_radius(d, f"the noise has dimension {d}")
 
     @property
     def _extremes(self) -> tuple[float, float]:
@@ -123,11 +86,7 @@ class SpikedEllipsoid:
         return SpikedEllipsoid(self.center, self.scale, self.basis, self.spikes, radius)
 
     def dense_scale(self) -> np.ndarray:
-        if self.dim > DENSE_LIMIT:
-            raise ValueError(
-                f"dense_scale: the dense matrix would be {self.dim} x {self.dim}; dense forms are only built up to "
-                f"d = {DENSE_LIMIT} (for tests and small problems). Use the structured methods instead."
-            )
+        check_dense(self.dim, "dense_scale")
         return self.apply_scale(np.eye(self.dim))
 
     def to_ellipsoid(self) -> Ellipsoid:
@@ -161,7 +120,7 @@ class SpikedGaussian(GaussianNoise):
             raise ValueError(f"spikes must be positive (min {tt.min().item():g})")
         self.scale_value = float(st)
         self.U, self.spikes = Ut, tt
-        self._basis_np, self._spikes_np = _frozen(Ut), _frozen(tt)
+        self._basis_np, self._spikes_np = frozen_array(Ut), frozen_array(tt)
         self._template = SpikedEllipsoid(np.zeros(d), self.scale_value, self._basis_np, self._spikes_np, 0.0)
         self._cache: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 

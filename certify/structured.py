@@ -42,7 +42,8 @@ from .region import SYMMETRY_RTOL, Ellipsoid
 DENSE_LIMIT = 4096
 
 
-def _check_dense(d: int, what: str) -> None:
+def check_dense(d: int, what: str) -> None:
+    """Refuse a dense d x d form above ``DENSE_LIMIT`` (``what`` names the method, for the error)."""
     if d > DENSE_LIMIT:
         raise ValueError(
             f"{what}: the dense matrix would be {d} x {d}; dense forms are only built up to d = {DENSE_LIMIT} "
@@ -50,7 +51,7 @@ def _check_dense(d: int, what: str) -> None:
         )
 
 
-def _frozen_np(a: Any) -> np.ndarray:
+def frozen_array(a: Any) -> np.ndarray:
     """A read-only float64 numpy copy (what regions share)."""
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
@@ -69,7 +70,7 @@ def _apply_along_axes(v: np.ndarray, mats: Sequence[np.ndarray], shape: tuple[in
     return t.reshape(lead + (-1,))
 
 
-class _StructuredRegion:
+class StructuredRegion:
     """What the structured regions share: the checked centre and radius, the dimension, and
     membership through the region's own ``norm`` (each frozen dataclass below defines ``center``,
     ``radius`` and ``norm``)."""
@@ -83,7 +84,7 @@ class _StructuredRegion:
     def _freeze_center_and_radius(self, dim: int, mismatch: str) -> None:
         """Store the centre as a read-only float64 vector of ``dim`` finite entries (``mismatch``: what
         defines ``dim``, for the error) and the radius as a finite float >= 0."""
-        center = _frozen_np(np.asarray(self.center, dtype=np.float64).reshape(-1))
+        center = frozen_array(np.asarray(self.center, dtype=np.float64).reshape(-1))
         if not np.all(np.isfinite(center)):
             raise ValueError("center contains NaN or infinite entries")
         if center.shape[0] != dim:
@@ -99,15 +100,15 @@ class _StructuredRegion:
         return int(self.center.shape[0])
 
     def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray:
-        return self.norm(_as_vectors(delta, self.dim, "delta")) <= self.radius
+        return self.norm(as_vectors(delta, self.dim, "delta")) <= self.radius
 
     def contains_point(self, point: np.ndarray) -> bool | np.ndarray:
-        return self.contains_delta(_as_vectors(point, self.dim, "point") - self.center)
+        return self.contains_delta(as_vectors(point, self.dim, "point") - self.center)
 
 
 # ---------------------------------------------------------------------------------------------- Kronecker
 @dataclass(frozen=True, eq=False)
-class KroneckerEllipsoid(_StructuredRegion):
+class KroneckerEllipsoid(StructuredRegion):
     """``{center + delta : ||S^{-1} delta||_2 <= radius}`` with S = (x)_i C_i (row-major vectorisation),
     stored by its symmetric positive definite factors (its exact definition: the separation proofs of
     ``kronecker_separation_gap`` use them) and their eigendecompositions; never as a d x d matrix."""
@@ -131,17 +132,17 @@ class KroneckerEllipsoid(_StructuredRegion):
             asym = float(np.max(np.abs(c - c.T)))
             if asym > SYMMETRY_RTOL * max(1.0, float(np.max(np.abs(c)))):
                 raise ValueError(f"factors[{i}] must be symmetric (max |C - C^T| = {asym:.3g})")
-            factors.append(_frozen_np(0.5 * (c + c.T)))  # an owned copy (exactly c when c is symmetric)
+            factors.append(frozen_array(0.5 * (c + c.T)))  # an owned copy (exactly c when c is symmetric)
         object.__setattr__(self, "factors", tuple(factors))
         if self._eig is None:
             pairs = [np.linalg.eigh(c) for c in factors]
-            eig = (tuple(_frozen_np(a) for a, _ in pairs), tuple(_frozen_np(b) for _, b in pairs))
+            eig = (tuple(frozen_array(a) for a, _ in pairs), tuple(frozen_array(b) for _, b in pairs))
             object.__setattr__(self, "_eig", eig)
         for i, lam in enumerate(self.eigenvalues):
             if not lam[0] > 0:
                 raise ValueError(f"factors[{i}] must be positive definite (smallest eigenvalue {lam[0]:.3g})")
         self._freeze_center_and_radius(math.prod(self.shape), f"the factors define shape {self.shape}")
-        inv = tuple(_frozen_np((v / lam) @ v.T) for lam, v in zip(self.eigenvalues, self.eigenvectors))
+        inv = tuple(frozen_array((v / lam) @ v.T) for lam, v in zip(self.eigenvalues, self.eigenvectors))
         object.__setattr__(self, "_inverse", inv)
 
     @property
@@ -195,7 +196,7 @@ class KroneckerEllipsoid(_StructuredRegion):
 
     def to_ellipsoid(self) -> Ellipsoid:
         """The same region as a dense ``certify.Ellipsoid`` (d <= DENSE_LIMIT; for the memory and tests)."""
-        _check_dense(self.dim, "to_ellipsoid")
+        check_dense(self.dim, "to_ellipsoid")
         vals, vecs = _kron_eig(self.eigenvalues, self.eigenvectors)
         scale = (vecs * vals) @ vecs.T
         return Ellipsoid(self.center, 0.5 * (scale + scale.T), self.radius, _eig=(vals, vecs))
@@ -212,7 +213,7 @@ def _kron_eig(eigenvalues: Sequence[np.ndarray], eigenvectors: Sequence[np.ndarr
     return vals[order], vecs[:, order]
 
 
-def _as_vectors(a: np.ndarray, dim: int, name: str) -> np.ndarray:
+def as_vectors(a: np.ndarray, dim: int, name: str) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     if a.size == dim:
         return a.reshape(-1)
@@ -235,13 +236,13 @@ class KroneckerGaussian(GaussianNoise):
         for i, f in enumerate(factors):
             C, lam, v = checked_spd(f, f"factors[{i}]", symmetry_tol, "(d_i, d_i)")
             mats.append(C)
-            vals.append(_frozen_np(lam))
-            vecs.append(_frozen_np(v))
+            vals.append(frozen_array(lam))
+            vecs.append(frozen_array(v))
         self.factors: tuple[torch.Tensor, ...] = tuple(mats)
         self.shape: tuple[int, ...] = tuple(int(C.shape[0]) for C in mats)
         self._eigenvalues: tuple[np.ndarray, ...] = tuple(vals)
         self._eigenvectors: tuple[np.ndarray, ...] = tuple(vecs)
-        self._factors_np: tuple[np.ndarray, ...] = tuple(_frozen_np(C) for C in mats)
+        self._factors_np: tuple[np.ndarray, ...] = tuple(frozen_array(C) for C in mats)
         self._cache: dict[tuple[str, torch.dtype], tuple[torch.Tensor, ...]] = {}
 
     @property
@@ -281,7 +282,7 @@ class KroneckerGaussian(GaussianNoise):
 
     def scale(self) -> np.ndarray:
         """The dense scale (x)_i C_i (d <= DENSE_LIMIT)."""
-        _check_dense(self.dim, "scale")
+        check_dense(self.dim, "scale")
         out = np.ones((1, 1))
         for C in self.factors:
             out = np.kron(out, C.numpy())
@@ -289,7 +290,7 @@ class KroneckerGaussian(GaussianNoise):
 
     def covariance(self) -> np.ndarray:
         """The dense covariance (x)_i C_i^2 (d <= DENSE_LIMIT)."""
-        _check_dense(self.dim, "covariance")
+        check_dense(self.dim, "covariance")
         out = np.ones((1, 1))
         for C in self.factors:
             c = C.numpy()
@@ -442,7 +443,7 @@ def kronecker_separating_direction(e1: KroneckerEllipsoid, e2: KroneckerEllipsoi
 
 # ---------------------------------------------------------------------------------------------- low rank
 @dataclass(frozen=True, eq=False)
-class LowRankEllipsoid(_StructuredRegion):
+class LowRankEllipsoid(StructuredRegion):
     """``{center + delta : delta^T Sigma^{-1} delta <= radius^2}``, Sigma = D + W W^T with W = U diag(sqrt(lam))
     (the region of ``FullGaussian(Sigma^{1/2})`` at this radius). Norms by Woodbury."""
 
@@ -462,7 +463,7 @@ class LowRankEllipsoid(_StructuredRegion):
         W, D = self.factor, self.diag
         M = np.eye(W.shape[1]) + (W / D[:, None]).T @ W
         L = np.linalg.cholesky(M)
-        object.__setattr__(self, "_capacitance_inverse_tril", _frozen_np(np.linalg.inv(L)))
+        object.__setattr__(self, "_capacitance_inverse_tril", frozen_array(np.linalg.inv(L)))
         object.__setattr__(self, "_log_det", float(2.0 * np.sum(np.log(np.diag(L))) + np.sum(np.log(D))))
 
     @property
@@ -513,7 +514,7 @@ class LowRankEllipsoid(_StructuredRegion):
         return LowRankEllipsoid(self.center, self.diag, self.factor, radius, self.spiked)
 
     def covariance(self) -> np.ndarray:
-        _check_dense(self.dim, "covariance")
+        check_dense(self.dim, "covariance")
         return np.diag(self.diag) + self.factor @ self.factor.T
 
     def to_ellipsoid(self) -> Ellipsoid:
@@ -563,8 +564,8 @@ class LowRankGaussian(GaussianNoise):
         self.spiked = bool(spiked or bool((Dt == Dt[0]).all()))
         self._root_diag = Dt.sqrt()
         self._factor = Ut * lt.sqrt()  # W = U diag(sqrt(lam))
-        self._diag_np = _frozen_np(Dt)
-        self._factor_np = _frozen_np(self._factor)
+        self._diag_np = frozen_array(Dt)
+        self._factor_np = frozen_array(self._factor)
         self._template = LowRankEllipsoid(np.zeros(d), self._diag_np, self._factor_np, 0.0, self.spiked)
         self._cache: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
