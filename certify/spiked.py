@@ -21,7 +21,7 @@ import torch
 
 from .noise import GaussianNoise, owned_float64, standard_normal
 from .region import Ellipsoid
-from .structured import StructuredRegion, check_dense, frozen_array
+from .structured import StructuredRegion, check_dense, frozen_array, orthonormal_columns, positive_per_column
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,21 +103,12 @@ class SpikedGaussian(GaussianNoise):
     param_name = "U"
 
     def __init__(self, scale: Any, U: Any, spikes: Any, orthonormal_tol: float = 1e-8):
-        Ut = owned_float64(U, "U")
-        if Ut.ndim != 2 or Ut.shape[0] == 0 or Ut.shape[1] == 0 or Ut.shape[1] > Ut.shape[0]:
-            raise ValueError(f"U must be a (d, k) matrix with 1 <= k <= d, got shape {tuple(Ut.shape)}")
+        Ut = orthonormal_columns(U, orthonormal_tol)
         d, k = Ut.shape
-        err = (Ut.T @ Ut - torch.eye(k, dtype=torch.float64)).abs().max().item()
-        if err > orthonormal_tol:
-            raise ValueError(f"U must have orthonormal columns (max |U^T U - I| = {err:.3g})")
         st = owned_float64(scale, "scale")
         if st.numel() != 1 or not float(st) > 0:
             raise ValueError(f"scale must be one positive number, got {st.tolist()}")
-        tt = owned_float64(spikes, "spikes").reshape(-1)
-        if tt.shape[0] != k:
-            raise ValueError(f"spikes has {tt.shape[0]} entries but U has {k} columns")
-        if (tt <= 0).any():
-            raise ValueError(f"spikes must be positive (min {tt.min().item():g})")
+        tt = positive_per_column(spikes, "spikes", k)
         self.scale_value = float(st)
         self.U, self.spikes = Ut, tt
         self._basis_np, self._spikes_np = frozen_array(Ut), frozen_array(tt)

@@ -70,6 +70,29 @@ def _apply_along_axes(v: np.ndarray, mats: Sequence[np.ndarray], shape: tuple[in
     return t.reshape(lead + (-1,))
 
 
+def orthonormal_columns(U: Any, tol: float) -> torch.Tensor:
+    """``U`` as an owned float64 (d, k) tensor, 1 <= k <= d, checked to have orthonormal columns (max |U^T U - I| <=
+    ``tol``); the errors name ``U``."""
+    Ut = owned_float64(U, "U")
+    if Ut.ndim != 2 or Ut.shape[0] == 0 or Ut.shape[1] == 0 or Ut.shape[1] > Ut.shape[0]:
+        raise ValueError(f"U must be a (d, k) matrix with 1 <= k <= d, got shape {tuple(Ut.shape)}")
+    k = Ut.shape[1]
+    err = (Ut.T @ Ut - torch.eye(k, dtype=torch.float64)).abs().max().item()
+    if err > tol:
+        raise ValueError(f"U must have orthonormal columns (max |U^T U - I| = {err:.3g})")
+    return Ut
+
+
+def positive_per_column(values: Any, name: str, k: int) -> torch.Tensor:
+    """``values`` as an owned float64 (k,) tensor of positive numbers, one per column of U (errors name ``name``)."""
+    t = owned_float64(values, name).reshape(-1)
+    if t.shape[0] != k:
+        raise ValueError(f"{name} has {t.shape[0]} entries but U has {k} columns")
+    if (t <= 0).any():
+        raise ValueError(f"{name} must be positive (min {t.min().item():g})")
+    return t
+
+
 class StructuredRegion:
     """What the structured regions share: the checked centre and radius, the dimension, and
     membership through the region's own ``norm`` (each frozen dataclass below defines ``center``,
@@ -539,18 +562,9 @@ class LowRankGaussian(GaussianNoise):
     param_name = "U"
 
     def __init__(self, diag: Any, U: Any, lam: Any, orthonormal_tol: float = 1e-8):
-        Ut = owned_float64(U, "U")
-        if Ut.ndim != 2 or Ut.shape[0] == 0 or Ut.shape[1] == 0 or Ut.shape[1] > Ut.shape[0]:
-            raise ValueError(f"U must be a (d, k) matrix with 1 <= k <= d, got shape {tuple(Ut.shape)}")
+        Ut = orthonormal_columns(U, orthonormal_tol)
         d, k = Ut.shape
-        err = (Ut.T @ Ut - torch.eye(k, dtype=torch.float64)).abs().max().item()
-        if err > orthonormal_tol:
-            raise ValueError(f"U must have orthonormal columns (max |U^T U - I| = {err:.3g})")
-        lt = owned_float64(lam, "lam").reshape(-1)
-        if lt.shape[0] != k:
-            raise ValueError(f"lam has {lt.shape[0]} entries but U has {k} columns")
-        if (lt <= 0).any():
-            raise ValueError(f"lam must be positive (min {lt.min().item():g})")
+        lt = positive_per_column(lam, "lam", k)
         Dt = owned_float64(diag, "diag")
         spiked = Dt.ndim == 0 or Dt.numel() == 1
         Dt = Dt.reshape(-1).expand(d).clone() if spiked else Dt.reshape(-1)
