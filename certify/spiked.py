@@ -74,14 +74,6 @@ class SpikedEllipsoid(StructuredRegion):
         v = np.asarray(v, dtype=np.float64)
         return v * self.scale + ((v @ self.basis) * (self.spikes - self.scale)) @ self.basis.T
 
-    def norm(self, delta: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(self.whiten(delta), axis=-1)
-
-    def support(self, direction: np.ndarray) -> float:
-        """``max_{y in region} <direction, y> = <direction, c> + radius ||S direction||``."""
-        v = np.asarray(direction, dtype=np.float64).reshape(-1)
-        return float(v @ self.center + self.radius * np.linalg.norm(self.apply_scale(v)))
-
     def with_radius(self, radius: float) -> SpikedEllipsoid:
         return SpikedEllipsoid(self.center, self.scale, self.basis, self.spikes, radius)
 

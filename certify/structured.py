@@ -101,8 +101,22 @@ class StructuredRegion:
     center: np.ndarray
     radius: float
 
-    def norm(self, delta: np.ndarray) -> np.ndarray:
+    def whiten(self, delta: np.ndarray) -> np.ndarray:
+        """``S^-1 delta`` for (..., d) (each region with its own algebra)."""
         raise NotImplementedError
+
+    def apply_scale(self, v: np.ndarray) -> np.ndarray:
+        """``S v`` for (..., d)."""
+        raise NotImplementedError
+
+    def norm(self, delta: np.ndarray) -> np.ndarray:
+        """``||S^-1 delta||`` for (..., d)."""
+        return np.linalg.norm(self.whiten(delta), axis=-1)
+
+    def support(self, direction: np.ndarray) -> float:
+        """``max_{y in region} <direction, y> = <direction, c> + radius ||S direction||``."""
+        v = np.asarray(direction, dtype=np.float64).reshape(-1)
+        return float(v @ self.center + self.radius * np.linalg.norm(self.apply_scale(v)))
 
     def _freeze_center_and_radius(self, dim: int, mismatch: str) -> None:
         """Store the centre as a read-only float64 vector of ``dim`` finite entries (``mismatch``: what
@@ -205,14 +219,6 @@ class KroneckerEllipsoid(StructuredRegion):
     def apply_scale(self, v: np.ndarray) -> np.ndarray:
         """``S v`` for (..., d)."""
         return _apply_along_axes(np.asarray(v, dtype=np.float64), self.factors, self.shape)
-
-    def norm(self, delta: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(self.whiten(delta), axis=-1)
-
-    def support(self, direction: np.ndarray) -> float:
-        """``max_{y in region} <direction, y> = <direction, c> + radius ||S direction||``."""
-        v = np.asarray(direction, dtype=np.float64).reshape(-1)
-        return float(v @ self.center + self.radius * np.linalg.norm(self.apply_scale(v)))
 
     def with_radius(self, radius: float) -> KroneckerEllipsoid:
         return KroneckerEllipsoid(self.center, self.factors, radius, _eig=self._eig)
