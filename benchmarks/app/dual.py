@@ -56,6 +56,14 @@ class SelectorRecipe:
     hidden: tuple[int, ...] = (128, 64)
     lr: float = 1e-3
 
+    @classmethod
+    def from_options(cls, options: dict) -> SelectorRecipe:
+        """The recipe of a method's ``options`` (a log fingerprint's, where ``hidden`` is a JSON list)."""
+        options = dict(options)
+        if "hidden" in options:
+            options["hidden"] = tuple(options["hidden"])
+        return cls(**options)
+
     def resolved_sigma_e(self, sigmas: tuple[float, ...]) -> float:
         return float(max(sigmas) if self.sigma_e is None else self.sigma_e)
 

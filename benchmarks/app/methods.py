@@ -354,15 +354,6 @@ register(
 
 
 # ---------------------------------------------------------------------------------- the dual certifier
-def _dual_recipe(config: MethodConfig):
-    from .dual import SelectorRecipe
-
-    options = dict(config.options)
-    if "hidden" in options:
-        options["hidden"] = tuple(options["hidden"])
-    return SelectorRecipe(**options)
-
-
 def _dual_options(budget) -> dict:
     """The selector's recipe with its defaults (recorded in the log's fingerprint)."""
     from dataclasses import asdict
@@ -373,9 +364,9 @@ def _dual_options(budget) -> dict:
 
 
 def _load_dual(config, dataset, **training):
-    from .dual import load_or_train_dual
+    from .dual import SelectorRecipe, load_or_train_dual
 
-    return load_or_train_dual(dataset, tuple(config.sigmas), _dual_recipe(config), **training)
+    return load_or_train_dual(dataset, tuple(config.sigmas), SelectorRecipe.from_options(config.options), **training)
 
 
 def _choose_dual(config, model, x, generator, sigma_star=None, cache=None, progress=None):

@@ -75,10 +75,9 @@ def one_off_cost(dual_path: Path, model_dir=None) -> dict:
 
     fp = json.loads(Path(str(dual_path) + ".fingerprint.json").read_text())
     torch.set_num_threads(int(fp["threads"]))  # the models' cache key holds the thread count they were trained at
-    options = dict(fp["options"])
-    options["hidden"] = tuple(options.get("hidden", SelectorRecipe().hidden))
     _, info = load_or_train_dual(
-        fp["dataset"], tuple(fp["sigmas"]), SelectorRecipe(**options), seed=fp["seed"], model_dir=model_dir,
+        fp["dataset"], tuple(fp["sigmas"]), SelectorRecipe.from_options(fp["options"]), seed=fp["seed"],
+        model_dir=model_dir,
         progress=False,
     )  # fmt: skip
     return {
