@@ -31,3 +31,19 @@ def tiny_budget(**changes):
         n0=50, max_inputs=5, every=40, ddrs=dict(iterations=5, samples=16), ancer=dict(iterations=5, samples=16)
     )
     return Budget(**(small | changes))
+
+
+def separable_linear_images() -> tuple[torch.nn.Module, torch.Tensor]:
+    """A 3-class linear model on 1x8x8 images whose sensitivity is a separable (row x column) profile, and three
+    inputs near its boundary: the structured-RDDRS tests' toy (separable by construction, so it tests the machinery,
+    not which structure fits images)."""
+    rows, cols = torch.linspace(0.05, 1.0, 8), torch.linspace(1.0, 0.05, 8)
+    profile = (rows[:, None] * cols[None, :]).reshape(-1)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([profile, -profile, 0 * profile]))
+        model[1].bias.copy_(torch.tensor([0.0, 0.0, -0.3]))
+    direction = 0.4 * profile / profile.norm()
+    x = torch.stack([direction, direction, -direction]).reshape(3, 1, 8, 8)
+    x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    return model.eval(), x

@@ -15,23 +15,11 @@ import manifolds
 from ddrs.estimator import SoftSmoothingEstimator
 from ddrs.selection import hard_vote_radii
 from manifolds import KroneckerNoise, KroneckerSPD
+from tests.classifiers import separable_linear_images
 
 F64 = torch.float64
 SHAPE = (1, 8, 8)
 SIGMA = 0.25
-
-
-def _toy() -> tuple[torch.nn.Module, torch.Tensor]:
-    rows, cols = torch.linspace(0.05, 1.0, 8), torch.linspace(1.0, 0.05, 8)
-    profile = (rows[:, None] * cols[None, :]).reshape(-1)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
-    with torch.no_grad():
-        model[1].weight.copy_(torch.stack([profile, -profile, 0 * profile]))
-        model[1].bias.copy_(torch.tensor([0.0, 0.0, -0.3]))
-    direction = 0.4 * profile / profile.norm()
-    x = torch.stack([direction, direction, -direction]).reshape(3, *SHAPE)
-    x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    return model.eval(), x
 
 
 def _dense_eigenvalues(noise: KroneckerNoise, points: torch.Tensor) -> torch.Tensor:
@@ -47,7 +35,7 @@ def _dense_eigenvalues(noise: KroneckerNoise, points: torch.Tensor) -> torch.Ten
 
 @pytest.mark.parametrize("backend", ["rgd", "pymanopt"])
 def test_fit_keeps_the_floor_and_beats_its_start_on_fresh_samples(backend):
-    model, x = _toy()
+    model, x = separable_linear_images()
     preset = ddrs.RDDRS(iterations=15, samples=128, structure="kronecker", keep_ball=False, backend=backend)
     r = preset.fit(model, x, init=SIGMA, generator=torch.Generator().manual_seed(1))
     assert isinstance(r.manifold, KroneckerSPD) and isinstance(r.noise_map, KroneckerNoise)
@@ -70,7 +58,7 @@ def test_fit_keeps_the_floor_and_beats_its_start_on_fresh_samples(backend):
 
 
 def test_both_drivers_take_the_same_iterates_and_the_convenience_is_the_explicit_spelling():
-    model, x = _toy()
+    model, x = separable_linear_images()
     common = dict(iterations=6, samples=64, select=False)
     out = {
         backend: ddrs.RDDRS(structure="kronecker", backend=backend, **common)
@@ -88,7 +76,7 @@ def test_both_drivers_take_the_same_iterates_and_the_convenience_is_the_explicit
 @pytest.mark.parametrize("metric", ["log-euclidean", "affine-invariant"])
 def test_default_fit_runs_and_certifies(metric):
     """The default recipe (keep_ball, selection) on either metric, then certification through the structured noise."""
-    model, x = _toy()
+    model, x = separable_linear_images()
     r = ddrs.RDDRS(iterations=5, samples=64, selection_samples=200, structure="kronecker", metric=metric).fit(
         model, x, init=SIGMA, generator=torch.Generator().manual_seed(4)
     )
@@ -101,7 +89,7 @@ def test_default_fit_runs_and_certifies(metric):
 
 
 def test_errors_name_the_argument():
-    model, x = _toy()
+    model, x = separable_linear_images()
     with pytest.raises(ValueError, match="structure"):
         ddrs.RDDRS(iterations=1, structure="kron").fit(model, x, init=SIGMA)
     with pytest.raises(ValueError, match="structure='kronecker' with manifold"):

@@ -16,23 +16,11 @@ from ddrs.estimator import SoftSmoothingEstimator
 from ddrs.selection import hard_vote_radii
 from ddrs.testing import check_step_rule
 from manifolds import LowRankNoise, LowRankSPD, SignedSpikedNoise, SignedSpikedSPD
+from tests.classifiers import separable_linear_images
 
 F64 = torch.float64
 SHAPE = (1, 8, 8)
 SIGMA = 0.25
-
-
-def _toy() -> tuple[torch.nn.Module, torch.Tensor]:
-    rows, cols = torch.linspace(0.05, 1.0, 8), torch.linspace(1.0, 0.05, 8)
-    profile = (rows[:, None] * cols[None, :]).reshape(-1)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
-    with torch.no_grad():
-        model[1].weight.copy_(torch.stack([profile, -profile, 0 * profile]))
-        model[1].bias.copy_(torch.tensor([0.0, 0.0, -0.3]))
-    direction = 0.4 * profile / profile.norm()
-    x = torch.stack([direction, direction, -direction]).reshape(3, *SHAPE)
-    x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    return model.eval(), x
 
 
 def _dense_eigenvalues(noise, points: torch.Tensor) -> torch.Tensor:
@@ -45,7 +33,7 @@ def _dense_eigenvalues(noise, points: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("structure", ["low-rank", "spiked", "signed-spiked"])
 def test_fit_keeps_floor_and_ceiling_and_beats_its_start_on_fresh_samples(structure):
-    model, x = _toy()
+    model, x = separable_linear_images()
     preset = ddrs.RDDRS(iterations=15, samples=128, structure=structure, rank=3, keep_ball=False)
     r = preset.fit(model, x, init=SIGMA, generator=torch.Generator().manual_seed(1))
     signed = structure == "signed-spiked"
@@ -72,7 +60,7 @@ def test_fit_keeps_floor_and_ceiling_and_beats_its_start_on_fresh_samples(struct
 
 
 def test_both_drivers_take_the_same_iterates_and_the_convenience_is_the_explicit_spelling():
-    model, x = _toy()
+    model, x = separable_linear_images()
     common = dict(iterations=5, samples=64, select=False)
     out = {
         backend: ddrs.RDDRS(structure="spiked", rank=2, backend=backend, **common)
@@ -89,7 +77,7 @@ def test_both_drivers_take_the_same_iterates_and_the_convenience_is_the_explicit
 
 def test_default_fit_runs_and_certifies():
     """The default recipe (keep_ball, selection, default rank), then certification through the structured noise."""
-    model, x = _toy()
+    model, x = separable_linear_images()
     r = ddrs.RDDRS(iterations=5, samples=64, selection_samples=200, structure="low-rank").fit(
         model, x, init=SIGMA, generator=torch.Generator().manual_seed(4)
     )
@@ -102,7 +90,7 @@ def test_default_fit_runs_and_certifies():
 
 
 def test_ancer_warm_start_and_errors_name_the_argument():
-    model, x = _toy()
+    model, x = separable_linear_images()
     theta = torch.full((3, 64), SIGMA, dtype=F64)
     theta[:, 5] = 2 * SIGMA
     ancer = ddrs.SmoothingResult("ancer", None, theta, torch.full((3,), SIGMA, dtype=F64))
