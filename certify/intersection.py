@@ -38,11 +38,13 @@ check (O(d^2) for a full scale) whose closed form gives the largest radius that 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-from .region import Ellipsoid
+from .region import Ellipsoid, Region
 
 #: relative margin by which max F must exceed 1 before "disjoint" is answered.
 DEFAULT_RTOL = 1e-7
@@ -95,12 +97,7 @@ class PairSpectrum:
         return np.sum(self.w2 / h, axis=-1)
 
     def sup(self, r1: float, r2: float, threshold: float | None = None) -> tuple[float, float]:
-        """``(max_t F, t*)``: a lower bound of the true maximum, tight up to round-off.
-
-        With ``threshold`` the search stops as soon as the answer to "max F > threshold?" is known:
-        a value above it was found (a valid certificate for any ``F``), or the tangent-line upper
-        bound of the concave ``F`` is below it (this early "no" only relies on concavity, and an
-        error there could only turn a "disjoint" into "intersect")."""
+        """``(max_t F, t*)``: a lower bound of the true maximum, tight up to round-off (``concave_sup``)."""
         if r1 == 0.0 and r2 == 0.0:
             return (np.inf if np.any(self.w != 0) else 0.0), 0.5
         if r1 == 0.0:  # F increases to its limit as t -> 0: membership of c1 in E2
@@ -109,51 +106,79 @@ class PairSpectrum:
             return float(np.sum(self.w2) / (r1 * r1)), 1.0
         a, b = r1 * r1, (r2 * r2) * self.nu
         w2 = self.w2
-        # values and slopes on a grid (one vectorised pass), then bisection on the slope's sign
-        tg = _GRID[:, None]
-        inv = 1.0 / (a / tg + b / (1.0 - tg))
-        vals = inv @ w2
-        q = inv * inv * w2
-        slopes = a / _GRID**2 * q.sum(axis=1) - (q @ b) / (1.0 - _GRID) ** 2
-        k = int(np.argmax(vals))
-        best, best_t = float(vals[k]), float(_GRID[k])
-        if threshold is not None and best > threshold:
-            return best, best_t
-        pos = np.nonzero(slopes > 0)[0]
-        if len(pos) == 0:
-            t_lo, f_lo, s_lo = 0.0, 0.0, float(np.sum(w2)) / a
-        else:
-            j = int(pos[-1])
-            t_lo, f_lo, s_lo = float(_GRID[j]), float(vals[j]), float(slopes[j])
-        neg = np.nonzero(slopes <= 0)[0]
-        neg = neg[_GRID[neg] > t_lo]
-        if len(neg) == 0:
-            t_hi, f_hi, s_hi = 1.0, 0.0, -float(np.sum(w2 / b))
-        else:
-            j = int(neg[0])
-            t_hi, f_hi, s_hi = float(_GRID[j]), float(vals[j]), float(slopes[j])
-        for _ in range(60):
-            if threshold is not None and s_lo > 0 and s_hi < 0:
-                tc = (f_hi - f_lo + s_lo * t_lo - s_hi * t_hi) / (s_lo - s_hi)
-                upper = f_lo + s_lo * (tc - t_lo)
-                if upper <= threshold:
-                    break
-            t = 0.5 * (t_lo + t_hi)
-            if not (t_lo < t < t_hi):
-                break
-            inv1 = 1.0 / (a / t + b / (1.0 - t))
-            f = float(w2 @ inv1)
-            q1 = inv1 * inv1 * w2
-            slope = a / (t * t) * float(q1.sum()) - float(q1 @ b) / ((1.0 - t) ** 2)
-            if f > best:
-                best, best_t = f, t
-                if threshold is not None and best > threshold:
-                    break
-            if slope > 0:
-                t_lo, f_lo, s_lo = t, f, slope
-            else:
-                t_hi, f_hi, s_hi = t, f, slope
+
+        def evaluate(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            tg = t[:, None]
+            inv = 1.0 / (a / tg + b / (1.0 - tg))
+            q = inv * inv * w2
+            return inv @ w2, a / (t * t) * q.sum(axis=1) - (q @ b) / (1.0 - t) ** 2
+
+        return concave_sup(evaluate, float(np.sum(w2)) / a, -float(np.sum(w2 / b)), threshold)
+
+
+class Pencil(Protocol):
+    """What proposes separating directions for an ordered pair of regions: ``F(t; r1, r2) = delta^T (A1 / t
+    + A2 / (1 - t))^{-1} delta`` with ``A_i = r_i^2 S_i^2`` (``sup``) and its direction (``direction``)."""
+
+    def sup(self, r1: float, r2: float, threshold: float | None = None) -> tuple[float, float]: ...
+
+    def direction(self, t: float, r1: float, r2: float) -> np.ndarray: ...
+
+
+def concave_sup(
+    evaluate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    slope0: float,
+    slope1: float,
+    threshold: float | None = None,
+    grid: np.ndarray = _GRID,
+    bisections: int = 60,
+) -> tuple[float, float]:
+    """``(max_t F, t*)`` of a concave ``F`` on (0, 1) with ``F(0) = F(1) = 0``, from ``evaluate(t) -> (F(t),
+    F'(t))`` on an array of t and the end slopes ``F'(0)``, ``F'(1)``: the grid in one call, then bisection on
+    the sign of ``F'``. Returns a value F takes (a lower bound of the maximum, tight up to round-off).
+
+    With ``threshold`` the search stops as soon as the answer to "max F > threshold?" is known: a value
+    above it was found (a valid certificate for any ``F``), or the tangent-line upper bound of the
+    concave ``F`` is below it (this early "no" only relies on concavity, and an error there could only
+    turn a "disjoint" into "intersect")."""
+    vals, slopes = evaluate(grid)
+    k = int(np.argmax(vals))
+    best, best_t = float(vals[k]), float(grid[k])
+    if threshold is not None and best > threshold:
         return best, best_t
+    pos = np.nonzero(slopes > 0)[0]
+    if len(pos) == 0:
+        t_lo, f_lo, s_lo = 0.0, 0.0, slope0
+    else:
+        j = int(pos[-1])
+        t_lo, f_lo, s_lo = float(grid[j]), float(vals[j]), float(slopes[j])
+    neg = np.nonzero(slopes <= 0)[0]
+    neg = neg[grid[neg] > t_lo]
+    if len(neg) == 0:
+        t_hi, f_hi, s_hi = 1.0, 0.0, slope1
+    else:
+        j = int(neg[0])
+        t_hi, f_hi, s_hi = float(grid[j]), float(vals[j]), float(slopes[j])
+    for _ in range(bisections):
+        if threshold is not None and s_lo > 0 and s_hi < 0:
+            tc = (f_hi - f_lo + s_lo * t_lo - s_hi * t_hi) / (s_lo - s_hi)
+            upper = f_lo + s_lo * (tc - t_lo)
+            if upper <= threshold:
+                break
+        t = 0.5 * (t_lo + t_hi)
+        if not (t_lo < t < t_hi):
+            break
+        fv, sv = evaluate(np.array([t]))
+        f, slope = float(fv[0]), float(sv[0])
+        if f > best:
+            best, best_t = f, t
+            if threshold is not None and best > threshold:
+                break
+        if slope > 0:
+            t_lo, f_lo, s_lo = t, f, slope
+        else:
+            t_hi, f_hi, s_hi = t, f, slope
+    return best, best_t
 
 
 _UNIT = 2.0**-53  # unit roundoff of float64 (round to nearest)
@@ -164,25 +189,14 @@ def _gamma(n: int) -> float:
     return n * _UNIT / (1.0 - n * _UNIT)
 
 
-def _scaled_norms(e: Ellipsoid, v: np.ndarray) -> tuple[float, float]:
-    """``(fl ||S v||, fl || |S| |v| ||)`` from the stored scale (no eigendecomposition)."""
-    if e.kind == "ball":
-        n = abs(float(e.scale)) * float(np.linalg.norm(v))
-        return n, n
-    if e.kind == "diagonal":
-        n = float(np.linalg.norm(e.scale * v))
-        return n, n
-    return float(np.linalg.norm(e.scale @ v)), float(np.linalg.norm(e.abs_scale @ np.abs(v)))
-
-
-def _gap_terms(e1: Ellipsoid, e2: Ellipsoid, v: np.ndarray) -> tuple[float, float, float, float, float, float]:
+def _gap_terms(e1: Region, e2: Region, v: np.ndarray) -> tuple[float, float, float, float, float, float]:
     delta = e2.center - e1.center
-    n1, a1 = _scaled_norms(e1, v)
-    n2, a2 = _scaled_norms(e2, v)
+    n1, a1 = e1.scaled_norms(v)
+    n2, a2 = e2.scaled_norms(v)
     return float(v @ delta), float(np.abs(v) @ np.abs(delta)), n1, a1, n2, a2
 
 
-def _proves(e1: Ellipsoid, e2: Ellipsoid, v: np.ndarray, rtol: float) -> bool:
+def _proves(e1: Region, e2: Region, v: np.ndarray, rtol: float) -> bool:
     """True iff direction v proves (e1, e2) disjoint with a relative margin: the rounding-safe gap
     exceeds ``rtol / 2`` times the sets' widths along v, ``r1 ||S1 v|| + r2 ||S2 v||`` (a margin on
     top of the rounding bound, so that "touching up to rtol" counts as intersecting; for two balls
@@ -193,11 +207,11 @@ def _proves(e1: Ellipsoid, e2: Ellipsoid, v: np.ndarray, rtol: float) -> bool:
     if rtol <= 0:
         return True
     v = np.asarray(v, dtype=np.float64).reshape(-1)
-    width = e1.radius * _scaled_norms(e1, v)[0] + e2.radius * _scaled_norms(e2, v)[0]
+    width = e1.radius * e1.scaled_norms(v)[0] + e2.radius * e2.scaled_norms(v)[0]
     return bool(gap > 0.5 * rtol * width * (1.0 + 4 * _UNIT))
 
 
-def separation_gap(e1: Ellipsoid, e2: Ellipsoid, v: np.ndarray) -> float:
+def separation_gap(e1: Region, e2: Region, v: np.ndarray) -> float:
     """A rigorous lower bound (in float64) of ``min_{y in E2} <v, y> - max_{y in E1} <v, y>``;
     positive only if the direction ``v`` proves the closed regions disjoint.
 
@@ -220,11 +234,14 @@ def separation_gap(e1: Ellipsoid, e2: Ellipsoid, v: np.ndarray) -> float:
         return -np.inf
     p, pa, n1, a1, n2, a2 = _gap_terms(e1, e2, v)
     gap = p - e1.radius * n1 - e2.radius * n2
-    err = 2.0 * _gamma(e1.dim + 8) * (pa + e1.radius * (n1 + 2.0 * a1) + e2.radius * (n2 + 2.0 * a2)) + 1e-290
+    err = (
+        2.0 * _gamma(_rounding_length(e1, e2) + 8) * (pa + e1.radius * (n1 + 2.0 * a1) + e2.radius * (n2 + 2.0 * a2))
+        + 1e-290
+    )
     return gap - err if np.isfinite(gap) and np.isfinite(err) else -np.inf
 
 
-def _verified_radius(region_first: bool, e1: Ellipsoid, e2: Ellipsoid, v: np.ndarray, rtol: float) -> float:
+def _verified_radius(region_first: bool, e1: Region, e2: Region, v: np.ndarray, rtol: float) -> float:
     """The largest radius of the region (e1 if ``region_first`` else e2; the other keeps its
     radius) that ``_proves`` accepts with direction v (the gap, its error bound and the margin are
     affine in that radius), or -1.0 if none."""
@@ -233,7 +250,7 @@ def _verified_radius(region_first: bool, e1: Ellipsoid, e2: Ellipsoid, v: np.nda
     if not np.all(np.isfinite(v)) or not np.any(v != 0):
         return -1.0
     p, pa, n1, a1, n2, a2 = _gap_terms(e1, e2, v)
-    g = 2.0 * _gamma(e1.dim + 8)
+    g = 2.0 * _gamma(_rounding_length(e1, e2) + 8)
     if region_first:
         (n_o, a_o, r_o), (n_r, a_r) = (n2, a2, e2.radius), (n1, a1)
     else:
@@ -245,19 +262,30 @@ def _verified_radius(region_first: bool, e1: Ellipsoid, e2: Ellipsoid, v: np.nda
     return float(num / den) * (1.0 - 8 * _UNIT) if den > 0 else np.inf
 
 
-def _canonical(e1: Ellipsoid, e2: Ellipsoid) -> bool:
+def _rounding_length(e1: Region, e2: Region) -> int:
+    """The longest inner product behind either region's ``scaled_norms`` (at least d)."""
+    return max(e1.dim, e1.rounding_length, e2.rounding_length)
+
+
+_KIND_ORDER = {"ball": 0, "diagonal": 1, "full": 2}
+
+
+def _canonical(e1: Region, e2: Region) -> bool:
     """True if the pair is to be processed as (e2, e1): a fixed order of the unordered pair
-    (kind, then centre, then scale), so that (A, B) and (B, A) get the same computation."""
-    rank = {"ball": 0, "diagonal": 1, "full": 2}
-    k1, k2 = rank[e1.kind], rank[e2.kind]
+    (kind, then centre, then scale, then radius), so that (A, B) and (B, A) get the same computation.
+    (Two regions with the same centre always intersect, so the structured kinds need no scale order.)"""
+    k1, k2 = _KIND_ORDER.get(e1.kind, 3), _KIND_ORDER.get(e2.kind, 3)
     if k1 != k2:
         return k2 < k1
+    if e1.kind != e2.kind:
+        return e2.kind < e1.kind
     b1, b2 = e1.center.tobytes(), e2.center.tobytes()
     if b1 != b2:
         return b2 < b1
-    s1, s2 = np.asarray(e1.scale).tobytes(), np.asarray(e2.scale).tobytes()
-    if s1 != s2:
-        return s2 < s1
+    if isinstance(e1, Ellipsoid) and isinstance(e2, Ellipsoid):
+        s1, s2 = np.asarray(e1.scale).tobytes(), np.asarray(e2.scale).tobytes()
+        if s1 != s2:
+            return s2 < s1
     return e2.radius < e1.radius
 
 
@@ -289,7 +317,18 @@ def _pair_spectrum(first: Ellipsoid, second: Ellipsoid) -> PairSpectrum:
     return PairSpectrum(wd @ u, nu, b1, inv1, u)
 
 
-def _ordered(e1: Ellipsoid, e2: Ellipsoid) -> tuple[Ellipsoid, Ellipsoid, bool]:
+def pair_pencil(first: Region, second: Region) -> Pencil:
+    """What proposes separating directions for (first, second): the dense ``PairSpectrum`` of two
+    ``Ellipsoid``s, otherwise the structured pencils of ``certify.pairs`` (imported here, on first use,
+    because ``certify.structured`` builds on this module)."""
+    if isinstance(first, Ellipsoid) and isinstance(second, Ellipsoid):
+        return _pair_spectrum(first, second)
+    from .pairs import structured_pencil
+
+    return structured_pencil(first, second)
+
+
+def _ordered(e1: Region, e2: Region) -> tuple[Region, Region, bool]:
     if e1.dim != e2.dim:
         raise ValueError(f"dimension mismatch: {e1.dim} vs {e2.dim}")
     swapped = _canonical(e1, e2)
@@ -297,8 +336,8 @@ def _ordered(e1: Ellipsoid, e2: Ellipsoid) -> tuple[Ellipsoid, Ellipsoid, bool]:
 
 
 def _prove(
-    first: Ellipsoid, second: Ellipsoid, rtol: float, spec: PairSpectrum | None = None
-) -> tuple[np.ndarray | None, PairSpectrum | None]:
+    first: Region, second: Region, rtol: float, spec: Pencil | None = None
+) -> tuple[np.ndarray | None, Pencil | None]:
     """A direction proving (first, second) disjoint (``separation_gap > 0``), or None."""
     delta = second.center - first.center
     if _proves(first, second, delta, rtol):  # the centre line (the bounding-ball screen)
@@ -306,7 +345,7 @@ def _prove(
     if float(np.linalg.norm(delta)) <= first.l2_radius + second.l2_radius:  # inscribed balls meet
         return None, spec
     if spec is None:
-        spec = _pair_spectrum(first, second)
+        spec = pair_pencil(first, second)
     r1, r2 = first.radius, second.radius
     for threshold in (1.0 + 2.0 * max(rtol, 0.0), None):  # early stop first, then the maximiser
         value, t = spec.sup(r1, r2, threshold=threshold)
@@ -318,13 +357,13 @@ def _prove(
     return None, spec
 
 
-def intersection_value(e1: Ellipsoid, e2: Ellipsoid) -> tuple[float, float]:
+def intersection_value(e1: Region, e2: Region) -> tuple[float, float]:
     """``(max_t F, t*)`` from the spectrum (unverified; > 1 suggests disjoint)."""
     first, second, _ = _ordered(e1, e2)
-    return _pair_spectrum(first, second).sup(first.radius, second.radius)
+    return pair_pencil(first, second).sup(first.radius, second.radius)
 
 
-def ellipsoids_intersect(e1: Ellipsoid, e2: Ellipsoid, rtol: float = DEFAULT_RTOL) -> bool:
+def ellipsoids_intersect(e1: Region, e2: Region, rtol: float = DEFAULT_RTOL) -> bool:
     """True unless the two closed regions are *proved* disjoint by a separating direction whose
     support-function gap exceeds its float64 rounding bound (``separation_gap``).
 
@@ -334,13 +373,13 @@ def ellipsoids_intersect(e1: Ellipsoid, e2: Ellipsoid, rtol: float = DEFAULT_RTO
     used to look for violations, never to store regions."""
     first, second, _ = _ordered(e1, e2)
     if rtol < 0:
-        value, _ = _pair_spectrum(first, second).sup(first.radius, second.radius, threshold=1.0 + rtol)
+        value, _ = pair_pencil(first, second).sup(first.radius, second.radius, threshold=1.0 + rtol)
         return not (value > 1.0 + rtol)
     v, _ = _prove(first, second, rtol)
     return v is None
 
 
-def separating_direction(e1: Ellipsoid, e2: Ellipsoid) -> np.ndarray | None:
+def separating_direction(e1: Region, e2: Region) -> np.ndarray | None:
     """A verified direction ``v`` with ``e1.support(v) < -e2.support(-v)`` (max over E1 of <v, y> <
     min over E2, with a margin above the rounding bound), or None when none is found."""
     first, second, swapped = _ordered(e1, e2)
@@ -350,9 +389,7 @@ def separating_direction(e1: Ellipsoid, e2: Ellipsoid) -> np.ndarray | None:
     return -v if swapped else v
 
 
-def max_disjoint_radius(
-    region: Ellipsoid, obstacle: Ellipsoid, rtol: float = DEFAULT_RTOL, iterations: int = 50
-) -> float:
+def max_disjoint_radius(region: Region, obstacle: Region, rtol: float = DEFAULT_RTOL, iterations: int = 50) -> float:
     """Largest ``r' <= region.radius`` such that ``region.with_radius(r')`` is *proved* disjoint from
     ``obstacle`` (bisection on ``r'`` with the spectrum, then the radius the final direction
     proves); ``region.radius`` iff ``ellipsoids_intersect`` is False; 0.0 if even the centre is
@@ -363,7 +400,9 @@ def max_disjoint_radius(
     if v is not None:
         return region.radius
     if spec is None:
-        spec = _pair_spectrum(first, second)
+        spec = pair_pencil(first, second)
+    if hasattr(spec, "family_direction"):
+        return _max_radius_on_family(spec, region, first, second, region_first, rtol)
     ro = obstacle.radius
 
     def radii(r: float) -> tuple[float, float]:
@@ -372,7 +411,7 @@ def max_disjoint_radius(
     def disjoint(r: float) -> bool:
         return spec.sup(*radii(r), threshold=1.0 + rtol)[0] > 1.0 + rtol
 
-    def pair(r: float) -> tuple[Ellipsoid, Ellipsoid]:
+    def pair(r: float) -> tuple[Region, Region]:
         shrunk = region.with_radius(r)
         return (shrunk, obstacle) if region_first else (obstacle, shrunk)
 
@@ -402,3 +441,48 @@ def max_disjoint_radius(
         return 0.0
     # the closed form is affine in r; confirm the returned radius with the check itself
     return best if _proves(*pair(best), used, rtol) else 0.0
+
+
+_FAMILY_GRID = np.linspace(-10.0, 10.0, 41)  # log10(tau / tau0): half a decade apart
+_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
+
+
+def _max_radius_on_family(
+    spec: Any, region: Region, first: Region, second: Region, region_first: bool, rtol: float, refine: int = 30
+) -> float:
+    """``max_disjoint_radius`` for a pencil whose directions form the one-parameter family ``family_direction(tau)``
+    (``certify.pairs.WoodburyPencil``): every direction proves the closed-form radius ``_verified_radius``, and the
+    tangent direction of the largest disjoint radius is in the family, so a search over log tau (a grid, then
+    golden-section refinement around its best point) replaces the bisection on the radius. Each candidate is a
+    verified radius, so the answer is sound whatever the search finds; it is the exact largest radius when the
+    search finds the maximiser (``tests/certify/test_pairs.py`` holds it to the dense test)."""
+    tau0 = spec.family_scale
+
+    def radius_at(log_tau: float) -> tuple[float, np.ndarray]:
+        v = spec.family_direction(tau0 * 10.0**log_tau)
+        return _verified_radius(region_first, first, second, v, rtol), v
+
+    scores = [radius_at(float(g)) for g in _FAMILY_GRID]
+    k = int(np.argmax([r for r, _ in scores]))
+    best, used = scores[k]
+    lo, hi = float(_FAMILY_GRID[max(k - 1, 0)]), float(_FAMILY_GRID[min(k + 1, len(_FAMILY_GRID) - 1)])
+    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+    (fa, va), (fb, vb) = radius_at(a), radius_at(b)
+    for _ in range(refine):
+        for f, v in ((fa, va), (fb, vb)):
+            if f > best:
+                best, used = f, v
+        if fa >= fb:
+            hi, b, fb, vb = b, a, fa, va
+            a = hi - _GOLDEN * (hi - lo)
+            fa, va = radius_at(a)
+        else:
+            lo, a, fa, va = a, b, fb, vb
+            b = lo + _GOLDEN * (hi - lo)
+            fb, vb = radius_at(b)
+    best = min(best, region.radius)
+    if not best > 0.0:
+        return 0.0
+    shrunk = region.with_radius(best)
+    pair = (shrunk, second) if region_first else (first, shrunk)
+    return best if _proves(*pair, used, rtol) else 0.0

@@ -78,7 +78,7 @@ import numpy as np
 from .certificate import ABSTAIN, Certificate
 from .intersection import DEFAULT_RTOL, ellipsoids_intersect, max_disjoint_radius
 from .log import Log, LogWriter, read_log
-from .region import Ellipsoid
+from .region import Ellipsoid, Region
 
 KEPT, SHRUNK, ADOPTED, ABSTAINED = "kept", "shrunk", "adopted", "abstained"
 POLICIES = ("adopt", "abstain")
@@ -87,6 +87,10 @@ _PROJECT_DIM = 32
 
 
 # ---------------------------------------------------------------------------- alpha budget
+#: what the memory uses of a region (``certify.region.Region``): ``Ellipsoid`` and the structured regions have it.
+_REGION_NEEDS = ("center", "radius", "outer_radius", "norm", "with_radius", "recentred", "scaled_norms")
+
+
 def memory_failure_bound(alpha: float, memory_size: int) -> float:
     """Union bound on P(some of ``memory_size`` certificates at level ``alpha`` is wrong)."""
     return float(min(1.0, alpha * memory_size))
@@ -133,7 +137,7 @@ class MemoryResult:
 class _Entry:
     idx: int
     prediction: int
-    region: Ellipsoid
+    region: Region
 
 
 class Memory:
@@ -163,7 +167,7 @@ class Memory:
         return self._n
 
     # ------------------------------------------------------------------ storage
-    def _append(self, idx: int, prediction: int, region: Ellipsoid) -> None:
+    def _append(self, idx: int, prediction: int, region: Region) -> None:
         d = region.dim
         if self._n == 0 and self._centers.shape[1] != d:
             self._centers = np.zeros((16, d))
@@ -262,8 +266,11 @@ class Memory:
         if not isinstance(certificate, Certificate):
             raise TypeError(f"certificate must be a certify.Certificate, got {type(certificate).__name__}")
         region = certificate.region
-        if region is not None and not isinstance(region, Ellipsoid):
-            raise TypeError(f"certificate.region must be a certify.Ellipsoid, got {type(region).__name__}")
+        if region is not None and not all(hasattr(region, a) for a in _REGION_NEEDS):
+            raise TypeError(
+                f"certificate.region must be a certify.Ellipsoid or a structured region (certify.structured), "
+                f"got {type(region).__name__}"
+            )
         dim = self._centers.shape[1] if self._n else None
         if region is not None and dim is not None and region.dim != dim:
             raise ValueError(f"certificate.region has dimension {region.dim}, the memory's inputs {dim}")
@@ -299,7 +306,7 @@ class Memory:
             for j in inside:
                 e = self.entries[j].region
                 r = max(0.0, e.radius - float(e.norm(x - e.center)))
-                adopted = Ellipsoid(x, e.scale, r, _eig=e.eigh if e.kind == "full" else None)
+                adopted = e.recentred(x, r)
                 if best is None or adopted.l2_radius > best[1].l2_radius:
                     best = (j, adopted)
             assert best is not None  # inside is not empty

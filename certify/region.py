@@ -63,6 +63,24 @@ class Region(Protocol):
         """The same set as a dense ``Ellipsoid`` (structured regions refuse above d = 4096)."""
         ...
 
+    # what the memory's pair test (``certify.intersection``, ``certify.pairs``) needs of a region
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def outer_radius(self) -> float: ...
+
+    @property
+    def rounding_length(self) -> int: ...
+
+    def scaled_norms(self, v: np.ndarray) -> tuple[float, float]: ...
+
+    def woodbury_form(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None: ...
+
+    def with_radius(self, radius: float) -> Region: ...
+
+    def recentred(self, center: np.ndarray, radius: float) -> Region: ...
+
 
 @dataclass(frozen=True, eq=False)
 class Ellipsoid:
@@ -258,6 +276,34 @@ class Ellipsoid:
         if self.kind == "diagonal":
             return np.asarray(self.scale), None
         return self.eigh
+
+    @property
+    def rounding_length(self) -> int:
+        """The inner length of the products behind ``scaled_norms`` (its rounding bound is gamma of it)."""
+        return self.dim
+
+    def scaled_norms(self, v: np.ndarray) -> tuple[float, float]:
+        """``(fl ||S v||, fl || |S| |v| ||)`` from the stored scale, never an eigendecomposition: the terms
+        of the rounding bound of ``certify.intersection.separation_gap``."""
+        if self.kind == "ball":
+            n = abs(float(self.scale)) * float(np.linalg.norm(v))
+            return n, n
+        if self.kind == "diagonal":
+            n = float(np.linalg.norm(self.scale * v))
+            return n, n
+        return float(np.linalg.norm(self.scale @ v)), float(np.linalg.norm(self.abs_scale @ np.abs(v)))
+
+    def woodbury_form(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(D, V, mu)`` with covariance ``S^2 = diag(D) + V diag(mu) V^T`` for a ball or a diagonal scale
+        (V with no columns); None for a full scale (``certify.pairs``)."""
+        if self.kind == "full":
+            return None
+        vals = self.axes[0]
+        return vals * vals, np.zeros((self.dim, 0)), np.zeros(0)
+
+    def recentred(self, center: np.ndarray, radius: float) -> Ellipsoid:
+        """The same shape about another centre with another radius (the memory's adopted regions)."""
+        return Ellipsoid(center, self.scale, radius, _eig=self.eigh if self.kind == "full" else None)
 
     def apply_scale(self, v: np.ndarray) -> np.ndarray:
         """``scale @ v`` for a vector (or a batch of shape (..., d))."""

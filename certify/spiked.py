@@ -77,6 +77,22 @@ class SpikedEllipsoid(StructuredRegion):
     def with_radius(self, radius: float) -> SpikedEllipsoid:
         return SpikedEllipsoid(self.center, self.scale, self.basis, self.spikes, radius)
 
+    @property
+    def rounding_length(self) -> int:
+        """S v = s v + U ((t - s) * U^T v): inner lengths d and k and three scalar operations."""
+        return self.dim + self.basis.shape[1] + 3
+
+    def scaled_norms(self, v: np.ndarray) -> tuple[float, float]:
+        """``(fl ||S v||, fl || s |v| + |U| (|t - s| * |U|^T |v|) ||)``, the second bounding |S| |v| as computed."""
+        v = np.asarray(v, dtype=np.float64).reshape(-1)
+        av, au = np.abs(v), np.abs(self.basis)
+        a = self.scale * av + au @ (np.abs(self.spikes - self.scale) * (av @ au))
+        return float(np.linalg.norm(self.apply_scale(v))), float(np.linalg.norm(a))
+
+    def woodbury_form(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """S^2 = s^2 I + U diag(t^2 - s^2) U^T (mu of either sign)."""
+        return np.full(self.dim, self.scale**2), self.basis, self.spikes**2 - self.scale**2
+
     def dense_scale(self) -> np.ndarray:
         check_dense(self.dim, "dense_scale")
         return self.apply_scale(np.eye(self.dim))

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from .intersection import DEFAULT_RTOL, PairSpectrum
+from .intersection import DEFAULT_RTOL, PairSpectrum, ellipsoids_intersect, separating_direction, separation_gap
 from .noise import GaussianNoise, checked_spd, owned_float64, standard_normal
 from .region import SYMMETRY_RTOL, Ellipsoid
 
@@ -136,6 +136,24 @@ class StructuredRegion:
     def dim(self) -> int:
         return int(self.center.shape[0])
 
+    @property
+    def rounding_length(self) -> int:
+        """The inner length of the products behind ``scaled_norms`` (their rounding bound is gamma of it)."""
+        return self.dim
+
+    def scaled_norms(self, v: np.ndarray) -> tuple[float, float]:
+        """``(fl ||B v||, fl || |B| |v| ||)`` for a factor B of the covariance (B^T B = S^2) as the region computes
+        it: the terms of the rounding bound of ``certify.intersection.separation_gap``."""
+        raise NotImplementedError
+
+    def woodbury_form(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(D, V, mu)`` with covariance ``diag(D) + V diag(mu) V^T``, or None (``certify.pairs``)."""
+        return None
+
+    def recentred(self, center: np.ndarray, radius: float) -> Any:
+        """The same shape about another centre with another radius (the memory's adopted regions)."""
+        return replace(self, center=center, radius=radius)  # type: ignore[type-var]
+
     def contains_delta(self, delta: np.ndarray) -> bool | np.ndarray:
         return self.norm(as_vectors(delta, self.dim, "delta")) <= self.radius
 
@@ -222,6 +240,17 @@ class KroneckerEllipsoid(StructuredRegion):
 
     def with_radius(self, radius: float) -> KroneckerEllipsoid:
         return KroneckerEllipsoid(self.center, self.factors, radius, _eig=self._eig)
+
+    @property
+    def rounding_length(self) -> int:
+        """S v is K chained products of inner lengths d_i: gamma_{sum d_i} (Higham 2002, Lemma 3.3, Sec. 3.5)."""
+        return max(self.dim, sum(self.shape))
+
+    def scaled_norms(self, v: np.ndarray) -> tuple[float, float]:
+        """``(fl ||S v||, fl || |S| |v| ||)`` from the stored factors, one product per axis (|S| = (x)_i |C_i|)."""
+        n = float(np.linalg.norm(_apply_along_axes(v, self.factors, self.shape)))
+        a = float(np.linalg.norm(_apply_along_axes(np.abs(v), [np.abs(c) for c in self.factors], self.shape)))
+        return n, a
 
     def to_ellipsoid(self) -> Ellipsoid:
         """The same region as a dense ``certify.Ellipsoid`` (d <= DENSE_LIMIT; for the memory and tests)."""
@@ -339,13 +368,6 @@ class KroneckerGaussian(GaussianNoise):
 # ``certify.intersection`` (Gilitschenski and Hanebeck 2012), the spectrum only proposes a direction v;
 # "disjoint" is answered only when the support-function gap along v exceeds a bound on its rounding.
 
-_UNIT = 2.0**-53  # unit roundoff of float64
-
-
-def _gamma(n: int) -> float:
-    """Higham's gamma_n = n u / (1 - n u)."""
-    return n * _UNIT / (1.0 - n * _UNIT)
-
 
 def _check_pair(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid) -> None:
     if not (isinstance(e1, KroneckerEllipsoid) and isinstance(e2, KroneckerEllipsoid)):
@@ -354,120 +376,59 @@ def _check_pair(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid) -> None:
         raise ValueError(f"factor shapes differ: {e1.shape} vs {e2.shape} (convert with to_ellipsoid())")
 
 
-def _kron_norms(e: KroneckerEllipsoid, v: np.ndarray) -> tuple[float, float]:
-    """``(fl ||S v||, fl || |S| |v| ||)`` from the stored factors, one product per axis (|S| = (x)_i |C_i|)."""
-    n = float(np.linalg.norm(_apply_along_axes(v, e.factors, e.shape)))
-    a = float(np.linalg.norm(_apply_along_axes(np.abs(v), [np.abs(c) for c in e.factors], e.shape)))
-    return n, a
-
-
 def kronecker_separation_gap(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, v: np.ndarray) -> float:
-    """A rigorous float64 lower bound of ``min_{y in E2} <v, y> - max_{y in E1} <v, y>`` (positive only if
-    v proves the closed regions disjoint), the bound of ``certify.intersection.separation_gap`` with
-    S v computed one factor at a time: the K chained products of inner lengths d_i err componentwise by
-    at most gamma_{sum d_i} (|S| |v|) (Higham 2002, Lemma 3.3 and Sec. 3.5), so gamma_d there becomes
-    gamma_m with m = max(d, sum_i d_i). The factors (c, C_i, r) are taken as exact."""
+    """``certify.intersection.separation_gap`` for two Kronecker regions: S v computed one factor at a time,
+    whose K chained products of inner lengths d_i err componentwise by at most gamma_{sum d_i} (|S| |v|)
+    (``KroneckerEllipsoid.rounding_length``). The factors (c, C_i, r) are taken as exact."""
     _check_pair(e1, e2)
-    v = np.asarray(v, dtype=np.float64).reshape(-1)
-    if v.shape[0] != e1.dim or not np.all(np.isfinite(v)) or not np.any(v != 0):
-        return -np.inf
-    delta = e2.center - e1.center
-    p, pa = float(v @ delta), float(np.abs(v) @ np.abs(delta))
-    n1, a1 = _kron_norms(e1, v)
-    n2, a2 = _kron_norms(e2, v)
-    m = max(e1.dim, sum(e1.shape))
-    gap = p - e1.radius * n1 - e2.radius * n2
-    err = 2.0 * _gamma(m + 8) * (pa + e1.radius * (n1 + 2.0 * a1) + e2.radius * (n2 + 2.0 * a2)) + 1e-290
-    return gap - err if np.isfinite(gap) and np.isfinite(err) else -np.inf
+    return separation_gap(e1, e2, v)
 
 
-def _kron_proves(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, v: np.ndarray, rtol: float) -> bool:
-    """``kronecker_separation_gap`` > 0 with the relative margin of ``certify.intersection``."""
-    gap = kronecker_separation_gap(e1, e2, v)
-    if not gap > 0:
-        return False
-    if rtol <= 0:
-        return True
-    width = e1.radius * _kron_norms(e1, v)[0] + e2.radius * _kron_norms(e2, v)[0]
-    return bool(gap > 0.5 * rtol * width * (1.0 + 4 * _UNIT))
+class KroneckerPencil:
+    """``certify.intersection.Pencil`` of two Kronecker regions of the same factor shapes, whitening by
+    ``first``: per axis the SVD G_i = diag(1/lam1_i) V1_i^T V2_i diag(lam2_i) = U_i diag(sigma_i) W_i^T;
+    nu = (x)_i sigma_i^2, w = ((x)_i U_i^T diag(1/lam1_i) V1_i^T) delta (the pencil of two Kronecker products
+    is the Kronecker product of the factor pencils): O(d sum_i d_i + sum_i d_i^3), no d x d matrix."""
 
+    def __init__(self, first: KroneckerEllipsoid, second: KroneckerEllipsoid):
+        _check_pair(first, second)
+        us: list[np.ndarray] = []
+        nu: np.ndarray = np.ones(1)
+        inv1: np.ndarray = np.ones(1)
+        for lam1, v1, lam2, v2 in zip(first.eigenvalues, first.eigenvectors, second.eigenvalues, second.eigenvectors):
+            g = ((v1.T @ v2) * lam2) / lam1[:, None]
+            u, sigma, _ = np.linalg.svd(g)
+            us.append(u)
+            nu = np.kron(nu, sigma * sigma)
+            inv1 = np.kron(inv1, 1.0 / lam1)
+        nu = np.maximum(nu, np.finfo(np.float64).tiny)
+        delta = second.center - first.center
+        whiten = [(v / lam).T for lam, v in zip(first.eigenvalues, first.eigenvectors)]
+        w = _apply_along_axes(_apply_along_axes(delta, whiten, first.shape), [u.T for u in us], first.shape)
+        self.spectrum = PairSpectrum(w, nu, None, inv1, None)
+        self.first, self.us = first, us
 
-def _kron_ordered(
-    e1: KroneckerEllipsoid, e2: KroneckerEllipsoid
-) -> tuple[KroneckerEllipsoid, KroneckerEllipsoid, bool]:
-    """A fixed order of the unordered pair (centre, then factors, then radius): symmetric verdicts."""
-    b1, b2 = e1.center.tobytes(), e2.center.tobytes()
-    if b1 == b2:
-        b1 = b"".join(c.tobytes() for c in e1.factors)
-        b2 = b"".join(c.tobytes() for c in e2.factors)
-    swap = b2 < b1 if b1 != b2 else e2.radius < e1.radius
-    return (e2, e1, True) if swap else (e1, e2, False)
+    def sup(self, r1: float, r2: float, threshold: float | None = None) -> tuple[float, float]:
+        return self.spectrum.sup(r1, r2, threshold)
 
-
-def _kron_spectrum(first: KroneckerEllipsoid, second: KroneckerEllipsoid) -> tuple[PairSpectrum, list[np.ndarray]]:
-    """F(t) of ``certify.intersection.PairSpectrum`` for a Kronecker pair, whitening by ``first``: per axis
-    the SVD G_i = diag(1/lam1_i) V1_i^T V2_i diag(lam2_i) = U_i diag(sigma_i) W_i^T; nu = (x)_i sigma_i^2,
-    w = ((x)_i U_i^T diag(1/lam1_i) V1_i^T) delta. Returns the spectrum and the U_i."""
-    us: list[np.ndarray] = []
-    nu: np.ndarray = np.ones(1)
-    inv1: np.ndarray = np.ones(1)
-    for lam1, v1, lam2, v2 in zip(first.eigenvalues, first.eigenvectors, second.eigenvalues, second.eigenvectors):
-        g = ((v1.T @ v2) * lam2) / lam1[:, None]
-        u, sigma, _ = np.linalg.svd(g)
-        us.append(u)
-        nu = np.kron(nu, sigma * sigma)
-        inv1 = np.kron(inv1, 1.0 / lam1)
-    nu = np.maximum(nu, np.finfo(np.float64).tiny)
-    delta = second.center - first.center
-    wd = _apply_along_axes(delta, [(v / lam).T for lam, v in zip(first.eigenvalues, first.eigenvectors)], first.shape)
-    w = _apply_along_axes(wd, [u.T for u in us], first.shape)
-    return PairSpectrum(w, nu, None, inv1, None), us
-
-
-def _kron_direction(
-    first: KroneckerEllipsoid, spec: PairSpectrum, us: list[np.ndarray], t: float, r1: float, r2: float
-) -> np.ndarray:
-    """``(A1 / t + A2 / (1 - t))^-1 delta`` up to a positive factor: V1 diag(inv1) U (w / h)."""
-    y = _apply_along_axes(spec.coefficients(t, r1, r2), us, first.shape) * spec.inv1
-    return _apply_along_axes(y, first.eigenvectors, first.shape)
-
-
-def _kron_prove(first: KroneckerEllipsoid, second: KroneckerEllipsoid, rtol: float) -> np.ndarray | None:
-    """A direction proving (first, second) disjoint, or None (``certify.intersection``'s search)."""
-    delta = second.center - first.center
-    if _kron_proves(first, second, delta, rtol):  # the centre line
-        return delta
-    if float(np.linalg.norm(delta)) <= first.l2_radius + second.l2_radius:  # inscribed balls meet
-        return None
-    spec, us = _kron_spectrum(first, second)
-    r1, r2 = first.radius, second.radius
-    for threshold in (1.0 + 2.0 * max(rtol, 0.0), None):
-        value, t = spec.sup(r1, r2, threshold=threshold)
-        if not value > 1.0:
-            return None
-        v = _kron_direction(first, spec, us, t, r1, r2)
-        if _kron_proves(first, second, v, rtol):
-            return v
-    return None
+    def direction(self, t: float, r1: float, r2: float) -> np.ndarray:
+        """``(A1 / t + A2 / (1 - t))^-1 delta`` up to a positive factor: V1 diag(inv1) U (w / h), axis by axis."""
+        y = _apply_along_axes(self.spectrum.coefficients(t, r1, r2), self.us, self.first.shape) * self.spectrum.inv1
+        return _apply_along_axes(y, self.first.eigenvectors, self.first.shape)
 
 
 def kronecker_ellipsoids_intersect(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, rtol: float = DEFAULT_RTOL) -> bool:
-    """``certify.ellipsoids_intersect`` for two Kronecker regions of the same factor shapes, in
-    O(d sum_i d_i + sum_i d_i^3): True unless proved disjoint by a direction whose gap exceeds its
-    rounding bound (``kronecker_separation_gap``) and ``rtol`` times the widths. Symmetric."""
+    """``certify.ellipsoids_intersect`` for two Kronecker regions of the same factor shapes (``KroneckerPencil``):
+    True unless proved disjoint by a direction whose gap exceeds its rounding bound and ``rtol`` times the
+    widths. Symmetric."""
     _check_pair(e1, e2)
-    first, second, _ = _kron_ordered(e1, e2)
-    return _kron_prove(first, second, max(rtol, 0.0)) is None
+    return ellipsoids_intersect(e1, e2, max(rtol, 0.0))
 
 
 def kronecker_separating_direction(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid) -> np.ndarray | None:
     """A verified v with ``e1.support(v) < -e2.support(-v)``, or None when none is found."""
     _check_pair(e1, e2)
-    first, second, swapped = _kron_ordered(e1, e2)
-    v = _kron_prove(first, second, 0.0)
-    if v is None:
-        return None
-    return -v if swapped else v
+    return separating_direction(e1, e2)
 
 
 # ---------------------------------------------------------------------------------------------- low rank
@@ -541,6 +502,18 @@ class LowRankEllipsoid(StructuredRegion):
 
     def with_radius(self, radius: float) -> LowRankEllipsoid:
         return LowRankEllipsoid(self.center, self.diag, self.factor, radius, self.spiked)
+
+    def scaled_norms(self, v: np.ndarray) -> tuple[float, float]:
+        """With the factor B = [diag(sqrt D); W^T] (B^T B = Sigma): ``||B v||`` = sqrt(v^T Sigma v) and
+        ``|| |B| |v| ||``; W^T v has inner length d."""
+        v = np.asarray(v, dtype=np.float64).reshape(-1)
+        root = np.sqrt(self.diag)
+        n = math.hypot(float(np.linalg.norm(root * v)), float(np.linalg.norm(v @ self.factor)))
+        a = math.hypot(float(np.linalg.norm(root * np.abs(v))), float(np.linalg.norm(np.abs(v) @ np.abs(self.factor))))
+        return n, a
+
+    def woodbury_form(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.diag, self.factor, np.ones(self.factor.shape[1])
 
     def covariance(self) -> np.ndarray:
         check_dense(self.dim, "covariance")

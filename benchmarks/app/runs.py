@@ -128,28 +128,13 @@ def step_rules(config: MethodConfig, dim: int) -> dict:
     return spec_of(config.method).step_rules(config, dim)
 
 
-def dense_region(cert):
-    """``cert`` with a structured region (Kronecker, low-rank: ``certify.structured``) replaced by the same region as a
-    dense ``certify.Ellipsoid`` (``to_ellipsoid``, up to d = ``certify.structured.DENSE_LIMIT``): the memory-based
-    certifier stores and compares dense regions, so its decisions are the dense path's. ``cert`` itself otherwise."""
-
-    region = cert.region
-    if region is None or isinstance(region, certify.Ellipsoid):
-        return cert
-    to_dense = getattr(region, "to_ellipsoid", None)
-    if to_dense is None:
-        raise TypeError(f"the memory-based certifier needs a certify.Ellipsoid region, got {type(region).__name__}")
-    try:
-        return replace(cert, region=to_dense())
-    except ValueError as err:
-        raise ValueError(
-            f"the memory-based certifier holds dense regions: {err}; certify with --no-memory (memory=False)"
-        ) from err
-
-
-def _region_record(prediction: int, region: certify.Ellipsoid | None) -> dict:
+def _region_record(prediction: int, region) -> dict:
+    """What the memory needs to rebuild a stored region on resume: the scale of a dense ``certify.Ellipsoid``, or the
+    structured region itself (``certify.structured``: its factors, never a d x d matrix)."""
     if region is None:
         return {"prediction": prediction, "scale": None, "radius": 0.0}
+    if not isinstance(region, certify.Ellipsoid):
+        return {"prediction": prediction, "scale": None, "structured": region, "radius": region.radius}
     scale = region.scale if np.ndim(region.scale) == 0 else torch.tensor(np.array(region.scale, dtype=np.float64))
     return {"prediction": prediction, "scale": scale, "radius": region.radius}
 
@@ -562,8 +547,11 @@ class Driver:
             if idx in self.writer.done and path.is_file():
                 rec = torch.load(path, weights_only=False)
                 x = self.data.X[pos].reshape(-1).double().numpy()
+                structured = rec.get("structured")
                 region = (
-                    None
+                    structured.recentred(x, rec["radius"])
+                    if structured is not None
+                    else None
                     if rec["scale"] is None
                     else certify.Ellipsoid(
                         x,
@@ -592,7 +580,7 @@ class Driver:
         action, reason = "", ""
         raw = cert
         if self.mem is not None:
-            answer = self.mem.add(dense_region(cert), x=x.reshape(-1).double().numpy(), idx=idx)
+            answer = self.mem.add(cert, x=x.reshape(-1).double().numpy(), idx=idx)
             cert, action = answer.certificate, answer.action
             reason = ",".join(str(r) for r in answer.reason)
             torch.save(_region_record(cert.prediction, cert.region), self.regions_dir / f"{idx}.pt")

@@ -119,24 +119,26 @@ def test_compare_refuses_structure_without_rddrs(tmp_path, capsys):
     assert "only used when --methods runs rddrs" in capsys.readouterr().err
 
 
-def test_memory_takes_structured_regions_as_their_dense_ellipsoid_up_to_its_limit():
+def test_a_run_stores_structured_regions_as_they_are_and_rebuilds_them_on_resume():
+    """Above the dense limit too: the record keeps the structured region (its factors), not a d x d scale."""
     import numpy as np
     import torch
-    from ddrs_app.runs import dense_region
+    from ddrs_app.runs import _region_record
 
     import certify
     from certify.structured import DENSE_LIMIT
 
-    u = torch.linalg.qr(torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))[0]
-    noise = certify.LowRankGaussian(0.04, u, [0.1, 0.2])
-    region = noise.region(np.zeros(6), 0.5)
-    cert = certify.Certificate(1, 0.9, 0.5, region.l2_radius, region.proxy_radius, region, noise="lowrank")
-    dense = dense_region(cert)
-    assert isinstance(dense.region, certify.Ellipsoid) and dense.l2_radius == cert.l2_radius
-    np.testing.assert_allclose(dense.region.scale @ dense.region.scale, noise.covariance(), atol=1e-12)
     d = DENSE_LIMIT + 1
     big = certify.LowRankGaussian(0.04, torch.eye(d, 1, dtype=torch.float64), [0.1])
     region = big.region(np.zeros(d), 0.5)
-    cert = certify.Certificate(1, 0.9, 0.5, region.l2_radius, region.proxy_radius, region, noise="lowrank")
-    with pytest.raises(ValueError, match="--no-memory"):
-        dense_region(cert)
+    record = _region_record(1, region)
+    assert record["scale"] is None and record["structured"] is region
+    x = np.ones(d)
+    rebuilt = record["structured"].recentred(x, record["radius"])
+    assert np.array_equal(rebuilt.center, x) and rebuilt.radius == 0.5 and rebuilt.l2_radius == region.l2_radius
+    memory = certify.Memory()
+    cert = certify.Certificate(1, 0.9, 0.5, rebuilt.l2_radius, rebuilt.proxy_radius, rebuilt, noise="lowrank")
+    assert memory.add(cert, idx=0).action == "kept"
+    inside = certify.Certificate(2, 0.9, 0.5, rebuilt.l2_radius, rebuilt.proxy_radius, rebuilt.recentred(x + 1e-3, 0.5))
+    answer = memory.add(inside, idx=1)
+    assert answer.action == "adopted" and answer.certificate.prediction == 1

@@ -460,17 +460,17 @@ def test_sequential_mode_with_structured_noise():
     assert cert.samples < 10_000
 
 
-def test_memory_takes_structured_regions_through_their_dense_form():
-    """The memory's exact intersection test works on dense ellipsoids: a structured region is refused
-    as it is and accepted as ``to_ellipsoid()`` (d <= DENSE_LIMIT)."""
+def test_memory_takes_structured_regions_as_they_are_and_refuses_what_is_no_region():
+    """The memory stores a structured region itself (its pair test is ``certify.pairs``'s) and refuses an
+    object without the region interface, naming what it needs."""
     rng = np.random.default_rng(4)
     noise = KroneckerGaussian([_spd(rng, 2, 1.0), _spd(rng, 2, 1.0)])
     cert = certificate_from_bound(noise, np.zeros(4), 0, 0.9, gaussian_radius(0.9), n0=1, n=1, alpha=0.1)
-    with pytest.raises(TypeError, match="Ellipsoid"):
+    answer = Memory().add(cert)
+    assert answer.certificate.prediction == 0 and answer.certificate.region is cert.region
+    cert.region = object()  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="structured region"):
         Memory().add(cert)
-    assert cert.region is not None
-    cert.region = cert.region.to_ellipsoid()  # type: ignore[attr-defined]
-    assert Memory().add(cert).certificate.prediction == 0
 
 
 # ------------------------------------------------------------------------------------ Kronecker pairs

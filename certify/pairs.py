@@ -1,0 +1,219 @@
+"""The memory's pair test for regions of any structure, without a d x d matrix where the structure allows.
+
+``certify.intersection`` proves two regions disjoint with a separating direction v checked against a rigorous
+float64 bound (``separation_gap``, from each region's ``scaled_norms``), and proposes v by maximising
+``F(t) = delta^T (A1 / t + A2 / (1 - t))^{-1} delta`` over t in (0, 1), ``A_i = r_i^2 Sigma_i`` (Gilitschenski
+and Hanebeck 2012); v = (A1 / t + A2 / (1 - t))^{-1} delta at the maximiser. This module gives the proposers
+(``Pencil``s) for pairs that are not two dense ``Ellipsoid``s, chosen by ``structured_pencil``:
+
+* two Kronecker regions of the same factor shapes, or a ball and a Kronecker region (s I is the Kronecker
+  product of s^(1/K) I_{d_i}): ``certify.structured.KroneckerPencil``, the exact spectrum axis by axis;
+* any two of ball, diagonal, low-rank plus diagonal and spiked (each ``diag(D) + V diag(mu) V^T``,
+  ``woodbury_form``): ``WoodburyPencil``, F(t) exact by Woodbury's identity with a 2k x 2k capacitance,
+  O(d k^2) per t (Harville 1997, Ch. 18);
+* any other pair up to d = ``DENSE_LIMIT``: the dense spectrum of both as ``Ellipsoid``s (exact, O(d^3));
+* any other pair above it: ``MatrixFreePencil``, conjugate gradients on A1 / t + A2 / (1 - t) at a few t.
+  It is only a proposer, so it is sound, but not exact: it may miss a separating direction and answer
+  "intersect" for a disjoint pair (the memory then shrinks a region more than it had to, never less).
+
+Whatever proposes v, "disjoint" is decided by ``separation_gap`` on the regions as stored. The exact
+proposers agree with the dense test except within the ``rtol`` band near tangency (``tests/certify``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .intersection import Pencil, concave_sup
+from .region import Ellipsoid, Region
+from .structured import DENSE_LIMIT, KroneckerEllipsoid, KroneckerPencil
+
+_SMALL_GRID = np.linspace(0.0, 1.0, 9)[1:-1]
+
+
+def _as_kronecker(e: Region, shape: tuple[int, ...]) -> KroneckerEllipsoid | None:
+    """``e`` as a Kronecker region of the factor shapes ``shape`` when it is one exactly (a Kronecker region of
+    that shape, or a ball: s I = (x)_i s^(1/K) I_{d_i}), else None."""
+    if isinstance(e, KroneckerEllipsoid):
+        return e if e.shape == shape else None
+    if isinstance(e, Ellipsoid) and e.kind == "ball":
+        root = float(e.scale) ** (1.0 / len(shape))
+        return KroneckerEllipsoid(e.center, tuple(root * np.eye(n) for n in shape), e.radius)
+    return None
+
+
+def structured_pencil(first: Region, second: Region) -> Pencil:
+    """The proposer for (first, second) (module docstring); ``first`` and ``second`` in the pair test's order."""
+    for shaped in (first, second):
+        if isinstance(shaped, KroneckerEllipsoid):
+            k1, k2 = _as_kronecker(first, shaped.shape), _as_kronecker(second, shaped.shape)
+            if k1 is not None and k2 is not None:
+                return KroneckerPencil(k1, k2)
+    if first.woodbury_form() is not None and second.woodbury_form() is not None:
+        return WoodburyPencil(first, second)
+    if first.dim <= DENSE_LIMIT:
+        from .intersection import pair_pencil
+
+        return pair_pencil(first.to_ellipsoid(), second.to_ellipsoid())
+    return MatrixFreePencil(first, second)
+
+
+def _woodbury_solve(d: np.ndarray, v: np.ndarray, m: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """``(diag(d) + V diag(m) V^T)^{-1} rhs`` by Woodbury's identity in the form
+    D^-1 - D^-1 V (I + diag(m) V^T D^-1 V)^-1 diag(m) V^T D^-1, which allows m of either sign and zeros."""
+    y = rhs / d
+    if v.shape[1] == 0:
+        return y
+    vd = v / d[:, None]
+    capacitance = np.eye(v.shape[1]) + m[:, None] * (v.T @ vd)
+    return y - vd @ np.linalg.solve(capacitance, m * (v.T @ y))
+
+
+def _quadratic(d: np.ndarray, v: np.ndarray, m: np.ndarray, x: np.ndarray) -> float:
+    """``x^T (diag(d) + V diag(m) V^T) x``."""
+    c = x @ v
+    return float(x @ (d * x) + c @ (m * c))
+
+
+class WoodburyPencil:
+    """``Pencil`` of two regions with covariances Sigma_i = diag(D_i) + V_i diag(mu_i) V_i^T: A1 / t + A2 / (1 - t)
+    is diag(a D1 / t + b D2 / (1 - t)) + [V1 V2] diag(a mu1 / t, b mu2 / (1 - t)) [V1 V2]^T (a = r1^2, b = r2^2),
+    so F(t) and F'(t) = a x^T Sigma1 x / t^2 - b x^T Sigma2 x / (1 - t)^2 (x = the direction) are exact in
+    O(d k^2 + k^3), k = k1 + k2; ``concave_sup`` maximises F."""
+
+    def __init__(self, first: Region, second: Region):
+        f1, f2 = first.woodbury_form(), second.woodbury_form()
+        if f1 is None or f2 is None:
+            raise TypeError("WoodburyPencil needs two regions with a woodbury_form")
+        (self.d1, v1, self.mu1), (self.d2, v2, self.mu2) = f1, f2
+        self.v1, self.v2 = v1, v2
+        self.v = np.concatenate([v1, v2], axis=1)
+        self.delta = second.center - first.center
+
+    def _combined(self, t: float, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+        if a == 0.0:
+            return b * self.d2, np.concatenate([np.zeros_like(self.mu1), b * self.mu2])
+        if b == 0.0:
+            return a * self.d1, np.concatenate([a * self.mu1, np.zeros_like(self.mu2)])
+        return a * self.d1 / t + b * self.d2 / (1.0 - t), np.concatenate([a * self.mu1 / t, b * self.mu2 / (1.0 - t)])
+
+    def _x(self, t: float, a: float, b: float) -> np.ndarray:
+        d, m = self._combined(t, a, b)
+        return _woodbury_solve(d, self.v, m, self.delta)
+
+    def sup(self, r1: float, r2: float, threshold: float | None = None) -> tuple[float, float]:
+        a, b = r1 * r1, r2 * r2
+        if a == 0.0 and b == 0.0:
+            return (np.inf if np.any(self.delta != 0) else 0.0), 0.5
+        if a == 0.0:  # F increases to delta^T A2^-1 delta as t -> 0
+            return float(self.delta @ self._x(0.0, a, b)), 0.0
+        if b == 0.0:
+            return float(self.delta @ self._x(1.0, a, b)), 1.0
+
+        def evaluate(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            vals, slopes = np.empty(len(ts)), np.empty(len(ts))
+            for i, t in enumerate(ts):
+                x = self._x(float(t), a, b)
+                vals[i] = float(self.delta @ x)
+                q1 = _quadratic(self.d1, self.v1, self.mu1, x)
+                q2 = _quadratic(self.d2, self.v2, self.mu2, x)
+                slopes[i] = a * q1 / (t * t) - b * q2 / (1.0 - t) ** 2
+            return vals, slopes
+
+        slope0 = float(self.delta @ self._x(1.0, a, 0.0))  # F ~ t delta^T A1^-1 delta near 0
+        slope1 = -float(self.delta @ self._x(0.0, 0.0, b))
+        return concave_sup(evaluate, slope0, slope1, threshold)
+
+    def direction(self, t: float, r1: float, r2: float) -> np.ndarray:
+        if r1 == 0.0 and r2 == 0.0:
+            return self.delta
+        return self._x(t, r1 * r1, r2 * r2)
+
+    def family_direction(self, tau: float) -> np.ndarray:
+        """``(tau Sigma1 + Sigma2)^{-1} delta``: every ``direction(t, r1, r2)`` is one of these up to a positive
+        factor (tau = r1^2 (1 - t) / (r2^2 t)), so a search over tau alone finds the tangent direction of any
+        radii (``certify.intersection.max_disjoint_radius``)."""
+        return _woodbury_solve(tau * self.d1 + self.d2, self.v, np.concatenate([tau * self.mu1, self.mu2]), self.delta)
+
+    @property
+    def family_scale(self) -> float:
+        """The tau at which both terms weigh alike (the centre of the search)."""
+        return float(np.mean(self.d2) / np.mean(self.d1))
+
+
+def _covariance_apply(e: Region, x: np.ndarray) -> np.ndarray:
+    """``Sigma x`` (Sigma = S^2) of any region: by its Woodbury form, else its scale twice."""
+    form = e.woodbury_form()
+    if form is not None:
+        d, v, m = form
+        return d * x + v @ (m * (x @ v))
+    return e.apply_scale(e.apply_scale(x))  # type: ignore[attr-defined]
+
+
+class MatrixFreePencil:
+    """``Pencil`` of any two regions by conjugate gradients on M_t = A1 / t + A2 / (1 - t) (``_covariance_apply``,
+    ``iterations`` steps): F on a 7-point grid and a few bisection steps. A proposer only: an inexact
+    direction can fail the check and the answer is then "intersect" (sound, not exact)."""
+
+    def __init__(self, first: Region, second: Region, iterations: int = 60):
+        self.first, self.second = first, second
+        self.delta = second.center - first.center
+        self.iterations = iterations
+
+    def _x(self, t: float, a: float, b: float) -> np.ndarray:
+        def apply(x: np.ndarray) -> np.ndarray:
+            out = np.zeros_like(x)
+            if a > 0:
+                out += (a / t) * _covariance_apply(self.first, x)
+            if b > 0:
+                out += (b / (1.0 - t)) * _covariance_apply(self.second, x)
+            return out
+
+        x = np.zeros_like(self.delta)
+        r = self.delta.copy()
+        p = r.copy()
+        rr = float(r @ r)
+        stop = 1e-20 * rr
+        for _ in range(self.iterations):
+            ap = apply(p)
+            pap = float(p @ ap)
+            if not pap > 0:
+                break
+            step = rr / pap
+            x += step * p
+            r -= step * ap
+            rr_new = float(r @ r)
+            if rr_new <= stop:
+                break
+            p = r + (rr_new / rr) * p
+            rr = rr_new
+        return x
+
+    def sup(self, r1: float, r2: float, threshold: float | None = None) -> tuple[float, float]:
+        a, b = r1 * r1, r2 * r2
+        if a == 0.0 and b == 0.0:
+            return (np.inf if np.any(self.delta != 0) else 0.0), 0.5
+        if a == 0.0:
+            return float(self.delta @ self._x(0.0, 0.0, b)), 0.0
+        if b == 0.0:
+            return float(self.delta @ self._x(1.0, a, 0.0)), 1.0
+
+        def evaluate(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            vals, slopes = np.empty(len(ts)), np.empty(len(ts))
+            for i, t in enumerate(ts):
+                x = self._x(float(t), a, b)
+                vals[i] = float(self.delta @ x)
+                q1 = float(x @ _covariance_apply(self.first, x))
+                q2 = float(x @ _covariance_apply(self.second, x))
+                slopes[i] = a * q1 / (t * t) - b * q2 / (1.0 - t) ** 2
+            return vals, slopes
+
+        return concave_sup(evaluate, math.inf, -math.inf, threshold, grid=_SMALL_GRID, bisections=6)
+
+    def direction(self, t: float, r1: float, r2: float) -> np.ndarray:
+        a, b = r1 * r1, r2 * r2
+        if a == 0.0 and b == 0.0:
+            return self.delta
+        return self._x(t if a > 0 and b > 0 else (0.0 if a == 0.0 else 1.0), a, b)
