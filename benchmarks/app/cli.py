@@ -15,6 +15,7 @@ from pathlib import Path
 from ddrs.methods import LOW_RANK_STRUCTURES
 from ddrs.methods import STRUCTURES as RDDRS_STRUCTURES
 
+from .data import DATASETS
 from .methods import REGISTRY, compare_names, method_names, spec_of
 
 
@@ -54,13 +55,15 @@ def _alpha(text):
     return value
 
 
-DATASET_CHOICES = ("toy2d", "digits", "fashion-mnist", "mnist")
+DATASET_CHOICES = DATASETS
 #: default sigmas per data set: the RDDRS paper's for images; scaled to toy2d's unit box.
 DEFAULT_SIGMAS = {
     "toy2d": (0.05, 0.1, 0.2),
     "digits": (0.12, 0.25, 0.5),
     "fashion-mnist": (0.12, 0.25, 0.5),
     "mnist": (0.12, 0.25, 0.5),
+    "photos-32": (0.12, 0.25, 0.5),
+    "photos-224": (0.12, 0.25, 0.5),
 }
 
 

@@ -72,13 +72,20 @@ BUDGETS = {
         ancer=dict(iterations=60, samples=64),
         rddrs={},  # the default RDDRS() (cold start, Riemannian Adam): ahead of ANCER on Fashion-MNIST (results README)
     ),
-}
+    # the photo crops: CIFAR-10-shaped (every 10th of 1,000 test crops) and ImageNet-shaped (every 10th of 100)
+    "photos-32": Budget(n=10_000, batch_size=2_000, max_inputs=100, every=10, opt_batch=20,
+                        ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64), rddrs={}),
+    "photos-224": Budget(n=10_000, batch_size=500, max_inputs=10, every=10, opt_batch=5,
+                         ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64), rddrs={}),
+}  # fmt: skip
 
 L2_RADII = {
     "toy2d": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3),
     "digits": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
     "fashion-mnist": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
     "mnist": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+    "photos-32": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+    "photos-224": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
 }
 
 

@@ -15,6 +15,16 @@ inputs ``X`` of shape ``(N, *input_shape)`` in [0, 1] and int64 labels ``y``:
                   Debian package location ``/usr/share/datasets/<name>``, else downloaded by
                   torchvision into ``~/.cache/ddrs/data`` where a network exists.
 
+* ``"photos-32"`` / ``"photos-224"`` CIFAR-10-shaped (3x32x32, d = 3,072) and ImageNet-shaped (3x224x224,
+                  d = 150,528) colour images of real photographs that install with the package: the 10 photos
+                  that ship inside scikit-learn (china, flower) and scikit-image (astronaut, chelsea, coffee,
+                  rocket, hubble_deep_field, immunohistochemistry, retina, the left stereo_motorcycle view).
+                  The task: which photo a square crop comes from (10 classes). Crops have random sides and
+                  positions and a random horizontal flip (seeded), resized by area averaging; train crops lie in
+                  the left 70 % of each photo, test crops in the right 30 % (no test pixel was seen in training).
+                  Real colour statistics, and built so that no noise structure fits them by construction
+                  (unlike a grey image tinted per image, which is exactly channel (x) spatial).
+
 Your own data (``load_data(spec, ...)``; ``--dataset`` on the command line) also come as
 
 * ``imagefolder:PATH``  ``PATH/<class>/<image>`` (torchvision's ``ImageFolder``: classes are the sorted
@@ -54,10 +64,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS = ("toy2d", "digits", "fashion-mnist", "mnist")
+DATASETS = ("toy2d", "digits", "fashion-mnist", "mnist", "photos-32", "photos-224")
 SPLITS = ("train", "test")
-NUM_CLASSES = {"toy2d": 3, "digits": 10, "fashion-mnist": 10, "mnist": 10}
-INPUT_SHAPES = {"toy2d": (2,), "digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28)}
+NUM_CLASSES = {"toy2d": 3, "digits": 10, "fashion-mnist": 10, "mnist": 10, "photos-32": 10, "photos-224": 10}
+INPUT_SHAPES = {
+    "toy2d": (2,),
+    "digits": (1, 8, 8),
+    "fashion-mnist": (1, 28, 28),
+    "mnist": (1, 28, 28),
+    "photos-32": (3, 32, 32),
+    "photos-224": (3, 224, 224),
+}
+#: the photo-crop sets: crop side in pixels of the output, and crops per split (sized for 2 cores and 24 GiB).
+PHOTO_SETS = {"photos-32": (32, {"train": 6000, "test": 1000}), "photos-224": (224, {"train": 600, "test": 100})}
+#: the photos, one class each, in label order: (package, name).
+PHOTOS = (
+    ("sklearn", "china.jpg"),
+    ("sklearn", "flower.jpg"),
+    ("skimage", "astronaut"),
+    ("skimage", "chelsea"),
+    ("skimage", "coffee"),
+    ("skimage", "rocket"),
+    ("skimage", "hubble_deep_field"),
+    ("skimage", "immunohistochemistry"),
+    ("skimage", "retina"),
+    ("skimage", "stereo_motorcycle"),
+)
+PHOTO_SEED = 20261207
 DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 _TV_CLASS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -205,6 +238,52 @@ def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(X).reshape(-1, 1, 8, 8), torch.tensor(y)
 
 
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple[np.ndarray, ...]:
+    """The 10 photos as uint8 (H, W, 3) arrays, read from the installed packages (no network)."""
+    from sklearn.datasets import load_sample_image
+
+    try:
+        import skimage.data
+    except ImportError as err:  # pragma: no cover - a dependency of the package
+        raise ImportError("the photos-32 / photos-224 data sets need scikit-image (pip install scikit-image)") from err
+    out = []
+    for package, name in PHOTOS:
+        image = load_sample_image(name) if package == "sklearn" else getattr(skimage.data, name)()
+        image = image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
+        out.append(np.ascontiguousarray(image[..., :3], dtype=np.uint8))
+    return tuple(out)
+
+
+def _photo_crops(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` seeded square crops per split, cycling through the photos (labels 0..9), resized to side x side
+    with antialiasing; train crops from the left 70 % of a photo's width, test crops from the right 30 %."""
+    side, counts = PHOTO_SETS[name]
+    count = counts[split]
+    rng = np.random.default_rng([PHOTO_SEED, SPLITS.index(split), side])
+    photos = _photos()
+    X = torch.empty((count, 3, side, side), dtype=torch.float32)
+    y = torch.arange(count, dtype=torch.int64) % len(photos)
+    for i in range(count):
+        image = photos[int(y[i])]
+        h, w = image.shape[:2]
+        cut = int(0.7 * w)
+        x0, x1 = (0, cut) if split == "train" else (cut, w)
+        largest = min(h, x1 - x0, int(0.3 * w))  # the same range of sides in both splits
+        crop_side = int(rng.integers(largest // 2, largest + 1))
+        top = int(rng.integers(0, h - crop_side + 1))
+        left = int(rng.integers(x0, x1 - crop_side + 1))
+        crop = torch.tensor(image[top : top + crop_side, left : left + crop_side]).permute(2, 0, 1)
+        crop = crop.to(torch.float32).div_(255.0)[None]
+        if rng.random() < 0.5:
+            crop = crop.flip(-1)
+        if crop_side >= side:  # area averaging (no aliasing)
+            X[i] = torch.nn.functional.adaptive_avg_pool2d(crop, side)[0]
+        else:
+            X[i] = torch.nn.functional.interpolate(crop, size=(side, side), mode="bilinear", align_corners=False)[0]
+    return X.clamp_(0.0, 1.0), y
+
+
 def _find_idx(directory: Path, cls_name: str) -> dict[str, Path] | None:
     """The four IDX files (plain or .gz) directly in ``directory`` or in ``directory/<Cls>/raw``."""
     for base in (directory, directory / cls_name / "raw"):
@@ -305,6 +384,8 @@ def load_dataset(name: str, split: str, data_dir=None, rotate: int | None = None
         X, y = _toy2d(split, seed)
     elif name == "digits":
         X, y = _digits(split)
+    elif name in PHOTO_SETS:
+        X, y = _photo_crops(name, split)
     else:
         images, labels = _torchvision_images(name, split, data_dir)
         X = images.to(torch.float32).div_(255.0).unsqueeze(1)

@@ -55,9 +55,25 @@ class SmallCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class PooledCNN(nn.Module):
+    """For ImageNet-shaped inputs on CPUs: average pooling by ``pool`` (224 -> 32), then the small CNN. The noise
+    and the certificates stay at the full input size; the network's cost is that of a 32x32 one."""
+
+    def __init__(self, input_shape=(3, 224, 224), num_classes: int = 10, pool: int = 7):
+        super().__init__()
+        c, h, w = input_shape
+        self.pool = nn.AvgPool2d(pool)
+        self.cnn = SmallCNN((c, h // pool, w // pool), num_classes)
+        self.arch = f"pooled{pool}-{self.cnn.arch}"
+
+    def forward(self, x):
+        return self.cnn(self.pool(x))
+
+
 def make_model(dataset_name: str, num_classes: int, input_shape) -> nn.Module:
     """The benchmark's base classifier for ``dataset_name`` (one of ``ddrs_app.data.DATASETS``):
-    the small CNN for 28x28 image data sets, an MLP otherwise. float32, in train mode."""
+    the small CNN for 28x28 and 32x32 image data sets, the pooled one for 224x224, an MLP otherwise. float32, in
+    train mode."""
     name = check_name(dataset_name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
@@ -66,9 +82,13 @@ def make_model(dataset_name: str, num_classes: int, input_shape) -> nn.Module:
         if len(input_shape) != 3 or input_shape[1] < 10 or input_shape[2] < 10:
             raise ValueError(f"input_shape must be (channels, H, W) with H, W >= 10 for {name}, got {input_shape}")
         model = SmallCNN(input_shape, num_classes)
+    elif name == "photos-32":
+        model = SmallCNN(input_shape, num_classes)
+    elif name == "photos-224":
+        model = PooledCNN(input_shape, num_classes)
     else:
         model = MLP(input_shape, num_classes, MLP_HIDDEN[name])
     return model.float()
 
 
-__all__ = ["DATASETS", "MLP", "SmallCNN", "make_model"]
+__all__ = ["DATASETS", "MLP", "PooledCNN", "SmallCNN", "make_model"]

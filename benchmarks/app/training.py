@@ -7,7 +7,7 @@ optimizer) exists in the model directory (``model_dir``, else ``$DDRS_MODEL_DIR`
 ``~/.cache/ddrs/models``).
 
 Defaults are sized for 2 CPU cores (Adam): toy2d 20 epochs, digits 40 epochs (seconds each),
-fashion-mnist / mnist 3 epochs at batch 256 (a few minutes), as ``DEFAULTS``.
+fashion-mnist / mnist 3 epochs at batch 256 (a few minutes), photos-32 / photos-224 10 epochs, as ``DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ DEFAULTS = {
     "digits": {"epochs": 40, "batch_size": 64, "lr": 1e-3},
     "fashion-mnist": {"epochs": 3, "batch_size": 256, "lr": 1e-3},
     "mnist": {"epochs": 3, "batch_size": 256, "lr": 1e-3},
+    "photos-32": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
+    "photos-224": {"epochs": 10, "batch_size": 32, "lr": 1e-3},
 }
 OPTIMIZERS = ("adam", "sgd")
 CACHE_FORMAT = 1
