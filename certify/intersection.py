@@ -396,13 +396,17 @@ def max_disjoint_radius(region: Region, obstacle: Region, rtol: float = DEFAULT_
     not proved outside the obstacle."""
     first, second, swapped = _ordered(region, obstacle)
     region_first = not swapped
+    if not (isinstance(first, Ellipsoid) and isinstance(second, Ellipsoid)):
+        if _proves(first, second, second.center - first.center, rtol):  # the centre line
+            return region.radius
+        structured = pair_pencil(first, second)
+        if hasattr(structured, "family_direction"):  # one search decides both "disjoint?" and "how far?"
+            return _max_radius_on_family(structured, region, first, second, region_first, rtol)
     v, spec = _prove(first, second, rtol)
     if v is not None:
         return region.radius
     if spec is None:
         spec = pair_pencil(first, second)
-    if hasattr(spec, "family_direction"):
-        return _max_radius_on_family(spec, region, first, second, region_first, rtol)
     ro = obstacle.radius
 
     def radii(r: float) -> tuple[float, float]:
@@ -439,8 +443,7 @@ def max_disjoint_radius(region: Region, obstacle: Region, rtol: float = DEFAULT_
             break
     if best < 0.0 or used is None:
         return 0.0
-    # the closed form is affine in r; confirm the returned radius with the check itself
-    return best if _proves(*pair(best), used, rtol) else 0.0
+    return _confirmed(best, used, region, first, second, region_first, rtol)
 
 
 _FAMILY_GRID = np.linspace(-10.0, 10.0, 41)  # log10(tau / tau0): half a decade apart
@@ -451,38 +454,57 @@ def _max_radius_on_family(
     spec: Any, region: Region, first: Region, second: Region, region_first: bool, rtol: float, refine: int = 30
 ) -> float:
     """``max_disjoint_radius`` for a pencil whose directions form the one-parameter family ``family_direction(tau)``
-    (``certify.pairs.WoodburyPencil``): every direction proves the closed-form radius ``_verified_radius``, and the
-    tangent direction of the largest disjoint radius is in the family, so a search over log tau (a grid, then
-    golden-section refinement around its best point) replaces the bisection on the radius. Each candidate is a
-    verified radius, so the answer is sound whatever the search finds; it is the exact largest radius when the
-    search finds the maximiser (``tests/certify/test_pairs.py`` holds it to the dense test)."""
+    (``certify.pairs.WoodburyPencil``, ``certify.structured.KroneckerPencil``): a direction v proves the closed-form
+    radius ``_verified_radius``, and the tangent direction of the largest disjoint radius is in the family, so a
+    search over log tau (a grid, then golden-section refinement around its best point) replaces the bisection on
+    the radius. The search scores each tau by ``family_radii`` where the pencil has it (the same radius from its
+    spectrum, unverified, O(d) per tau), else by the verified radius itself; only the winner's radius is returned,
+    verified, so the answer is sound whatever the search finds, and exact when it finds the maximiser
+    (``tests/certify/test_pairs.py`` holds it to the dense test)."""
     tau0 = spec.family_scale
+    other = second.radius if region_first else first.radius
+    spectral = getattr(spec, "family_radii", None)
 
-    def radius_at(log_tau: float) -> tuple[float, np.ndarray]:
-        v = spec.family_direction(tau0 * 10.0**log_tau)
-        return _verified_radius(region_first, first, second, v, rtol), v
+    def score(log_tau: np.ndarray) -> np.ndarray:
+        taus = tau0 * 10.0**log_tau
+        if spectral is not None:
+            return spectral(taus, region_first, other)
+        return np.array([_verified_radius(region_first, first, second, spec.family_direction(t), rtol) for t in taus])
 
-    scores = [radius_at(float(g)) for g in _FAMILY_GRID]
-    k = int(np.argmax([r for r, _ in scores]))
-    best, used = scores[k]
+    scores = score(_FAMILY_GRID)
+    k = int(np.argmax(scores))
+    best_log, best = float(_FAMILY_GRID[k]), float(scores[k])
     lo, hi = float(_FAMILY_GRID[max(k - 1, 0)]), float(_FAMILY_GRID[min(k + 1, len(_FAMILY_GRID) - 1)])
     a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-    (fa, va), (fb, vb) = radius_at(a), radius_at(b)
+    fa, fb = (float(f) for f in score(np.array([a, b])))
     for _ in range(refine):
-        for f, v in ((fa, va), (fb, vb)):
+        for f, t in ((fa, a), (fb, b)):
             if f > best:
-                best, used = f, v
+                best, best_log = f, t
         if fa >= fb:
-            hi, b, fb, vb = b, a, fa, va
+            hi, b, fb = b, a, fa
             a = hi - _GOLDEN * (hi - lo)
-            fa, va = radius_at(a)
+            fa = float(score(np.array([a]))[0])
         else:
-            lo, a, fa, va = a, b, fb, vb
+            lo, a, fa = a, b, fb
             b = lo + _GOLDEN * (hi - lo)
-            fb, vb = radius_at(b)
-    best = min(best, region.radius)
-    if not best > 0.0:
-        return 0.0
-    shrunk = region.with_radius(best)
-    pair = (shrunk, second) if region_first else (first, shrunk)
-    return best if _proves(*pair, used, rtol) else 0.0
+            fb = float(score(np.array([b]))[0])
+    used = spec.family_direction(tau0 * 10.0**best_log)
+    verified = min(_verified_radius(region_first, first, second, used, rtol), region.radius)
+    return _confirmed(verified, used, region, first, second, region_first, rtol)
+
+
+def _confirmed(
+    radius: float, v: np.ndarray, region: Region, first: Region, second: Region, region_first: bool, rtol: float
+) -> float:
+    """The largest of ``radius`` times 1, 1 - 1e-12, 1 - 1e-9, 1 - 1e-6 at which direction v passes ``_proves``
+    for the region (0.0 if none). The closed form of ``_verified_radius`` is affine in the radius, but a radius
+    far below the other terms of the gap can miss the check by rounding; the check itself decides."""
+    for factor in (1.0, 1.0 - 1e-12, 1.0 - 1e-9, 1.0 - 1e-6):
+        r = radius * factor
+        if not r > 0.0:
+            return 0.0
+        shrunk = region.with_radius(r)
+        if _proves(*((shrunk, second) if region_first else (first, shrunk)), v, rtol):
+            return r
+    return 0.0

@@ -142,6 +142,20 @@ class WoodburyPencil:
         """The tau at which both terms weigh alike (the centre of the search)."""
         return float(np.mean(self.d2) / np.mean(self.d1))
 
+    def family_radii(self, taus: np.ndarray, region_first: bool, other: float) -> np.ndarray:
+        """The radius each ``family_direction(tau)`` proves for the region (first if ``region_first``) against the
+        other at radius ``other``: (<v, delta> - other sqrt(v^T Sigma_o v)) / sqrt(v^T Sigma_r v), unverified (the
+        search's score; the winner is verified)."""
+        out = np.empty(len(taus))
+        for i, tau in enumerate(taus):
+            v = self.family_direction(float(tau))
+            p = float(v @ self.delta)
+            q1 = math.sqrt(max(_quadratic(self.d1, self.v1, self.mu1, v), 0.0))
+            q2 = math.sqrt(max(_quadratic(self.d2, self.v2, self.mu2, v), 0.0))
+            mine, theirs = (q1, q2) if region_first else (q2, q1)
+            out[i] = 0.0 if mine == 0.0 else (p - other * theirs) / mine
+        return out
+
 
 def _covariance_apply(e: Region, x: np.ndarray) -> np.ndarray:
     """``Sigma x`` (Sigma = S^2) of any region: by its Woodbury form, else its scale twice."""

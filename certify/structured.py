@@ -413,8 +413,31 @@ class KroneckerPencil:
 
     def direction(self, t: float, r1: float, r2: float) -> np.ndarray:
         """``(A1 / t + A2 / (1 - t))^-1 delta`` up to a positive factor: V1 diag(inv1) U (w / h), axis by axis."""
-        y = _apply_along_axes(self.spectrum.coefficients(t, r1, r2), self.us, self.first.shape) * self.spectrum.inv1
+        return self._from_coefficients(self.spectrum.coefficients(t, r1, r2))
+
+    def _from_coefficients(self, c: np.ndarray) -> np.ndarray:
+        y = _apply_along_axes(c, self.us, self.first.shape) * self.spectrum.inv1
         return _apply_along_axes(y, self.first.eigenvectors, self.first.shape)
+
+    # the one-parameter family of ``certify.intersection.max_disjoint_radius``: (tau Sigma1 + Sigma2)^-1 delta
+    # = S1^-1 U (w / (tau + nu)); in that basis <v, delta> = c . w, ||S1 v|| = ||c||, ||S2 v||^2 = sum nu c^2.
+    @property
+    def family_scale(self) -> float:
+        return float(np.exp(np.mean(np.log(self.spectrum.nu))))
+
+    def family_direction(self, tau: float) -> np.ndarray:
+        return self._from_coefficients(self.spectrum.w / (tau + self.spectrum.nu))
+
+    def family_radii(self, taus: np.ndarray, region_first: bool, other: float) -> np.ndarray:
+        """The radius each ``family_direction(tau)`` proves for the region (first if ``region_first``) against the
+        other at radius ``other``, from the spectrum (unverified: the search's score; O(d) per tau)."""
+        w, nu = self.spectrum.w, self.spectrum.nu
+        out = np.empty(len(taus))
+        for i, tau in enumerate(taus):
+            c = w / (tau + nu)
+            p, n1, n2 = float(c @ w), float(np.linalg.norm(c)), math.sqrt(float((c * c) @ nu))
+            out[i] = 0.0 if n1 == 0.0 else (p - other * n2) / n1 if region_first else (p - other * n1) / n2
+        return out
 
 
 def kronecker_ellipsoids_intersect(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, rtol: float = DEFAULT_RTOL) -> bool:

@@ -72,3 +72,23 @@ def prepare(script: str, names: Iterable[str], results: bool = False, out_dir=No
     paths = check_writable([directory / n for n in names], results)
     directory.mkdir(parents=True, exist_ok=True)
     return paths
+
+
+def write_csv(rows: list[dict], path: str | os.PathLike) -> None:
+    """``rows`` (dicts with the same keys, in column order) as a CSV with a header."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend (what every study's PNG is drawn with)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

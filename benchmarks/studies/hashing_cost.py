@@ -18,7 +18,6 @@ Writes ``hashing_cost.csv`` and ``hashing_cost.png`` to ``runs/hashing_cost/`` (
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 from ddrs_app import compare, runs, training
 
-from benchmarks.analysis.outputs import add_output_args, prepare
+from benchmarks.analysis.outputs import add_output_args, prepare, pyplot, write_csv
 
 #: (name, ddrs compare arguments); models are trained/cached before the timed run.
 WORKLOADS = {
@@ -138,14 +137,8 @@ def measure(workloads: dict) -> list[dict]:
 
 
 def write(rows: list[dict], csv_path: Path, png_path: Path) -> None:
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    write_csv(rows, csv_path)
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.7 * len(rows)))
     names = [r["workload"] for r in rows]
