@@ -99,6 +99,68 @@ def gap_from_probabilities(
     return torch.special.ndtri(p_a) - torch.special.ndtri(p_b), p_a, p_b
 
 
+#: draws of more numbers than this ((inputs x samples x normals)) are made block by block on demand
+#: (``LazyNormals``), and no network call sees more noisy input entries than this (``samples_per_chunk``):
+#: 2^26 = 67 million (268 MB in float32). Below it (every input up to d = 3072 at the default budgets) the
+#: draws and chunks are what they always were.
+DRAW_ELEMENTS = 2**26
+
+
+def samples_per_chunk(chunk_size: int, batch: int, dim: int) -> int:
+    """Samples per input in one network call: ``chunk_size`` noisy copies in all, and at most ``DRAW_ELEMENTS``
+    noisy input entries."""
+    return max(1, min(chunk_size // max(batch, 1), DRAW_ELEMENTS // max(batch * dim, 1)))
+
+
+class LazyNormals:
+    """Standard normal draws of shape (batch, samples, dim) that are never held whole: each input's samples come in
+    blocks of ``block``, block k of input i drawn from its own ``torch.Generator`` seeded by ``seeds[i, k]``, and
+    the seeds are drawn from the caller's generator when the object is made (so the draws are a function of that
+    generator's state, as a plain draw is). Indexing ``z[a:b]`` gives the draws of inputs a..b (lazily);
+    ``z[:, s:e]`` gives a tensor (batch, e - s, dim) (the same numbers every time). The estimator and the selection
+    read them chunk by chunk; ``SoftSmoothingEstimator.draw`` returns one when a plain draw would exceed
+    ``DRAW_ELEMENTS``."""
+
+    def __init__(
+        self, seeds: torch.Tensor, samples: int, dim: int, block: int, device: Any, dtype: torch.dtype
+    ) -> None:
+        self.seeds, self.block = seeds, int(block)
+        self.shape = (int(seeds.shape[0]), int(samples), int(dim))
+        self.device, self.dtype = torch.device(device), dtype
+
+    @classmethod
+    def draw(
+        cls, batch: int, samples: int, dim: int, block: int, generator: torch.Generator | None, device: Any, dtype
+    ) -> LazyNormals:
+        blocks = -(-samples // block)
+        gen_device = generator.device if generator is not None else "cpu"
+        seeds = torch.randint(0, 2**62, (batch, blocks), generator=generator, device=gen_device).cpu()
+        return cls(seeds, samples, dim, block, device, dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _block(self, i: int, k: int) -> torch.Tensor:
+        length = min(self.block, self.shape[1] - k * self.block)
+        gen = torch.Generator(device="cpu").manual_seed(int(self.seeds[i, k]))
+        return torch.randn((length, self.shape[2]), generator=gen, dtype=self.dtype)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):  # a sub-batch of inputs
+            return LazyNormals(self.seeds[key], self.shape[1], self.shape[2], self.block, self.device, self.dtype)
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None) and isinstance(key[1], slice)):
+            raise TypeError("LazyNormals supports z[a:b] (inputs) and z[:, s:e] (samples)")
+        start, stop, step = key[1].indices(self.shape[1])
+        if step != 1:
+            raise TypeError("LazyNormals supports contiguous sample ranges only")
+        out = torch.empty((self.shape[0], max(stop - start, 0), self.shape[2]), dtype=self.dtype)
+        for k in range(start // self.block, -(-stop // self.block) if stop > start else 0):
+            lo, hi = max(start, k * self.block), min(stop, (k + 1) * self.block)
+            for i in range(self.shape[0]):
+                out[i, lo - start : hi - start] = self._block(i, k)[lo - k * self.block : hi - k * self.block]
+        return out.to(self.device)
+
+
 def noisy_logits(
     model: Callable,
     noise: NoiseMap | Manifold,
@@ -115,6 +177,8 @@ def noisy_logits(
     the sum, which is then cast to x's dtype. Differentiable w.r.t. ``point``; the estimator and the
     selection (``ddrs.selection``) evaluate the network here."""
     B, m = z.shape[:2]
+    if isinstance(z, LazyNormals):
+        z = z[:, 0:m]
     d = x[0].numel()
     dtype = sampling_dtype(x.dtype)  # noise drawn and added in >= float32, cast to x's (model) dtype
     eps = as_noise_map(noise).apply(point.to(dtype), z.to(dtype))
@@ -191,6 +255,9 @@ class SoftSmoothingEstimator:
             raise ValueError(f"samples must be an int >= 1, got {n!r}")
         gen_device = generator.device if generator is not None else device
         dtype = sampling_dtype(dtype)  # never draw noise in half precision
+        if not self.antithetic and batch * n * dim > DRAW_ELEMENTS:  # too many numbers to hold: on demand
+            block = samples_per_chunk(self.chunk_size, batch, dim)
+            return LazyNormals.draw(batch, n, dim, block, generator, device, dtype)  # type: ignore[return-value]
         if self.antithetic:
             half = (n + 1) // 2
             z = torch.randn((batch, half, dim), generator=generator, device=gen_device, dtype=dtype)
@@ -262,7 +329,7 @@ class SoftSmoothingEstimator:
         l2_target: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Terms]:
         B, n, d = z.shape
-        per_chunk = max(1, self.chunk_size // max(B, 1))
+        per_chunk = samples_per_chunk(self.chunk_size, B, d)
         point = point.detach().requires_grad_(with_grad)
 
         def terms_from(probs_mean: torch.Tensor) -> Terms:
@@ -291,7 +358,7 @@ class SoftSmoothingEstimator:
                 terms = terms_from(total / n)
                 return objective(terms).detach(), None, _detach_terms(terms)
 
-        if n <= per_chunk:  # one forward, one backward
+        if n <= per_chunk and not isinstance(z, LazyNormals):  # one forward, one backward
             with torch.enable_grad():
                 probs = self._probs(model, noise, x, point, z, num_classes) / n
                 terms = terms_from(probs)

@@ -33,7 +33,7 @@ import torch
 from certify.bounds import clopper_pearson
 from manifolds import Manifold, NoiseMap, as_noise_map
 
-from .estimator import NetworkCounter, noisy_logits
+from .estimator import NetworkCounter, noisy_logits, samples_per_chunk
 
 KINDS = ("l2", "proxy")
 
@@ -55,7 +55,7 @@ def hard_vote_radii(
     estimator (``ddrs.estimator.noisy_logits``: noise added in float32 or float64, then cast to x's dtype)."""
     noise = as_noise_map(noise)
     B, m = z.shape[:2]
-    per_chunk = max(1, chunk_size // max(B, 1))
+    per_chunk = samples_per_chunk(chunk_size, B, z.shape[2])
     counts = None
     with torch.no_grad():
         for s in range(0, m, per_chunk):

@@ -47,3 +47,19 @@ def separable_linear_images() -> tuple[torch.nn.Module, torch.Tensor]:
     x = torch.stack([direction, direction, -direction]).reshape(3, 1, 8, 8)
     x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     return model.eval(), x
+
+
+class Ellipse(torch.nn.Module):
+    """Class 0 inside the ellipsoid ||diag(1/a) R^T x|| < 1 (robust along the long axes)."""
+
+    def __init__(self, axes, rotation=None, scale=30.0):
+        super().__init__()
+        axes = torch.as_tensor(axes, dtype=torch.float64)
+        R = torch.eye(len(axes), dtype=torch.float64) if rotation is None else torch.as_tensor(rotation)
+        self.register_buffer("A", R / axes)  # x -> diag(1/a) R^T x as x @ (R / a)
+        self.scale = scale
+
+    def forward(self, x):
+        q = (x.reshape(x.shape[0], -1) @ self.A).pow(2).sum(1)
+        s = (q - 1.0) * self.scale
+        return torch.stack([-s, s], dim=1)

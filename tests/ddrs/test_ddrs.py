@@ -9,6 +9,7 @@ from scipy.stats import norm
 
 import ddrs
 import manifolds
+from tests.classifiers import Ellipse
 
 
 class HalfSpace(torch.nn.Module):
@@ -34,22 +35,6 @@ class Slab(torch.nn.Module):
 
     def forward(self, x):
         s = (x.reshape(x.shape[0], -1)[:, 0].abs() - self.hw) * self.scale
-        return torch.stack([-s, s], dim=1)
-
-
-class Ellipse(torch.nn.Module):
-    """Class 0 inside the ellipsoid ||diag(1/a) R^T x|| < 1 (robust along the long axes)."""
-
-    def __init__(self, axes, rotation=None, scale=30.0):
-        super().__init__()
-        axes = torch.as_tensor(axes, dtype=torch.float64)
-        R = torch.eye(len(axes), dtype=torch.float64) if rotation is None else torch.as_tensor(rotation)
-        self.register_buffer("A", R / axes)  # x -> diag(1/a) R^T x as x @ (R / a)
-        self.scale = scale
-
-    def forward(self, x):
-        q = (x.reshape(x.shape[0], -1) @ self.A).pow(2).sum(1)
-        s = (q - 1.0) * self.scale
         return torch.stack([-s, s], dim=1)
 
 

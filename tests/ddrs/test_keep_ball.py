@@ -95,7 +95,8 @@ def test_rddrs_is_rotation_invariant_where_ancer_is_not():
     model, x = problem()
     loose = ddrs.RDDRS(keep_ball=False, iterations=100).fit(model, x, init=SIGMA, generator=gen(1))
     l2, proxy = closed_form(loose.points[0])
-    assert l2 >= 0.97 * D and proxy > 1.5 * D
+    # (0.966 D on one CPU, 0.97 D on another: a Monte Carlo fit; the axis-aligned stretch keeps only 0.80 D)
+    assert l2 >= 0.95 * D and proxy > 1.5 * D
     kept = ddrs.RDDRS(keep_ball=True, iterations=100).fit(model, x, init=SIGMA, generator=gen(1))
     l2, proxy = closed_form(kept.points[0])
     assert l2 >= 0.97 * D and proxy >= D - 1e-12
