@@ -11,7 +11,6 @@ from .bounds import (
 )
 from .certificate import ABSTAIN, Certificate, certificate_from_bound
 from .dual import DualCertificate, DualSmooth, capped_ellipsoid, own_norm_radii
-from .intersection import ellipsoids_intersect, max_disjoint_radius, separating_direction
 from .log import (
     COHEN_COLUMNS,
     Log,
@@ -32,6 +31,13 @@ from .memory import (
     per_certificate_alpha,
 )
 from .noise import DiagonalGaussian, FullGaussian, GaussianNoise, IsotropicGaussian, MixtureOfGaussians, positive_float
+from .pairs import (
+    ellipsoids_intersect,
+    kronecker_ellipsoids_intersect,
+    kronecker_separating_direction,
+    max_disjoint_radius,
+    separating_direction,
+)
 from .radius import gaussian_radius, max_sigma_radius, mixture_radius
 from .region import Ellipsoid, Region
 from .sampling import (
@@ -50,8 +56,6 @@ from .structured import (
     KroneckerGaussian,
     LowRankEllipsoid,
     LowRankGaussian,
-    kronecker_ellipsoids_intersect,
-    kronecker_separating_direction,
 )
 
 __all__ = [

@@ -5,7 +5,7 @@ about the classifier smoothed with that one noise, g_x.  The classifier one depl
 noise at every point, so two inputs can receive overlapping certified regions with different
 predictions, and then at least one certificate is false for the deployed classifier (DDRS Sec. 3.5,
 ANCER; Sukenik et al. 2022).  ``Memory`` repairs this for balls, axis-aligned ellipsoids and
-ellipsoids of any orientation (RDDRS), with an exact intersection test (``certify.intersection``).
+ellipsoids of any orientation (RDDRS), with an exact intersection test (``certify.pairs``, ``certify.intersection``).
 
 The deployed classifier.  ``Memory`` keeps, in query order, every answered input x_i with its answer
 k_i and region R_i (an ``Ellipsoid``, possibly of radius 0).  A new query x with its own fresh
@@ -76,8 +76,9 @@ from typing import Any
 import numpy as np
 
 from .certificate import ABSTAIN, Certificate
-from .intersection import DEFAULT_RTOL, ellipsoids_intersect, max_disjoint_radius
+from .intersection import DEFAULT_RTOL
 from .log import Log, LogWriter, read_log
+from .pairs import ellipsoids_intersect, max_disjoint_radius
 from .region import Ellipsoid, Region
 
 KEPT, SHRUNK, ADOPTED, ABSTAINED = "kept", "shrunk", "adopted", "abstained"

@@ -16,19 +16,31 @@ and Hanebeck 2012); v = (A1 / t + A2 / (1 - t))^{-1} delta at the maximiser. Thi
   It is only a proposer, so it is sound, but not exact: it may miss a separating direction and answer
   "intersect" for a disjoint pair (the memory then shrinks a region more than it had to, never less).
 
-Whatever proposes v, "disjoint" is decided by ``separation_gap`` on the regions as stored. The exact
+Whatever proposes v, "disjoint" is decided by ``separation_gap`` on the regions as stored. This module also holds
+the pair test itself for any two regions (``ellipsoids_intersect``, ``separating_direction``, ``max_disjoint_radius``:
+the dense algebra and the rounding-safe check they build on are ``certify.intersection``'s). The exact
 proposers agree with the dense test except within the ``rtol`` band near tangency (``tests/certify``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from .intersection import Pencil, concave_sup
+from .intersection import (
+    DEFAULT_RTOL,
+    Pencil,
+    canonical_swap,
+    concave_sup,
+    dense_spectrum,
+    proves_disjoint,
+    separation_gap,
+    verified_radius,
+)
 from .region import Ellipsoid, Region
-from .structured import DENSE_LIMIT, KroneckerEllipsoid, KroneckerPencil
+from .structured import DENSE_LIMIT, KroneckerEllipsoid, KroneckerPencil, check_kronecker_pair
 
 _SMALL_GRID = np.linspace(0.0, 1.0, 9)[1:-1]
 
@@ -54,8 +66,6 @@ def structured_pencil(first: Region, second: Region) -> Pencil:
     if first.woodbury_form() is not None and second.woodbury_form() is not None:
         return WoodburyPencil(first, second)
     if first.dim <= DENSE_LIMIT:
-        from .intersection import pair_pencil
-
         return pair_pencil(first.to_ellipsoid(), second.to_ellipsoid())
     return MatrixFreePencil(first, second)
 
@@ -134,7 +144,7 @@ class WoodburyPencil:
     def family_direction(self, tau: float) -> np.ndarray:
         """``(tau Sigma1 + Sigma2)^{-1} delta``: every ``direction(t, r1, r2)`` is one of these up to a positive
         factor (tau = r1^2 (1 - t) / (r2^2 t)), so a search over tau alone finds the tangent direction of any
-        radii (``certify.intersection.max_disjoint_radius``)."""
+        radii (``certify.pairs.max_disjoint_radius``)."""
         return _woodbury_solve(tau * self.d1 + self.d2, self.v, np.concatenate([tau * self.mu1, self.mu2]), self.delta)
 
     @property
@@ -231,3 +241,217 @@ class MatrixFreePencil:
         if a == 0.0 and b == 0.0:
             return self.delta
         return self._x(t if a > 0 and b > 0 else (0.0 if a == 0.0 else 1.0), a, b)
+
+
+# ------------------------------------------------------------------------ the pair test for any two regions
+def pair_pencil(first: Region, second: Region) -> Pencil:
+    """What proposes separating directions for (first, second): the dense ``PairSpectrum`` of two
+    ``Ellipsoid``s (``certify.intersection``), otherwise ``structured_pencil``."""
+    if isinstance(first, Ellipsoid) and isinstance(second, Ellipsoid):
+        return dense_spectrum(first, second)
+    return structured_pencil(first, second)
+
+
+def _ordered(e1: Region, e2: Region) -> tuple[Region, Region, bool]:
+    if e1.dim != e2.dim:
+        raise ValueError(f"dimension mismatch: {e1.dim} vs {e2.dim}")
+    swapped = canonical_swap(e1, e2)
+    return (e2, e1, True) if swapped else (e1, e2, False)
+
+
+def prove_disjoint(
+    first: Region, second: Region, rtol: float, spec: Pencil | None = None
+) -> tuple[np.ndarray | None, Pencil | None]:
+    """A direction proving (first, second) disjoint (``separation_gap > 0``), or None."""
+    delta = second.center - first.center
+    if proves_disjoint(first, second, delta, rtol):  # the centre line (the bounding-ball screen)
+        return delta, spec
+    if float(np.linalg.norm(delta)) <= first.l2_radius + second.l2_radius:  # inscribed balls meet
+        return None, spec
+    if spec is None:
+        spec = pair_pencil(first, second)
+    r1, r2 = first.radius, second.radius
+    for threshold in (1.0 + 2.0 * max(rtol, 0.0), None):  # early stop first, then the maximiser
+        value, t = spec.sup(r1, r2, threshold=threshold)
+        if not value > 1.0:
+            return None, spec
+        v = spec.direction(t, r1, r2)
+        if proves_disjoint(first, second, v, rtol):
+            return v, spec
+    return None, spec
+
+
+def intersection_value(e1: Region, e2: Region) -> tuple[float, float]:
+    """``(max_t F, t*)`` from the spectrum (unverified; > 1 suggests disjoint)."""
+    first, second, _ = _ordered(e1, e2)
+    return pair_pencil(first, second).sup(first.radius, second.radius)
+
+
+def ellipsoids_intersect(e1: Region, e2: Region, rtol: float = DEFAULT_RTOL) -> bool:
+    """True unless the two closed regions are *proved* disjoint by a separating direction whose
+    support-function gap exceeds its float64 rounding bound (``separation_gap``).
+
+    Touching regions intersect, and so do regions closer than ``rtol`` times their widths along the
+    direction (a margin on top of the rounding bound).  Symmetric in its arguments.  A negative
+    ``rtol`` gives the loose audit test "max F <= 1 - |rtol|" (intersect only when clearly so),
+    used to look for violations, never to store regions."""
+    first, second, _ = _ordered(e1, e2)
+    if rtol < 0:
+        value, _ = pair_pencil(first, second).sup(first.radius, second.radius, threshold=1.0 + rtol)
+        return not (value > 1.0 + rtol)
+    v, _ = prove_disjoint(first, second, rtol)
+    return v is None
+
+
+def separating_direction(e1: Region, e2: Region) -> np.ndarray | None:
+    """A verified direction ``v`` with ``e1.support(v) < -e2.support(-v)`` (max over E1 of <v, y> <
+    min over E2, with a margin above the rounding bound), or None when none is found."""
+    first, second, swapped = _ordered(e1, e2)
+    v, _ = prove_disjoint(first, second, 0.0)
+    if v is None:
+        return None
+    return -v if swapped else v
+
+
+def max_disjoint_radius(region: Region, obstacle: Region, rtol: float = DEFAULT_RTOL, iterations: int = 50) -> float:
+    """Largest ``r' <= region.radius`` such that ``region.with_radius(r')`` is *proved* disjoint from
+    ``obstacle`` (bisection on ``r'`` with the spectrum, then the radius the final direction
+    proves); ``region.radius`` iff ``ellipsoids_intersect`` is False; 0.0 if even the centre is
+    not proved outside the obstacle."""
+    first, second, swapped = _ordered(region, obstacle)
+    region_first = not swapped
+    if not (isinstance(first, Ellipsoid) and isinstance(second, Ellipsoid)):
+        if proves_disjoint(first, second, second.center - first.center, rtol):  # the centre line
+            return region.radius
+        structured = pair_pencil(first, second)
+        if hasattr(structured, "family_direction"):  # one search decides both "disjoint?" and "how far?"
+            return _max_radius_on_family(structured, region, first, second, region_first, rtol)
+    v, spec = prove_disjoint(first, second, rtol)
+    if v is not None:
+        return region.radius
+    if spec is None:
+        spec = pair_pencil(first, second)
+    ro = obstacle.radius
+
+    def radii(r: float) -> tuple[float, float]:
+        return (r, ro) if region_first else (ro, r)
+
+    def disjoint(r: float) -> bool:
+        return spec.sup(*radii(r), threshold=1.0 + rtol)[0] > 1.0 + rtol
+
+    def pair(r: float) -> tuple[Region, Region]:
+        shrunk = region.with_radius(r)
+        return (shrunk, obstacle) if region_first else (obstacle, shrunk)
+
+    if not disjoint(0.0):
+        return 0.0
+    lo, hi = 0.0, region.radius
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if disjoint(mid):
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * region.radius:
+            break
+    best, used = -1.0, None
+    for r in (lo, 0.0):  # the direction found at lo, else the one at a point
+        value, t = spec.sup(*radii(r))
+        if not value > 1.0:
+            continue
+        v = spec.direction(t, *radii(r))
+        cand = min(lo, verified_radius(region_first, *pair(r), v, rtol))
+        if cand > best:
+            best, used = cand, v
+        if best >= lo:
+            break
+    if best < 0.0 or used is None:
+        return 0.0
+    return _confirmed(best, used, region, first, second, region_first, rtol)
+
+
+_FAMILY_GRID = np.linspace(-10.0, 10.0, 41)  # log10(tau / tau0): half a decade apart
+_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
+
+
+def _max_radius_on_family(
+    spec: Any, region: Region, first: Region, second: Region, region_first: bool, rtol: float, refine: int = 30
+) -> float:
+    """``max_disjoint_radius`` for a pencil whose directions form the one-parameter family ``family_direction(tau)``
+    (``certify.pairs.WoodburyPencil``, ``certify.structured.KroneckerPencil``): a direction v proves the closed-form
+    radius ``verified_radius``, and the tangent direction of the largest disjoint radius is in the family, so a
+    search over log tau (a grid, then golden-section refinement around its best point) replaces the bisection on
+    the radius. The search scores each tau by ``family_radii`` where the pencil has it (the same radius from its
+    spectrum, unverified, O(d) per tau), else by the verified radius itself; only the winner's radius is returned,
+    verified, so the answer is sound whatever the search finds, and exact when it finds the maximiser
+    (``tests/certify/test_pairs.py`` holds it to the dense test)."""
+    tau0 = spec.family_scale
+    other = second.radius if region_first else first.radius
+    spectral = getattr(spec, "family_radii", None)
+
+    def score(log_tau: np.ndarray) -> np.ndarray:
+        taus = tau0 * 10.0**log_tau
+        if spectral is not None:
+            return spectral(taus, region_first, other)
+        return np.array([verified_radius(region_first, first, second, spec.family_direction(t), rtol) for t in taus])
+
+    scores = score(_FAMILY_GRID)
+    k = int(np.argmax(scores))
+    best_log, best = float(_FAMILY_GRID[k]), float(scores[k])
+    lo, hi = float(_FAMILY_GRID[max(k - 1, 0)]), float(_FAMILY_GRID[min(k + 1, len(_FAMILY_GRID) - 1)])
+    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+    fa, fb = (float(f) for f in score(np.array([a, b])))
+    for _ in range(refine):
+        for f, t in ((fa, a), (fb, b)):
+            if f > best:
+                best, best_log = f, t
+        if fa >= fb:
+            hi, b, fb = b, a, fa
+            a = hi - _GOLDEN * (hi - lo)
+            fa = float(score(np.array([a]))[0])
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + _GOLDEN * (hi - lo)
+            fb = float(score(np.array([b]))[0])
+    used = spec.family_direction(tau0 * 10.0**best_log)
+    verified = min(verified_radius(region_first, first, second, used, rtol), region.radius)
+    return _confirmed(verified, used, region, first, second, region_first, rtol)
+
+
+def _confirmed(
+    radius: float, v: np.ndarray, region: Region, first: Region, second: Region, region_first: bool, rtol: float
+) -> float:
+    """The largest of ``radius`` times 1, 1 - 1e-12, 1 - 1e-9, 1 - 1e-6 at which direction v passes ``proves_disjoint``
+    for the region (0.0 if none). The closed form of ``verified_radius`` is affine in the radius, but a radius
+    far below the other terms of the gap can miss the check by rounding; the check itself decides."""
+    for factor in (1.0, 1.0 - 1e-12, 1.0 - 1e-9, 1.0 - 1e-6):
+        r = radius * factor
+        if not r > 0.0:
+            return 0.0
+        shrunk = region.with_radius(r)
+        if proves_disjoint(*((shrunk, second) if region_first else (first, shrunk)), v, rtol):
+            return r
+    return 0.0
+
+
+# ------------------------------------------------------------------------ Kronecker pairs by name
+def kronecker_separation_gap(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, v: np.ndarray) -> float:
+    """``certify.intersection.separation_gap`` for two Kronecker regions: S v computed one factor at a time,
+    whose K chained products of inner lengths d_i err componentwise by at most gamma_{sum d_i} (|S| |v|)
+    (``KroneckerEllipsoid.rounding_length``). The factors (c, C_i, r) are taken as exact."""
+    check_kronecker_pair(e1, e2)
+    return separation_gap(e1, e2, v)
+
+
+def kronecker_ellipsoids_intersect(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, rtol: float = DEFAULT_RTOL) -> bool:
+    """``certify.ellipsoids_intersect`` for two Kronecker regions of the same factor shapes (``KroneckerPencil``):
+    True unless proved disjoint by a direction whose gap exceeds its rounding bound and ``rtol`` times the
+    widths. Symmetric."""
+    check_kronecker_pair(e1, e2)
+    return ellipsoids_intersect(e1, e2, max(rtol, 0.0))
+
+
+def kronecker_separating_direction(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid) -> np.ndarray | None:
+    """A verified v with ``e1.support(v) < -e2.support(-v)``, or None when none is found."""
+    check_kronecker_pair(e1, e2)
+    return separating_direction(e1, e2)

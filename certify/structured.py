@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .intersection import DEFAULT_RTOL, PairSpectrum, ellipsoids_intersect, separating_direction, separation_gap
+from .intersection import PairSpectrum
 from .noise import GaussianNoise, checked_spd, owned_float64, standard_normal
 from .region import SYMMETRY_RTOL, Ellipsoid
 
@@ -369,19 +369,11 @@ class KroneckerGaussian(GaussianNoise):
 # "disjoint" is answered only when the support-function gap along v exceeds a bound on its rounding.
 
 
-def _check_pair(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid) -> None:
+def check_kronecker_pair(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid) -> None:
     if not (isinstance(e1, KroneckerEllipsoid) and isinstance(e2, KroneckerEllipsoid)):
         raise TypeError("both regions must be KroneckerEllipsoid")
     if e1.shape != e2.shape:
         raise ValueError(f"factor shapes differ: {e1.shape} vs {e2.shape} (convert with to_ellipsoid())")
-
-
-def kronecker_separation_gap(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, v: np.ndarray) -> float:
-    """``certify.intersection.separation_gap`` for two Kronecker regions: S v computed one factor at a time,
-    whose K chained products of inner lengths d_i err componentwise by at most gamma_{sum d_i} (|S| |v|)
-    (``KroneckerEllipsoid.rounding_length``). The factors (c, C_i, r) are taken as exact."""
-    _check_pair(e1, e2)
-    return separation_gap(e1, e2, v)
 
 
 class KroneckerPencil:
@@ -391,7 +383,7 @@ class KroneckerPencil:
     is the Kronecker product of the factor pencils): O(d sum_i d_i + sum_i d_i^3), no d x d matrix."""
 
     def __init__(self, first: KroneckerEllipsoid, second: KroneckerEllipsoid):
-        _check_pair(first, second)
+        check_kronecker_pair(first, second)
         us: list[np.ndarray] = []
         nu: np.ndarray = np.ones(1)
         inv1: np.ndarray = np.ones(1)
@@ -419,7 +411,7 @@ class KroneckerPencil:
         y = _apply_along_axes(c, self.us, self.first.shape) * self.spectrum.inv1
         return _apply_along_axes(y, self.first.eigenvectors, self.first.shape)
 
-    # the one-parameter family of ``certify.intersection.max_disjoint_radius``: (tau Sigma1 + Sigma2)^-1 delta
+    # the one-parameter family of ``certify.pairs.max_disjoint_radius``: (tau Sigma1 + Sigma2)^-1 delta
     # = S1^-1 U (w / (tau + nu)); in that basis <v, delta> = c . w, ||S1 v|| = ||c||, ||S2 v||^2 = sum nu c^2.
     @property
     def family_scale(self) -> float:
@@ -438,20 +430,6 @@ class KroneckerPencil:
             p, n1, n2 = float(c @ w), float(np.linalg.norm(c)), math.sqrt(float((c * c) @ nu))
             out[i] = 0.0 if n1 == 0.0 else (p - other * n2) / n1 if region_first else (p - other * n1) / n2
         return out
-
-
-def kronecker_ellipsoids_intersect(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid, rtol: float = DEFAULT_RTOL) -> bool:
-    """``certify.ellipsoids_intersect`` for two Kronecker regions of the same factor shapes (``KroneckerPencil``):
-    True unless proved disjoint by a direction whose gap exceeds its rounding bound and ``rtol`` times the
-    widths. Symmetric."""
-    _check_pair(e1, e2)
-    return ellipsoids_intersect(e1, e2, max(rtol, 0.0))
-
-
-def kronecker_separating_direction(e1: KroneckerEllipsoid, e2: KroneckerEllipsoid) -> np.ndarray | None:
-    """A verified v with ``e1.support(v) < -e2.support(-v)``, or None when none is found."""
-    _check_pair(e1, e2)
-    return separating_direction(e1, e2)
 
 
 # ---------------------------------------------------------------------------------------------- low rank

@@ -27,7 +27,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from benchmarks.analysis.outputs import add_output_args, prepare, pyplot, write_csv
-from certify.intersection import intersection_value, max_disjoint_radius
+from certify.pairs import intersection_value, max_disjoint_radius
 from certify.structured import KroneckerEllipsoid, LowRankEllipsoid
 
 #: (dimension, image shape) measured; the dense test runs up to DENSE_UP_TO.

@@ -6,7 +6,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from certify.intersection import ellipsoids_intersect, intersection_value, max_disjoint_radius, separating_direction
+from certify.pairs import ellipsoids_intersect, intersection_value, max_disjoint_radius, separating_direction
 from certify.region import Ellipsoid
 
 KINDS = ("ball", "diagonal", "full")

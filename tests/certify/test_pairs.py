@@ -14,15 +14,18 @@ from hypothesis import strategies as st
 
 import certify
 from certify import Ellipsoid
-from certify.intersection import (
-    _prove,
+from certify.intersection import DEFAULT_RTOL, separation_gap
+from certify.pairs import (
+    KroneckerPencil,
+    MatrixFreePencil,
+    WoodburyPencil,
     ellipsoids_intersect,
     intersection_value,
     max_disjoint_radius,
+    prove_disjoint,
     separating_direction,
-    separation_gap,
+    structured_pencil,
 )
-from certify.pairs import KroneckerPencil, MatrixFreePencil, WoodburyPencil, structured_pencil
 from certify.spiked import SpikedEllipsoid
 from certify.structured import KroneckerEllipsoid, LowRankEllipsoid
 
@@ -114,7 +117,7 @@ def test_the_matrix_free_proposer_never_claims_disjoint_where_the_dense_test_fin
         e1 = _region(kinds[0], rng, c1, 1e3)
         e2 = _region(kinds[1], rng, c1 + rng.normal(size=24), 1e3)
         e1, e2 = _near_tangent(e1, e2, 10.0 ** rng.uniform(-1, 1))
-        v, _ = _prove(e1, e2, certify.intersection.DEFAULT_RTOL, MatrixFreePencil(e1, e2))
+        v, _ = prove_disjoint(e1, e2, DEFAULT_RTOL, MatrixFreePencil(e1, e2))
         dense = ellipsoids_intersect(e1.to_ellipsoid(), e2.to_ellipsoid())
         if v is not None:
             disjoint_found += 1

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 import certify
-from certify.intersection import ellipsoids_intersect, max_disjoint_radius, separating_direction
+from certify.pairs import ellipsoids_intersect, max_disjoint_radius, separating_direction
 from certify.region import Ellipsoid
 
 

@@ -31,13 +31,15 @@ from certify import (
     clopper_pearson_lower,
     gaussian_radius,
 )
-from certify.intersection import ellipsoids_intersect, intersection_value, separation_gap
-from certify.structured import (
-    DENSE_LIMIT,
+from certify.intersection import separation_gap
+from certify.pairs import (
+    ellipsoids_intersect,
+    intersection_value,
     kronecker_ellipsoids_intersect,
     kronecker_separating_direction,
     kronecker_separation_gap,
 )
+from certify.structured import DENSE_LIMIT
 from tests.classifiers import HalfSpace
 
 
