@@ -152,6 +152,11 @@ class WoodburyPencil:
         """The tau at which both terms weigh alike (the centre of the search)."""
         return float(np.mean(self.d2) / np.mean(self.d1))
 
+    #: each trial costs a Woodbury solve: a grid 2.5 decades apart, then 20 golden-section steps (the bracket shrinks
+    #: to 1e-4 of its 5 decades; the radius, quadratic near its maximum, to far below the tests' 1e-5)
+    family_grid = np.linspace(-10.0, 10.0, 9)
+    family_refine = 20
+
     def family_radii(self, taus: np.ndarray, region_first: bool, other: float) -> np.ndarray:
         """The radius each ``family_direction(tau)`` proves for the region (first if ``region_first``) against the
         other at radius ``other``: (<v, delta> - other sqrt(v^T Sigma_o v)) / sqrt(v^T Sigma_r v), unverified (the
@@ -386,6 +391,7 @@ def _max_radius_on_family(
     verified, so the answer is sound whatever the search finds, and exact when it finds the maximiser
     (``tests/certify/test_pairs.py`` holds it to the dense test)."""
     tau0 = spec.family_scale
+    refine = getattr(spec, "family_refine", refine)
     other = second.radius if region_first else first.radius
     spectral = getattr(spec, "family_radii", None)
 
@@ -395,10 +401,11 @@ def _max_radius_on_family(
             return spectral(taus, region_first, other)
         return np.array([verified_radius(region_first, first, second, spec.family_direction(t), rtol) for t in taus])
 
-    scores = score(_FAMILY_GRID)
+    grid = getattr(spec, "family_grid", _FAMILY_GRID)
+    scores = score(grid)
     k = int(np.argmax(scores))
-    best_log, best = float(_FAMILY_GRID[k]), float(scores[k])
-    lo, hi = float(_FAMILY_GRID[max(k - 1, 0)]), float(_FAMILY_GRID[min(k + 1, len(_FAMILY_GRID) - 1)])
+    best_log, best = float(grid[k]), float(scores[k])
+    lo, hi = float(grid[max(k - 1, 0)]), float(grid[min(k + 1, len(grid) - 1)])
     a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
     fa, fb = (float(f) for f in score(np.array([a, b])))
     for _ in range(refine):
