@@ -1,6 +1,6 @@
 """On every committed `ddrs compare` result, no data-dependent stage ends below the stage it
-started from: at every sigma, proxy ACR of RS <= DDRS <= ANCER <= RDDRS (up to the summary's rounding); and, for the
-results made with the containment constraint, no stage is significantly below its start at any l2 radius."""
+started from: at every sigma, proxy ACR of RS <= DDRS <= ANCER and DDRS <= RDDRS (up to the summary's rounding); and,
+for the results made with the containment constraint, no stage is significantly below its start at any l2 radius."""
 
 from __future__ import annotations
 
@@ -15,15 +15,24 @@ from benchmarks.analysis.paired import paired_difference
 
 COMPARE = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "compare"
 CHAIN = ("rs", "ddrs", "ancer", "rddrs")
+#: (start, stage): ``ddrs compare`` starts ANCER and RDDRS from DDRS (RDDRS cold, not from ANCER), so ANCER vs RDDRS
+#: is a comparison with intervals (results README), not a guarantee held here.
+STARTS = (("rs", "ddrs"), ("ddrs", "ancer"), ("ddrs", "rddrs"))
 MARGIN = 1e-4  # one unit of the summary CSV's last digit: a stage that kept its start everywhere rounds alike
 SUMMARIES = sorted(COMPARE.glob("*/summary.csv"))
+#: grids being recomputed on committed models (benchmarks/results/in-progress/): held to the chain as they grow
+IN_PROGRESS = sorted((COMPARE.parent / "in-progress").glob("*/summary.csv"))
+
+
+def _name(summary: Path) -> str:
+    return str(summary.parent.relative_to(COMPARE.parent))
 
 
 def test_the_committed_results_are_there():
     assert {p.parent.name for p in SUMMARIES} >= {"digits", "toy2d", "fashion-mnist"}
 
 
-@pytest.mark.parametrize("summary", SUMMARIES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("summary", SUMMARIES + IN_PROGRESS, ids=_name)
 def test_every_stage_ends_at_or_above_its_predecessor(summary):
     by_sigma: dict[str, dict[str, float]] = {}
     for row in csv.DictReader(summary.open()):
@@ -31,15 +40,15 @@ def test_every_stage_ends_at_or_above_its_predecessor(summary):
             by_sigma.setdefault(row["sigma"], {})[row["method"]] = float(row["acr_proxy"])
     checked = 0
     for sigma, acr in by_sigma.items():
-        present = [m for m in CHAIN if m in acr]
-        for before, after in zip(present, present[1:]):
-            assert acr[after] >= acr[before] - MARGIN - 1e-9, (summary.parent.name, sigma, before, after, acr)
-            checked += 1
+        for before, after in STARTS:  # each stage against the stage it starts from
+            if before in acr and after in acr:
+                assert acr[after] >= acr[before] - MARGIN - 1e-9, (summary.parent.name, sigma, before, after, acr)
+                checked += 1
     assert checked >= 3  # at least one full chain per committed data set
 
 
 # ---- the l2 chain: certified accuracy at every l2 radius of the tables, with paired intervals ----------------
-L2_PAIRS = (("rs", "ddrs"), ("ddrs", "ancer"), ("ddrs", "rddrs"))
+L2_PAIRS = STARTS
 
 
 def _keeps_ball(log: Path) -> bool:
@@ -70,11 +79,11 @@ def _volume_only(summary: Path) -> bool:
     return bool(_anisotropic_logs(summary)) and not _constrained(summary)
 
 
-@pytest.mark.parametrize("summary", [s for s in SUMMARIES if not _volume_only(s)], ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("summary", [s for s in SUMMARIES + IN_PROGRESS if not _volume_only(s)], ids=_name)
 def test_no_stage_is_significantly_below_its_start_at_any_l2_radius(summary):
     """RS <= DDRS <= ANCER and DDRS <= RDDRS in certified accuracy at every l2 radius of the table: no paired 95 %
     interval of a later-minus-earlier difference lies entirely below 0 (with the exact McNemar test agreeing;
-    ``benchmarks.analysis.paired``)."""
+    ``benchmarks.analysis.paired``). A pair with an unfinished log (fewer rows than its partner) waits."""
     logs = summary.parent / "logs"
     checked = 0
     for log_after in sorted(logs.glob("*.tsv")):
@@ -83,6 +92,8 @@ def test_no_stage_is_significantly_below_its_start_at_any_l2_radius(summary):
             if method != after or not (logs / f"{before}_sigma{sigma}.tsv").is_file():
                 continue
             a, b = certify.read_log(log_after), certify.read_log(logs / f"{before}_sigma{sigma}.tsv")
+            if len(a.rows()) != len(b.rows()):
+                continue
             for r in _l2_radii(summary):
                 d = paired_difference(a, b, column="l2_radius", radius=r, resamples=2000)
                 assert d.verdict != "not reproduced", (summary.parent.name, sigma, f"{after} vs {before}", r, d)
