@@ -325,13 +325,14 @@ def max_disjoint_radius(region: Region, obstacle: Region, rtol: float = DEFAULT_
     not proved outside the obstacle."""
     first, second, swapped = _ordered(region, obstacle)
     region_first = not swapped
+    spec: Pencil | None = None
     if not (isinstance(first, Ellipsoid) and isinstance(second, Ellipsoid)):
         if proves_disjoint(first, second, second.center - first.center, rtol):  # the centre line
             return region.radius
-        structured = pair_pencil(first, second)
-        if hasattr(structured, "family_direction"):  # one search decides both "disjoint?" and "how far?"
-            return _max_radius_on_family(structured, region, first, second, region_first, rtol)
-    v, spec = prove_disjoint(first, second, rtol)
+        spec = pair_pencil(first, second)
+        if hasattr(spec, "family_radii"):  # one search decides both "disjoint?" and "how far?"
+            return _max_radius_on_family(spec, region, first, second, region_first, rtol)
+    v, spec = prove_disjoint(first, second, rtol, spec)
     if v is not None:
         return region.radius
     if spec is None:
@@ -386,20 +387,16 @@ def _max_radius_on_family(
     (``certify.pairs.WoodburyPencil``, ``certify.structured.KroneckerPencil``): a direction v proves the closed-form
     radius ``verified_radius``, and the tangent direction of the largest disjoint radius is in the family, so a
     search over log tau (a grid, then golden-section refinement around its best point) replaces the bisection on
-    the radius. The search scores each tau by ``family_radii`` where the pencil has it (the same radius from its
-    spectrum, unverified, O(d) per tau), else by the verified radius itself; only the winner's radius is returned,
-    verified, so the answer is sound whatever the search finds, and exact when it finds the maximiser
+    the radius. The search scores each tau by the pencil's ``family_radii`` (the same radius without its rounding
+    bound: O(d) per tau from a Kronecker spectrum, one Woodbury solve for a low-rank pair); only the winner's radius
+    is returned, verified, so the answer is sound whatever the search finds, and exact when it finds the maximiser
     (``tests/certify/test_pairs.py`` holds it to the dense test)."""
     tau0 = spec.family_scale
     refine = getattr(spec, "family_refine", refine)
     other = second.radius if region_first else first.radius
-    spectral = getattr(spec, "family_radii", None)
 
     def score(log_tau: np.ndarray) -> np.ndarray:
-        taus = tau0 * 10.0**log_tau
-        if spectral is not None:
-            return spectral(taus, region_first, other)
-        return np.array([verified_radius(region_first, first, second, spec.family_direction(t), rtol) for t in taus])
+        return spec.family_radii(tau0 * 10.0**log_tau, region_first, other)
 
     grid = getattr(spec, "family_grid", _FAMILY_GRID)
     scores = score(grid)
