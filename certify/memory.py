@@ -88,10 +88,6 @@ _PROJECT_DIM = 32
 
 
 # ---------------------------------------------------------------------------- alpha budget
-#: what the memory uses of a region (``certify.region.Region``): ``Ellipsoid`` and the structured regions have it.
-_REGION_NEEDS = ("center", "radius", "outer_radius", "norm", "with_radius", "recentred", "scaled_norms")
-
-
 def memory_failure_bound(alpha: float, memory_size: int) -> float:
     """Union bound on P(some of ``memory_size`` certificates at level ``alpha`` is wrong)."""
     return float(min(1.0, alpha * memory_size))
@@ -267,7 +263,7 @@ class Memory:
         if not isinstance(certificate, Certificate):
             raise TypeError(f"certificate must be a certify.Certificate, got {type(certificate).__name__}")
         region = certificate.region
-        if region is not None and not all(hasattr(region, a) for a in _REGION_NEEDS):
+        if region is not None and not isinstance(region, (Ellipsoid, Region)):  # Region: certify.region's interface
             raise TypeError(
                 f"certificate.region must be a certify.Ellipsoid or a structured region (certify.structured), "
                 f"got {type(region).__name__}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -36,6 +36,7 @@ def _owned(a: np.ndarray) -> np.ndarray:
     return a
 
 
+@runtime_checkable
 class Region(Protocol):
     """What a certificate needs of its region: ``Ellipsoid`` and the structured regions of
     ``certify.structured`` (which never form the d x d scale) provide it."""
