@@ -6,6 +6,7 @@ from manifolds.eigenframe import EigenFrame
 from .dual_dictionary import (
     InputLabels,
     KMeansResult,
+    ModelFeatureSelector,
     NoiseDictionary,
     RiemannianKMeans,
     frechet_mean,
@@ -53,6 +54,7 @@ __all__ = [
     "EuclideanAscent",
     "InputLabels",
     "KMeansResult",
+    "ModelFeatureSelector",
     "KappaPenalty",
     "KeepBall",
     "NetworkCounter",

@@ -41,6 +41,7 @@ __all__ = [
     "TIE_RTOL",
     "InputLabels",
     "KMeansResult",
+    "ModelFeatureSelector",
     "NoiseDictionary",
     "RiemannianKMeans",
     "assign",
@@ -455,6 +456,64 @@ def selector_mlp(
     return torch.nn.Sequential(*layers)
 
 
+class ModelFeatureSelector(torch.nn.Module):
+    """A base selector that reads a trained classifier: the scores over the K entries are a small MLP ``head``
+    of the classifier's class probabilities p = softmax(features(x)) and of the same probabilities sorted in
+    decreasing order (the class-blind confidence profile: top-1, top-2, ...), 2 C numbers for C classes.
+
+    Why: which noise certifies an input best is mostly a question of how robust the classifier is there (an
+    input the network only just gets right is lost to large noise), which its confidence under noise shows and
+    the raw input hides (an MLP on pixels learns little more than the most common entry). ``features`` is frozen
+    (no gradient, kept in eval mode, even when the selector is put in train mode); train the head with
+    ``train_selector(x, ..., module=ModelFeatureSelector(...))``. A good choice of ``features`` is the entry
+    classifier trained with the selector's own noise sigma_e: the selector is smoothed with that noise, which
+    the classifier has learnt to read through. Soundness does not depend on any of this (``certify.dual``)."""
+
+    def __init__(
+        self,
+        features: torch.nn.Module,
+        num_classes: int,
+        entries: int,
+        generator: torch.Generator,
+        hidden: Sequence[int] = (32,),
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        if not isinstance(features, torch.nn.Module):
+            raise TypeError(f"features must be a torch.nn.Module, got {type(features).__name__}")
+        self.num_classes = check_count(num_classes, "num_classes")
+        self.features = features
+        for parameter in self.features.parameters():
+            parameter.requires_grad_(False)
+        self.features.eval()
+        self.head = selector_mlp(2 * self.num_classes, entries, generator, hidden, dtype)
+
+    def train(self, mode: bool = True) -> ModelFeatureSelector:
+        super().train(mode)
+        self.features.eval()  # frozen: batch norm and dropout stay in inference mode
+        return self
+
+    def profile(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2 C) the head's input: the class probabilities and the same sorted in decreasing order."""
+        logits = self.features(x)
+        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"features must map inputs to (B, {self.num_classes}) logits, got {tuple(logits.shape)}")
+        p = torch.softmax(logits.to(self.head[1].weight.dtype), dim=1)
+        return torch.cat([p, p.sort(dim=1, descending=True).values], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.profile(x))
+
+
+def _selector_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for labels (b,) long; the mean expected regret sum_k softmax(scores)_k (max_j u_j - u_k) for
+    utilities u (b, K)."""
+    if targets.ndim == 1:
+        return torch.nn.functional.cross_entropy(scores, targets)
+    regret = targets.max(dim=1, keepdim=True).values - targets
+    return (torch.softmax(scores, dim=1) * regret.to(scores.dtype)).sum(dim=1).mean()
+
+
 def train_selector(
     x: torch.Tensor,
     labels: torch.Tensor,
@@ -469,8 +528,11 @@ def train_selector(
     weight_decay: float = 0.0,
 ) -> torch.nn.Module:
     """A base selector for ``certify.DualSmooth``: ``module`` (default ``selector_mlp`` of the flattened input,
-    in x's dtype) trained by Adam on cross-entropy to predict ``labels`` (B,) in 0..K-1 from ``x + e``, e ~
-    N(0, sigma_e^2 I) drawn afresh for every batch (the noise the selector is smoothed with at test time).
+    in x's dtype) trained by Adam on ``x + e``, e ~ N(0, sigma_e^2 I) drawn afresh for every batch (the noise the
+    selector is smoothed with at test time), to predict ``labels``: either (B,) entry indices in 0..K-1
+    (cross-entropy) or (B, K) finite utilities, what choosing entry k is worth for input i (e.g. its estimated
+    certified radius), for the expected regret sum_k q_k (max_j u_ij - u_ik) with q = softmax(scores): a
+    cost-sensitive loss that weighs a wrong choice by what it costs, where labels weigh every mistake alike.
     Shuffling, noise and the default module's weights come from ``generator``, and any other random operation
     of the module (dropout) from torch's global generator seeded from it and restored afterwards, so the same
     generator state gives the same selector bit for bit (on the same machine and thread count). Returns the
@@ -478,11 +540,22 @@ def train_selector(
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] < 1 or not x.is_floating_point():
         raise ValueError("x must be a non-empty floating batch of inputs, a tensor of shape (B, *input_shape)")
     K = check_count(K, "K")
-    labels = torch.as_tensor(labels).to(device=x.device, dtype=torch.long).reshape(-1)
-    if labels.shape[0] != x.shape[0]:
-        raise ValueError(f"labels must hold one index per input: {labels.shape[0]} labels for {x.shape[0]} inputs")
-    if bool(((labels < 0) | (labels >= K)).any()):
-        raise ValueError(f"labels must lie in 0..{K - 1}")
+    labels = torch.as_tensor(labels)
+    if labels.ndim == 2:  # utilities (B, K)
+        if labels.shape != (x.shape[0], K) or not labels.is_floating_point():
+            raise ValueError(
+                f"labels as utilities must be a floating (B, K) = ({x.shape[0]}, {K}) tensor, got "
+                f"{labels.dtype} {tuple(labels.shape)}"
+            )
+        if not bool(torch.isfinite(labels).all()):
+            raise ValueError("labels as utilities must be finite")
+        labels = labels.to(device=x.device, dtype=torch.float64)
+    else:
+        labels = labels.to(device=x.device, dtype=torch.long).reshape(-1)
+        if labels.shape[0] != x.shape[0]:
+            raise ValueError(f"labels must hold one index per input: {labels.shape[0]} labels for {x.shape[0]} inputs")
+        if bool(((labels < 0) | (labels >= K)).any()):
+            raise ValueError(f"labels must lie in 0..{K - 1}")
     sigma_e = float(sigma_e)
     if not (math.isfinite(sigma_e) and sigma_e > 0):
         raise ValueError(f"sigma_e must be positive and finite, got {sigma_e}")
@@ -505,7 +578,7 @@ def train_selector(
                 e = torch.randn(
                     (idx.shape[0],) + tuple(x.shape[1:]), generator=generator, device=generator.device, dtype=x.dtype
                 )
-                loss = torch.nn.functional.cross_entropy(module(x[idx] + sigma_e * e.to(x.device)), labels[idx])
+                loss = _selector_loss(module(x[idx] + sigma_e * e.to(x.device)), labels[idx])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()

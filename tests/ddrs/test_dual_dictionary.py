@@ -377,6 +377,54 @@ def test_selector_trains_a_users_module_and_refuses_bad_labels():
         ddrs.train_selector(x, labels, 3, 0.0, 1, gen(0))
 
 
+def test_utilities_weigh_a_mistake_by_its_cost_where_labels_count_it_once():
+    """Indistinguishable inputs (one noisy cloud): entry 0 is best on 70 % of them by 0.1, entry 1 on 30 % by 1.0.
+    The labels' majority is 0; the expected utility of always choosing 1 is higher (0.3 * 1.0 > 0.7 * 0.1), which
+    the regret loss finds and cross-entropy cannot."""
+    n = 400
+    x = 0.01 * torch.randn(n, 2, generator=gen(90), dtype=F64)
+    one_best = torch.rand(n, generator=gen(91)) < 0.3
+    utilities = torch.where(one_best[:, None], torch.tensor([0.0, 1.0], dtype=F64), torch.tensor([0.1, 0.0], dtype=F64))
+    by_labels = ddrs.train_selector(x, utilities.argmax(1), 2, 0.01, 30, gen(92))
+    by_utility = ddrs.train_selector(x, utilities, 2, 0.01, 30, gen(92))
+    with torch.no_grad():
+        assert float((by_labels(x).argmax(1) == 0).double().mean()) == 1.0
+        assert float((by_utility(x).argmax(1) == 1).double().mean()) == 1.0
+    with pytest.raises(ValueError, match="utilities"):
+        ddrs.train_selector(x, utilities[:, :1], 2, 0.01, 1, gen(0))
+    with pytest.raises(ValueError, match="finite"):
+        ddrs.train_selector(x, utilities.clone().fill_(float("nan")), 2, 0.01, 1, gen(0))
+
+
+def test_model_feature_selector_reads_a_frozen_classifier_and_learns_what_pixels_hide():
+    """The entry to pick is 'far from the classifier's boundary' (|x_1| > 1), not linear in x: a selector on the
+    classifier's confidence profile learns it; the classifier itself is never trained or put in train mode."""
+    features = torch.nn.Sequential(torch.nn.Linear(2, 2, dtype=torch.float32), torch.nn.Dropout(0.5))
+    with torch.no_grad():
+        features[0].weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+        features[0].bias.zero_()
+    before = {k: v.clone() for k, v in features.state_dict().items()}
+    x = torch.rand(600, 2, generator=gen(93)) * 6 - 3
+    labels = (x[:, 0].abs() > 1).long()
+    selector = ddrs.ModelFeatureSelector(features, 2, 2, gen(94), hidden=(16,))
+    assert selector.profile(x[:3]).shape == (3, 4)
+    profile = selector.profile(x[:3])
+    assert torch.allclose(profile[:, 2:], profile[:, :2].sort(dim=1, descending=True).values)
+    trained = ddrs.train_selector(x, labels, 2, 0.05, 60, gen(95), module=selector)
+    assert trained is selector and not features.training  # dropout stayed off while the head trained
+    assert all(torch.equal(before[k], v) for k, v in features.state_dict().items())
+    test_x = torch.rand(600, 2, generator=gen(96)) * 6 - 3
+    with torch.no_grad():
+        accuracy = float((trained(test_x).argmax(1) == (test_x[:, 0].abs() > 1).long()).double().mean())
+        linear = ddrs.train_selector(x, labels, 2, 0.05, 60, gen(95), hidden=())
+        linear_accuracy = float((linear(test_x).argmax(1) == (test_x[:, 0].abs() > 1).long()).double().mean())
+    assert accuracy >= 0.95 and linear_accuracy <= 0.8  # 0.99 and 0.61 here
+    with pytest.raises(ValueError, match="logits"):
+        ddrs.ModelFeatureSelector(features, 3, 2, gen(0)).profile(x[:2])
+    with pytest.raises(TypeError, match="features"):
+        ddrs.ModelFeatureSelector(lambda v: v, 2, 2, gen(0))
+
+
 # ---- end to end ----------------------------------------------------------------------------------------------------
 
 
