@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -345,13 +345,15 @@ class InputLabels:
     equal up to a relative ``TIE_RTOL``, to the smallest index; an input every entry abstains on gets 0).
     ``radii`` (B, K) float64: the hard-vote Clopper-Pearson radius of every input and entry (0 where that entry
     would abstain). ``kind``: 'l2' or 'proxy'. ``samples``, ``alpha``: the draws per input and entry, and the
-    level."""
+    level. ``by_kind``: both kinds' radii (B, K), from the same votes ('l2' and 'proxy'; ``radii`` is one of them),
+    for labels that weigh both (keep the ball, then grow the volume)."""
 
     labels: torch.Tensor
     radii: torch.Tensor
     kind: str
     samples: int
     alpha: float
+    by_kind: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def abstained(self) -> torch.Tensor:
@@ -420,12 +422,13 @@ def label_inputs(
             (b, samples, noise_map.normals), generator=generator, device=generator.device, dtype=sampling_dtype(x.dtype)
         ).to(x.device)
         columns = [
-            hard_vote_radii(f, noise_map, xb, p.expand((b,) + tuple(p.shape)), z, alpha, chunk_size, tb)[kind]
+            hard_vote_radii(f, noise_map, xb, p.expand((b,) + tuple(p.shape)), z, alpha, chunk_size, tb)
             for f, p in zip(models, points)
         ]
-        rows.append(torch.stack(columns, dim=1))
-    radii = torch.cat(rows).to(F64)
-    return InputLabels(_first_argmax(radii), radii, kind, samples, alpha)
+        rows.append({k: torch.stack([c[k] for c in columns], dim=1) for k in KINDS})
+    by_kind = {k: torch.cat([r[k] for r in rows]).to(F64) for k in KINDS}
+    radii = by_kind[kind]
+    return InputLabels(_first_argmax(radii), radii, kind, samples, alpha, by_kind)
 
 
 # ---- the selector ----------------------------------------------------------------------------------------

@@ -12,10 +12,12 @@ import math
 import sys
 from pathlib import Path
 
+from ddrs.dual_dictionary import MAX_ENTRIES
 from ddrs.methods import LOW_RANK_STRUCTURES
 from ddrs.methods import STRUCTURES as RDDRS_STRUCTURES
 
 from .data import DATASETS
+from .dual import DICTIONARIES as DUAL_DICTIONARIES
 from .methods import REGISTRY, compare_names, method_names, spec_of
 
 
@@ -223,6 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="K",
         help="spikes of the low-rank / spiked / signed-spiked structures (default 8)",
+    )
+    m.add_argument(
+        "--dual-dictionary",
+        nargs="+",
+        choices=DUAL_DICTIONARIES,
+        default=None,
+        metavar="KIND",
+        help="the dual's dictionary(ies), one dual row each: isotropic (the --sigmas), ancer or rddrs (the sigmas plus "
+        "--dual-entries centres of the noises ANCER / RDDRS choose on training inputs; default isotropic)",
+    )
+    m.add_argument(
+        "--dual-entries",
+        type=_int_at_least("--dual-entries", 1),
+        default=None,
+        metavar="K",
+        help="anisotropic centres of an ancer / rddrs dual dictionary (default 4, at most 8)",
     )
     m.add_argument("--max-inputs", type=_int_at_least("--max-inputs", 1), default=None)
     m.add_argument("--every", type=_int_at_least("--every", 1), default=None)
@@ -713,6 +731,13 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
                 "ddrs compare: error: --rddrs-rank sets the spikes of --rddrs-structure "
                 + " / ".join(LOW_RANK_STRUCTURES)
             )
+        dual_dictionaries = tuple(dict.fromkeys(args.dual_dictionary or ("isotropic",)))
+        if (args.dual_dictionary or args.dual_entries is not None) and "dual" not in methods:
+            _fail("ddrs compare: error: --dual-dictionary / --dual-entries: only used when --methods runs dual")
+        if args.dual_entries is not None and dual_dictionaries == ("isotropic",):
+            _fail("ddrs compare: error: --dual-entries sets the centres of --dual-dictionary ancer / rddrs")
+        if args.dual_entries is not None and args.dual_entries > MAX_ENTRIES:
+            _fail(f"ddrs compare: error: --dual-entries must be at most {MAX_ENTRIES}, got {args.dual_entries}")
         own = {}
         from .data import BadInput
 
@@ -748,6 +773,8 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
             run=not args.tables_only,
             rddrs_structures=structures,
             rddrs_rank=args.rddrs_rank,
+            dual_dictionaries=dual_dictionaries,
+            dual_entries=args.dual_entries,
             **own,
         )
         print(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,9 +46,19 @@ class SelectorRecipe:
     most often best one by less than this (l2 radius) is labelled with the latter, so that the smoothed selector
     is constant where the choice matters little (its ball bounds the certificate; on the digits a selector trained
     on the raw best entries votes 0.6-0.7 for its choice and its ball cuts certified accuracy at l2 0.25 from
-    0.86 to 0.64, results README). ``epochs``, ``hidden``, ``lr``: the MLP."""
+    0.86 to 0.64, results README). ``epochs``, ``hidden``, ``lr``: the MLP.
+
+    ``dictionary``: 'isotropic' (the entries are the sigmas) or 'ancer' / 'rddrs': the sigmas' isotropic entries
+    plus ``entries`` centres (``ddrs.NoiseDictionary.from_result``, Riemannian k-means under the preset's metric)
+    of the noises the preset (DDRS then ANCER / RDDRS, the comparison's budget) chooses at the largest sigma on
+    ``dictionary_inputs`` training inputs (every k-th of the training split); the centres' classifier is the largest
+    sigma's model. Their labels keep the ball and then the volume: the entry
+    with the largest proxy radius among those whose l2 radius is within ``tie`` of the input's best."""
 
     sigma_e: float | None = None
+    dictionary: str = "isotropic"
+    entries: int = 4
+    dictionary_inputs: int = 100
     inputs: int = 2000
     samples: int = 100
     alpha: float = 0.001
@@ -67,16 +78,36 @@ class SelectorRecipe:
     def resolved_sigma_e(self, sigmas: tuple[float, ...]) -> float:
         return float(max(sigmas) if self.sigma_e is None else self.sigma_e)
 
+    def __post_init__(self) -> None:
+        if self.dictionary not in DICTIONARIES:
+            raise ValueError(f"dictionary must be one of {DICTIONARIES}, got {self.dictionary!r}")
+        if not (isinstance(self.entries, int) and 1 <= self.entries <= ddrs.dual_dictionary.MAX_ENTRIES):
+            raise ValueError(f"entries must be an int in 1..{ddrs.dual_dictionary.MAX_ENTRIES}, got {self.entries!r}")
+        if not (isinstance(self.dictionary_inputs, int) and self.dictionary_inputs >= self.entries):
+            raise ValueError(f"dictionary_inputs must be an int >= entries, got {self.dictionary_inputs!r}")
+
+
+#: the dictionaries ``SelectorRecipe.dictionary`` names
+DICTIONARIES = ("isotropic", "ancer", "rddrs")
+
 
 class DualModel(nn.Module):
     """The networks of a dual certifier: ``classifiers[k]`` for dictionary entry k (isotropic ``sigmas[k]``) and
     the ``selector`` (scores over the entries, smoothed with N(0, sigma_e^2 I)). Not a classifier itself:
     ``smooth()`` gives the ``certify.DualSmooth``."""
 
-    def __init__(self, classifiers: list[nn.Module], selector: nn.Module, sigmas: tuple[float, ...], sigma_e: float):
+    def __init__(
+        self,
+        classifiers: list[nn.Module],
+        selector: nn.Module,
+        sigmas: tuple[float, ...],
+        sigma_e: float,
+        noises: list[certify.GaussianNoise] | None = None,
+    ):
         super().__init__()
-        if len(classifiers) != len(sigmas):
-            raise ValueError(f"classifiers must hold one model per sigma ({len(sigmas)}), got {len(classifiers)}")
+        self.noises = [certify.IsotropicGaussian(float(s)) for s in sigmas] if noises is None else list(noises)
+        if len(classifiers) != len(self.noises):
+            raise ValueError(f"classifiers must hold one model per entry ({len(self.noises)}), got {len(classifiers)}")
         self.classifiers = nn.ModuleList(classifiers)
         self.selector = selector
         self.sigmas = tuple(float(s) for s in sigmas)
@@ -89,7 +120,7 @@ class DualModel(nn.Module):
         return certify.DualSmooth(
             list(self.classifiers),
             self.selector,
-            [certify.IsotropicGaussian(s) for s in self.sigmas],
+            self.noises,
             num_classes,
             certify.IsotropicGaussian(self.sigma_e),
         )
@@ -103,6 +134,46 @@ def prefer_common(labels: torch.Tensor, radii: torch.Tensor, tie: float) -> torc
     common = int(torch.bincount(labels).argmax())
     best = radii.gather(1, labels[:, None])[:, 0]
     return torch.where(best - radii[:, common] < tie, torch.full_like(labels, common), labels)
+
+
+def prefer_volume(l2: torch.Tensor, proxy: torch.Tensor, tie: float) -> torch.Tensor:
+    """Per input, the entry with the largest proxy radius among those whose l2 radius is within ``tie`` of the
+    input's largest (ties to the smallest index): keep the ball, then grow the volume (ANCER's eq. (4) in spirit)."""
+    keeps = l2 >= l2.max(dim=1, keepdim=True).values - tie
+    score = torch.where(keeps, proxy, torch.full_like(proxy, -1.0))
+    return ddrs.dual_dictionary._first_argmax(score)
+
+
+def preset_dictionary(
+    preset: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    sigma: float,
+    entries: int,
+    generator: torch.Generator,
+    budget: Any,
+    progress: bool = False,
+) -> ddrs.NoiseDictionary:
+    """``entries`` centres of the noises that DDRS (from ``sigma``) then ``preset`` ('ancer' or 'rddrs') choose for
+    the inputs ``x`` with the comparison's ``budget`` (its ddrs / ancer / rddrs options), fitted ``budget.opt_batch``
+    inputs at a time and clustered under the preset's manifold (``ddrs.NoiseDictionary.from_result``)."""
+    parts = []
+    for start in range(0, x.shape[0], budget.opt_batch):
+        xb = x[start : start + budget.opt_batch]
+        dd = ddrs.DDRS(sigma0=sigma, **budget.ddrs).fit(model, xb, generator=generator)
+        stage = ddrs.ANCER(**budget.ancer) if preset == "ancer" else ddrs.RDDRS(**budget.rddrs)
+        parts.append(stage.fit(model, xb, init=dd, generator=generator))
+        if progress:
+            print(f"{preset} dictionary: {min(start + budget.opt_batch, x.shape[0])}/{x.shape[0]} inputs", flush=True)
+    first = parts[0]
+    result = ddrs.SmoothingResult(
+        preset,
+        first.manifold,
+        torch.cat([p.points for p in parts]),
+        torch.cat([p.sigma_star for p in parts]),
+        noise=first.noise,
+    )
+    return ddrs.NoiseDictionary.from_result(result, entries, generator)
 
 
 def _selector_path(key: dict, model_dir: Any) -> Path:
@@ -122,10 +193,13 @@ def load_or_train_dual(
     rotate: int | None = None,
     progress: bool = True,
 ) -> tuple[DualModel, dict]:
-    """The ``DualModel`` of ``dataset`` for the isotropic dictionary ``sigmas``: the per-sigma models (trained or
-    cached) and the selector (cached, else labelled and trained here). Returns it (eval mode, CPU) and an info
-    dict: the selector's cache key, ``label_counts`` (training inputs per entry), ``label_seconds`` and
+    """The ``DualModel`` of ``dataset`` for the dictionary of ``recipe`` over ``sigmas``: the per-sigma models
+    (trained or cached), the anisotropic centres when the recipe asks for them, and the selector (cached with the
+    centres, else built, labelled and trained here). Returns it (eval mode, CPU) and an info dict: the selector's
+    cache key, ``label_counts`` (training inputs per entry), ``dictionary_seconds``, ``label_seconds`` and
     ``train_seconds`` (0 when cached), ``selector_accuracy`` (on its labels, no noise) and ``cached``."""
+    from .compare import BUDGETS, Budget
+
     recipe = recipe or SelectorRecipe()
     sigmas = tuple(float(s) for s in sigmas)
     if not sigmas or any(not (s > 0) for s in sigmas) or list(sigmas) != sorted(set(sigmas)):
@@ -139,31 +213,50 @@ def load_or_train_dual(
     ]
     train_set = load_dataset(dataset, "train", data_dir=data_dir, rotate=rotate)
     inputs = subset(train_set, max(1, len(train_set) // recipe.inputs), recipe.inputs)
+    d, shape = inputs.X[0].numel(), tuple(inputs.X.shape[1:])
+    isotropic = recipe.dictionary == "isotropic"
+    budget = BUDGETS.get(dataset, Budget())
     key = {
         "dataset": dataset,
         "rotate": rotate,
         "sigmas": list(sigmas),
         "sigma_e": sigma_e,
         "recipe": asdict(recipe) | {"hidden": list(recipe.hidden)},
-        "labels": "true-class radius",  # label_inputs(targets=the training labels)
+        "labels": "true-class radius" if isotropic else "true-class radius, ball then volume",
         "classifiers": [model_hash(m) for m in classifiers],
         "inputs": dataset_hash(inputs),
         "seed": int(seed),
     }
+    if not isotropic:
+        key["budget"] = {"ddrs": budget.ddrs, "ancer": budget.ancer, "rddrs": budget.rddrs, "opt_batch": budget.opt_batch}
     path = _selector_path(key, model_dir)
+    entry_models = classifiers if isotropic else classifiers + [classifiers[-1]] * recipe.entries
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob.get("key") == key:
-            selector = ddrs.selector_mlp(inputs.X[0].numel(), len(sigmas), torch.Generator(), recipe.hidden)
+            selector = ddrs.selector_mlp(d, len(entry_models), torch.Generator(), recipe.hidden)
             selector.load_state_dict(blob["state_dict"])
-            return DualModel(classifiers, selector.eval(), sigmas, sigma_e), dict(blob["info"]) | {"cached": True}
-    dictionary = ddrs.NoiseDictionary.from_points(
-        torch.tensor(sigmas, dtype=torch.float64), manifolds.PositiveScalar(inputs.X[0].numel())
-    )
+            noises = None
+            if not isotropic:
+                dictionary = _anisotropic_dictionary(recipe.dictionary, budget, shape, sigmas, blob["points"])
+                noises = dictionary.noises()
+            model = DualModel(entry_models, selector.eval(), sigmas, sigma_e, noises)
+            return model, dict(blob["info"]) | {"cached": True}
+    t0 = time.perf_counter()
+    if isotropic:
+        dictionary = ddrs.NoiseDictionary.from_points(torch.tensor(sigmas, dtype=torch.float64), manifolds.PositiveScalar(d))
+    else:
+        fit_inputs = subset(train_set, max(1, len(train_set) // recipe.dictionary_inputs), recipe.dictionary_inputs)
+        centres = preset_dictionary(
+            recipe.dictionary, classifiers[-1], fit_inputs.X, sigmas[-1], recipe.entries,
+            torch.Generator().manual_seed(seed + 13), budget, progress,
+        )  # fmt: skip
+        dictionary = _anisotropic_dictionary(recipe.dictionary, budget, shape, sigmas, centres.points)
+    dictionary_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     with torch.no_grad():
         labels = ddrs.label_inputs(
-            classifiers,
+            entry_models,
             inputs.X,
             dictionary,
             recipe.samples,
@@ -172,10 +265,13 @@ def load_or_train_dual(
             targets=inputs.y,
         )
     label_seconds = time.perf_counter() - t0
-    targets = prefer_common(labels.labels, labels.radii, recipe.tie)
+    if isotropic:
+        targets = prefer_common(labels.labels, labels.radii, recipe.tie)
+    else:
+        targets = prefer_volume(labels.by_kind["l2"], labels.by_kind["proxy"], recipe.tie)
     t0 = time.perf_counter()
     selector = ddrs.train_selector(
-        inputs.X, targets, len(sigmas), sigma_e, recipe.epochs, torch.Generator().manual_seed(seed + 12),
+        inputs.X, targets, len(entry_models), sigma_e, recipe.epochs, torch.Generator().manual_seed(seed + 12),
         hidden=recipe.hidden, lr=recipe.lr,
     )  # fmt: skip
     train_seconds = time.perf_counter() - t0
@@ -183,21 +279,44 @@ def load_or_train_dual(
         accuracy = float((selector(inputs.X).argmax(dim=1) == targets).double().mean())
     info = {
         "key": key,
-        "label_counts": torch.bincount(targets, minlength=len(sigmas)).tolist(),
+        "label_counts": torch.bincount(targets, minlength=len(entry_models)).tolist(),
+        "dictionary_seconds": dictionary_seconds,
         "label_seconds": label_seconds,
         "train_seconds": train_seconds,
         "selector_accuracy": accuracy,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"key": key, "state_dict": selector.state_dict(), "info": info}, tmp)
+    blob = {"key": key, "state_dict": selector.state_dict(), "info": info}
+    if not isotropic:
+        blob["points"] = dictionary.points[len(sigmas) :].clone()
+    torch.save(blob, tmp)
     tmp.replace(path)
     if progress:
         print(
-            f"selector for {dataset} sigmas {list(sigmas)}: labels {info['label_counts']} "
-            f"({label_seconds:.0f} s), trained ({train_seconds:.0f} s), accuracy on its labels {accuracy:.3f}"
+            f"selector for {dataset} sigmas {list(sigmas)} ({recipe.dictionary}): labels {info['label_counts']} "
+            f"(dictionary {dictionary_seconds:.0f} s, labels {label_seconds:.0f} s), trained ({train_seconds:.0f} s), "
+            f"accuracy on its labels {accuracy:.3f}"
         )
-    return DualModel(classifiers, selector, sigmas, sigma_e), info | {"cached": False, "path": str(path)}
+    noises = None if isotropic else dictionary.noises()
+    return DualModel(entry_models, selector, sigmas, sigma_e, noises), info | {"cached": False, "path": str(path)}
 
 
-__all__ = ["DualModel", "SelectorRecipe", "load_or_train_dual"]
+def _anisotropic_dictionary(
+    preset: str, budget: Any, shape: tuple[int, ...], sigmas: tuple[float, ...], centres: torch.Tensor
+) -> ddrs.NoiseDictionary:
+    """The sigmas' isotropic entries, then the preset's ``centres``, as one dictionary of the manifold the preset
+    (with the budget's options) fits on inputs of ``shape``."""
+    d = math.prod(shape)
+    if preset == "ancer":
+        stage = ddrs.ANCER(**budget.ancer)
+        manifold = manifolds.resolve_manifold(stage.manifold, "diagonal", d)
+    else:
+        stage = ddrs.RDDRS(**budget.rddrs)
+        manifold = stage._manifold(d, shape)
+    noise_map = manifolds.as_noise_map(manifold if stage.noise is None else stage.noise)
+    iso = noise_map.from_scales(torch.tensor(sigmas, dtype=torch.float64)[:, None].expand(-1, d).clone())
+    return ddrs.NoiseDictionary(manifold, torch.cat([iso, centres.to(torch.float64)]), stage.noise)
+
+
+__all__ = ["DICTIONARIES", "DualModel", "SelectorRecipe", "load_or_train_dual", "preset_dictionary", "prefer_volume"]

@@ -164,7 +164,9 @@ class MethodConfig:
             lo, hi = self.mog_range or (min(self.sigmas), max(self.sigmas))
             return f"mog-{self.kind}-K{len(self.sigmas)}-[{lo:g},{hi:g}]"
         if self.method == "dual":
-            return f"dual-K{len(self.sigmas)}-[{min(self.sigmas):g},{max(self.sigmas):g}]"
+            kind = (self.options or {}).get("dictionary", "isotropic")
+            head = "dual" if kind == "isotropic" else f"dual-{kind}{(self.options or {}).get('entries', 4)}"
+            return f"{head}-K{len(self.sigmas)}-[{min(self.sigmas):g},{max(self.sigmas):g}]"
         if self.method == "rddrs":
             parts = ["rddrs"] + ([self.metric] if self.metric != "affine-invariant" else [])
             own = self.structure_options
