@@ -132,3 +132,47 @@ def test_tables_only_summarises_the_finished_logs_and_names_the_rest(tmp_path, m
     assert [row["method"] for row in result["rows"]] == ["rs"]
     assert "left out ddrs sigma=0.25: 0/4 rows" in capsys.readouterr().err
     assert not (tmp_path / "digits" / "logs" / "ddrs_sigma0.25.tsv").exists()  # nothing was certified
+
+
+def test_prefer_volume_keeps_the_ball_then_grows_the_volume():
+    from ddrs_app.dual import prefer_volume
+
+    l2 = torch.tensor([[0.5, 0.45, 0.3], [0.2, 0.2, 0.2], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    proxy = torch.tensor([[0.5, 0.9, 2.0], [0.2, 0.3, 0.3], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    # row 0: entry 2 has the most volume but loses 0.2 of ball (> tie 0.1); entry 1 loses 0.05 and wins
+    assert prefer_volume(l2, proxy, 0.1).tolist() == [1, 1, 0]
+    assert prefer_volume(l2, proxy, 0.0).tolist() == [0, 1, 0]
+
+
+def test_ancer_dictionary_adds_centres_to_the_sigmas_and_is_cached(model_dir):
+    recipe = SelectorRecipe(inputs=100, epochs=3, dictionary="ancer", entries=2, dictionary_inputs=8)
+    first, info = load_or_train_dual("digits", (0.25, 0.5), recipe, model_dir=model_dir, progress=False)
+    again, info2 = load_or_train_dual("digits", (0.25, 0.5), recipe, model_dir=model_dir, progress=False)
+    assert not info["cached"] and info2["cached"] and len(info["label_counts"]) == 4
+    noises = first.smooth(10).dictionary
+    assert all(isinstance(n, certify.DiagonalGaussian) for n in noises)
+    assert [float(n.theta.min()) for n in noises[:2]] == [0.25, 0.5]  # the sigmas, as diagonal entries
+    assert [float(n.theta.max()) for n in noises[:2]] == [0.25, 0.5]
+    assert len({tuple(n.theta.tolist()) for n in noises}) == 4  # two centres of the chosen noises beside the sigmas
+    assert first.classifiers[2] is first.classifiers[1] and first.classifiers[3] is first.classifiers[1]
+    for a, b in zip(noises, again.smooth(10).dictionary):
+        assert torch.equal(a.theta, b.theta)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    x = torch.zeros(1, 1, 8, 8)
+    cert = first.smooth(10).certify(x, 20, 200, 0.01, 20, 200, 0.01, generator=torch.Generator().manual_seed(0))
+    assert cert.abstained or cert.proxy_radius >= cert.l2_radius > 0
+    with pytest.raises(ValueError, match="dictionary must be one of"):
+        SelectorRecipe(dictionary="spd")
+    with pytest.raises(ValueError, match="entries"):
+        SelectorRecipe(dictionary="ancer", entries=9)
+
+
+def test_compare_names_each_dual_dictionary_its_own_row(capsys):
+    from ddrs_app.compare import configs_for
+
+    configs = configs_for(Budget(), (0.25, 0.5), ("dual",), dual_dictionaries=("isotropic", "ancer"), dual_entries=3)
+    assert [c.label for _, c in configs] == ["dual-K2-[0.25,0.5]", "dual-ancer3-K2-[0.25,0.5]"]
+    assert configs[1][1].options["dictionary"] == "ancer" and configs[1][1].options["entries"] == 3
+    with pytest.raises(SystemExit):
+        main(["compare", "--dataset", "digits", "--methods", "dual", "--dual-entries", "3", "--tables-only"])
+    assert "--dual-entries sets the centres of --dual-dictionary ancer / rddrs" in capsys.readouterr().err
