@@ -13,7 +13,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 import certify
 from certify.sequential import check_radii
 
+from .budgets import BUDGETS, Budget
 from .data import folder_name, load_dataset, subset
 from .methods import compare_names, spec_of
 from .runs import MethodConfig, differing_fields, fingerprint, fingerprint_path, library_version, run_certification
@@ -32,52 +33,6 @@ PAPER_SIGMAS = (0.12, 0.25, 0.5)
 MOG_RANGES = ((0.25, 0.5), (0.5, 1.0))
 MOG_KS = (1, 2, 5, 10)
 
-
-@dataclass
-class Budget:
-    """Sample and iteration budget of a comparison (documented per data set in the README)."""
-
-    n0: int = 100
-    n: int = 10_000
-    alpha: float = 0.001
-    batch_size: int = 10_000
-    max_inputs: int = 40
-    every: int = 1
-    ddrs: dict = field(default_factory=lambda: dict(iterations=150, samples=64))
-    ancer: dict = field(default_factory=lambda: dict(iterations=100, samples=64))
-    rddrs: dict = field(default_factory=dict)  # RDDRS() defaults: cold start at sigma_x* I, 36 Adam steps x 1,000
-    opt_batch: int = 64
-
-
-BUDGETS = {
-    "toy2d": Budget(max_inputs=60, every=10),
-    "digits": Budget(max_inputs=50, every=9),
-    "fashion-mnist": Budget(
-        n=10_000,
-        batch_size=2_000,
-        max_inputs=100,  # every 100th test image (the 20-image run's numbers: results README)
-        every=100,
-        opt_batch=20,
-        ddrs=dict(iterations=100, samples=64),
-        ancer=dict(iterations=60, samples=64),
-        rddrs={},  # the default RDDRS() (cold start, Riemannian Adam): ahead of ANCER on Fashion-MNIST (results README)
-    ),
-    "mnist": Budget(
-        n=10_000,
-        batch_size=2_000,
-        max_inputs=20,
-        every=500,
-        opt_batch=20,
-        ddrs=dict(iterations=100, samples=64),
-        ancer=dict(iterations=60, samples=64),
-        rddrs={},  # the default RDDRS() (cold start, Riemannian Adam): ahead of ANCER on Fashion-MNIST (results README)
-    ),
-    # the photo crops: CIFAR-10-shaped (every 10th of 1,000 test crops) and ImageNet-shaped (every 10th of 100)
-    "photos-32": Budget(n=10_000, batch_size=2_000, max_inputs=100, every=10, opt_batch=20,
-                        ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64), rddrs={}),
-    "photos-224": Budget(n=10_000, batch_size=500, max_inputs=10, every=10, opt_batch=5,
-                         ddrs=dict(iterations=100, samples=64), ancer=dict(iterations=60, samples=64), rddrs={}),
-}  # fmt: skip
 
 L2_RADII = {
     "toy2d": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3),

@@ -34,6 +34,7 @@ import certify
 import ddrs
 import manifolds
 
+from .budgets import BUDGETS, Budget
 from .data import load_dataset, subset
 from .training import dataset_hash, default_model_dir, load_or_train, model_hash
 
@@ -141,7 +142,7 @@ def prefer_volume(l2: torch.Tensor, proxy: torch.Tensor, tie: float) -> torch.Te
     input's largest (ties to the smallest index): keep the ball, then grow the volume (ANCER's eq. (4) in spirit)."""
     keeps = l2 >= l2.max(dim=1, keepdim=True).values - tie
     score = torch.where(keeps, proxy, torch.full_like(proxy, -1.0))
-    return ddrs.dual_dictionary._first_argmax(score)
+    return score.argmax(dim=1)  # the first maximal index (torch.argmax)
 
 
 def preset_dictionary(
@@ -198,8 +199,6 @@ def load_or_train_dual(
     centres, else built, labelled and trained here). Returns it (eval mode, CPU) and an info dict: the selector's
     cache key, ``label_counts`` (training inputs per entry), ``dictionary_seconds``, ``label_seconds`` and
     ``train_seconds`` (0 when cached), ``selector_accuracy`` (on its labels, no noise) and ``cached``."""
-    from .compare import BUDGETS, Budget
-
     recipe = recipe or SelectorRecipe()
     sigmas = tuple(float(s) for s in sigmas)
     if not sigmas or any(not (s > 0) for s in sigmas) or list(sigmas) != sorted(set(sigmas)):
@@ -228,7 +227,12 @@ def load_or_train_dual(
         "seed": int(seed),
     }
     if not isotropic:
-        key["budget"] = {"ddrs": budget.ddrs, "ancer": budget.ancer, "rddrs": budget.rddrs, "opt_batch": budget.opt_batch}
+        key["budget"] = {
+            "ddrs": budget.ddrs,
+            "ancer": budget.ancer,
+            "rddrs": budget.rddrs,
+            "opt_batch": budget.opt_batch,
+        }
     path = _selector_path(key, model_dir)
     entry_models = classifiers if isotropic else classifiers + [classifiers[-1]] * recipe.entries
     if path.is_file():
@@ -244,7 +248,9 @@ def load_or_train_dual(
             return model, dict(blob["info"]) | {"cached": True}
     t0 = time.perf_counter()
     if isotropic:
-        dictionary = ddrs.NoiseDictionary.from_points(torch.tensor(sigmas, dtype=torch.float64), manifolds.PositiveScalar(d))
+        dictionary = ddrs.NoiseDictionary.from_points(
+            torch.tensor(sigmas, dtype=torch.float64), manifolds.PositiveScalar(d)
+        )
     else:
         fit_inputs = subset(train_set, max(1, len(train_set) // recipe.dictionary_inputs), recipe.dictionary_inputs)
         centres = preset_dictionary(

@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: rs_sigma{s:g}.tsv holds other inputs than rs_sigma{sigmas[0]:g}.tsv")
     rs = np.stack([per_input_radius(logs[s]) for s in sigmas], axis=1)  # (inputs, K)
 
-    models = [load_or_train(args.dataset, s, seed=args.seed, model_dir=args.model_dir, progress=False)[0] for s in sigmas]
+    models = [
+        load_or_train(args.dataset, s, seed=args.seed, model_dir=args.model_dir, progress=False)[0] for s in sigmas
+    ]
     matched = models[int(np.argmin([abs(np.log(s / sigma_e)) for s in sigmas]))]  # the classifier trained at sigma_e
     train = load_dataset(args.dataset, "train")
     inputs = subset(train, max(1, len(train) // args.train_inputs), args.train_inputs)
@@ -147,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         with torch.no_grad():
             lab = ddrs.label_inputs(
-                models, inputs.X, dictionary, 100, ALPHA, torch.Generator().manual_seed(args.seed + 11), targets=inputs.y
+                models,
+                inputs.X,
+                dictionary,
+                100,
+                ALPHA,
+                torch.Generator().manual_seed(args.seed + 11),
+                targets=inputs.y,
             )
         label_seconds = time.perf_counter() - t0
         labels = {"labels": lab.labels, "radii": lab.radii}
@@ -185,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with torch.no_grad():
         for i in range(len(idx)):
-            for name, (k, r_sel) in smoothed_choice(selectors, x_test[i : i + 1], sigma_e, args.selector_samples, g).items():
+            for name, (k, r_sel) in smoothed_choice(
+                selectors, x_test[i : i + 1], sigma_e, args.selector_samples, g
+            ).items():
                 chosen[name][i], balls[name][i] = k, r_sel
             if (i + 1) % 10 == 0:
                 print(f"{i + 1}/{len(idx)} inputs, {time.perf_counter() - t0:.0f} s", flush=True)
@@ -245,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("| best single sigma (per radius) | | | " + " | ".join(best_row) + " |")
     for name in names:
         mine = [row for row in rows if row["selector"] == name]
-        cells = [f"{row['accuracy']:.2f} ({row['difference']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}])" for row in mine]
+        cells = [
+            f"{row['accuracy']:.2f} ({row['difference']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}])" for row in mine
+        ]
         lines.append(f"| {name} | {mine[0]['selected']} | {mine[0]['ball_binds']:.0%} | " + " | ".join(cells) + " |")
     paths[1].write_text("\n".join(lines) + "\n")
     print(paths[1].read_text())
