@@ -51,6 +51,53 @@ def find_logs(folder: Path) -> tuple[Path, dict[float, Path], dict[float, Path]]
     return dual, rs, dd
 
 
+def anisotropic_logs(folder: Path) -> list[Path]:
+    """The anisotropic duals in ``folder``/logs (``ddrs compare --dual-dictionary ancer / rddrs``)."""
+    logs = Path(folder) / "logs"
+    return sorted([*logs.glob("dual-ancer*_sigma*.tsv"), *logs.glob("dual-rddrs*_sigma*.tsv")])
+
+
+def compare_dictionaries(iso: certify.Log, aniso: certify.Log, radii=RADII) -> list[dict]:
+    """Per radius: certified accuracy of the anisotropic and the isotropic dual at l2 radius (``radius``) and at
+    proxy radius (``proxy_radius``, the capped ellipsoid's; the isotropic dual's equals its l2 radius), with paired
+    95 % intervals of anisotropic - isotropic; then one row of proxy ACR (radius None)."""
+    rows = []
+    for r in [*radii, None]:
+        row: dict = {"radius": "ACR" if r is None else r}
+        for column in ("radius", "proxy_radius"):
+            d = paired_difference(aniso, iso, column=column, radius=r)
+            key = "l2" if column == "radius" else "proxy"
+            row |= {f"{key}_aniso": d.a, f"{key}_iso": d.b, f"{key}_diff": d.difference}
+            row |= {f"{key}_low": d.low, f"{key}_high": d.high}
+        rows.append(row)
+    return rows
+
+
+def dictionaries_markdown(rows: list[dict], aniso: certify.Log, name: str) -> str:
+    selected = np.asarray(aniso["selected"])
+    counts = {int(k): int(np.sum(selected == k)) for k in sorted(set(selected.tolist()))}
+    binds = float(
+        np.mean((aniso["predict"] >= 0) & (np.asarray(aniso["radius"]) >= np.asarray(aniso["selector_radius"])))
+    )
+    out = [
+        f"{name} against the isotropic dual, the same inputs: certified accuracy at l2 radius (inscribed ball) and at "
+        "proxy radius (the capped ellipsoid's volume radius), anisotropic - isotropic with paired 95 % intervals; "
+        "last row: ACR.",
+        "",
+        "| radius | l2: aniso | l2: iso | l2: diff [95 % CI] | proxy: aniso | proxy: iso | proxy: diff [95 % CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        label = row["radius"] if isinstance(row["radius"], str) else f"{row['radius']:g}"
+        cells = [label]
+        for key in ("l2", "proxy"):
+            cells += [f"{row[f'{key}_aniso']:.3f}", f"{row[f'{key}_iso']:.3f}"]
+            cells.append(f"{row[f'{key}_diff']:+.3f} [{row[f'{key}_low']:+.3f}, {row[f'{key}_high']:+.3f}]")
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", f"Entries selected: {counts}; the selector's ball bounds the l2 radius on {binds:.0%} of inputs."]
+    return "\n".join(out) + "\n"
+
+
 def accuracy(log: certify.Log, r: float) -> float:
     return float(np.mean((log["correct"] == 1) & (log["radius"] >= r)))
 
@@ -187,7 +234,18 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    paths[1].write_text(markdown(rows, cost, subset) + "\n```\n" + json.dumps(cost, indent=1) + "\n```\n")
+    text = markdown(rows, cost, subset) + "\n```\n" + json.dumps(cost, indent=1) + "\n```\n"
+    iso = certify.read_log(find_logs(args.folder)[0])
+    for path in anisotropic_logs(args.folder):
+        aniso = certify.read_log(path)
+        label = path.name.split("_sigma")[0]
+        table = compare_dictionaries(iso, aniso)
+        with open(out / f"dual_dictionaries_{name}_{label}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+        text += "\n" + dictionaries_markdown(table, aniso, label)
+    paths[1].write_text(text)
     print(paths[1].read_text())
     return 0
 

@@ -31,3 +31,26 @@ def test_table_against_rs_and_ddrs(tmp_path):
     assert cost["selector_label_seconds"] >= 0 and sum(cost["selector_label_counts"]) > 0
     text = dual_comparison.markdown(rows, cost, "every 30th")
     assert "Dual - best RS" in text and "every 30th" in text
+
+
+def _log(radius, proxy, correct):
+    n = len(radius)
+    return certify.Log(
+        {
+            "idx": np.arange(n),
+            "correct": np.asarray(correct),
+            "radius": np.asarray(radius, dtype=float),
+            "proxy_radius": np.asarray(proxy, dtype=float),
+        }
+    )
+
+
+def test_dictionaries_table_is_the_logs_own_numbers():
+    iso = _log([0.3, 0.6, 0.0, 0.2], [0.3, 0.6, 0.0, 0.2], [1, 1, 0, 1])
+    aniso = _log([0.3, 0.45, 0.0, 0.2], [0.9, 1.2, 0.0, 0.2], [1, 1, 0, 1])
+    rows = dual_comparison.compare_dictionaries(iso, aniso, radii=(0.0, 0.5, 1.0))
+    at = {row["radius"]: row for row in rows}
+    assert at[0.5]["l2_aniso"] == 0.0 and at[0.5]["l2_iso"] == 0.25 and at[0.5]["l2_diff"] == -0.25
+    assert at[1.0]["proxy_aniso"] == 0.25 and at[1.0]["proxy_iso"] == 0.0
+    assert at["ACR"]["proxy_aniso"] == pytest.approx((0.9 + 1.2 + 0.2) / 4)
+    assert all(row["proxy_low"] <= row["proxy_diff"] <= row["proxy_high"] for row in rows)
