@@ -14,6 +14,11 @@ each entry and a base selector. For the isotropic dictionary {sigma_1, ..., sigm
   per sigma), trained with the selector's own noise sigma_e. It is cached in the model directory under a key
   of everything it depends on (the classifiers' hashes, the training inputs' hash, the recipe, the seed).
 
+An anisotropic dictionary (``SelectorRecipe(dictionary="ancer" | "rddrs")``, ``--dual-dictionary``) adds to the
+sigmas' entries K centres of the noises DDRS then ANCER / RDDRS choose at the largest sigma on a few training inputs
+(``preset_dictionary``: Riemannian k-means under the preset's own metric), each served by the largest sigma's model;
+its labels keep the ball first, then grow the volume (``prefer_volume``), and the centres are cached with the selector.
+
 Nothing here bears on soundness: ``certify.dual``'s theorem holds for any selector.
 """
 
