@@ -45,6 +45,7 @@ __all__ = [
     "NoiseDictionary",
     "RiemannianKMeans",
     "assign",
+    "first_argmax",
     "cluster_means",
     "frechet_mean",
     "kmeans_plus_plus",
@@ -361,7 +362,7 @@ class InputLabels:
         return (self.radii <= 0).all(dim=1)
 
 
-def _first_argmax(values: torch.Tensor, rtol: float = TIE_RTOL) -> torch.Tensor:
+def first_argmax(values: torch.Tensor, rtol: float = TIE_RTOL) -> torch.Tensor:
     """Per row, the smallest index whose value is the row's maximum up to a relative ``rtol``."""
     index = torch.arange(values.shape[1], device=values.device).expand_as(values)
     top = values.max(dim=1, keepdim=True).values
@@ -428,7 +429,7 @@ def label_inputs(
         rows.append({k: torch.stack([c[k] for c in columns], dim=1) for k in KINDS})
     by_kind = {k: torch.cat([r[k] for r in rows]).to(F64) for k in KINDS}
     radii = by_kind[kind]
-    return InputLabels(_first_argmax(radii), radii, kind, samples, alpha, by_kind)
+    return InputLabels(first_argmax(radii), radii, kind, samples, alpha, by_kind)
 
 
 # ---- the selector ----------------------------------------------------------------------------------------

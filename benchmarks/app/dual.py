@@ -144,10 +144,18 @@ def prefer_common(labels: torch.Tensor, radii: torch.Tensor, tie: float) -> torc
 
 def prefer_volume(l2: torch.Tensor, proxy: torch.Tensor, tie: float) -> torch.Tensor:
     """Per input, the entry with the largest proxy radius among those whose l2 radius is within ``tie`` of the
-    input's largest (ties to the smallest index): keep the ball, then grow the volume (ANCER's eq. (4) in spirit)."""
+    input's largest (ties to the smallest index): keep the ball, then grow the volume (ANCER's eq. (4) in spirit).
+    Then, as ``prefer_common`` does for the isotropic labels, an input whose chosen entry beats the most often chosen
+    one by less than ``tie`` in proxy radius, the latter keeping the ball too, gets the latter: a selector smoothed
+    over labels that change where little is at stake votes split, and its ball then binds."""
     keeps = l2 >= l2.max(dim=1, keepdim=True).values - tie
     score = torch.where(keeps, proxy, torch.full_like(proxy, -1.0))
-    return score.argmax(dim=1)  # the first maximal index (torch.argmax)
+    best = score.argmax(dim=1)  # the first maximal index (torch.argmax)
+    if tie <= 0:
+        return best
+    common = int(torch.bincount(best).argmax())
+    near = keeps[:, common] & (score.gather(1, best[:, None])[:, 0] - proxy[:, common] < tie)
+    return torch.where(near, torch.full_like(best, common), best)
 
 
 def preset_dictionary(
@@ -180,6 +188,20 @@ def preset_dictionary(
         noise=first.noise,
     )
     return ddrs.NoiseDictionary.from_result(result, entries, generator)
+
+
+def _parts_path(key: dict, model_dir: Any) -> Path:
+    directory = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    kind = key["recipe"]["dictionary"]
+    return directory / f"{key['dataset']}-dual-{kind}-K{len(key['sigmas'])}-seed{key['seed']}-{digest}.pt"
+
+
+def _save(blob: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
 
 
 def _selector_path(key: dict, model_dir: Any) -> Path:
@@ -226,7 +248,7 @@ def load_or_train_dual(
         "sigmas": list(sigmas),
         "sigma_e": sigma_e,
         "recipe": asdict(recipe) | {"hidden": list(recipe.hidden)},
-        "labels": "true-class radius" if isotropic else "true-class radius, ball then volume",
+        "labels": "true-class radius" if isotropic else "true-class radius, ball then volume, then the common entry",
         "classifiers": [model_hash(m) for m in classifiers],
         "inputs": dataset_hash(inputs),
         "seed": int(seed),
@@ -251,35 +273,52 @@ def load_or_train_dual(
                 noises = dictionary.noises()
             model = DualModel(entry_models, selector.eval(), sigmas, sigma_e, noises)
             return model, dict(blob["info"]) | {"cached": True}
+    # the dictionary and the labels do not depend on how the selector is trained: cached on their own
+    parts_key = {k: v for k, v in key.items() if k not in ("recipe", "labels", "sigma_e")}
+    parts_key["recipe"] = {
+        k: getattr(recipe, k) for k in ("dictionary", "entries", "dictionary_inputs", "inputs", "samples", "alpha")
+    }
+    parts_path = _parts_path(parts_key, model_dir)
+    parts = torch.load(parts_path, map_location="cpu", weights_only=True) if parts_path.is_file() else {}
+    if parts.get("key") != parts_key:
+        parts = {"key": parts_key}
     t0 = time.perf_counter()
     if isotropic:
         dictionary = ddrs.NoiseDictionary.from_points(
             torch.tensor(sigmas, dtype=torch.float64), manifolds.PositiveScalar(d)
         )
     else:
-        fit_inputs = subset(train_set, max(1, len(train_set) // recipe.dictionary_inputs), recipe.dictionary_inputs)
-        centres = preset_dictionary(
-            recipe.dictionary, classifiers[-1], fit_inputs.X, sigmas[-1], recipe.entries,
-            torch.Generator().manual_seed(seed + 13), budget, progress,
-        )  # fmt: skip
-        dictionary = _anisotropic_dictionary(recipe.dictionary, budget, shape, sigmas, centres.points)
-    dictionary_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        labels = ddrs.label_inputs(
-            entry_models,
-            inputs.X,
-            dictionary,
-            recipe.samples,
-            recipe.alpha,
-            torch.Generator().manual_seed(seed + 11),
-            targets=inputs.y,
-        )
-    label_seconds = time.perf_counter() - t0
+        if "centres" not in parts:
+            fit_inputs = subset(train_set, max(1, len(train_set) // recipe.dictionary_inputs), recipe.dictionary_inputs)
+            parts["centres"] = preset_dictionary(
+                recipe.dictionary, classifiers[-1], fit_inputs.X, sigmas[-1], recipe.entries,
+                torch.Generator().manual_seed(seed + 13), budget, progress,
+            ).points  # fmt: skip
+            parts["dictionary_seconds"] = time.perf_counter() - t0
+            _save(parts, parts_path)
+        dictionary = _anisotropic_dictionary(recipe.dictionary, budget, shape, sigmas, parts["centres"])
+    dictionary_seconds = float(parts.get("dictionary_seconds", time.perf_counter() - t0))
+    if "l2" not in parts:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            labels = ddrs.label_inputs(
+                entry_models,
+                inputs.X,
+                dictionary,
+                recipe.samples,
+                recipe.alpha,
+                torch.Generator().manual_seed(seed + 11),
+                targets=inputs.y,
+            )
+        parts |= {"l2": labels.by_kind["l2"], "proxy": labels.by_kind["proxy"]}
+        parts["label_seconds"] = time.perf_counter() - t0
+        _save(parts, parts_path)
+    label_seconds = float(parts["label_seconds"])
     if isotropic:
-        targets = prefer_common(labels.labels, labels.radii, recipe.tie)
+        l2 = parts["l2"]
+        targets = prefer_common(ddrs.dual_dictionary.first_argmax(l2), l2, recipe.tie)
     else:
-        targets = prefer_volume(labels.by_kind["l2"], labels.by_kind["proxy"], recipe.tie)
+        targets = prefer_volume(parts["l2"], parts["proxy"], recipe.tie)
     t0 = time.perf_counter()
     selector = ddrs.train_selector(
         inputs.X, targets, len(entry_models), sigma_e, recipe.epochs, torch.Generator().manual_seed(seed + 12),
