@@ -67,22 +67,9 @@ def summarise(logs: dict[str, certify.Log]) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
+    from benchmarks.studies.structured_rddrs import plot as plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for row in rows:
-        axes[0].plot(L2_RADII, [row[f"l2@{r:g}"] for r in L2_RADII], marker="o", label=row["method"])
-        axes[1].plot(PROXY_RADII, [row[f"proxy@{r:g}"] for r in PROXY_RADII], marker="o", label=row["method"])
-    axes[0].set(xlabel="l2 radius (inscribed ball)", ylabel="certified accuracy", title="certified accuracy, l2")
-    axes[1].set(xlabel="proxy radius", title="certified accuracy, proxy radius")
-    axes[1].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_curves(rows, path, key="method", l2_radii=L2_RADII, proxy_radii=PROXY_RADII, title=title)
 
 
 def markdown(rows: list[dict], subset: str) -> str:

@@ -195,7 +195,18 @@ def summarise(rows: list[dict], geometry: dict) -> list[dict]:
     return out
 
 
-def plot(summary: list[dict], path: Path, dataset: str = "fashion-mnist", sigma: float = 0.25) -> None:
+def plot(
+    summary: list[dict],
+    path: Path,
+    dataset: str = "fashion-mnist",
+    sigma: float = 0.25,
+    *,
+    key: str = "structure",
+    l2_radii=L2_RADII,
+    proxy_radii=PROXY_RADII,
+    title: str | None = None,
+) -> None:
+    """Certified accuracy against l2 radius and against proxy radius, one line per row (named by ``row[key]``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,13 +214,13 @@ def plot(summary: list[dict], path: Path, dataset: str = "fashion-mnist", sigma:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for row in summary:
-        axes[0].plot(L2_RADII, [row[f"l2@{r:g}"] for r in L2_RADII], marker="o", label=row["structure"])
-        axes[1].plot(PROXY_RADII, [row[f"proxy@{r:g}"] for r in PROXY_RADII], marker="o", label=row["structure"])
+        axes[0].plot(l2_radii, [row[f"l2@{r:g}"] for r in l2_radii], marker="o", label=row[key])
+        axes[1].plot(proxy_radii, [row[f"proxy@{r:g}"] for r in proxy_radii], marker="o", label=row[key])
     axes[0].set(xlabel="l2 radius (inscribed ball)", ylabel="certified accuracy", title="certified accuracy, l2")
     axes[1].set(xlabel="proxy radius", title="certified accuracy, proxy radius")
     axes[1].legend(fontsize=8)
     n = summary[0]["inputs"]
-    fig.suptitle(f"{dataset}, sigma {sigma:g}, {n} test images (smoke): structured vs full RDDRS")
+    fig.suptitle(title or f"{dataset}, sigma {sigma:g}, {n} test images (smoke): structured vs full RDDRS")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

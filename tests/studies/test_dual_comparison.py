@@ -8,6 +8,7 @@ from ddrs_app.compare import Budget, run_compare
 
 import certify
 from benchmarks.studies import dual_comparison
+from tests.logs import log_of
 
 
 def test_table_against_rs_and_ddrs(tmp_path):
@@ -33,21 +34,9 @@ def test_table_against_rs_and_ddrs(tmp_path):
     assert "Dual - best RS" in text and "every 30th" in text
 
 
-def _log(radius, proxy, correct):
-    n = len(radius)
-    return certify.Log(
-        {
-            "idx": np.arange(n),
-            "correct": np.asarray(correct),
-            "radius": np.asarray(radius, dtype=float),
-            "proxy_radius": np.asarray(proxy, dtype=float),
-        }
-    )
-
-
 def test_dictionaries_table_is_the_logs_own_numbers():
-    iso = _log([0.3, 0.6, 0.0, 0.2], [0.3, 0.6, 0.0, 0.2], [1, 1, 0, 1])
-    aniso = _log([0.3, 0.45, 0.0, 0.2], [0.9, 1.2, 0.0, 0.2], [1, 1, 0, 1])
+    iso = log_of(range(4), [0.3, 0.6, 0.0, 0.2], [0.3, 0.6, 0.0, 0.2], [1, 1, 0, 1])
+    aniso = log_of(range(4), [0.3, 0.45, 0.0, 0.2], [0.9, 1.2, 0.0, 0.2], [1, 1, 0, 1])
     rows = dual_comparison.compare_dictionaries(iso, aniso, radii=(0.0, 0.5, 1.0))
     at = {row["radius"]: row for row in rows}
     assert at[0.5]["l2_aniso"] == 0.0 and at[0.5]["l2_iso"] == 0.25 and at[0.5]["l2_diff"] == -0.25

@@ -5,28 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import certify
 from benchmarks.studies import structured_logs
-
-
-def _log(idx, radius, proxy, correct):
-    return certify.Log(
-        {
-            "idx": np.asarray(idx),
-            "correct": np.asarray(correct),
-            "radius": np.asarray(radius, dtype=float),
-            "proxy_radius": np.asarray(proxy, dtype=float),
-        }
-    )
+from tests.logs import log_of
 
 
 def test_summary_on_the_common_inputs():
     grid_idx = [0, 100, 200, 300]
     logs = {
-        "rs": _log(grid_idx, [0.3, 0.3, 0.0, 0.9], [0.3, 0.3, 0.0, 0.9], [1, 1, 0, 1]),
-        "ddrs": _log(grid_idx, [0.4, 0.3, 0.0, 0.9], [0.4, 0.3, 0.0, 0.9], [1, 1, 0, 1]),
-        "full": _log(grid_idx, [0.5, 0.4, 0.0, 0.9], [1.0, 2.0, 0.0, 9.0], [1, 1, 0, 1]),
-        "kronecker": _log([100, 0], [0.4, 0.5], [1.5, 1.5], [1, 1]),
+        "rs": log_of(grid_idx, [0.3, 0.3, 0.0, 0.9], [0.3, 0.3, 0.0, 0.9], [1, 1, 0, 1]),
+        "ddrs": log_of(grid_idx, [0.4, 0.3, 0.0, 0.9], [0.4, 0.3, 0.0, 0.9], [1, 1, 0, 1]),
+        "full": log_of(grid_idx, [0.5, 0.4, 0.0, 0.9], [1.0, 2.0, 0.0, 9.0], [1, 1, 0, 1]),
+        "kronecker": log_of([100, 0], [0.4, 0.5], [1.5, 1.5], [1, 1]),
     }
     idx = np.asarray(logs["kronecker"]["idx"])
     logs = {k: structured_logs.restricted(v, idx) for k, v in logs.items()}
