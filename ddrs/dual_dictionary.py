@@ -490,6 +490,7 @@ class ModelFeatureSelector(torch.nn.Module):
         for parameter in self.features.parameters():
             parameter.requires_grad_(False)
         self.features.eval()
+        self.dtype = dtype
         self.head = selector_mlp(2 * self.num_classes, entries, generator, hidden, dtype)
 
     def train(self, mode: bool = True) -> ModelFeatureSelector:
@@ -502,7 +503,7 @@ class ModelFeatureSelector(torch.nn.Module):
         logits = self.features(x)
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(f"features must map inputs to (B, {self.num_classes}) logits, got {tuple(logits.shape)}")
-        p = torch.softmax(logits.to(self.head[1].weight.dtype), dim=1)
+        p = torch.softmax(logits.to(self.dtype), dim=1)
         return torch.cat([p, p.sort(dim=1, descending=True).values], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
