@@ -190,24 +190,19 @@ def preset_dictionary(
     return ddrs.NoiseDictionary.from_result(result, entries, generator)
 
 
-def _parts_path(key: dict, model_dir: Any) -> Path:
+def _cache_path(key: dict, model_dir: Any, part: str) -> Path:
+    """``<model dir>/<data set>-<part>-K<sigmas>-seed<seed>-<digest of key>.pt``."""
     directory = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    kind = key["recipe"]["dictionary"]
-    return directory / f"{key['dataset']}-dual-{kind}-K{len(key['sigmas'])}-seed{key['seed']}-{digest}.pt"
+    return directory / f"{key['dataset']}-{part}-K{len(key['sigmas'])}-seed{key['seed']}-{digest}.pt"
 
 
 def _save(blob: dict, path: Path) -> None:
+    """``torch.save`` through a temporary file, so that an interrupted save never leaves a half-written cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(blob, tmp)
     tmp.replace(path)
-
-
-def _selector_path(key: dict, model_dir: Any) -> Path:
-    directory = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return directory / f"{key['dataset']}-selector-K{len(key['sigmas'])}-seed{key['seed']}-{digest}.pt"
 
 
 def load_or_train_dual(
@@ -260,7 +255,7 @@ def load_or_train_dual(
             "rddrs": budget.rddrs,
             "opt_batch": budget.opt_batch,
         }
-    path = _selector_path(key, model_dir)
+    path = _cache_path(key, model_dir, "selector")
     entry_models = classifiers if isotropic else classifiers + [classifiers[-1]] * recipe.entries
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -278,7 +273,7 @@ def load_or_train_dual(
     parts_key["recipe"] = {
         k: getattr(recipe, k) for k in ("dictionary", "entries", "dictionary_inputs", "inputs", "samples", "alpha")
     }
-    parts_path = _parts_path(parts_key, model_dir)
+    parts_path = _cache_path(parts_key, model_dir, f"dual-{recipe.dictionary}")
     parts = torch.load(parts_path, map_location="cpu", weights_only=True) if parts_path.is_file() else {}
     if parts.get("key") != parts_key:
         parts = {"key": parts_key}
@@ -335,13 +330,10 @@ def load_or_train_dual(
         "train_seconds": train_seconds,
         "selector_accuracy": accuracy,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     blob = {"key": key, "state_dict": selector.state_dict(), "info": info}
     if not isotropic:
         blob["points"] = dictionary.points[len(sigmas) :].clone()
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    _save(blob, path)
     if progress:
         print(
             f"selector for {dataset} sigmas {list(sigmas)} ({recipe.dictionary}): labels {info['label_counts']} "
