@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -221,6 +222,10 @@ class _Optimised:
 
     def step_rule_for(self, dim: int) -> str:
         """The step rule ``fit`` runs on inputs of ``dim`` entries, and how (``SmoothingResult.step_rule``)."""
+        raise NotImplementedError
+
+    def manifold_for(self, shape: tuple[int, ...]) -> manifolds.Manifold:
+        """The manifold ``fit`` optimises on for inputs of ``shape`` (one input's shape, no batch axis)."""
         raise NotImplementedError
 
     @property
@@ -482,6 +487,9 @@ class DDRS(_Optimised):
     def step_rule_for(self, dim: int) -> str:
         return _step_rule(self.step, self.lr).describe(manifolds.resolve_manifold(self.manifold, "scalar", dim))
 
+    def manifold_for(self, shape: tuple[int, ...]) -> manifolds.Manifold:
+        return manifolds.resolve_manifold(self.manifold, "scalar", math.prod(shape))
+
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         """{fit_inputs}
         init : SmoothingResult, float, torch.Tensor or None, default None
@@ -491,7 +499,7 @@ class DDRS(_Optimised):
         self._validate()
         x = _on_model(model, x)
         sig0 = _sigma_from(init, x, self.sigma0)
-        manifold = manifolds.resolve_manifold(self.manifold, "scalar", x[0].numel())
+        manifold = self.manifold_for(tuple(x.shape[1:]))
         noise = _noise_of(self.noise, manifold)
         bounds = None if self.max_ratio is None else EigenvalueFloor(1e-6, self.max_ratio * sig0)
         result = self._run(
@@ -581,6 +589,9 @@ class ANCER(_Optimised):
     def step_rule_for(self, dim: int) -> str:
         return _step_rule(self.step, self.lr).describe(manifolds.resolve_manifold(self.manifold, "diagonal", dim))
 
+    def manifold_for(self, shape: tuple[int, ...]) -> manifolds.Manifold:
+        return manifolds.resolve_manifold(self.manifold, "diagonal", math.prod(shape))
+
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         """{fit_inputs}
         init : SmoothingResult, float or torch.Tensor
@@ -591,7 +602,7 @@ class ANCER(_Optimised):
         x = _on_model(model, x)
         sigma_star = _sigma_from(init, x, None)
         d = x[0].numel()
-        manifold = manifolds.resolve_manifold(self.manifold, "diagonal", d)
+        manifold = self.manifold_for(tuple(x.shape[1:]))
         theta0 = _noise_of(self.noise, manifold).from_scales(sigma_star[:, None].expand(-1, d).clone())
         objective = _objective(self.objective, "ancer", self.kappa)
         return self._run(
@@ -891,6 +902,9 @@ class RDDRS(_Optimised):
     def step_rule_for(self, dim: int, shape: tuple[int, ...] | None = None) -> str:
         return self._describe(self._manifold(dim, shape))
 
+    def manifold_for(self, shape: tuple[int, ...]) -> manifolds.Manifold:
+        return self._manifold(math.prod(shape), tuple(shape))
+
     def fit(self, model, x, init=None, generator=None, progress=None) -> SmoothingResult:
         """{fit_inputs}
         init : SmoothingResult, float or torch.Tensor
@@ -904,7 +918,7 @@ class RDDRS(_Optimised):
         x = _on_model(model, x)
         sigma_star = _sigma_from(init, x, None)
         d = x[0].numel()
-        manifold = self._manifold(d, tuple(x.shape[1:]))
+        manifold = self.manifold_for(tuple(x.shape[1:]))
         noise = _noise_of(self.noise, manifold)
         C0 = noise.from_scales(sigma_star[:, None].expand(-1, d))  # sigma_x* I
         if isinstance(init, SmoothingResult) and init.points.ndim == 2:  # warm start from ANCER's Theta

@@ -350,12 +350,8 @@ def _anisotropic_dictionary(
     """The sigmas' isotropic entries, then the preset's ``centres``, as one dictionary of the manifold the preset
     (with the budget's options) fits on inputs of ``shape``."""
     d = math.prod(shape)
-    if preset == "ancer":
-        stage = ddrs.ANCER(**budget.ancer)
-        manifold = manifolds.resolve_manifold(stage.manifold, "diagonal", d)
-    else:
-        stage = ddrs.RDDRS(**budget.rddrs)
-        manifold = stage._manifold(d, shape)
+    stage = ddrs.ANCER(**budget.ancer) if preset == "ancer" else ddrs.RDDRS(**budget.rddrs)
+    manifold = stage.manifold_for(shape)
     noise_map = manifolds.as_noise_map(manifold if stage.noise is None else stage.noise)
     iso = noise_map.from_scales(torch.tensor(sigmas, dtype=torch.float64)[:, None].expand(-1, d).clone())
     return ddrs.NoiseDictionary(manifold, torch.cat([iso, centres.to(torch.float64)]), stage.noise)

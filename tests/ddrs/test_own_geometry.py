@@ -164,3 +164,25 @@ def test_a_noise_map_that_does_not_fit_the_manifold_is_refused():
         ddrs.RDDRS(iterations=1, manifold=FlatSymmetric(8), noise=manifolds.DiagonalNoise(8)).fit(model, x, init=0.25)
     with pytest.raises(TypeError, match="NoiseMap"):
         ddrs.RDDRS(iterations=1, manifold=FlatSymmetric(8), noise="expm").fit(model, x, init=0.25)
+
+
+@pytest.mark.parametrize(
+    "stage, structure",
+    [
+        (ddrs.DDRS(iterations=2, samples=8), manifolds.PositiveScalar),
+        (ddrs.ANCER(iterations=2, samples=8), manifolds.PositiveDiagonal),
+        (ddrs.RDDRS(iterations=2, samples=8), manifolds.SPD),
+        (ddrs.RDDRS(iterations=2, samples=8, structure="kronecker"), manifolds.KroneckerSPD),
+        (ddrs.RDDRS(iterations=2, samples=8, structure="low-rank", rank=2), manifolds.LowRankSPD),
+    ],
+    ids=["ddrs", "ancer", "rddrs", "kronecker", "low-rank"],
+)
+def test_manifold_for_names_the_manifold_fit_runs_on(stage, structure):
+    """``manifold_for(shape)`` is the public answer to "where does ``fit`` optimise": the dual's dictionaries build
+    their centres on it, so it must be the fit's own manifold (type and size), not a copy of its rules."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 3 * 3, 3)).eval()
+    x = 0.3 * torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    m = stage.manifold_for((2, 3, 3))
+    r = stage.fit(model, x, init=torch.full((2,), 0.25, dtype=F64), generator=torch.Generator().manual_seed(1))
+    assert isinstance(m, structure) and type(r.manifold) is type(m) and r.manifold.dim == m.dim
+    assert r.points.shape[1:] == m.random_point(1, generator=torch.Generator().manual_seed(2)).shape[1:]
