@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 
@@ -161,12 +161,16 @@ class LazyNormals:
         return out.to(self.device)
 
 
+#: a draw of standard normals as the estimator and the selection read it: a tensor, or ``LazyNormals`` when too large
+Normals: TypeAlias = "torch.Tensor | LazyNormals"
+
+
 def noisy_logits(
     model: Callable,
     noise: NoiseMap | Manifold,
     x: torch.Tensor,
     point: torch.Tensor,
-    z: torch.Tensor,
+    z: Normals,
     num_classes: int | None = None,
 ) -> torch.Tensor:
     """The network's logits (B * m, C) on x + noise(point, z) for a batch x (B, *shape) in the model's
@@ -177,11 +181,10 @@ def noisy_logits(
     the sum, which is then cast to x's dtype. Differentiable w.r.t. ``point``; the estimator and the
     selection (``ddrs.selection``) evaluate the network here."""
     B, m = z.shape[:2]
-    if isinstance(z, LazyNormals):
-        z = z[:, 0:m]
+    draws: torch.Tensor = z[:, 0:m] if isinstance(z, LazyNormals) else z
     d = x[0].numel()
     dtype = sampling_dtype(x.dtype)  # noise drawn and added in >= float32, cast to x's (model) dtype
-    eps = as_noise_map(noise).apply(point.to(dtype), z.to(dtype))
+    eps = as_noise_map(noise).apply(point.to(dtype), draws.to(dtype))
     return noisy_forward(model, x.to(dtype).reshape(B, 1, d), eps, x.dtype, tuple(x.shape[1:]), num_classes)
 
 
@@ -228,7 +231,7 @@ class SoftSmoothingEstimator:
         noise: NoiseMap,
         x: torch.Tensor,
         point: torch.Tensor,
-        z: torch.Tensor,
+        z: Normals,
         num_classes: int | None,
     ) -> torch.Tensor:
         """Summed softmax probabilities (B, C) over the noise draws z (B, m, normals)."""
@@ -245,9 +248,10 @@ class SoftSmoothingEstimator:
         device,
         dtype,
         samples: int | None = None,
-    ) -> torch.Tensor:
+    ) -> Normals:
         """Standard normal draws (batch, samples, dim) from the explicit generator (``samples``: this
-        draw's count, default ``self.samples``). ``antithetic``: the second half is the negated first
+        draw's count, default ``self.samples``); a ``LazyNormals`` (the same interface for slicing, drawn block by
+        block on demand) where the draws would not fit in memory. ``antithetic``: the second half is the negated first
         half (each draw is still N(0, I): unbiased estimates, lower variance for the odd part of the
         integrand)."""
         n = self.samples if samples is None else samples
@@ -257,7 +261,7 @@ class SoftSmoothingEstimator:
         dtype = sampling_dtype(dtype)  # never draw noise in half precision
         if not self.antithetic and batch * n * dim > DRAW_ELEMENTS:  # too many numbers to hold: on demand
             block = samples_per_chunk(self.chunk_size, batch, dim)
-            return LazyNormals.draw(batch, n, dim, block, generator, device, dtype)  # type: ignore[return-value]
+            return LazyNormals.draw(batch, n, dim, block, generator, device, dtype)
         if self.antithetic:
             half = (n + 1) // 2
             z = torch.randn((batch, half, dim), generator=generator, device=gen_device, dtype=dtype)
@@ -273,7 +277,7 @@ class SoftSmoothingEstimator:
         x: torch.Tensor,
         point: torch.Tensor,
         objective: Callable[[Terms], torch.Tensor],
-        z: torch.Tensor,
+        z: Normals,
         num_classes: int | None = None,
         with_grad: bool = True,
         frame: EigenFrame | None = None,
@@ -322,7 +326,7 @@ class SoftSmoothingEstimator:
         x: torch.Tensor,
         point: torch.Tensor,
         objective: Callable[[Terms], torch.Tensor],
-        z: torch.Tensor,
+        z: Normals,
         num_classes: int | None,
         with_grad: bool,
         frame: EigenFrame | None,

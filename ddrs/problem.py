@@ -16,7 +16,7 @@ import torch
 from manifolds import Manifold, NoiseMap, as_noise_map
 from manifolds.eigenframe import EigenFrame
 
-from .estimator import SoftSmoothingEstimator, Terms
+from .estimator import Normals, SoftSmoothingEstimator, Terms
 from .objectives import EigenvalueFloor
 
 
@@ -85,15 +85,16 @@ class Problem:
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
-    def draw(self, generator: torch.Generator | None, samples: int | None = None) -> torch.Tensor:
-        """Standard normal draws (B, samples, noise.normals) for the estimator (``SoftSmoothingEstimator.draw``)."""
+    def draw(self, generator: torch.Generator | None, samples: int | None = None) -> Normals:
+        """Standard normal draws (B, samples, noise.normals) for the estimator (``SoftSmoothingEstimator.draw``; a
+        ``LazyNormals`` where they would not fit in memory)."""
         x = self.inputs
         return self.estimator.draw(len(self), self.noise_map.normals, generator, x.device, x.dtype, samples=samples)
 
     def evaluate(
         self,
         point: torch.Tensor,
-        z: torch.Tensor,
+        z: Normals,
         with_grad: bool = True,
         frame: EigenFrame | None = None,
         l2_target: torch.Tensor | None = None,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .estimator import Normals
 from .optimizers import Stepper, StepRule, Trace, ascend
 from .problem import Problem
 
@@ -96,7 +97,7 @@ def pymanopt_ascend(
         point = project(point)
     trace = Trace()
     best = {"point": point.clone(), "value": torch.full((B,), -math.inf, dtype=F64, device=point.device)}
-    fixed: dict[str, torch.Tensor] = {}
+    fixed: dict[str, Normals] = {}
     egrads: dict[str, torch.Tensor] = {}
     targets: dict[str, torch.Tensor] = {}  # with keep_ball: the start's estimated l2 radius, per input
 

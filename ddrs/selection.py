@@ -33,7 +33,7 @@ import torch
 from certify.bounds import clopper_pearson
 from manifolds import Manifold, NoiseMap, as_noise_map
 
-from .estimator import NetworkCounter, noisy_logits, samples_per_chunk
+from .estimator import NetworkCounter, Normals, noisy_logits, samples_per_chunk
 
 KINDS = ("l2", "proxy")
 
@@ -43,7 +43,7 @@ def hard_vote_radii(
     noise: NoiseMap | Manifold,
     x: torch.Tensor,
     point: torch.Tensor,
-    z: torch.Tensor,
+    z: Normals,
     alpha: float,
     chunk_size: int = 20000,
     targets: torch.Tensor | None = None,
@@ -83,7 +83,7 @@ def select(
     x: torch.Tensor,
     start: torch.Tensor,
     new: torch.Tensor,
-    draw: Callable[[], torch.Tensor],
+    draw: Callable[[], Normals],
     alpha: float,
     kind: str,
     counter: NetworkCounter,
