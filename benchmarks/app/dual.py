@@ -331,7 +331,7 @@ def load_or_train_dual(
         "selector_accuracy": accuracy,
     }
     blob = {"key": key, "state_dict": selector.state_dict(), "info": info}
-    if not isotropic:
+    if not isotropic:  # a selector is valid only with the centres it was trained on: its file carries its own copy
         blob["points"] = dictionary.points[len(sigmas) :].clone()
     _save(blob, path)
     if progress:
