@@ -19,6 +19,14 @@ if TYPE_CHECKING:
 F64 = torch.float64
 
 
+def f64_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a`` and ``b`` in float64, broadcast to one shape (a point and a tangent vector, or two points)."""
+    a, b = a.to(F64), b.to(F64)
+    if a.shape != b.shape:
+        a, b = torch.broadcast_tensors(a, b)
+    return a, b
+
+
 class MetricOperations(abc.ABC):
     """The operations of a Riemannian metric, point first (Manopt/geoopt vocabulary), batched and float64: what a
     ``Manifold`` exposes and what an ``SPDMetric`` implements for ``SPD``. Four to implement (``inner``,

@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import F64, Manifold
+from .base import F64, Manifold, f64_pair
 from .eigenframe import EigenFrame
 from .metrics import AffineInvariant, LogEuclidean, SPDMetric, as_metric
 from .noise_map import NoiseMap
@@ -222,7 +222,7 @@ class KroneckerSPD(Manifold):
     def proj(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The tangent vector at ``x`` nearest to ``u``: off-block entries dropped, blocks symmetrised, each factor's
         component normal to its unit-det slice removed."""
-        x, u = _f64(x, u)
+        x, u = f64_pair(x, u)
         lay = self.layout
         parts = [self._project_factor(i, c, lay.factor(u, i)) for i, c in enumerate(lay.factors(x))]
         return lay.pack(lay.scale(u), parts)
@@ -230,7 +230,7 @@ class KroneckerSPD(Manifold):
     # ---- metric -----------------------------------------------------------------------------
     def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         same = v is u
-        x, u = _f64(x, u)
+        x, u = f64_pair(x, u)
         v = u if same else v.to(F64)
         lay, s = self.layout, self.layout.scale(x)
         out = self.dim * lay.scale(u) * lay.scale(v) / s.square()
@@ -241,7 +241,7 @@ class KroneckerSPD(Manifold):
         return out
 
     def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        x, g = _f64(x, g)
+        x, g = f64_pair(x, g)
         lay, s = self.layout, self.layout.scale(x)
         parts = [
             self._project_factor(i, c, self.spaces[i].egrad2rgrad(c, lay.factor(g, i)) / self.weights[i])
@@ -266,7 +266,7 @@ class KroneckerSPD(Manifold):
         return lay.pack(s + us + 0.5 * us.square() / s, parts)
 
     def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x, y = _f64(x, y)
+        x, y = f64_pair(x, y)
         lay, s = self.layout, self.layout.scale(x)
         parts = [
             self._project_factor(i, c, self.spaces[i].log(c, lay.factor(y, i))) for i, c in enumerate(lay.factors(x))
@@ -275,7 +275,7 @@ class KroneckerSPD(Manifold):
 
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """sqrt(d log(s_y / s_x)^2 + sum_i (d / n_i) dist_i^2): the SPD(d) distance of the Kronecker products."""
-        x, y = _f64(x, y)
+        x, y = f64_pair(x, y)
         lay = self.layout
         sq = self.dim * torch.log(lay.scale(y) / lay.scale(x)).square()
         for i, (cx, cy) in enumerate(zip(lay.factors(x), lay.factors(y))):
@@ -295,7 +295,7 @@ class KroneckerSPD(Manifold):
     def component_inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The metric's inner product split by part: batch + (components,), summing to ``inner``."""
         same = v is u
-        x, u = _f64(x, u)
+        x, u = f64_pair(x, u)
         v = u if same else v.to(F64)
         lay, s = self.layout, self.layout.scale(x)
         out = [self.dim * lay.scale(u) * lay.scale(v) / s.square()]
@@ -493,13 +493,6 @@ def _trace_free(w: torch.Tensor) -> torch.Tensor:
     n = w.shape[-1]
     tr = torch.diagonal(w, dim1=-2, dim2=-1).sum(-1)
     return w - (tr / n)[..., None, None] * torch.eye(n, dtype=w.dtype, device=w.device)
-
-
-def _f64(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b = a.to(F64), b.to(F64)
-    if a.shape != b.shape:
-        a, b = torch.broadcast_tensors(a, b)
-    return a, b
 
 
 class KroneckerNoise(NoiseMap):

@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .base import F64, Manifold
+from .base import F64, Manifold, f64_pair
 from .noise_map import NoiseMap
 from .spectral import min_value_vector
 
@@ -244,7 +244,7 @@ class LowRankSPD(Manifold):
     def proj(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The tangent vector at ``x`` nearest to ``u``: U's block projected onto T_U St (Euclidean), the padding rows
         of the e column zeroed, the a column made constant in the spiked form."""
-        x, u = _f64(x, u)
+        x, u = f64_pair(x, u)
         lay = self.layout
         return lay.pack(stiefel_proj(lay.frame(x), lay.frame(u)), lay.spikes(u), self._diag_tangent(lay.diagonal(u)))
 
@@ -252,14 +252,14 @@ class LowRankSPD(Manifold):
         return self.component_inner(x, u, v).sum(-1)
 
     def egrad2rgrad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        x, g = _f64(x, g)
+        x, g = f64_pair(x, g)
         lay = self.layout
         a = lay.diagonal(x)
         ga = a.square() * self._diag_tangent(lay.diagonal(g))  # spiked: s^2 mean(g) (metric d (u_s / s)^2)
         return lay.pack(stiefel_egrad2rgrad(lay.frame(x), lay.frame(g)), lay.spikes(g), ga)
 
     def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        x, u = _f64(x, u)
+        x, u = f64_pair(x, u)
         lay = self.layout
         a = lay.diagonal(x)
         new_a = a * torch.exp(self._diag_tangent(lay.diagonal(u)) / a)
@@ -267,14 +267,14 @@ class LowRankSPD(Manifold):
 
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """QR retraction on U (first order), e + u on e, a + u + u^2 / (2 a) on a (second order, always > 0)."""
-        x, u = _f64(x, u)
+        x, u = f64_pair(x, u)
         lay = self.layout
         a, ua = lay.diagonal(x), self._diag_tangent(lay.diagonal(u))
         new_a = a + ua + 0.5 * ua.square() / a
         return lay.pack(stiefel_retr(lay.frame(x), lay.frame(u)), lay.spikes(x) + lay.spikes(u), new_a)
 
     def log(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x, y = _f64(x, y)
+        x, y = f64_pair(x, y)
         lay = self.layout
         a = lay.diagonal(x)
         ua = self._diag_tangent(a * torch.log(lay.diagonal(y) / a))
@@ -299,7 +299,7 @@ class LowRankSPD(Manifold):
     def component_inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The metric's inner product split by part: batch + (components,), summing to ``inner``."""
         same = v is u
-        x, u = _f64(x, u)
+        x, u = f64_pair(x, u)
         v = u if same else v.to(F64)
         lay = self.layout
         a = lay.diagonal(x)
@@ -371,13 +371,6 @@ class LowRankSPD(Manifold):
     def __repr__(self) -> str:
         form = ", spiked=True" if self.spiked else ""
         return f"LowRankSPD(dim={self.dim}, rank={self.rank}{form})"
-
-
-def _f64(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b = a.to(F64), b.to(F64)
-    if a.shape != b.shape:
-        a, b = torch.broadcast_tensors(a, b)
-    return a, b
 
 
 # ---------------------------------------------------------------------------------------------- the noise map
