@@ -242,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="anisotropic centres of an ancer / rddrs dual dictionary (default 4, at most 8)",
     )
+    m.add_argument(
+        "--dual-sigma-e",
+        type=_positive_float("--dual-sigma-e"),
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="the dual selector's noise(s), one dual row each (default: the largest of --sigmas)",
+    )
     m.add_argument("--max-inputs", type=_int_at_least("--max-inputs", 1), default=None)
     m.add_argument("--every", type=_int_at_least("--every", 1), default=None)
     m.add_argument("--n", type=_int_at_least("--n", 1), default=None)
@@ -732,8 +740,11 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
                 + " / ".join(LOW_RANK_STRUCTURES)
             )
         dual_dictionaries = tuple(dict.fromkeys(args.dual_dictionary or ("isotropic",)))
-        if (args.dual_dictionary or args.dual_entries is not None) and "dual" not in methods:
-            _fail("ddrs compare: error: --dual-dictionary / --dual-entries: only used when --methods runs dual")
+        if (args.dual_dictionary or args.dual_entries is not None or args.dual_sigma_e) and "dual" not in methods:
+            _fail(
+                "ddrs compare: error: --dual-dictionary / --dual-entries / --dual-sigma-e: only used when --methods "
+                "runs dual"
+            )
         if args.dual_entries is not None and dual_dictionaries == ("isotropic",):
             _fail("ddrs compare: error: --dual-entries sets the centres of --dual-dictionary ancer / rddrs")
         if args.dual_entries is not None and args.dual_entries > MAX_ENTRIES:
@@ -775,6 +786,7 @@ def _compare_datasets(args, datasets, command, device, radii, cluster) -> int:
             rddrs_rank=args.rddrs_rank,
             dual_dictionaries=dual_dictionaries,
             dual_entries=args.dual_entries,
+            dual_sigma_es=tuple(dict.fromkeys(args.dual_sigma_e)) if args.dual_sigma_e else (None,),
             **own,
         )
         print(

@@ -59,6 +59,7 @@ def configs_for(
     rddrs_rank=None,
     dual_dictionaries=("isotropic",),
     dual_entries=None,
+    dual_sigma_es=(None,),
 ) -> list[tuple[float, MethodConfig]]:
     """(training sigma, config) pairs of a comparison: every method but the mixture at every sigma, with
     its options from the budget (``MethodSpec.budget_options``), then the mixture paper's rows, then the dual
@@ -66,7 +67,7 @@ def configs_for(
     the mixture and the dual. RDDRS runs once per structure of ``rddrs_structures`` (``ddrs.RDDRS(structure=...)``;
     ``rddrs_rank`` the spikes of 'low-rank' / 'spiked'), each its own row and log (``MethodConfig.label``); the dual
     once per dictionary of ``dual_dictionaries`` ('isotropic', 'ancer', 'rddrs': ``ddrs_app.dual.SelectorRecipe``,
-    ``dual_entries`` its anisotropic centres)."""
+    ``dual_entries`` its anisotropic centres), and per selector noise of ``dual_sigma_es`` (None: the largest sigma)."""
     methods = (*compare_names(), "mog", "dual") if methods is None else methods
     out = []
     for s in sigmas:
@@ -92,12 +93,15 @@ def configs_for(
     if "dual" in methods:
         dictionary = tuple(sorted(float(s) for s in sigmas))
         for kind in dual_dictionaries:
-            options = spec_of("dual").budget_options(budget)
-            if kind != "isotropic":
-                options |= {"dictionary": kind} | ({} if dual_entries is None else {"entries": int(dual_entries)})
-            out.append(
-                (max(dictionary), MethodConfig("dual", sigma=max(dictionary), sigmas=dictionary, options=options))
-            )
+            for sigma_e in dual_sigma_es:
+                options = spec_of("dual").budget_options(budget)
+                if kind != "isotropic":
+                    options |= {"dictionary": kind} | ({} if dual_entries is None else {"entries": int(dual_entries)})
+                if sigma_e is not None:
+                    options["sigma_e"] = float(sigma_e)
+                out.append(
+                    (max(dictionary), MethodConfig("dual", sigma=max(dictionary), sigmas=dictionary, options=options))
+                )
     return out
 
 
@@ -449,6 +453,7 @@ def run_compare(
     rddrs_rank=None,
     dual_dictionaries=("isotropic",),
     dual_entries=None,
+    dual_sigma_es=(None,),
 ) -> dict:
     """Run every configuration on the same inputs and models; write logs, tables and plots.
 
@@ -462,8 +467,8 @@ def run_compare(
     ``ddrs_app.cluster.Cluster``) computes the runs' batches on Ray workers. ``jobs`` > 1 certifies the
     project's models on the CPU in that many processes (:meth:`Runs.in_processes`), each at this process's
     torch thread count: the same logs as one process. ``rddrs_structures`` / ``rddrs_rank``: RDDRS's noise
-    structures, one row each (``configs_for``); ``dual_dictionaries`` / ``dual_entries`` the dual's dictionaries, one
-    row each. ``run=False`` certifies nothing: the tables and plots of the
+    structures, one row each (``configs_for``); ``dual_dictionaries`` / ``dual_entries`` / ``dual_sigma_es`` the dual's
+    dictionaries and selector noises, one row each. ``run=False`` certifies nothing: the tables and plots of the
     configurations whose logs are finished (every input, made on these inputs), naming the ones left out."""
     from . import plots
 
@@ -492,7 +497,7 @@ def run_compare(
     t_start = time.perf_counter()
     configs = configs_for(
         budget, sigmas, methods, rddrs_structures=rddrs_structures, rddrs_rank=rddrs_rank,
-        dual_dictionaries=dual_dictionaries, dual_entries=dual_entries,
+        dual_dictionaries=dual_dictionaries, dual_entries=dual_entries, dual_sigma_es=dual_sigma_es,
     )  # fmt: skip
     runs = Runs(dataset, out_dir, test, budget, seed, rotate, data_dir, model_dir, seq_radii, torch.get_num_threads())
     jobs = 1 if model is not None or cluster is not None or (device is not None and str(device) != "cpu") else jobs

@@ -166,7 +166,9 @@ class MethodConfig:
         if self.method == "dual":
             kind = (self.options or {}).get("dictionary", "isotropic")
             head = "dual" if kind == "isotropic" else f"dual-{kind}{(self.options or {}).get('entries', 4)}"
-            return f"{head}-K{len(self.sigmas)}-[{min(self.sigmas):g},{max(self.sigmas):g}]"
+            sigma_e = (self.options or {}).get("sigma_e")  # None: the largest sigma, unnamed (older logs' labels)
+            tail = "" if sigma_e is None else f"-e{float(sigma_e):g}"
+            return f"{head}-K{len(self.sigmas)}-[{min(self.sigmas):g},{max(self.sigmas):g}]{tail}"
         if self.method == "rddrs":
             parts = ["rddrs"] + ([self.metric] if self.metric != "affine-invariant" else [])
             own = self.structure_options

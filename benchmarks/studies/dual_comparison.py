@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,14 @@ from benchmarks.analysis.outputs import add_output_args, check_writable, output_
 from benchmarks.analysis.paired import paired_difference
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+#: the isotropic dual at its default selector noise (the largest sigma): the reference every other dual is held to
+REFERENCE = re.compile(r"dual-K\d+-\[[^\]]*\]_sigma[^_]*\.tsv")
 
 
 def find_logs(folder: Path) -> tuple[Path, dict[float, Path], dict[float, Path]]:
     """(dual log, RS logs by sigma, DDRS logs by sigma) of the dual's dictionary in ``folder``/logs."""
     logs = Path(folder) / "logs"
-    duals = sorted(logs.glob("dual-K*_sigma*.tsv"))
+    duals = sorted(p for p in logs.glob("dual-K*_sigma*.tsv") if REFERENCE.fullmatch(p.name))
     if len(duals) != 1:
         raise SystemExit(f"error: {logs} must hold exactly one dual log, found {[p.name for p in duals]}")
     dual = duals[0]
@@ -51,10 +54,11 @@ def find_logs(folder: Path) -> tuple[Path, dict[float, Path], dict[float, Path]]
     return dual, rs, dd
 
 
-def anisotropic_logs(folder: Path) -> list[Path]:
-    """The anisotropic duals in ``folder``/logs (``ddrs compare --dual-dictionary ancer / rddrs``)."""
+def variant_logs(folder: Path) -> list[Path]:
+    """The other duals in ``folder``/logs, each held against the isotropic one: anisotropic dictionaries (``ddrs
+    compare --dual-dictionary ancer / rddrs``) and other selector noises (``--dual-sigma-e``, labels ``...-e<s>``)."""
     logs = Path(folder) / "logs"
-    return sorted([*logs.glob("dual-ancer*_sigma*.tsv"), *logs.glob("dual-rddrs*_sigma*.tsv")])
+    return sorted(p for p in logs.glob("dual-*_sigma*.tsv") if not REFERENCE.fullmatch(p.name))
 
 
 def compare_dictionaries(iso: certify.Log, aniso: certify.Log, radii=RADII) -> list[dict]:
@@ -80,9 +84,9 @@ def dictionaries_markdown(rows: list[dict], aniso: certify.Log, name: str) -> st
         np.mean((aniso["predict"] >= 0) & (np.asarray(aniso["radius"]) >= np.asarray(aniso["selector_radius"])))
     )
     out = [
-        f"{name} against the isotropic dual, the same inputs: certified accuracy at l2 radius (inscribed ball) and at "
-        "proxy radius (the capped ellipsoid's volume radius), anisotropic - isotropic with paired 95 % intervals; "
-        "last row: ACR.",
+        f"{name} against the isotropic dual (its selector's noise at the largest sigma), the same inputs: certified "
+        "accuracy at l2 radius (inscribed ball) and at proxy radius (the capped ellipsoid's volume radius), this dual "
+        "('aniso') - the isotropic one ('iso') with paired 95 % intervals; last row: ACR.",
         "",
         "| radius | l2: aniso | l2: iso | l2: diff [95 % CI] | proxy: aniso | proxy: iso | proxy: diff [95 % CI] |",
         "|---|---|---|---|---|---|---|",
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     text = markdown(rows, cost, subset) + "\n```\n" + json.dumps(cost, indent=1) + "\n```\n"
     iso = certify.read_log(find_logs(args.folder)[0])
-    for path in anisotropic_logs(args.folder):
+    for path in variant_logs(args.folder):
         aniso = certify.read_log(path)
         label = path.name.split("_sigma")[0]
         table = compare_dictionaries(iso, aniso)

@@ -177,3 +177,27 @@ def test_compare_names_each_dual_dictionary_its_own_row(capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--dataset", "digits", "--methods", "dual", "--dual-entries", "3", "--tables-only"])
     assert "--dual-entries sets the centres of --dual-dictionary ancer / rddrs" in capsys.readouterr().err
+
+
+def test_compare_runs_one_dual_row_per_selector_noise_and_names_it(capsys):
+    """``--dual-sigma-e`` sweeps the selector's noise: one row (and log) each, its label naming sigma_e; the default
+    (the largest sigma) keeps the older label, so that committed logs still resume."""
+    from ddrs_app.compare import configs_for
+
+    configs = configs_for(
+        Budget(), (0.25, 0.5), ("dual",), dual_dictionaries=("isotropic", "ancer"), dual_sigma_es=(None, 1.0)
+    )
+    assert [c.label for _, c in configs] == [
+        "dual-K2-[0.25,0.5]",
+        "dual-K2-[0.25,0.5]-e1",
+        "dual-ancer4-K2-[0.25,0.5]",
+        "dual-ancer4-K2-[0.25,0.5]-e1",
+    ]
+    assert configs[0][1].options["sigma_e"] is None and configs[3][1].options["sigma_e"] == 1.0
+    assert SelectorRecipe.from_options(configs[3][1].options).resolved_sigma_e((0.25, 0.5)) == 1.0
+    with pytest.raises(SystemExit):
+        main(["compare", "--dataset", "digits", "--methods", "rs", "--dual-sigma-e", "1.0", "--tables-only"])
+    assert "--dual-sigma-e: only used when --methods runs dual" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", "--dataset", "digits", "--methods", "dual", "--dual-sigma-e", "0", "--tables-only"])
+    assert "--dual-sigma-e" in capsys.readouterr().err
