@@ -68,7 +68,12 @@ ellipsoid (same centre and principal axes) with every semi-axis a_i replaced by 
 inside E_k (each semi-axis no longer, same axes) and inside the ball (no semi-axis longer than R_sel),
 so inside the combined region; ``proxy_radius`` is its volume-equivalent ball radius
 (prod_i min(a_i, R_sel))^(1/d) (ANCER's proxy, of the capped ellipsoid), a lower bound on the combined
-region's volume-equivalent radius.
+region's volume-equivalent radius. When no semi-axis passes R_sel the region is E_k itself, structured or not;
+a structured E_k above d = 4096 whose semi-axes pass R_sel (no dense form to cap) is reported by its inscribed
+ball (``inner_region``): sound, its proxy then its l2 radius.
+
+Sequential decisions (``l2_radii``): certified at r iff both stages certify r and neither abstains in the end;
+not robust if either stage shows r out of reach; else undecided (a stage that did not run decides nothing).
 """
 
 from __future__ import annotations
@@ -85,12 +90,13 @@ import torch
 from .bounds import check_alpha
 from .certificate import ABSTAIN, Certificate
 from .noise import GaussianNoise, IsotropicGaussian
-from .region import Ellipsoid
+from .region import Ellipsoid, Region
 from .sampling import LogitsError, check_count
 from .sequential import check_radii
 from .smooth import Smooth
+from .structured import DENSE_LIMIT
 
-__all__ = ["DualCertificate", "DualSmooth", "capped_ellipsoid", "own_norm_radii"]
+__all__ = ["DualCertificate", "DualSmooth", "capped_ellipsoid", "inner_region", "own_norm_radii"]
 
 
 def capped_ellipsoid(region: Ellipsoid, cap: float) -> Ellipsoid:
@@ -106,6 +112,8 @@ def capped_ellipsoid(region: Ellipsoid, cap: float) -> Ellipsoid:
     if r <= 0:
         raise ValueError("a region of radius 0 has no capped ellipsoid")
     limit = cap / r  # semi-axis r * s <= cap  <=>  s <= cap / r
+    while r * limit > cap:  # rounding: no capped semi-axis may pass the cap, not by one ulp
+        limit = float(np.nextafter(limit, 0.0))
     if region.kind == "ball":
         return Ellipsoid(region.center, min(float(region.scale), limit), r)
     if region.kind == "diagonal":
@@ -116,6 +124,21 @@ def capped_ellipsoid(region: Ellipsoid, cap: float) -> Ellipsoid:
     scale = (vecs * capped) @ vecs.T
     scale = 0.5 * (scale + scale.T)
     return Ellipsoid(region.center, scale, r, _eig=(capped, vecs))
+
+
+def inner_region(region: Region, cap: float) -> Region:
+    """A region inside both ``region`` and the ball of radius ``cap`` about its centre (``DualCertificate.region``):
+    ``region`` itself when no semi-axis passes the cap (its ``outer_radius``, exact or an upper bound, is at most
+    ``cap``); else ``capped_ellipsoid`` of its dense form; above d = ``certify.structured.DENSE_LIMIT``, where a
+    structured region has no dense form, its inscribed ball of radius min(cap, ``region.l2_radius``) (sound; its
+    proxy is then that l2 radius, giving up the volume the cap would have kept)."""
+    if region.outer_radius <= cap:
+        return region
+    if isinstance(region, Ellipsoid):
+        return capped_ellipsoid(region, cap)
+    if region.dim <= DENSE_LIMIT:
+        return capped_ellipsoid(region.to_ellipsoid(), cap)
+    return Ellipsoid(region.center, 1.0, min(float(cap), region.l2_radius))
 
 
 def _sampling(generator: torch.Generator | None = None, batch_size: int = 1000) -> tuple[torch.Generator | None, int]:
@@ -165,13 +188,13 @@ def _both(selector: bool | None, classifier: bool | None) -> bool | None:
 def _checked_stages(n_sel, alpha_sel, n, alpha, batch_size) -> tuple[int, float, int, float, int]:
     """The selector's and the classifier's sample counts and levels and the batch size, checked (the
     errors name ``DualSmooth``'s arguments)."""
-    return (
-        check_count(n_sel, "n_sel"),
-        check_alpha(alpha_sel, "alpha_sel"),
-        check_count(n, "n"),
-        check_alpha(alpha, "alpha"),
-        check_count(batch_size, "batch_size"),
-    )
+    alpha_sel, alpha = check_alpha(alpha_sel, "alpha_sel"), check_alpha(alpha, "alpha")
+    if not alpha_sel + alpha < 1:
+        raise ValueError(
+            f"alpha_sel + alpha is the certificate's failure probability and must be below 1, got "
+            f"{alpha_sel} + {alpha}"
+        )
+    return check_count(n_sel, "n_sel"), alpha_sel, check_count(n, "n"), alpha, check_count(batch_size, "batch_size")
 
 
 @dataclass
@@ -200,7 +223,7 @@ class DualCertificate:
     selector_radius: float
     l2_radius: float
     proxy_radius: float
-    region: Ellipsoid | None
+    region: Region | None
     alpha: float
     abstained_by: str | None = None
     seconds: float = 0.0
@@ -341,7 +364,7 @@ class DualSmooth:
                 x, n0_sel, n_sel, alpha_sel, batch_size=batch_size, generator=generator, radii=selector_radii
             )
         cls: Certificate | None = None
-        inner: Ellipsoid | None = None
+        inner: Region | None = None
         if not sel.abstained:
             if l2_radii is not None:
                 radii = own_norm_radii(self.dictionary[sel.prediction], l2_radii)
@@ -349,8 +372,7 @@ class DualSmooth:
                 x, n0, n, alpha, batch_size=batch_size, generator=generator, radii=radii
             )
             if not cls.abstained and cls.region is not None:
-                # a structured region (certify.structured) gives its dense form, refusing above d = 4096
-                inner = capped_ellipsoid(cls.region.to_ellipsoid(), sel.l2_radius)
+                inner = inner_region(cls.region, sel.l2_radius)
         r_sel = 0.0 if sel.abstained else sel.l2_radius  # sigma_e Phi^-1(p_sel_lower): the selector's ball
         if cls is None or inner is None:  # the selector abstained (no classifier stage), or the classifier
             prediction, l2_radius, abstained_by = ABSTAIN, 0.0, "selector" if cls is None else "classifier"
@@ -358,10 +380,14 @@ class DualSmooth:
             prediction, l2_radius, abstained_by = cls.prediction, min(r_sel, cls.l2_radius), None
         decided = None
         if l2_radii is not None:
-            none: tuple[bool | None, ...] = (False,) * len(l2_radii)
+            # a stage that did not run (or decided nothing) is undecided, not "not robust"; and no radius is
+            # certified by a certificate that abstains, whatever an earlier look of one stage decided
+            none: tuple[bool | None, ...] = (None,) * len(l2_radii)
             sel_decided = sel.decided or none
             cls_decided = none if cls is None or cls.decided is None else cls.decided
             decided = tuple(_both(a, b) for a, b in zip(sel_decided, cls_decided))
+            if prediction == ABSTAIN:
+                decided = tuple(None if v else v for v in decided)
         return DualCertificate(
             prediction=prediction,
             selected=sel.prediction,  # ABSTAIN when the selector abstained

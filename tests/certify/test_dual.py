@@ -552,3 +552,60 @@ def test_sequential_l2_decisions_sound_binomial():
     assert np.mean([c.samples for c in certs]) < 0.8 * (N0_SEL + 400 + N0 + 400)
     with pytest.raises(ValueError, match="l2_radii replaces"):
         model.certify(torch.zeros(2, dtype=torch.float64), 10, 100, 0.05, 10, 100, 0.05, l2_radii=[0.1], radii=[0.1])
+
+
+def test_inner_region_keeps_an_uncapped_region_and_stays_sound_above_the_dense_limit():
+    """``inner_region``: a region whose semi-axes all lie within the cap is its own inner region (structured or not);
+    a structured one above ``DENSE_LIMIT`` whose semi-axes pass the cap (no dense form to cap) is replaced by its
+    inscribed ball, which lies in both the region and the cap's ball."""
+    from certify import SpikedGaussian
+    from certify.dual import inner_region
+    from certify.structured import DENSE_LIMIT
+
+    c = np.zeros(2)
+    diag = Ellipsoid(c, np.array([1.0, 3.0]), 1.0)
+    assert inner_region(diag, 3.0) is diag and inner_region(diag, 2.0).outer_radius == pytest.approx(2.0)
+    d = DENSE_LIMIT + 4
+    U = np.zeros((d, 1))
+    U[7, 0] = 1.0
+    region = SpikedGaussian(1.0, U, [3.0]).region(np.zeros(d), 0.5)  # semi-axes 0.5 (d - 1 of them) and 1.5
+    assert inner_region(region, 2.0) is region
+    ball = inner_region(region, 1.0)  # 1.5 passes the cap; no dense form at this d
+    assert ball.kind == "ball" and ball.l2_radius == pytest.approx(0.5) and ball.proxy_radius == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(50, d))
+    u *= 0.5 * (1 - 1e-12) / np.linalg.norm(u, axis=1, keepdims=True)  # on the inner ball's boundary
+    assert np.all(region.contains_delta(u)) and np.all(np.linalg.norm(u, axis=1) <= 1.0)
+
+
+@given(st.floats(1e-3, 1e3), st.floats(1e-3, 1e3))
+@settings(max_examples=300, deadline=None)
+def test_capped_semi_axes_never_pass_the_cap_by_rounding(r, cap):
+    region = Ellipsoid(np.zeros(3), np.array([cap / r * 0.5, cap / r, cap / r * 7.0]), r)
+    assert float(capped_ellipsoid(region, cap).semi_axes.max()) <= cap
+
+
+def test_sequential_decisions_of_an_abstaining_selector_are_never_certified():
+    """A selector whose vote is split at x (its half-space through x) abstains: no radius is certified, and a
+    radius the selector leaves open is undecided (the classifier stage never ran), not "not robust"."""
+    model = DualSmooth(
+        Constant(1, 2).eval(), HalfSpace([1.0, 0.0], 0.0).eval(), [IsotropicGaussian(0.5)] * 2, 2,
+        IsotropicGaussian(1.0),
+    )  # fmt: skip
+    x = torch.zeros(2, dtype=torch.float64)
+    cert = model.certify(
+        x, 10, 2000, 0.01, 10, 2000, 0.01, generator=torch.Generator().manual_seed(4), l2_radii=[0.0, 2.0]
+    )
+    assert cert.abstained and cert.abstained_by == "selector" and cert.classifier is None
+    assert cert.decided is not None and True not in cert.decided
+    assert cert.selector.decided is not None
+    for sel, both in zip(cert.selector.decided, cert.decided):
+        assert both == (False if sel is False else None)
+
+
+def test_failure_probabilities_must_sum_below_one():
+    model = DualSmooth(
+        Constant(1, 2).eval(), Constant(0, 1).eval(), [IsotropicGaussian(0.5)], 2, IsotropicGaussian(1.0)
+    )
+    with pytest.raises(ValueError, match="alpha_sel \\+ alpha"):
+        model.certify(torch.zeros(2, dtype=torch.float64), 5, 10, 0.6, 5, 10, 0.5)
