@@ -191,8 +191,7 @@ def _checked_stages(n_sel, alpha_sel, n, alpha, batch_size) -> tuple[int, float,
     alpha_sel, alpha = check_alpha(alpha_sel, "alpha_sel"), check_alpha(alpha, "alpha")
     if not alpha_sel + alpha < 1:
         raise ValueError(
-            f"alpha_sel + alpha is the certificate's failure probability and must be below 1, got "
-            f"{alpha_sel} + {alpha}"
+            f"alpha_sel + alpha is the certificate's failure probability and must be below 1, got {alpha_sel} + {alpha}"
         )
     return check_count(n_sel, "n_sel"), alpha_sel, check_count(n, "n"), alpha, check_count(batch_size, "batch_size")
 

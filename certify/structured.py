@@ -464,11 +464,11 @@ class LowRankEllipsoid(StructuredRegion):
 
     @property
     def min_eigenvalue_bound(self) -> float:
-        """A lower bound on lambda_min(Sigma): min D, plus min lam when k = d (Weyl: lambda_min(A + B)
-        >= lambda_min(A) + lambda_min(B), and U diag(lam) U^T has lambda_min 0 for k < d, min lam for
-        k = d). Exact in the spiked form D = s I."""
-        extra = float(np.min(np.sum(self.factor**2, axis=0))) if self.factor.shape[1] == self.dim else 0.0
-        return float(np.min(self.diag)) + extra
+        """A lower bound on lambda_min(Sigma): min D (Weyl: lambda_min(D + W W^T) >= lambda_min(D), W W^T being
+        positive semi-definite, whatever W). Exact in the spiked form D = s I with k < d. (For k = d the spikes'
+        own smallest eigenvalue could be added, but only as that of W^T W computed with a rounding bound: a column
+        norm of W is an upper bound on it, not a lower one.)"""
+        return float(np.min(self.diag))
 
     @property
     def l2_radius(self) -> float:

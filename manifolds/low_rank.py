@@ -412,13 +412,10 @@ class LowRankNoise(NoiseMap):
         return z[..., :d] * a.unsqueeze(-2) + (z[..., d:] * w.unsqueeze(-2)) @ u.transpose(-1, -2)
 
     def min_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
-        """sqrt(min a^2) (+ abar^2 min e^2 when k = d): Weyl's lower bound on sqrt(lambda_min(Sigma)) (the spikes are
-        PSD), exact in the spiked form; the bound ``certify.LowRankGaussian`` certifies with."""
-        _, e, a, abar = self.parts(x.to(F64))
-        low = min_value_vector(a).square()
-        if self.rank == self.dim:
-            low = low + abar.square() * min_value_vector(e.square())
-        return low.sqrt()
+        """min a: Weyl's lower bound on sqrt(lambda_min(Sigma)) (the spikes are PSD), exact in the spiked form with
+        k < d; the bound ``certify.LowRankGaussian`` certifies with."""
+        _, _, a, _ = self.parts(x.to(F64))
+        return min_value_vector(a)
 
     def log_volume(self, x: torch.Tensor) -> torch.Tensor:
         """(1 / 2d) log det Sigma = (1 / 2d) (sum log a^2 + log det M), M = I_k + abar^2 E U^T D^-1 U E (the matrix

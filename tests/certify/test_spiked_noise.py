@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import binomtest
 from scipy.stats import norm as normal
 
@@ -89,3 +91,48 @@ def test_halfspace_closed_form_and_radii_below_the_truth():
             assert cert.l2_radius <= abs(b - w @ c) / np.linalg.norm(w) * (1 + 1e-9)
             assert isinstance(cert.region, certify.SpikedEllipsoid)
     assert certified >= 3
+
+
+@given(
+    st.integers(0, 2**31 - 1),
+    st.floats(1e-8, 1e8),
+    st.floats(0.0, 0.99e-8),
+)
+@settings(max_examples=60, deadline=None)
+def test_no_radius_above_the_truth_for_a_basis_orthonormal_only_to_1e_8(seed, ratio, wobble):
+    """U within 1e-8 of orthonormal (what the check admits) and spikes up to 1e8 smaller or larger than the scale:
+    the l2 radius never exceeds the true inscribed ball of the S that is sampled, the outer radius never falls short
+    of the true enclosing ball, and ``norm`` is the dense S^-1 norm."""
+    rng = np.random.default_rng(seed)
+    d, k = 12, 2
+    Q, _ = np.linalg.qr(rng.normal(size=(d, k)))
+    U = Q * np.sqrt(1.0 + wobble)  # columns longer by up to 0.5e-8
+    noise = SpikedGaussian(1.0, U, [ratio, 1.0 / math.sqrt(ratio)])
+    region = noise.region(np.zeros(d), 1.0)
+    S = noise.scale()
+    ev = np.linalg.eigvalsh(0.5 * (S + S.T))
+    slack = 1e-14 * ev[-1]  # eigvalsh's own backward error
+    assert region.l2_radius <= ev[0] + slack and region.outer_radius >= ev[-1] - slack
+    draws = noise.sample(20_000, d, torch.Generator().manual_seed(seed % 1000), "cpu", torch.float64)[0]
+    np.testing.assert_allclose(np.cov(draws.numpy().T), S @ S, atol=0.05 * ev[-1] ** 2)  # the S it samples with
+    delta = rng.normal(size=(4, d))
+    dense = np.linalg.norm(np.linalg.solve(S, delta.T).T, axis=1)
+    np.testing.assert_allclose(region.norm(delta), dense, rtol=max(1e-9, 1e-14 * ev[-1] / ev[0]))  # solve's error
+
+
+def test_a_region_built_directly_checks_and_owns_its_data():
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.normal(size=(6, 2)))
+    t = np.array([0.5, 2.0])
+    region = certify.SpikedEllipsoid(np.zeros(6), 1.0, U, t, 1.0)
+    U[:] = 0.0  # the caller's arrays change; the region's do not
+    t[:] = -1.0
+    assert region.l2_radius == pytest.approx(0.5) and not region.basis.flags.writeable
+    bad = np.zeros((6, 1))
+    bad[0, 0] = math.sqrt(1.0 + 0.99e-8)  # a spike of 1e-8 on this basis: lambda_min is 1e-10, not 1e-8
+    with pytest.raises(ValueError, match="basis is too far from orthonormal"):
+        certify.SpikedEllipsoid(np.zeros(6), 1.0, bad, np.array([1e-8]), 1.0)
+    with pytest.raises(ValueError, match="spikes must be"):
+        certify.SpikedEllipsoid(np.zeros(6), 1.0, U + np.eye(6, 2), np.array([1.0, 0.0]), 1.0)
+    with pytest.raises(ValueError, match="scale must be"):
+        certify.SpikedEllipsoid(np.zeros(6), -1.0, np.eye(6, 2), np.array([1.0, 1.0]), 1.0)
