@@ -15,6 +15,9 @@ import torch
 
 from .region import Ellipsoid, Region
 
+#: noise whose scale has a larger condition number than this is drawn in float64, then cast (``draw_dtype``)
+FLOAT32_CONDITION_LIMIT = 100.0
+
 
 def owned_float64(value: Any, name: str) -> torch.Tensor:
     """An owned, finite float64 CPU copy of a number, array or tensor (``name`` in the errors)."""
@@ -109,6 +112,21 @@ class GaussianNoise:
         """The certified region ``{center + delta : ||scale^{-1} delta|| <= radius}``."""
         raise NotImplementedError
 
+    def condition_number(self) -> float:
+        """An upper bound on the ratio of the largest to the smallest scale along which the draws mix entries
+        (1 where every entry is drawn on its own: isotropic, diagonal and mixture noise). ``draw_dtype`` reads it."""
+        return 1.0
+
+    def draw_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype this noise is drawn in when the sum x + noise is formed in ``dtype``: float64 instead of float32
+        above ``FLOAT32_CONDITION_LIMIT`` (float32's rounding of the scale and of the product S z is of the order
+        2^-24 sqrt(d) times the largest scale along every axis, so relative to the smallest one it grows with the
+        condition number: a factor of condition 1e8 rounds to a singular float32 matrix). The draws are then cast
+        to ``dtype``, which rounds each entry on its own, as any float32 noise is."""
+        if dtype == torch.float32 and self.condition_number() > FLOAT32_CONDITION_LIMIT:
+            return torch.float64
+        return dtype
+
     def scale_summary(self) -> dict[str, float]:
         """Smallest and geometric-mean axis of the noise (log columns ``min_sigma``, ``gm_sigma``)."""
         raise NotImplementedError
@@ -201,6 +219,9 @@ class FullGaussian(GaussianNoise):
     def region(self, center, radius):
         c, vals, vecs = self._np
         return Ellipsoid(center, c, radius, _eig=(vals, vecs))
+
+    def condition_number(self) -> float:
+        return float(self.eigenvalues[-1] / self.eigenvalues[0])
 
     def scale_summary(self):
         return {"min_sigma": float(self.eigenvalues[0]), "gm_sigma": float(self.eigenvalues.log().mean().exp())}

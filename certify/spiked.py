@@ -212,6 +212,11 @@ class SpikedGaussian(GaussianNoise):
     def region(self, center: np.ndarray, radius: float) -> SpikedEllipsoid:
         return SpikedEllipsoid(center, self.scale_value, self._basis_np, self._spikes_np, radius)
 
+    def condition_number(self) -> float:
+        """max(s, max t) / min(s, min t) (with the margins of ``spectral_facts``)."""
+        lo, hi = self._template._extremes
+        return hi / lo
+
     def scale_summary(self) -> dict[str, float]:
         """min_sigma = min(s, min t) and gm_sigma = det(S)^(1/d), both exact."""
         unit = self._template.with_radius(1.0)

@@ -326,6 +326,10 @@ class KroneckerGaussian(GaussianNoise):
     def region(self, center: np.ndarray, radius: float) -> KroneckerEllipsoid:
         return KroneckerEllipsoid(center, self._factors_np, radius, _eig=(self._eigenvalues, self._eigenvectors))
 
+    def condition_number(self) -> float:
+        """prod_i lambda_max(C_i) / lambda_min(C_i)."""
+        return math.prod(float(lam[-1] / lam[0]) for lam in self._eigenvalues)
+
     def scale_summary(self) -> dict[str, float]:
         """min_sigma = lambda_min(S) = prod_i lambda_min(C_i); gm_sigma = exp(sum_i log det C_i / d_i)."""
         return {
@@ -593,6 +597,11 @@ class LowRankGaussian(GaussianNoise):
 
     def region(self, center: np.ndarray, radius: float) -> LowRankEllipsoid:
         return LowRankEllipsoid(center, self._diag_np, self._factor_np, radius, self.spiked)
+
+    def condition_number(self) -> float:
+        """sqrt(max D + max lam) / sqrt(min D): the enclosing and inscribed balls of the unit region."""
+        unit = self._template.with_radius(1.0)
+        return unit.outer_radius / unit.l2_radius
 
     def log_det_covariance(self) -> float:
         return self._template.log_det_covariance
