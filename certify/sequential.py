@@ -12,7 +12,8 @@ or Voracek's alpha_k = 5 alpha / ((k + 4)(k + 5)) with the remainder at the last
 (``spending="voracek"``; "Treatment of statistical estimation problems in randomized smoothing",
 NeurIPS 2024, Sec. 4). By the union bound, with probability >= 1 - alpha every interval of every look
 holds simultaneously, so every decision taken at any (data-dependent) stopping look is right, and the
-lower bound at the stopping look is a valid bound for the certificate: P(any wrong decision or wrong
+largest lower bound of the looks taken is a valid bound for the certificate (it is reported, so that every
+radius decided certified lies within the certificate's radius): P(any wrong decision or wrong
 certificate about this input) <= alpha, with no extra alpha for looking many times (``run_looks``).
 
 Decisions, per radius: True (certified: the certificate's radius exceeds r), False (not robust at r:
@@ -131,7 +132,8 @@ def thresholds(noise, radii: np.ndarray) -> np.ndarray:
 class Looks:
     """Outcome of ``run_looks`` for R parallel streams: ``decided`` (R, k) int8 (1 certified, -1 not
     robust, 0 undecided), ``drawn`` (R,) samples drawn after selection, ``hits`` (R,), ``lower`` (R,)
-    the Clopper-Pearson lower bound on p_label at the stopping look, ``look`` (R,) its number, and
+    the largest Clopper-Pearson lower bound on p_label of the looks up to the stopping one (so that every radius
+    decided certified lies within the radius reported), ``look`` (R,) the stopping look's number, and
     ``closed_at`` (R, k) the samples after which each radius was decided or dropped as out of reach
     (what a run asking only that radius would have drawn on the same stream)."""
 
@@ -203,10 +205,10 @@ def run_looks(
     Alpha: the events "p_label outside [L_j, U_j]" have probabilities <= a_j (two tails of a_j / 2
     each) and sum_j a_j = alpha (``look_alphas``). By the union bound all intervals hold at once with
     probability >= 1 - alpha, and then every decision of either kind at every look is right, as is the
-    lower bound reported at the stopping look: P(any wrong decision or wrong certificate) <= alpha
-    however the stopping look is chosen (Voracek, NeurIPS 2024, Sec. 4, for this construction). No
-    alpha is split between the two kinds of decision beyond the two tails of each interval, and one
-    interval serves every radius."""
+    lower bound reported (the largest of the looks' lower bounds up to the stopping look): P(any wrong
+    decision or wrong certificate) <= alpha however the stopping look is chosen (Voracek, NeurIPS 2024, Sec. 4,
+    for this construction). No alpha is split between the two kinds of decision beyond the two tails of each
+    interval, and one interval serves every radius."""
     need = np.asarray(need, dtype=np.float64)
     looks = look_schedule(n, start, growth)
     alphas = look_alphas(len(looks), alpha, spending) if alphas is None else np.asarray(alphas, dtype=np.float64)
@@ -247,7 +249,8 @@ def run_looks(
         closed[was_open & ~open_[active]] = m
         closed[open_[active]] = m  # still open: so far
         closed_at[active] = closed
-        drawn[active], lower[active], look[active] = m, lo, j + 1
+        drawn[active], look[active] = m, j + 1
+        lower[active] = np.maximum(lower[active], lo)  # every interval holds at once: so does the best of them
         if not open_.any():
             break
     assert decided is not None

@@ -231,3 +231,29 @@ def test_closed_at_is_what_a_single_radius_run_draws_on_the_same_stream():
             d = alone.decided[:, 0] != 0
             assert np.array_equal(alone.decided[d, 0], both.decided[d, i])
             assert np.all(both.decided[~d, i] <= 0)
+
+
+def test_the_reported_lower_bound_is_the_best_look_and_covers_every_certified_radius():
+    """A stream that hits at first and then misses: its last look's Clopper-Pearson bound is lower than an earlier
+    one. The bound reported is the largest of the looks taken (all hold at once), so a radius decided certified at an
+    early look is never outside the reported certificate."""
+    from certify.bounds import clopper_pearson
+
+    n, alpha = 2000, 1e-3
+    looks = look_schedule(n)
+    alphas = look_alphas(len(looks), alpha)
+    drawn = {"m": 0}
+
+    def stream(k: int) -> np.ndarray:
+        start, drawn["m"] = drawn["m"], drawn["m"] + k
+        return np.array([sum(1 for i in range(start, start + k) if i < 300 or i % 2 == 0)])  # then half misses
+
+    need = np.array([0.9, 0.999999])  # the first is decided early; the second once misses come
+    out = run_looks(stream, n, alpha, need, stop_out_of_reach=False)
+    assert out.decided[0, 0] == 1
+    hits, lowers = 0, []
+    for j, m in enumerate(looks[: int(out.look[0])]):
+        hits = sum(1 for i in range(m) if i < 300 or i % 2 == 0)
+        lowers.append(float(clopper_pearson(np.array([hits]), m, alphas[j], "two-sided")[0][0]))
+    assert lowers[-1] < max(lowers)  # the last look is not the best here
+    assert float(out.lower[0]) == max(lowers) and float(out.lower[0]) > need[0]
