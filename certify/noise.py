@@ -15,7 +15,7 @@ import torch
 
 from .region import Ellipsoid, Region
 
-#: noise whose scale has a larger condition number than this is drawn in float64, then cast (``draw_dtype``)
+#: noise whose scale has a larger condition number than this is drawn and added to x in float64 (``draw_dtype``)
 FLOAT32_CONDITION_LIMIT = 100.0
 
 
@@ -118,11 +118,12 @@ class GaussianNoise:
         return 1.0
 
     def draw_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """The dtype this noise is drawn in when the sum x + noise is formed in ``dtype``: float64 instead of float32
-        above ``FLOAT32_CONDITION_LIMIT`` (float32's rounding of the scale and of the product S z is of the order
-        2^-24 sqrt(d) times the largest scale along every axis, so relative to the smallest one it grows with the
-        condition number: a factor of condition 1e8 rounds to a singular float32 matrix). The draws are then cast
-        to ``dtype``, which rounds each entry on its own, as any float32 noise is."""
+        """The dtype this noise is drawn in and added to x in, for a float32 or float64 model: float64 instead of
+        float32 above ``FLOAT32_CONDITION_LIMIT``. Float32's rounding of the scale and of the product S z errs by
+        about 2^-24 sqrt(d) times the largest scale along every axis, so relative to the smallest one by the
+        condition number times that (a factor of condition 1e8 rounds to a singular float32 matrix); in float64
+        the noise is the stated Gaussian to 2^-53, and the sum's cast to the model's dtype is a rounding of the
+        noisy input, part of the base classifier (entry by entry, whatever the noise), not of the noise."""
         if dtype == torch.float32 and self.condition_number() > FLOAT32_CONDITION_LIMIT:
             return torch.float64
         return dtype

@@ -47,26 +47,6 @@ def model_device_dtype(model: Callable, x: torch.Tensor) -> tuple[torch.device, 
     return x.device, sampling_dtype(dtype)
 
 
-#: float32 rounds each entry of x + noise to within 2^-24 of its magnitude; certifying in float32 asks that this be at
-#: most 1e-3 of the thinnest noise scale (``check_float32_resolution``)
-FLOAT32_RESOLUTION_MARGIN = 1e3
-
-
-def check_float32_resolution(noise: GaussianNoise, x_max: float) -> None:
-    """Refuse a noise that float32 cannot represent: its thinnest scale below 1e3 x 2^-24 times the largest magnitude
-    an entry of x + noise mixes with it (|x|_max, or the noise's largest scale along the axes its draws mix,
-    ``condition_number`` times the thinnest). There the rounded draws are not the stated Gaussian along the thin
-    axis, and its certificate would claim what the samples did not see. A float64 model certifies such noise."""
-    thin = float(noise.scale_summary()["min_sigma"])
-    big = max(x_max, thin * float(noise.condition_number()))
-    if thin < FLOAT32_RESOLUTION_MARGIN * 2.0**-24 * big:
-        raise ValueError(
-            f"noise: its smallest scale {thin:.3g} is below float32's resolution next to magnitudes of {big:.3g} "
-            f"(each entry of x + noise is rounded to within {2.0**-24 * big:.2g}); certify with a float64 model and "
-            "input (model.double(), x.double()), or a better-conditioned noise"
-        )
-
-
 def sampling_dtype(model_dtype: torch.dtype) -> torch.dtype:
     """The dtype noise is drawn in and added to x in: float64 for a float64 model, else float32.
     The noisy sum is then cast to the model's dtype, so a half-precision model's certificate is a
@@ -208,13 +188,14 @@ def sample_statistics(
     if smoothing not in SMOOTHINGS:
         raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
     device, dtype = model_device_dtype(model, x)
-    sdtype = sampling_dtype(dtype)  # noise drawn and added in >= float32, then cast to dtype
+    # noise drawn and added to x in >= float32 (float64 for an ill-conditioned noise, GaussianNoise.draw_dtype);
+    # the sum is then cast to the model's dtype, a rounding that belongs to the base classifier
+    sdtype = sampling_dtype(dtype)
+    noise.check_dim(x.numel())
+    sdtype = noise.draw_dtype(sdtype)
     shape = tuple(x.shape)
     flat = x.detach().reshape(-1).to(device=device, dtype=sdtype)
     d = flat.numel()
-    noise.check_dim(d)
-    if sdtype == torch.float32:
-        check_float32_resolution(noise, float(flat.abs().max()) if d else 0.0)
     K, C = noise.num_components, num_classes
     counts = torch.zeros(K * C, dtype=torch.int64, device=device)
     per_comp = torch.zeros(K, dtype=torch.int64, device=device)
@@ -227,8 +208,7 @@ def sample_statistics(
         while remaining > 0:
             b = min(batch_size, remaining)
             remaining -= b
-            eps, comp = noise.sample(b, d, generator, device, noise.draw_dtype(sdtype))
-            eps = eps.to(sdtype)  # drawn in float64 where the noise's condition number asks for it
+            eps, comp = noise.sample(b, d, generator, device, sdtype)
             if first:
                 first = False
                 try:

@@ -1,6 +1,5 @@
-"""Noise in float32: drawn in float64 where its condition number asks for it (``GaussianNoise.draw_dtype``), and
-refused where float32 cannot represent its thinnest axis next to the input's entries (``check_float32_resolution``):
-a float64 model certifies it."""
+"""Noise for float32 models: drawn and added to x in float64 where its condition number asks for it
+(``GaussianNoise.draw_dtype``), the sum then rounded to the model's dtype as part of the base classifier."""
 
 from __future__ import annotations
 
@@ -55,20 +54,25 @@ def test_a_well_conditioned_thin_axis_is_drawn_as_stated_in_float32():
     assert np.std(draws @ thin) == pytest.approx(1e-3, rel=0.05)
 
 
-def test_noise_below_float32_resolution_is_refused_and_certified_in_float64():
+def test_an_ill_conditioned_noise_is_stated_exactly_before_the_rounding_of_the_input():
+    """Condition 1e8 (a float32 factor would be singular): the sum reaches a float32 model in float32, formed in
+    float64 (the model sees (x + noise) rounded once); a float64 model gets the closed-form p_A of the stated noise."""
     noise = _kronecker(1e8)  # thinnest scale 1e-8 beside a scale of 1
     w = np.kron(_rotation(0.3)[:, 1], np.eye(3)[0])
-    x = torch.zeros(6)
-    model32 = HalfSpace(w, -2e-8).float().eval()
-    with pytest.raises(ValueError, match="noise: its smallest scale .* float64 model"):
-        Smooth(model32, noise, 2).certify(x.float(), 10, 100, 0.01, generator=torch.Generator().manual_seed(0))
-    # the same noise next to inputs of magnitude 1e4: refused for isotropic noise too
-    with pytest.raises(ValueError, match="float32's resolution"):
-        Smooth(model32, IsotropicGaussian(1e-5), 2).certify(
-            torch.full((6,), 1e4), 10, 100, 0.01, generator=torch.Generator().manual_seed(0)
-        )
+    x = torch.full((6,), 0.5)
+    seen: list[torch.Tensor] = []
+
+    def model32(v: torch.Tensor) -> torch.Tensor:
+        assert v.dtype == torch.float32
+        seen.append(v)
+        return torch.zeros(v.shape[0], 2)
+
+    sample_statistics(model32, noise, x, 2000, 2, batch_size=1000, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    eps64 = noise.sample(1000, 6, gen, "cpu", torch.float64)[0]  # the same first draws, in float64
+    assert torch.equal(seen[0], (x.double() + eps64).float())
     cert = Smooth(HalfSpace(w, -2e-8).eval(), noise, 2).certify(
-        x.double(), 10, 1000, 0.01, generator=torch.Generator().manual_seed(0)
+        torch.zeros(6, dtype=torch.float64), 10, 1000, 0.01, generator=torch.Generator().manual_seed(0)
     )
-    # float64: class 1 (w.x > b) with p_A = Phi(2e-8 / ||S w||) = Phi(2) = 0.977, the stated Gaussian's
+    # class 1 (w.x > b) with p_A = Phi(2e-8 / ||S w||) = Phi(2) = 0.977, the stated Gaussian's
     assert cert.prediction == 1 and 0.9 < cert.p_lower < 0.977
