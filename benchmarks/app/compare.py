@@ -182,7 +182,7 @@ COLUMN_LEGEND = (
     "certifier shrank, replaced or abstained. Sequential runs (`--sequential`): `seq@r` fraction of inputs "
     "classified correctly and decided certified at radius r (the table's radius: l2 for isotropic noise, comparable "
     "with `l2@r`; the proxy radius for ANCER/RDDRS, comparable with `proxy@r`; each input's noise is asked at its "
-    "own-norm radius r / gm_sigma); `samples_mean`, "
+    "own-norm radius r / gm_sigma; l2 for the dual, whatever its dictionary); `samples_mean`, "
     "`samples_median`, `samples_p90` samples drawn per input (n0 included; n is the maximum); true-mixture rows "
     "(mog-mixture) at l2 radius r, one confidence sequence per component.\n"
 )

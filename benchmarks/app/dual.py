@@ -260,7 +260,7 @@ def load_or_train_dual(
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob.get("key") == key:
-            selector = ddrs.selector_mlp(d, len(entry_models), torch.Generator(), recipe.hidden)
+            selector = ddrs.selector_mlp(d, len(entry_models), torch.Generator(), recipe.hidden, dtype=inputs.X.dtype)
             selector.load_state_dict(blob["state_dict"])
             noises = None
             if not isotropic:
