@@ -95,6 +95,11 @@ class GaussianNoise:
     #: name of the parameter that fixes the dimension (for error messages)
     param_name: str = "sigma"
 
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Refuse an input of ``shape`` (one input, no batch axis) this noise is not defined on (``check_dim`` of its
+        size; a noise with axes of its own also checks them)."""
+        self.check_dim(math.prod(shape))
+
     def check_dim(self, d: int) -> None:
         if self.dim is not None and self.dim != d:
             raise ValueError(

@@ -191,7 +191,7 @@ def sample_statistics(
     # noise drawn and added to x in >= float32 (float64 for an ill-conditioned noise, GaussianNoise.draw_dtype);
     # the sum is then cast to the model's dtype, a rounding that belongs to the base classifier
     sdtype = sampling_dtype(dtype)
-    noise.check_dim(x.numel())
+    noise.check_shape(tuple(x.shape))
     sdtype = noise.draw_dtype(sdtype)
     shape = tuple(x.shape)
     flat = x.detach().reshape(-1).to(device=device, dtype=sdtype)

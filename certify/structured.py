@@ -326,6 +326,17 @@ class KroneckerGaussian(GaussianNoise):
     def region(self, center: np.ndarray, radius: float) -> KroneckerEllipsoid:
         return KroneckerEllipsoid(center, self._factors_np, radius, _eig=(self._eigenvalues, self._eigenvectors))
 
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """x flattened (any shape of the right size), or of the factors' own shape: an input with as many axes as there
+        are factors but another shape (channels last against channels first, say) is refused, not silently
+        flattened onto the wrong axes."""
+        super().check_shape(shape)
+        if len(shape) == len(self.shape) and tuple(shape) != self.shape:
+            raise ValueError(
+                f"shape mismatch between x and factors: the factors define an input of shape {self.shape} (one "
+                f"factor per axis, row-major), x has shape {tuple(shape)}"
+            )
+
     def condition_number(self) -> float:
         """prod_i lambda_max(C_i) / lambda_min(C_i)."""
         return math.prod(float(lam[-1] / lam[0]) for lam in self._eigenvalues)

@@ -76,3 +76,14 @@ def test_an_ill_conditioned_noise_is_stated_exactly_before_the_rounding_of_the_i
     )
     # class 1 (w.x > b) with p_A = Phi(2e-8 / ||S w||) = Phi(2) = 0.977, the stated Gaussian's
     assert cert.prediction == 1 and 0.9 < cert.p_lower < 0.977
+
+
+def test_a_kronecker_noise_refuses_an_input_of_the_wrong_shape():
+    """Factors for (2, 3) on an input of shape (3, 2): the same size, another layout; refused naming the factors. The
+    flattened input (6,) and the factors' own shape are accepted."""
+    noise = _kronecker(10.0)
+    model = HalfSpace(np.ones(6), 0.0).eval()
+    with pytest.raises(ValueError, match="shape mismatch between x and factors"):
+        Smooth(model, noise, 2).certify(torch.zeros(3, 2, dtype=torch.float64), 10, 100, 0.01)
+    for shape in ((6,), (2, 3)):
+        Smooth(model, noise, 2).certify(torch.zeros(shape, dtype=torch.float64), 10, 100, 0.01)
