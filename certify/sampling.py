@@ -190,10 +190,9 @@ def sample_statistics(
     device, dtype = model_device_dtype(model, x)
     # noise drawn and added to x in >= float32 (float64 for an ill-conditioned noise, GaussianNoise.draw_dtype);
     # the sum is then cast to the model's dtype, a rounding that belongs to the base classifier
-    sdtype = sampling_dtype(dtype)
-    noise.check_shape(tuple(x.shape))
-    sdtype = noise.draw_dtype(sdtype)
     shape = tuple(x.shape)
+    noise.check_shape(shape)
+    sdtype = noise.draw_dtype(sampling_dtype(dtype))
     flat = x.detach().reshape(-1).to(device=device, dtype=sdtype)
     d = flat.numel()
     K, C = noise.num_components, num_classes
