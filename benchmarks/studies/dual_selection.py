@@ -20,8 +20,8 @@ where that classifier's top probability is below 0.45, else the largest); and th
 read off the RS logs themselves, with no ball (an upper bound on any selector). Certified accuracy at the l2 radii with
 paired 95 % intervals against the per-radius best single sigma.
 
-    python -m benchmarks.studies.dual_selection --logs benchmarks/results/in-progress/fashion-mnist/logs \
-        --model-dir benchmarks/results/in-progress/fashion-mnist/models --results
+    python -m benchmarks.studies.dual_selection --logs benchmarks/results/compare/fashion-mnist/logs \
+        --model-dir benchmarks/results/compare/fashion-mnist/models --results
 """
 
 from __future__ import annotations

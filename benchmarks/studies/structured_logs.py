@@ -9,7 +9,7 @@ table and a plot (certified accuracy against l2 and proxy radius).
 
     python -m benchmarks.studies.structured_logs \
         --structured benchmarks/results/in-progress/fashion-mnist-structured/logs \
-        --grid benchmarks/results/in-progress/fashion-mnist/logs --sigma 0.25 --results
+        --grid benchmarks/results/compare/fashion-mnist/logs --sigma 0.25 --results
 """
 
 from __future__ import annotations
