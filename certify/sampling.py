@@ -29,8 +29,10 @@ SMOOTHINGS = ("hard", "soft")
 #: at most this many rows, which keeps a small network's activations in cache (2.2x the throughput of one 2,000-row
 #: call for the Fashion-MNIST CNN on one thread, `benchmarks/results/README.md`, section "Forward chunks"). The
 #: logits stay bit for bit those of one call (`tests/certify/test_forward_chunks.py`: CNNs and MLPs); float64
-#: models get one call, because the float64 matrix product rounds differently with the number of rows.
+#: models get one call, because the float64 matrix product rounds differently with the number of rows; so do inputs
+#: of fewer than ``CPU_CHUNK_MIN_FEATURES`` numbers (a small vector model's calls cost more than its cache misses).
 CPU_FORWARD_ROWS = 256
+CPU_CHUNK_MIN_FEATURES = 256
 
 
 def check_count(value, name: str) -> int:
@@ -119,7 +121,12 @@ def noisy_forward(
     evaluate the network here."""
     noisy = (x + noise).to(model_dtype).reshape((-1,) + tuple(input_shape))
     rows = noisy.shape[0]
-    chunk = noisy.device.type == "cpu" and noisy.dtype == torch.float32 and rows > CPU_FORWARD_ROWS
+    chunk = (
+        noisy.device.type == "cpu"
+        and noisy.dtype == torch.float32
+        and rows > CPU_FORWARD_ROWS
+        and noisy[0].numel() >= CPU_CHUNK_MIN_FEATURES
+    )
     logits = _chunked(model, noisy) if chunk else model(noisy)
     if (
         not isinstance(logits, torch.Tensor)

@@ -68,6 +68,13 @@ def test_float64_models_get_one_call():
     assert rec.sizes == [2000]
 
 
+def test_small_inputs_get_one_call():
+    rec = _Recorder(nn.Sequential(nn.Linear(64, 10)).eval())
+    with torch.no_grad():
+        noisy_forward(rec, torch.zeros(64), torch.zeros(2000, 64), torch.float32, (64,), 10)
+    assert rec.sizes == [2000]
+
+
 def test_chunks_are_near_equal_and_none_is_small():
     rec = _Recorder(_mlp(torch.float32))
     for rows in (CPU_FORWARD_ROWS, CPU_FORWARD_ROWS + 1, 1000, 2000, 2001):
