@@ -8,10 +8,11 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import certify
-from benchmarks.analysis.paired import paired_difference
+from benchmarks.analysis.paired import align, paired_difference
 
 COMPARE = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "compare"
 CHAIN = ("rs", "ddrs", "ancer", "rddrs")
@@ -108,3 +109,43 @@ def test_results_before_the_constraint_are_named():
     readme = (COMPARE.parent / "README.md").read_text()
     for name in older:
         assert f"`compare/{name}/` (volume-only" in readme, name
+
+
+#: an input certified at radius r by the start but not by the later stage is explained by fresh samples when the
+#: start certified r only just (its radius below NEAR x r): the later stage certifies on its own draws, and a noise at
+#: least as good then falls below r with a probability that is not small. Anything else would be a lost ball.
+NEAR = 1.05
+
+
+@pytest.mark.parametrize("summary", SUMMARIES + IN_PROGRESS, ids=_name)
+def test_per_input_l2_radii_dominate_but_where_fresh_samples_explain_it(summary):
+    """Per input, at every l2 radius of the table, a later stage certifies what its start certified, except where the
+    start's radius was within 5 % above r (a near-threshold Monte Carlo outcome on either side; sequential runs stop as
+    soon as r is decided) or the memory-based certifier changed the later certificate (overlapping regions, toy2d);
+    and such losses stay few against the gains."""
+    if not _constrained(summary):
+        pytest.skip("volume-only ANCER / RDDRS (the form that gives up the ball)")
+    logs = summary.parent / "logs"
+    checked = 0
+    for log_after in sorted(logs.glob("*.tsv")):
+        method, sigma = log_after.name[: -len(".tsv")].split("_sigma")
+        for before, after in L2_PAIRS:
+            start = logs / f"{before}_sigma{sigma}.tsv"
+            if method != after or not start.is_file():
+                continue
+            a, b = certify.read_log(log_after), certify.read_log(start)
+            if len(a.rows()) != len(b.rows()):
+                continue
+            ia, ib = align(a, b)
+            ra = np.where(a["correct"] == 1, np.asarray(a["l2_radius"], dtype=float), 0.0)[ia]
+            rb = np.where(b["correct"] == 1, np.asarray(b["l2_radius"], dtype=float), 0.0)[ib]
+            memory = np.asarray([str(v) not in ("", "-", "kept", "None") for v in a["memory_action"]])[ia]
+            losses = gains = 0
+            for r in (v for v in _l2_radii(summary) if v > 0):
+                lost = (rb >= r) & (ra < r) & ~memory  # the memory shrinks overlapping regions: not a lost ball
+                losses += int(lost.sum())
+                gains += int(((ra >= r) & (rb < r)).sum())
+                assert np.all(rb[lost] < NEAR * r), (summary.parent.name, sigma, after, before, r, rb[lost], ra[lost])
+            assert losses <= max(3, gains // 5), (summary.parent.name, sigma, after, before, losses, gains)
+            checked += 1
+    assert checked >= 3
