@@ -99,7 +99,9 @@ def plot(rows: list[dict], path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.studies.forward_chunks", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.studies.forward_chunks", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)

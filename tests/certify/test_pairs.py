@@ -169,4 +169,7 @@ def test_the_pair_test_runs_at_imagenet_size_without_a_dense_matrix(kind):
     assert ellipsoids_intersect(e1.with_radius(1.1 * r), e2.with_radius(1.1 * r))
     shrunk = max_disjoint_radius(e1.with_radius(1.1 * r), e2.with_radius(1.1 * r))
     assert 0.0 < shrunk < 1.1 * r
-    assert not ellipsoids_intersect(e1.with_radius(shrunk), e2.with_radius(1.1 * r))
+    # max_disjoint_radius proved `shrunk` with its own verified direction; ellipsoids_intersect searches its own, which
+    # at that very radius (the tangent, to the last digits) may miss by one rounding: with 1 BLAS thread on an AMD EPYC
+    # it does at the Kronecker pair. "Intersect" is the safe answer, so the check is one part in 1e9 inside.
+    assert not ellipsoids_intersect(e1.with_radius(shrunk * (1 - 1e-9)), e2.with_radius(1.1 * r))
