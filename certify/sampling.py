@@ -26,7 +26,7 @@ from .noise import GaussianNoise
 
 SMOOTHINGS = ("hard", "soft")
 #: rows per network call for a float32 model on the CPU: a batch of noisy copies is evaluated in near-equal chunks of
-#: at most this many rows, which keeps a small network's activations in cache (2.2x the throughput of one 2,000-row
+#: at most this many rows, which keeps a small network's activations in cache (1.9x the throughput of one 2,000-row
 #: call for the Fashion-MNIST CNN on one thread, `benchmarks/results/README.md`, section "Forward chunks"). The
 #: logits stay bit for bit those of one call (`tests/certify/test_forward_chunks.py`: CNNs and MLPs); float64
 #: models get one call, because the float64 matrix product rounds differently with the number of rows; so do inputs
